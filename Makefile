@@ -1,0 +1,49 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything installs into .venv from
+# requirements.lock (pinned). Python 3.11 is the only prerequisite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
+
+.PHONY: install run test test-services test-embedded lint bench loadtest clean
+
+$(VENV)/.installed: requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	touch $@
+
+install: $(VENV)/.installed
+
+# Embedded default: SQLite, in-process broker and state, offline AI provider.
+run: install
+	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py migrate --verbosity 0
+	@echo "development token (customer 'dev-customer'):"
+	@HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py mint_token --user dev-customer --role customer --ttl 86400
+	@echo
+	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
+
+# The whole suite against real Postgres and Redis, then the hub core again on the embedded default.
+test: install lint test-services test-embedded
+
+test-services: install
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	  HUB_TEST_REQUIRE_SERVICES=1 $(PY) -m pytest tests
+
+test-embedded: install
+	env -u DATABASE_URL -u REDIS_URL HUB_TEST_EMBEDDED=1 $(PY) -m pytest tests/hub tests/core -m "not services"
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) -m bench
+
+loadtest: install
+	$(PY) -m loadtests.run
+
+clean:
+	rm -rf $(VENV) var loadtests/reports

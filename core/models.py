@@ -1,0 +1,71 @@
+"""Shared bookkeeping: durable channel streams, their publications, idempotency keys, audit."""
+from __future__ import annotations
+
+from django.db import models
+
+
+class Stream(models.Model):
+    """One row per durable channel: its newest offset and its epoch."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    top = models.BigIntegerField(default=0)
+    epoch = models.CharField(max_length=16)
+    created_at = models.BigIntegerField(help_text="ms since the epoch")
+
+    class Meta:
+        db_table = "hub_stream"
+
+
+class Publication(models.Model):
+    """A publication; (channel, offset) is the key. Erased ones stay as tombstones (data null)."""
+
+    pk = models.CompositePrimaryKey("channel", "offset")
+    channel = models.CharField(max_length=200)
+    offset = models.BigIntegerField()
+    ts = models.BigIntegerField(help_text="ms since the epoch")
+    sender = models.CharField(max_length=128, null=True)
+    data = models.TextField(null=True, help_text="compact JSON; null for a tombstone")
+
+    class Meta:
+        db_table = "hub_publication"
+        indexes = [models.Index(fields=["sender"], name="hub_pub_sender"),
+                   models.Index(fields=["ts"], name="hub_pub_ts")]
+
+
+class PubKey(models.Model):
+    """Idempotency key of a publish, held for HUB_IDEMPOTENCY_S per channel."""
+
+    pk = models.CompositePrimaryKey("channel", "key")
+    channel = models.CharField(max_length=200)
+    key = models.CharField(max_length=64)
+    offset = models.BigIntegerField()
+    created_at = models.BigIntegerField()
+
+    class Meta:
+        db_table = "hub_pubkey"
+
+
+class AuditLog(models.Model):
+    """Append-only: application code only ever inserts (see core.audit)."""
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=128)
+    actor_role = models.CharField(max_length=32, blank=True, default="")
+    tenant = models.CharField(max_length=128, blank=True, default="")
+    action = models.CharField(max_length=64, db_index=True)
+    target = models.CharField(max_length=256, blank=True, default="")
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "core_audit"
+        ordering = ["-id"]
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise RuntimeError("audit rows are append-only")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise RuntimeError("audit rows are append-only")

@@ -1,0 +1,41 @@
+"""Redis clients, one per process (and per event loop for asyncio). None on the embedded default."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import redis
+import redis.asyncio as aredis
+from django.conf import settings
+
+_sync: redis.Redis | None = None
+_async: dict[int, aredis.Redis] = {}
+_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    return bool(settings.REDIS_URL)
+
+
+def sync_client() -> redis.Redis | None:
+    global _sync
+    if not settings.REDIS_URL:
+        return None
+    with _lock:
+        if _sync is None:
+            _sync = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5,
+                                         health_check_interval=30)
+        return _sync
+
+
+def async_client() -> aredis.Redis | None:
+    """A client bound to the running loop (redis.asyncio connections cannot cross loops)."""
+    if not settings.REDIS_URL:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _async.get(id(loop))
+    if client is None:
+        client = aredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5,
+                                       health_check_interval=30)
+        _async[id(loop)] = client
+    return client

@@ -1,0 +1,177 @@
+"""Cross-process fan-out. Each process subscribes once per channel (not per socket).
+
+LocalBroker: one process, nothing to cross. RedisBroker: plain Redis pub/sub, one connection
+per process for subscriptions; messages are `node id | msgpack` so a process skips its own at
+the cost of a byte comparison. Redis is a wake-up signal, not the record: the database is. A
+subscriber that sees a gap, or a broker that reconnects, fills from storage.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from hub.pubs import Pub
+
+log = logging.getLogger("hub.broker")
+PREFIX = "hub:c:"
+
+
+class LocalBroker:
+    async def start(self) -> None:
+        return None
+
+    async def subscribe(self, channel: str) -> None:
+        return None
+
+    async def unsubscribe(self, channel: str) -> None:
+        return None
+
+    def publish(self, pubs: list[Pub]) -> None:
+        return None
+
+    def event(self, channel: str, frame: dict[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisBroker:
+    def __init__(self, url: str, node: str, on_pub: Callable[[Pub], None],
+                 on_event: Callable[[str, dict[str, Any]], None], on_resync: Callable[[], None]) -> None:
+        import redis.asyncio as aredis
+
+        self.url = url
+        self.node = node.encode()
+        self.head = self.node + b"|"
+        self.on_pub = on_pub
+        self.on_event = on_event
+        self.on_resync = on_resync
+        self.pub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.sub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
+        self.pubsub = self.sub_client.pubsub(ignore_subscribe_messages=False)
+        self.channels: set[str] = set()
+        self.waiting: dict[str, list[asyncio.Future[None]]] = {}
+        self.out: list[tuple[str, bytes]] = []
+        self.flush_scheduled = False
+        self.task: asyncio.Task[None] | None = None
+        self.connected = False
+
+    async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def subscribe(self, channel: str) -> None:
+        """Returns once Redis confirms: from then on no publication to it can be missed."""
+        self.channels.add(channel)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(PREFIX + channel, []).append(fut)
+        if not self.connected:
+            return  # subscribed on reconnect, and the resync then fills from storage
+        try:
+            await self.pubsub.subscribe(PREFIX + channel)
+            await asyncio.wait_for(asyncio.shield(fut), 5)
+        except Exception as exc:  # noqa: BLE001 - same as disconnected: resync covers it
+            log.warning("redis subscribe failed (%s)", type(exc).__name__)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+        try:
+            await self.pubsub.unsubscribe(PREFIX + channel)
+        except Exception:  # noqa: BLE001 - resubscription on reconnect uses self.channels
+            pass
+
+    def publish(self, pubs: list[Pub]) -> None:
+        for p in pubs:
+            body = msgpack.packb((0, p.channel, p.offset, p.epoch, p.ts, p.sender, p.data), use_bin_type=True)
+            self.out.append((PREFIX + p.channel, self.head + body))
+        self._schedule()
+
+    def event(self, channel: str, frame: dict[str, Any]) -> None:
+        self.out.append((PREFIX + channel, self.head + msgpack.packb((1, channel, frame), use_bin_type=True)))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        # One pipeline per loop turn: many publications, one round trip.
+        await asyncio.sleep(0)
+        self.flush_scheduled = False
+        out, self.out = self.out, []
+        if not out:
+            return
+        try:
+            async with self.pub_client.pipeline(transaction=False) as pipe:
+                for name, body in out:
+                    pipe.publish(name, body)
+                await pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - durable pubs are recovered by resync
+            log.warning("redis publish failed (%s); other processes resync on reconnect", type(exc).__name__)
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                if not self.connected:
+                    await self.pubsub.ping()
+                    names = [PREFIX + c for c in self.channels]
+                    if names:
+                        await self.pubsub.subscribe(*names)
+                    if backoff > 0.1:  # a reconnect, not the first start
+                        log.warning("redis reconnected; resyncing %d channels", len(names))
+                        self.on_resync()
+                    self.connected = True
+                    backoff = 0.1
+                msg = await self.pubsub.get_message(timeout=1.0)
+                if msg is None:
+                    continue
+                kind = msg["type"]
+                if kind == b"message" or kind == "message":
+                    self._dispatch(msg["data"])
+                elif kind in ("subscribe", b"subscribe"):
+                    name = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                    for fut in self.waiting.pop(name, []):
+                        if not fut.done():
+                            fut.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep listening through Redis restarts
+                if self.connected:
+                    log.warning("redis subscription lost (%s)", type(exc).__name__)
+                self.connected = False
+                try:
+                    await self.pubsub.aclose()
+                except Exception:  # noqa: BLE001
+                    pass
+                self.pubsub = self.sub_client.pubsub(ignore_subscribe_messages=False)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0) if backoff > 0.1 else 0.2
+
+    def _dispatch(self, data: bytes) -> None:
+        if data.startswith(self.head):
+            return  # our own; already delivered locally
+        try:
+            body = msgpack.unpackb(data[data.index(b"|") + 1:], raw=False)
+            if body[0] == 0:
+                _, channel, offset, epoch, ts, sender, payload = body
+                self.on_pub(Pub(channel, offset, epoch, ts, sender, payload))
+            else:
+                self.on_event(body[1], body[2])
+        except Exception:  # noqa: BLE001 - a bad message must not stop the listener
+            log.exception("bad broker message")
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        try:
+            await self.pubsub.aclose()
+            await self.sub_client.aclose()
+            await self.pub_client.aclose()
+        except Exception:  # noqa: BLE001
+            pass

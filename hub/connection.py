@@ -1,0 +1,364 @@
+"""One WebSocket: the protocol v1 state machine (connect, commands, limits, close codes).
+
+Fast commands (publish to a known channel, signal, unsubscribe) run inline on the frame; the
+rest (subscribe, history, presence, rpc, first publish to a channel) run as tasks so one slow
+command never stalls the socket. Replies go out as soon as each command finishes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from django.conf import settings
+
+from core import audit
+from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, HubError
+from core.logs import request_id
+from hub import auth, channels, codec, rpc, store
+from hub.limits import TokenBucket
+from hub.rpc import Caller, run_sync
+from hub.sink import Sink
+
+if TYPE_CHECKING:
+    from hub.engine import Engine
+
+log = logging.getLogger("hub.connection")
+
+CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
+CLOSE_AUTH = 4001
+CLOSE_EXPIRED = 4002
+CLOSE_SLOW = 4009
+CLOSE_PROTOCOL = 4010
+
+
+class Connection:
+    __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
+                 "closed", "timer", "can_pub", "pub_checks", "tasks", "close_callbacks", "__weakref__")
+
+    def __init__(self, engine: Engine, sink: Sink) -> None:
+        self.engine = engine
+        self.sink = sink
+        self.binary = False
+        self.client = secrets.token_hex(8)
+        self.caller: Caller | None = None
+        self.exp = 0
+        self.subs: set[str] = set()
+        self.bucket = TokenBucket(settings.HUB_COMMANDS_PER_S, settings.HUB_COMMAND_BURST)
+        self.bad = 0
+        self.closed = False
+        loop = engine.loop
+        self.timer: asyncio.TimerHandle | None = loop.call_later(
+            settings.HUB_CONNECT_TIMEOUT_S, self.close, CLOSE_AUTH)
+        self.can_pub: set[str] = set()
+        self.pub_checks: dict[str, asyncio.Future[None]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.close_callbacks: list[Callable[[], None]] = []
+
+    # --- output ---------------------------------------------------------------------------
+
+    def send_obj(self, obj: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if self.sink.pending() > self.engine.max_queue:
+            self.engine.stats["slow_consumers"] += 1
+            self.close(CLOSE_SLOW)
+            return
+        self.sink.write(codec.encode(obj, self.binary), self.binary)
+
+    def reply(self, cid: int, result: Any) -> None:
+        self.send_obj({"id": cid, "ok": True, "result": result})
+
+    def error(self, cid: int, err: HubError) -> None:
+        self.send_obj({"id": cid, "ok": False, "error": err.as_dict()})
+
+    def close(self, code: int) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.sink.close(code)
+        self.cleanup()
+
+    # --- input ----------------------------------------------------------------------------
+
+    def on_frame(self, frame: str | bytes) -> None:
+        if self.closed:
+            return
+        if len(frame) > settings.HUB_MAX_FRAME_BYTES:
+            self.close(CLOSE_TOO_BIG)
+            return
+        if self.caller is None and self.bad == 0:
+            self.binary = isinstance(frame, bytes)  # the first frame fixes the encoding
+        try:
+            cmd = codec.parse(frame)
+        except codec.FrameError as exc:
+            self.bad_frame(exc.message, exc.id)
+            return
+        cid: int = cmd["id"]
+        name: str = cmd["cmd"]
+        if self.caller is None:
+            if name != "connect":
+                self.close(CLOSE_AUTH)
+                return
+            self.do_connect(cid, cmd["token"])
+            return
+        wait = self.bucket.take()
+        if wait:
+            self.error(cid, HubError(RATE_LIMITED, "too many commands", retry_after_ms=wait))
+            return
+        if name == "publish":
+            self.do_publish(cid, cmd)
+        elif name == "signal":
+            self.spawn(cid, self.do_signal(cmd))
+        elif name == "unsubscribe":
+            self.do_unsubscribe(cid, cmd["channel"])
+        elif name == "subscribe":
+            self.spawn(cid, self.do_subscribe(cmd))
+        elif name == "history":
+            self.spawn(cid, self.do_history(cmd))
+        elif name == "presence":
+            self.spawn(cid, self.do_presence(cmd))
+        elif name == "rpc":
+            self.spawn(cid, self.do_rpc(cmd))
+        elif name == "refresh":
+            self.do_refresh(cid, cmd["token"])
+        elif name == "connect":
+            self.error(cid, HubError(BAD_REQUEST, "already connected"))
+
+    def bad_frame(self, message: str, cid: int | None) -> None:
+        self.bad += 1
+        if cid is not None:
+            self.error(cid, HubError(BAD_REQUEST, message))
+        if self.bad >= settings.HUB_MAX_BAD_FRAMES:
+            self.close(CLOSE_PROTOCOL)
+
+    def spawn(self, cid: int, coro: Any) -> None:
+        task = self.engine.loop.create_task(self._run(cid, coro))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, cid: int, coro: Any) -> None:
+        request_id.set(f"{self.client}:{cid}")
+        try:
+            result = await coro
+        except HubError as exc:
+            self.error(cid, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - one failing command never takes the socket down
+            log.exception("command failed")
+            self.error(cid, HubError(INTERNAL, "internal error"))
+        else:
+            self.reply(cid, result)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def do_connect(self, cid: int, token: str) -> None:
+        try:
+            claims = auth.verify(token, settings.HUB_SECRET)
+        except auth.TokenError as exc:
+            self.error(cid, HubError(UNAUTHORIZED, str(exc)))
+            self.close(CLOSE_AUTH)
+            return
+        if claims.role == auth.SERVICE_ROLE:
+            self.error(cid, HubError(UNAUTHORIZED, "service tokens are for HTTP only"))
+            self.close(CLOSE_AUTH)
+            return
+        self.caller = Caller(claims.user, claims.role, claims.tenant, self.client, push=self.send_obj,
+                             on_close=self.close_callbacks.append)
+        self._arm_expiry(claims.exp)
+        self.reply(cid, {"client": self.client, "user": claims.user, "role": claims.role,
+                         "tenant": claims.tenant, "expires_at": claims.exp, "ping_s": settings.HUB_PING_S})
+
+    def _arm_expiry(self, exp: int) -> None:
+        self.exp = exp
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.engine.loop.call_later(max(0.0, exp - time.time()), self.close, CLOSE_EXPIRED)
+
+    def do_refresh(self, cid: int, token: str) -> None:
+        assert self.caller is not None
+        try:
+            claims = auth.verify(token, settings.HUB_SECRET)
+            if (claims.user, claims.role, claims.tenant) != (self.caller.user, self.caller.role, self.caller.tenant):
+                raise auth.TokenError("token is for another identity")
+            if claims.exp < self.exp:
+                raise auth.TokenError("token is older than the current one")
+        except auth.TokenError as exc:
+            caller = self.caller
+            self.engine.loop.create_task(audit.arecord(caller.user, "token.refresh_failed", self.client,
+                                                       role=caller.role, tenant=caller.tenant,
+                                                       reason=str(exc)))
+            self.error(cid, HubError(UNAUTHORIZED, str(exc)))
+            return
+        self._arm_expiry(claims.exp)
+        self.reply(cid, {"expires_at": claims.exp})
+
+    def do_publish(self, cid: int, cmd: dict[str, Any]) -> None:
+        channel: str = cmd["channel"]
+        if channel not in self.can_pub:
+            self.spawn(cid, self._publish_checked(cmd))
+            return
+        self._submit(cid, cmd)
+
+    async def _publish_checked(self, cmd: dict[str, Any]) -> Any:
+        channel: str = cmd["channel"]
+        check = self.pub_checks.get(channel)
+        if check is None:
+            # One check per channel; publishes behind it keep their order.
+            check = self.pub_checks[channel] = self.engine.loop.create_future()
+            try:
+                assert self.caller is not None
+                await channels.check_publish(self.caller, channel)
+            except BaseException as exc:
+                del self.pub_checks[channel]
+                check.set_exception(exc if isinstance(exc, HubError) else HubError(INTERNAL, "check failed"))
+                check.exception()
+                raise
+            self.can_pub.add(channel)
+            check.set_result(None)
+        else:
+            await asyncio.shield(check)
+        return await self._submit_future(cmd)
+
+    def _submit(self, cid: int, cmd: dict[str, Any]) -> None:
+        try:
+            fut = self._enqueue(cmd)
+        except HubError as exc:
+            self.error(cid, exc)
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            exc = f.exception()
+            if exc is None:
+                self.reply(cid, {"offset": f.result()[0].offset})
+            elif isinstance(exc, HubError):
+                self.error(cid, exc)
+            else:
+                self.error(cid, HubError(INTERNAL, "internal error"))
+
+        fut.add_done_callback(done)
+
+    async def _submit_future(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        pub, _dup = await self._enqueue(cmd)
+        return {"offset": pub.offset}
+
+    def _enqueue(self, cmd: dict[str, Any]) -> asyncio.Future[Any]:
+        if self.engine.draining:
+            raise HubError("unavailable", "the server is draining; reconnect elsewhere")
+        data = cmd["data"]
+        assert self.caller is not None
+        body = orjson.dumps(data).decode()
+        return self.engine.submit(cmd["channel"], data, body, self.caller.user, cmd.get("key"))
+
+    async def do_signal(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.caller is not None
+        channel = cmd["channel"]
+        if channel not in self.can_pub:
+            await channels.check_signal(self.caller, channel)
+        self.engine.event(channel, {"push": "signal", "channel": channel, "from": self.caller.user,
+                                    "data": cmd["data"]}, exclude=self)
+        return {}
+
+    async def do_subscribe(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.caller is not None
+        channel: str = cmd["channel"]
+        if channel in self.subs:
+            raise HubError("conflict", f"already subscribed to {channel}")
+        if len(self.subs) >= settings.HUB_MAX_SUBSCRIPTIONS:
+            raise HubError(TOO_LARGE, f"at most {settings.HUB_MAX_SUBSCRIPTIONS} subscriptions")
+        ns, via_admin = await channels.check_subscribe(self.caller, channel)
+        if via_admin:
+            await audit.arecord(self.caller.user, "channel.admin_read", channel, role=self.caller.role,
+                                tenant=self.caller.tenant)
+        self.subs.add(channel)  # reserved before the await so limits hold under pipelining
+        try:
+            window = ns.window_s if ns.name == "call" else settings.HUB_HISTORY_DAYS * 86400
+            result = await self.engine.attach(self, channel, cmd.get("since"), window)
+        except BaseException:
+            self.subs.discard(channel)
+            raise
+        if self.closed:
+            self.engine.detach(self, channel)
+            return result
+        if self.engine.presence.join(channel, self.caller.user, self.caller.role):
+            self.engine.event(channel, {"push": "join", "channel": channel, "user": self.caller.user},
+                              exclude=self)
+        return result
+
+    def do_unsubscribe(self, cid: int, channel: str) -> None:
+        if channel not in self.subs:
+            self.error(cid, HubError("not_found", f"not subscribed to {channel}"))
+            return
+        self._leave(channel)
+        self.reply(cid, {})
+
+    def _leave(self, channel: str) -> None:
+        assert self.caller is not None
+        self.subs.discard(channel)
+        self.engine.detach(self, channel)
+        if self.engine.presence.leave(channel, self.caller.user):
+            self.engine.event(channel, {"push": "leave", "channel": channel, "user": self.caller.user})
+
+    async def do_history(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.caller is not None
+        channel: str = cmd["channel"]
+        if channel not in self.subs:
+            _ns, via_admin = await channels.check_subscribe(self.caller, channel)
+            if via_admin:
+                await audit.arecord(self.caller.user, "channel.admin_read", channel, role=self.caller.role,
+                                    tenant=self.caller.tenant)
+        limit = cmd.get("limit") or 50
+        if limit > 100:
+            raise HubError(BAD_REQUEST, "limit is at most 100")
+        after, before = cmd.get("after"), cmd.get("before")
+
+        def read() -> tuple[int, str, list[Any]]:
+            top, epoch = store.head(channel)
+            # Without `after`, the newest `limit` before `before` (or the top).
+            pubs = store.read(channel, epoch, after or 0, before, limit, newest=after is None)
+            return top, epoch, pubs
+
+        try:
+            top, epoch, pubs = await run_sync(read)
+        except Exception as exc:
+            raise HubError("unavailable", "history is unavailable; retry") from exc
+        return {"offset": top, "epoch": epoch, "pubs": [p.as_item() for p in pubs]}
+
+    async def do_presence(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.caller is not None
+        channel: str = cmd["channel"]
+        if channel not in self.subs:
+            await channels.check_subscribe(self.caller, channel)
+        return {"members": await self.engine.presence.members(channel)}
+
+    async def do_rpc(self, cmd: dict[str, Any]) -> Any:
+        assert self.caller is not None
+        caller = self.caller
+        caller.request_id = request_id.get()
+        return await rpc.call(caller, cmd["method"], cmd.get("params") or {})
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for task in list(self.tasks):
+            task.cancel()
+        if self.caller is not None:
+            for channel in list(self.subs):
+                self._leave(channel)
+        self.subs.clear()
+        self.engine.conns.discard(self)
+        callbacks, self.close_callbacks = self.close_callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001
+                log.exception("close callback failed")

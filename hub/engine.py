@@ -1,0 +1,327 @@
+"""The per-process hub: channel states, ordered delivery, recovery, group commit, fan-out.
+
+One Engine per process (per event loop). What one process knows, the others learn through the
+broker (Redis) or the database; the database is the record, Redis the wake-up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from core import redis as hubredis
+from core.errors import HubError, unavailable
+from hub import store
+from hub.broker import LocalBroker, RedisBroker
+from hub.presence import Presence
+from hub.pubs import Pub
+from hub.rpc import run_sync
+
+if TYPE_CHECKING:
+    from hub.connection import Connection
+
+log = logging.getLogger("hub.engine")
+CACHE_SIZE = 512
+RECOVERY_MAX = 5000
+GAP_WAIT_S = 0.03
+
+
+class ChannelState:
+    __slots__ = ("name", "epoch", "delivered", "subs", "cache", "pending", "filling", "ready")
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.name = name
+        self.epoch = ""
+        self.delivered = 0
+        self.subs: dict[Connection, None] = {}
+        self.cache: deque[Pub] = deque(maxlen=CACHE_SIZE)
+        self.pending: dict[int, Pub] = {}
+        self.filling = False
+        self.ready: asyncio.Future[None] = loop.create_future()
+
+    def cached_after(self, offset: int) -> list[Pub] | None:
+        """Pubs after `offset` up to delivered from the hot cache, or None if it does not reach back."""
+        if offset >= self.delivered:
+            return []
+        if not self.cache or self.cache[0].offset > offset + 1:
+            return None
+        return [p for p in self.cache if p.offset > offset]
+
+
+class Engine:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.node = secrets.token_hex(6)
+        self.channels: dict[str, ChannelState] = {}
+        self.conns: set[Connection] = set()
+        self.draining = False
+        self.writer = store.Writer(loop, self._on_batch)
+        self.max_queue = settings.HUB_MAX_QUEUE_BYTES
+        self.stats = {"published": 0, "delivered": 0, "slow_consumers": 0, "recovered": 0,
+                      "not_recovered": 0, "gap_fills": 0}
+        if settings.REDIS_URL:
+            self.broker: LocalBroker | RedisBroker = RedisBroker(
+                settings.REDIS_URL, self.node, self.on_remote_pub, self.on_remote_event, self.resync)
+            self.presence = Presence(self.node, hubredis.async_client(), self._announce_remote)
+        else:
+            self.broker = LocalBroker()
+            self.presence = Presence(self.node, None, self._announce_remote)
+        self._started = False
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.broker.start()
+        await self.presence.start()
+        store.on_domain_commit(self._domain_commit_threadsafe)
+
+    # --- subscribe / unsubscribe ---------------------------------------------------------
+
+    async def attach(self, conn: Connection, channel: str, since: dict[str, Any] | None,
+                     window_s: int) -> dict[str, Any]:
+        st = self.channels.get(channel)
+        if st is None:
+            st = ChannelState(channel, self.loop)
+            self.channels[channel] = st
+            try:
+                await self.broker.subscribe(channel)
+                st.delivered, st.epoch = await run_sync(store.head, channel)
+            except Exception as exc:
+                if self.channels.get(channel) is st:
+                    del self.channels[channel]
+                st.ready.set_exception(unavailable())
+                st.ready.exception()  # consumed: waiters get their own error
+                if isinstance(exc, HubError):
+                    raise
+                log.warning("attach %s failed: %s", channel, type(exc).__name__)
+                raise unavailable("the database is unavailable; retry") from exc
+            st.ready.set_result(None)
+            self._drain_pending(st)
+        elif not st.ready.done():
+            try:
+                await asyncio.shield(st.ready)
+            except Exception as exc:
+                raise unavailable("channel could not be opened; retry") from exc
+        recovered = False
+        pubs: list[Pub] = []
+        if since is not None:
+            recovered, pubs = await self._recover(st, since, window_s)
+            self.stats["recovered" if recovered else "not_recovered"] += 1
+        st.subs[conn] = None
+        return {"offset": st.delivered, "epoch": st.epoch, "recovered": recovered,
+                "pubs": [p.as_item() for p in pubs]}
+
+    async def _recover(self, st: ChannelState, since: dict[str, Any], window_s: int) -> tuple[bool, list[Pub]]:
+        offset = since["offset"]
+        if since["epoch"] != st.epoch or offset > st.delivered:
+            return False, []
+        if st.delivered - offset > RECOVERY_MAX:
+            return False, []
+        pubs = st.cached_after(offset)
+        if pubs is None:
+            target = st.delivered
+            try:
+                pubs = await run_sync(store.read, st.name, st.epoch, offset, target + 1, target - offset)
+            except Exception as exc:
+                raise unavailable("history is unavailable; retry") from exc
+            if [p.offset for p in pubs] != list(range(offset + 1, target + 1)):
+                return False, []  # purged: older than retention
+            # Anything delivered while we read comes from the cache, which always holds the newest.
+            extra = st.cached_after(target)
+            if extra is None:
+                return False, []
+            pubs += extra
+        if pubs and pubs[0].ts < (time.time() - window_s) * 1000:
+            return False, []
+        return True, pubs
+
+    def detach(self, conn: Connection, channel: str) -> None:
+        st = self.channels.get(channel)
+        if st is None:
+            return
+        st.subs.pop(conn, None)
+        if not st.subs and st.ready.done():
+            del self.channels[channel]
+            self.loop.create_task(self.broker.unsubscribe(channel))
+
+    # --- publish ----------------------------------------------------------------------------
+
+    def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None
+               ) -> asyncio.Future[tuple[Pub, bool]]:
+        return self.writer.submit(channel, data, body, sender, key)
+
+    def _on_batch(self, batch: list[store.Pending]) -> None:
+        pubs = store.committed(batch)
+        if not pubs:
+            return
+        self.stats["published"] += len(pubs)
+        for pub in pubs:
+            self.deliver(pub)
+        self.broker.publish(pubs)
+
+    def _domain_commit_threadsafe(self, pubs: list[Pub]) -> None:
+        self.loop.call_soon_threadsafe(self._domain_commit, pubs)
+
+    def _domain_commit(self, pubs: list[Pub]) -> None:
+        for pub in pubs:
+            self.deliver(pub)
+        self.broker.publish(pubs)
+
+    def on_remote_pub(self, pub: Pub) -> None:
+        self.deliver(pub)
+
+    # --- ordered delivery -----------------------------------------------------------------
+
+    def deliver(self, pub: Pub) -> None:
+        st = self.channels.get(pub.channel)
+        if st is None:
+            return
+        if not st.ready.done():
+            st.pending[pub.offset] = pub
+            return
+        if pub.offset <= st.delivered:
+            return  # seen already (a gap fill or a duplicate wake-up)
+        if pub.offset == st.delivered + 1:
+            self._emit(st, pub)
+            if st.pending:
+                self._drain_pending(st)
+            return
+        st.pending[pub.offset] = pub
+        if not st.filling:
+            st.filling = True
+            self.loop.call_later(GAP_WAIT_S, lambda: self.loop.create_task(self._fill(st)))
+
+    def _drain_pending(self, st: ChannelState) -> None:
+        for off in sorted(st.pending):
+            if off <= st.delivered:
+                del st.pending[off]
+        while st.delivered + 1 in st.pending:
+            self._emit(st, st.pending.pop(st.delivered + 1))
+
+    async def _fill(self, st: ChannelState) -> None:
+        """A gap stayed open: the missing offsets are committed (a later one is), so read them."""
+        try:
+            while st.pending and self.channels.get(st.name) is st:
+                low = min(st.pending)
+                if low <= st.delivered + 1:
+                    self._drain_pending(st)
+                    continue
+                self.stats["gap_fills"] += 1
+                try:
+                    missing = await run_sync(store.read, st.name, st.epoch, st.delivered, low, low - st.delivered)
+                except Exception:  # noqa: BLE001 - retry shortly; order is kept meanwhile
+                    await asyncio.sleep(0.5)
+                    continue
+                for pub in missing:
+                    if pub.offset == st.delivered + 1:
+                        self._emit(st, pub)
+                self._drain_pending(st)
+                if st.pending and min(st.pending) > st.delivered + 1 and not missing:
+                    await asyncio.sleep(0.2)
+        finally:
+            st.filling = False
+
+    def resync(self) -> None:
+        """After a broker outage: read what every open channel may have missed."""
+        for st in list(self.channels.values()):
+            if st.ready.done() and not st.ready.exception():
+                self.loop.create_task(self._catch_up(st))
+
+    async def _catch_up(self, st: ChannelState) -> None:
+        while self.channels.get(st.name) is st:
+            try:
+                pubs = await run_sync(store.read, st.name, st.epoch, st.delivered, None, 1000)
+            except Exception:  # noqa: BLE001
+                await asyncio.sleep(0.5)
+                continue
+            for pub in pubs:
+                self.deliver(pub)
+            if len(pubs) < 1000:
+                return
+
+    def _emit(self, st: ChannelState, pub: Pub) -> None:
+        st.delivered = pub.offset
+        st.cache.append(pub)
+        if not st.subs:
+            return
+        max_queue = self.max_queue
+        n = 0
+        for conn in list(st.subs):
+            sink = conn.sink
+            if sink.pending() > max_queue:
+                self.stats["slow_consumers"] += 1
+                conn.close(4009)
+                continue
+            sink.write(pub.frame(conn.binary), conn.binary)
+            n += 1
+        self.stats["delivered"] += n
+
+    # --- ephemeral: signals, join/leave ---------------------------------------------------
+
+    def event(self, channel: str, frame: dict[str, Any], exclude: Connection | None = None) -> None:
+        self.on_remote_event(channel, frame, exclude)
+        self.broker.event(channel, frame)
+
+    def on_remote_event(self, channel: str, frame: dict[str, Any], exclude: Connection | None = None) -> None:
+        st = self.channels.get(channel)
+        if st is None or not st.subs:
+            return
+        encoded: dict[bool, bytes] = {}
+        for conn in list(st.subs):
+            if conn is exclude:
+                continue
+            payload = encoded.get(conn.binary)
+            if payload is None:
+                from hub.codec import encode
+
+                payload = encoded[conn.binary] = encode(frame, conn.binary)
+            if conn.sink.pending() > self.max_queue:
+                conn.close(4009)
+                continue
+            conn.sink.write(payload, conn.binary)
+
+    def _announce_remote(self, channel: str, kind: str, user: str) -> None:
+        self.event(channel, {"push": kind, "channel": channel, "user": user})
+
+    # --- drain ----------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking work, close every socket with 1012, let in-flight commits finish."""
+        self.draining = True
+        for conn in list(self.conns):
+            conn.close(1012)
+        try:
+            await asyncio.wait_for(self.writer.idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("drain: %d publications still committing at timeout", self.writer.inflight)
+        self.writer.stop()
+        await self.presence.close()
+        await self.broker.close()
+
+
+_engines: dict[int, Engine] = {}
+
+
+async def get_engine() -> Engine:
+    loop = asyncio.get_running_loop()
+    engine = _engines.get(id(loop))
+    if engine is None:
+        engine = _engines[id(loop)] = Engine(loop)
+        await engine.start()
+    return engine
+
+
+def current() -> Engine | None:
+    """The engine of this process if one runs (for plain functions that ask, e.g. presence)."""
+    return next(iter(_engines.values()), None)
+
+
+def is_user_online(user: str) -> bool:
+    engine = current()
+    return engine is not None and engine.presence.online(user)

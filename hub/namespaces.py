@@ -1,0 +1,16 @@
+"""The hub's own namespace: `user:<id>`, private to that user, written by the server only."""
+from __future__ import annotations
+
+from hub.channels import Namespace, register
+from hub.rpc import Caller
+
+
+def _own(caller: Caller, ident: str) -> bool:
+    return caller.user == ident
+
+
+async def _own_async(caller: Caller, ident: str) -> bool:
+    return caller.user == ident
+
+
+register(Namespace("user", can_subscribe=_own_async))

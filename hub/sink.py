@@ -1,0 +1,120 @@
+"""How a connection writes frames and knows how much it has queued (slow-consumer detection).
+
+On daphne the ASGI `send` is `partial(server.handle_reply, protocol)` and never suspends; we
+write straight to the autobahn protocol (no per-frame coroutine, bytes as they are) and read the
+Twisted transport's unsent byte count. Any other ASGI server gets a queued writer task.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Sink:
+    def write(self, payload: bytes, binary: bool) -> None:
+        raise NotImplementedError
+
+    def pending(self) -> int:
+        raise NotImplementedError
+
+    def close(self, code: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def open(self) -> bool:
+        raise NotImplementedError
+
+
+class DaphneSink(Sink):
+    __slots__ = ("proto", "transport", "_open_state")
+
+    def __init__(self, proto: Any) -> None:
+        self.proto = proto
+        self.transport = proto.transport
+        self._open_state = proto.STATE_OPEN
+
+    @property
+    def open(self) -> bool:
+        return bool(self.proto.state == self._open_state)
+
+    def write(self, payload: bytes, binary: bool) -> None:
+        if self.proto.state == self._open_state:
+            self.proto.sendMessage(payload, binary)
+
+    def pending(self) -> int:
+        t = self.transport
+        try:
+            return len(t.dataBuffer) - t.offset + t._tempDataLen
+        except AttributeError:
+            return 0
+
+    def close(self, code: int) -> None:
+        if self.proto.state == self._open_state:
+            self.proto.sendClose(code=code)
+        if self.pending() > 0:
+            # A slow consumer will not read the close frame behind its backlog: drop it.
+            from twisted.internet import reactor
+
+            reactor.callLater(2, _abort, self.transport)  # type: ignore[attr-defined]
+
+
+def _abort(transport: Any) -> None:
+    try:
+        transport.abortConnection()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+class QueueSink(Sink):
+    """Generic ASGI: one writer task per connection, bytes accounted while queued."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.queue: asyncio.Queue[tuple[bytes | None, bool, int]] = asyncio.Queue()
+        self.bytes = 0
+        self._open = True
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def open(self) -> bool:
+        return self._open
+
+    def write(self, payload: bytes, binary: bool) -> None:
+        if self._open:
+            self.bytes += len(payload)
+            self.queue.put_nowait((payload, binary, 0))
+
+    def pending(self) -> int:
+        return self.bytes
+
+    def close(self, code: int) -> None:
+        if self._open:
+            self._open = False
+            self.queue.put_nowait((None, False, code))
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                payload, binary, code = await self.queue.get()
+                if payload is None:
+                    await self.send({"type": "websocket.close", "code": code})
+                    return
+                self.bytes -= len(payload)
+                if binary:
+                    await self.send({"type": "websocket.send", "bytes": payload})
+                else:
+                    await self.send({"type": "websocket.send", "text": payload.decode()})
+        except Exception:  # noqa: BLE001 - the peer went away
+            self._open = False
+
+
+def make_sink(send: Send) -> Sink:
+    if isinstance(send, functools.partial) and send.args:
+        proto = send.args[0]
+        if hasattr(proto, "sendMessage") and hasattr(proto, "transport"):
+            return DaphneSink(proto)
+    return QueueSink(send)

@@ -1,0 +1,328 @@
+"""Durable streams in the database: offsets, publications, idempotency keys, reads.
+
+Two write paths share the SQL here:
+- the group-commit Writer (one thread per process) for socket and HTTP publishes: every batch
+  is one transaction, offsets assigned with one upsert per channel set, rows by COPY on Postgres;
+- `append` for domain code inside its own transaction (a job state change and its publication
+  commit together).
+Offsets come from `hub_stream.top`, bumped under the row lock in the committing transaction, so
+several processes publishing to one channel get distinct, gap-free offsets.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+
+from core.errors import INTERNAL, HubError, unavailable
+from hub.pubs import Pub
+
+log = logging.getLogger("hub.store")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+def _is_pg() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def assign_offsets(cursor: Any, counts: dict[str, int]) -> dict[str, tuple[int, str]]:
+    """Bump each channel's top by its count; returns channel -> (new top, epoch). Sorted: no deadlocks."""
+    names = sorted(counts)
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(names))
+    params: list[Any] = []
+    created = now_ms()
+    for name in names:
+        params += [name, counts[name], new_epoch(), created]
+    cursor.execute(
+        f"INSERT INTO hub_stream (name, top, epoch, created_at) VALUES {values} "
+        "ON CONFLICT (name) DO UPDATE SET top = hub_stream.top + excluded.top "
+        "RETURNING name, top, epoch", params)
+    return {row[0]: (int(row[1]), row[2]) for row in cursor.fetchall()}
+
+
+def insert_rows(cursor: Any, rows: list[tuple[str, int, int, str | None, str]]) -> None:
+    if _is_pg():
+        with cursor.cursor.copy(
+                'COPY hub_publication (channel, "offset", ts, sender, data) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        cursor.executemany(
+            'INSERT INTO hub_publication (channel, "offset", ts, sender, data) VALUES (%s, %s, %s, %s, %s)',
+            rows)
+
+
+def claim_keys(cursor: Any, keyed: list[tuple[str, str]], ts: int) -> dict[tuple[str, str], int | None]:
+    """Claim idempotency keys. Returns key -> None for newly claimed, or the first offset if live."""
+    cutoff = ts - settings.HUB_IDEMPOTENCY_S * 1000
+    values = ", ".join(["(%s, %s, 0, %s)"] * len(keyed))
+    params: list[Any] = []
+    for ch, key in keyed:
+        params += [ch, key, ts]
+    # A concurrent claim of the same key in another process waits here for that commit.
+    cursor.execute(
+        f'INSERT INTO hub_pubkey (channel, key, "offset", created_at) VALUES {values} '
+        'ON CONFLICT (channel, key) DO UPDATE SET "offset" = 0, created_at = excluded.created_at '
+        "WHERE hub_pubkey.created_at < %s RETURNING channel, key", params + [cutoff])
+    claimed = {(r[0], r[1]) for r in cursor.fetchall()}
+    out: dict[tuple[str, str], int | None] = {k: None for k in claimed}
+    dups = [k for k in keyed if k not in claimed]
+    if dups:
+        cond = " OR ".join(["(channel = %s AND key = %s)"] * len(dups))
+        cursor.execute(f'SELECT channel, key, "offset" FROM hub_pubkey WHERE {cond}',
+                       [x for k in dups for x in k])
+        for ch, key, off in cursor.fetchall():
+            out[(ch, key)] = int(off)
+    return out
+
+
+def set_key_offsets(cursor: Any, offsets: list[tuple[int, str, str]]) -> None:
+    cursor.executemany('UPDATE hub_pubkey SET "offset" = %s WHERE channel = %s AND key = %s', offsets)
+
+
+# --- domain path -----------------------------------------------------------------------------
+
+_after_commit_hooks: list[Callable[[list[Pub]], None]] = []
+
+
+def on_domain_commit(hook: Callable[[list[Pub]], None]) -> None:
+    """The engine (or a broker in a process without one) learns of domain publications here."""
+    _after_commit_hooks.append(hook)
+
+
+def append(channel: str, data: Any, sender: str | None = None) -> Pub:
+    """Append one publication inside the caller's transaction; delivered after it commits."""
+    body = orjson.dumps(data).decode()
+    ts = now_ms()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            top, epoch = assign_offsets(cursor, {channel: 1})[channel]
+            insert_rows(cursor, [(channel, top, ts, sender, body)])
+    pub = Pub(channel, top, epoch, ts, sender, data)
+    transaction.on_commit(lambda: _notify([pub]))
+    return pub
+
+
+def _notify(pubs: list[Pub]) -> None:
+    for hook in _after_commit_hooks:
+        try:
+            hook(pubs)
+        except Exception:  # noqa: BLE001 - a delivery hook must not undo a commit
+            log.exception("after-commit hook failed")
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+def head(channel: str) -> tuple[int, str]:
+    """(newest offset, epoch); creates the stream row so its epoch is fixed from first sight."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT top, epoch FROM hub_stream WHERE name = %s", [channel])
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute("INSERT INTO hub_stream (name, top, epoch, created_at) VALUES (%s, 0, %s, %s) "
+                           "ON CONFLICT (name) DO NOTHING", [channel, new_epoch(), now_ms()])
+            cursor.execute("SELECT top, epoch FROM hub_stream WHERE name = %s", [channel])
+            row = cursor.fetchone()
+    return int(row[0]), row[1]
+
+
+def read(channel: str, epoch: str, after: int = 0, before: int | None = None, limit: int = 100,
+         newest: bool = False) -> list[Pub]:
+    """Publications after `after` (and before `before`), in offset order. Tombstones have data null."""
+    sql = 'SELECT "offset", ts, sender, data FROM hub_publication WHERE channel = %s AND "offset" > %s'
+    params: list[Any] = [channel, after]
+    if before is not None:
+        sql += ' AND "offset" < %s'
+        params.append(before)
+    sql += ' ORDER BY "offset" DESC LIMIT %s' if newest else ' ORDER BY "offset" LIMIT %s'
+    params.append(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if newest:
+        rows.reverse()
+    return [Pub(channel, int(o), epoch, int(ts), s, orjson.loads(d) if d is not None else None)
+            for o, ts, s, d in rows]
+
+
+# --- group commit ----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Pending:
+    channel: str
+    data: Any
+    body: str
+    sender: str | None
+    key: str | None
+    future: asyncio.Future[tuple[Pub, bool]]
+    ts: int = 0
+    result: tuple[Pub, bool] | None = field(default=None)
+
+
+class Writer:
+    """Group commit: one thread drains the queue into one transaction per batch.
+
+    While a batch commits, the next one gathers, so throughput grows with load while a lone
+    publish still commits at once. Completions go back to the loop in one callback per batch.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_batch: Callable[[list[Pending]], None]) -> None:
+        self.loop = loop
+        self.on_batch = on_batch
+        self.queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
+        self.inflight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.thread = threading.Thread(target=self._run, name=f"hub-writer-{os.getpid()}", daemon=True)
+        self.thread.start()
+
+    def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None
+               ) -> asyncio.Future[tuple[Pub, bool]]:
+        fut: asyncio.Future[tuple[Pub, bool]] = self.loop.create_future()
+        self.inflight += 1
+        self.idle.clear()
+        self.queue.put(Pending(channel, data, body, sender, key, fut))
+        return fut
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self.queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < settings.HUB_BATCH_MAX:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            error: HubError | None = None
+            try:
+                self._commit(batch)
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("group commit failed, database unavailable: %s", type(exc).__name__)
+                error = unavailable("the database is unavailable; the publication was not stored")
+                self._reset()
+            except DatabaseError:
+                log.exception("group commit failed")
+                error = HubError(INTERNAL, "the publication was not stored")
+                self._reset()
+            except Exception:  # noqa: BLE001 - the writer thread must survive anything
+                log.exception("group commit crashed")
+                error = HubError(INTERNAL, "the publication was not stored")
+                self._reset()
+            self.loop.call_soon_threadsafe(self._complete, batch, error)
+        connection.close()
+
+    def _reset(self) -> None:
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _commit(self, batch: list[Pending]) -> None:
+        ts = now_ms()
+        with transaction.atomic(), connection.cursor() as cursor:
+            dup_of: dict[int, int] = {}
+            first_by_key: dict[tuple[str, str], int] = {}
+            keyed: list[tuple[str, str]] = []
+            for i, p in enumerate(batch):
+                p.ts = ts
+                if p.key is not None:
+                    k = (p.channel, p.key)
+                    if k in first_by_key:
+                        dup_of[i] = first_by_key[k]  # the same key twice in one batch
+                    else:
+                        first_by_key[k] = i
+                        keyed.append(k)
+            live: dict[tuple[str, str], int | None] = claim_keys(cursor, keyed, ts) if keyed else {}
+            counts: dict[str, int] = {}
+            fresh: list[int] = []
+            for i, p in enumerate(batch):
+                if i in dup_of:
+                    continue
+                if p.key is not None and live.get((p.channel, p.key)) is not None:
+                    continue
+                counts[p.channel] = counts.get(p.channel, 0) + 1
+                fresh.append(i)
+            tops = assign_offsets(cursor, counts) if counts else {}
+            epochs = {ch: e for ch, (_t, e) in tops.items()}
+            next_off = {ch: top - counts[ch] + 1 for ch, (top, _e) in tops.items()}
+            rows: list[tuple[str, int, int, str | None, str]] = []
+            key_offsets: list[tuple[int, str, str]] = []
+            for i in fresh:
+                p = batch[i]
+                off = next_off[p.channel]
+                next_off[p.channel] = off + 1
+                rows.append((p.channel, off, ts, p.sender, p.body))
+                p.result = (Pub(p.channel, off, epochs[p.channel], ts, p.sender, p.data), False)
+                if p.key is not None:
+                    key_offsets.append((off, p.channel, p.key))
+            if rows:
+                insert_rows(cursor, rows)
+            if key_offsets:
+                set_key_offsets(cursor, key_offsets)
+            need_epoch = [p for p in batch if p.result is None]
+            if need_epoch:
+                known = dict(epochs)
+                for p in need_epoch:
+                    if p.channel not in known:
+                        cursor.execute("SELECT epoch FROM hub_stream WHERE name = %s", [p.channel])
+                        row = cursor.fetchone()
+                        known[p.channel] = row[0] if row else ""
+            for i, p in enumerate(batch):
+                if p.result is not None:
+                    continue
+                if i in dup_of:
+                    continue
+                off = live[(p.channel, p.key)]  # type: ignore[index]
+                p.result = (Pub(p.channel, int(off or 0), known[p.channel], ts, p.sender, p.data), True)
+        for i, j in dup_of.items():
+            first = batch[j].result
+            assert first is not None
+            batch[i].result = (first[0], True)
+
+    def _complete(self, batch: list[Pending], error: HubError | None) -> None:
+        self.inflight -= len(batch)
+        if self.inflight <= 0:
+            self.inflight = 0
+            self.idle.set()
+        if error is None:
+            self.on_batch(batch)
+        for p in batch:
+            if p.future.done():
+                continue
+            if error is not None:
+                p.future.set_exception(error)
+            else:
+                assert p.result is not None
+                p.future.set_result(p.result)
+
+
+def committed(batch: Iterable[Pending]) -> list[Pub]:
+    return [p.result[0] for p in batch if p.result is not None and not p.result[1]]

@@ -1,0 +1,79 @@
+"""Test session: real database (Postgres under `make test`, SQLite otherwise) and real Redis.
+
+Under CI (CI=true) or with HUB_TEST_REQUIRE_SERVICES=1 a missing Postgres or Redis fails the run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HUB_ENV", "test")
+os.environ.setdefault("HUB_SECRET", "test-secret-0123456789-0123456789-abcdef")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+
+
+def _prepare_database() -> None:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")):
+        import psycopg
+
+        base, _, name = url.rpartition("/")
+        test_name = f"{name or 'test'}_hub_{os.getpid()}"
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as admin:
+                # Earlier runs' databases are dropped so they do not pile up.
+                rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                     [f"{name or 'test'}_hub_%"]).fetchall()
+                for (old,) in rows:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+                admin.execute(f'CREATE DATABASE "{test_name}"')
+        except psycopg.OperationalError as exc:
+            pytest.exit(f"Postgres is not reachable at DATABASE_URL: {exc}", returncode=3)
+        os.environ["DATABASE_URL"] = f"{base}/{test_name}"
+    else:
+        path = ROOT / "var" / f"test-{os.getpid()}.sqlite3"
+        path.parent.mkdir(exist_ok=True)
+        for old in path.parent.glob("test-*.sqlite3*"):
+            old.unlink()
+        os.environ["DATABASE_URL"] = f"sqlite:///{path}"
+    redis_url = os.environ.get("REDIS_URL", "")
+    if redis_url:
+        import redis
+
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=3).flushdb()
+        except redis.RedisError as exc:
+            pytest.exit(f"Redis is not reachable at REDIS_URL: {exc}", returncode=3)
+    elif os.environ.get("CI") == "true" or os.environ.get("HUB_TEST_REQUIRE_SERVICES") == "1":
+        if os.environ.get("HUB_TEST_EMBEDDED") != "1":
+            pytest.exit("CI needs REDIS_URL and DATABASE_URL (Postgres); refusing to skip", returncode=3)
+
+
+_prepare_database()
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+
+call_command("migrate", verbosity=0, interactive=False)
+
+
+@pytest.fixture(scope="session")
+def live_hub() -> Iterator["object"]:
+    from tests.support import HubServer
+
+    server = HubServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

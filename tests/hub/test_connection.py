@@ -1,0 +1,211 @@
+"""Protocol v1 over a real socket against a live daphne hub: commands, limits, refusals."""
+import json
+import time
+
+import msgpack
+import pytest
+
+from tests.support import HubClient, HubServer, ReplyError, mint, uid
+
+
+@pytest.fixture(scope="module")
+def tight_hub():
+    """A hub with small limits so the limits can be reached quickly."""
+    server = HubServer(env={"HUB_CONNECT_TIMEOUT_S": "1", "HUB_MAX_SUBSCRIPTIONS": "2",
+                            "HUB_COMMANDS_PER_S": "5", "HUB_COMMAND_BURST": "10"})
+    server.start()
+    yield server
+    server.stop()
+
+
+def room_for(client: HubClient, *others: str) -> str:
+    return "chat:" + client.rpc("rooms.create", members=list(others) or [uid()], kind="booking")["room"]
+
+
+def test_connect_result(live_hub):
+    user = uid()
+    with HubClient(live_hub.url, mint(user, "provider", tenant="acme")) as c:
+        assert c.hello["user"] == user
+        assert c.hello["role"] == "provider"
+        assert c.hello["tenant"] == "acme"
+        assert c.hello["ping_s"] == 25
+        assert c.hello["expires_at"] > time.time()
+        assert c.hello["client"]
+
+
+def test_command_before_connect_closes_4001(live_hub):
+    c = HubClient(live_hub.url)
+    c.send("subscribe", channel="user:x")
+    assert c.wait_closed()[0] == 4001
+
+
+@pytest.mark.parametrize("token", ["garbage", mint("x", ttl=-10)])
+def test_bad_or_expired_token_closes_4001(live_hub, token):
+    c = HubClient(live_hub.url)
+    reply = c.request("connect", token=token)
+    assert reply["error"]["code"] == "unauthorized"
+    assert c.wait_closed()[0] == 4001
+
+
+def test_forged_token_closes_4001(live_hub):
+    from hub import auth
+
+    forged = auth.mint("admin1", "admin", "not-the-hub-secret-" * 3)
+    c = HubClient(live_hub.url)
+    assert c.request("connect", token=forged)["error"]["code"] == "unauthorized"
+    assert c.wait_closed()[0] == 4001
+
+
+def test_no_connect_within_timeout_closes_4001(tight_hub):
+    c = HubClient(tight_hub.url)
+    assert c.wait_closed(timeout=5)[0] == 4001
+
+
+def test_token_expiry_closes_4002(live_hub):
+    c = HubClient(live_hub.url, mint(uid(), ttl=2))
+    assert c.wait_closed(timeout=6)[0] == 4002
+
+
+def test_refresh_extends_and_refuses_other_identity(live_hub):
+    user = uid()
+    c = HubClient(live_hub.url, mint(user, ttl=2))
+    res = c.call("refresh", token=mint(user, ttl=600))
+    assert res["expires_at"] > time.time() + 500
+    with pytest.raises(ReplyError) as info:
+        c.call("refresh", token=mint(uid(), ttl=600))  # a replayed token of someone else
+    assert info.value.code == "unauthorized"
+    with pytest.raises(ReplyError):
+        c.call("refresh", token=mint(user, ttl=60))  # older than the current one
+    time.sleep(2.5)
+    assert c.closed is None  # still open past the first token's expiry
+    c.close()
+
+
+def test_bad_frames_get_bad_request_then_4010(live_hub):
+    c = HubClient(live_hub.url, mint(uid()))
+    assert c.request("explode")["error"]["code"] == "bad_request"
+    c.send_raw(json.dumps({"id": 99, "cmd": "subscribe", "channel": 5}))
+    assert c.wait_reply(99)["error"]["code"] == "bad_request"
+    for _ in range(30):
+        c.send_raw("{broken")
+    assert c.wait_closed()[0] == 4010
+
+
+def test_oversized_frame_closes_1009(live_hub):
+    c = HubClient(live_hub.url, mint(uid()))
+    c.send_raw(json.dumps({"id": 5, "cmd": "publish", "channel": "user:x", "data": "x" * 70000}))
+    assert c.wait_closed()[0] == 1009
+
+
+def test_rate_limit(tight_hub):
+    c = HubClient(tight_hub.url, mint(uid()))
+    ids = [c.send("presence", channel=f"user:{c.hello['user']}") for _ in range(15)]
+    codes = [c.wait_reply(i).get("error", {}).get("code") for i in ids]
+    limited = [code for code in codes if code == "rate_limited"]
+    assert limited and len(limited) <= 6
+    refused = next(c.wait_reply(i) for i in [c.send("presence", channel="user:y")])
+    assert refused["error"]["code"] in ("rate_limited", "forbidden")
+
+
+def test_subscription_limit(tight_hub):
+    user = uid()
+    c = HubClient(tight_hub.url, mint(user))
+    c.call("subscribe", channel=f"user:{user}")
+    c.call("subscribe", channel=room_for(c))
+    with pytest.raises(ReplyError) as info:
+        c.call("subscribe", channel=room_for(c))
+    assert info.value.code == "too_large"
+
+
+def test_user_channel_is_private(live_hub):
+    c = HubClient(live_hub.url, mint(uid()))
+    with pytest.raises(ReplyError) as info:
+        c.call("subscribe", channel="user:someone-else")
+    assert info.value.code == "forbidden"
+    with pytest.raises(ReplyError) as info:
+        c.call("publish", channel=f"user:{c.hello['user']}", data={"x": 1})
+    assert info.value.code == "forbidden"  # server-only namespace
+
+
+@pytest.mark.parametrize("channel,code", [("nope:1", "bad_request"), ("job:1", "forbidden"),
+                                          ("chat:not-a-room", "forbidden")])
+def test_unknown_or_foreign_channels(live_hub, channel, code):
+    c = HubClient(live_hub.url, mint(uid()))
+    with pytest.raises(ReplyError) as info:
+        c.call("subscribe", channel=channel)
+    assert info.value.code == code
+
+
+def test_chat_publish_subscribe_recover_and_history(live_hub):
+    alice, bob = uid("alice"), uid("bob")
+    a = HubClient(live_hub.url, mint(alice))
+    b = HubClient(live_hub.url, mint(bob), binary=True)
+    ch = room_for(a, bob)
+    sub = b.call("subscribe", channel=ch)
+    assert sub["offset"] == 0 and sub["recovered"] is False
+    offsets = [a.call("publish", channel=ch, data={"text": f"m{i}"})["offset"] for i in range(5)]
+    assert offsets == [1, 2, 3, 4, 5]
+    got = [b.next_push("pub", channel=ch) for _ in range(5)]
+    assert [p["offset"] for p in got] == offsets
+    assert got[0]["from"] == alice and got[0]["data"] == {"text": "m0"} and got[0]["epoch"] == sub["epoch"]
+    # idempotency
+    k1 = a.call("publish", channel=ch, data={"text": "once"}, key="k-1")["offset"]
+    assert a.call("publish", channel=ch, data={"text": "once"}, key="k-1")["offset"] == k1
+    # recovery from offset 2 on a fresh socket
+    c = HubClient(live_hub.url, mint(bob))
+    rec = c.call("subscribe", channel=ch, since={"offset": 2, "epoch": sub["epoch"]})
+    assert rec["recovered"] is True
+    assert [p["offset"] for p in rec["pubs"]] == [3, 4, 5, 6]
+    wrong = HubClient(live_hub.url, mint(bob)).call("subscribe", channel=ch, since={"offset": 2, "epoch": "zz"})
+    assert wrong["recovered"] is False and wrong["pubs"] == []
+    hist = a.call("history", channel=ch, limit=2)
+    assert [p["offset"] for p in hist["pubs"]] == [5, 6]
+    hist = a.call("history", channel=ch, after=1, before=4)
+    assert [p["offset"] for p in hist["pubs"]] == [2, 3]
+    with pytest.raises(ReplyError):
+        a.call("history", channel=ch, limit=101)
+
+
+def test_presence_join_leave_and_signal(live_hub):
+    alice, bob = uid("alice"), uid("bob")
+    a = HubClient(live_hub.url, mint(alice))
+    ch = room_for(a, bob)
+    a.call("subscribe", channel=ch)
+    b = HubClient(live_hub.url, mint(bob))
+    b.call("subscribe", channel=ch)
+    assert a.next_push("join", channel=ch)["user"] == bob
+    members = {m["user"]: m for m in a.call("presence", channel=ch)["members"]}
+    assert set(members) == {alice, bob} and members[bob]["conns"] == 1
+    b.call("signal", channel=ch, data={"typing": True})
+    sig = a.next_push("signal", channel=ch)
+    assert sig["from"] == bob and sig["data"] == {"typing": True}
+    b.close()
+    assert a.next_push("leave", channel=ch)["user"] == bob
+
+
+def test_msgpack_connection_answers_in_msgpack(live_hub):
+    c = HubClient(live_hub.url, mint(uid()), binary=True)
+    assert c.hello["role"] == "customer"
+    c.send_raw(msgpack.packb({"id": 50, "cmd": "presence", "channel": "chat:none"}))
+    assert c.wait_reply(50)["error"]["code"] == "forbidden"
+
+
+def test_rpc_errors(live_hub):
+    c = HubClient(live_hub.url, mint(uid()))
+    with pytest.raises(ReplyError) as info:
+        c.rpc("no.such.method")
+    assert info.value.code == "bad_request"
+    with pytest.raises(ReplyError) as info:
+        c.rpc("rooms.create", members="not-a-list", kind="direct")
+    assert info.value.code == "bad_request"
+    with pytest.raises(ReplyError) as info:
+        c.rpc("rooms.create", members=["a", "b"], kind="direct")
+    assert info.value.code == "bad_request"
+
+
+def test_server_keeps_serving_after_abuse(live_hub):
+    bad = HubClient(live_hub.url, mint(uid()))
+    for frame in ["[" * 5000, "\x00", '{"id": 1e400}', '{"id":1,"cmd":"rpc","method":"x","params":' + "[" * 3000]:
+        bad.send_raw(frame)
+    good = HubClient(live_hub.url, mint(uid()))
+    assert good.call("presence", channel=f"user:{good.hello['user']}") == {"members": []}

@@ -1,0 +1,238 @@
+"""Test helpers: a real daphne hub in a subprocess and a real WebSocket client."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgpack
+from django.conf import settings
+from websockets.sync.client import ClientConnection, connect
+
+from hub import auth
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def uid(prefix: str = "u") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def mint(user: str, role: str = "customer", tenant: str = "t1", ttl: int = 3600) -> str:
+    return auth.mint(user, role, settings.HUB_SECRET, tenant=tenant, ttl=ttl)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HubServer:
+    """`python manage.py serve` on a spare port, with this test session's database and Redis."""
+
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None,
+                 reuse_port: bool = False) -> None:
+        self.port = port or free_port()
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.reuse_port = reuse_port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = ROOT / "var" / f"hub-{self.port}-{uuid.uuid4().hex[:6]}.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> None:
+        self.log_path.parent.mkdir(exist_ok=True)
+        args = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.reuse_port:
+            args.append("--reuse-port")
+        self.logfile = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=self.logfile,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.http + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"hub did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logfile.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class ReplyError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.code = error.get("code")
+        self.error = error
+
+
+class HubClient:
+    """A protocol v1 client over a real WebSocket: replies by id, pushes queued."""
+
+    def __init__(self, url: str, token: str | None = None, binary: bool = False, connect_now: bool = True,
+                 open_timeout: float = 10) -> None:
+        self.binary = binary
+        self.ws: ClientConnection = connect(url, open_timeout=open_timeout, max_size=None,
+                                            close_timeout=2)
+        self.ids = itertools.count(1)
+        self.replies: dict[int, dict[str, Any]] = {}
+        self.pushes: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.closed: tuple[int | None, str] | None = None
+        self.cond = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.hello: dict[str, Any] | None = None
+        if token is not None and connect_now:
+            self.hello = self.call("connect", token=token)
+
+    def _read(self) -> None:
+        try:
+            for frame in self.ws:
+                msg = msgpack.unpackb(frame, raw=False) if isinstance(frame, bytes) else json.loads(frame)
+                if "id" in msg and "push" not in msg:
+                    with self.cond:
+                        self.replies[msg["id"]] = msg
+                        self.cond.notify_all()
+                else:
+                    self.pushes.put(msg)
+        except Exception:  # noqa: BLE001 - the close is recorded below
+            pass
+        rcvd = self.ws.close_rcvd
+        with self.cond:
+            self.closed = (rcvd.code if rcvd else None, rcvd.reason if rcvd else "")
+            self.cond.notify_all()
+
+    def send_raw(self, frame: str | bytes) -> None:
+        self.ws.send(frame)
+
+    def send(self, cmd: str, **fields: Any) -> int:
+        cid = next(self.ids)
+        frame = {"id": cid, "cmd": cmd, **fields}
+        self.ws.send(msgpack.packb(frame, use_bin_type=True) if self.binary else json.dumps(frame))
+        return cid
+
+    def wait_reply(self, cid: int, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        with self.cond:
+            while cid not in self.replies:
+                if self.closed is not None:
+                    raise ConnectionError(f"closed {self.closed}")
+                left = deadline - time.time()
+                if left <= 0:
+                    raise TimeoutError(f"no reply to {cid}")
+                self.cond.wait(left)
+            return self.replies.pop(cid)
+
+    def request(self, cmd: str, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        return self.wait_reply(self.send(cmd, **fields), timeout)
+
+    def call(self, cmd: str, timeout: float = 10, **fields: Any) -> Any:
+        reply = self.request(cmd, timeout=timeout, **fields)
+        if not reply.get("ok"):
+            raise ReplyError(reply["error"])
+        return reply["result"]
+
+    def rpc(self, method: str, timeout: float = 10, **params: Any) -> Any:
+        return self.call("rpc", timeout=timeout, method=method, params=params)
+
+    def next_push(self, kind: str | None = None, timeout: float = 5, channel: str | None = None,
+                  **match: Any) -> dict[str, Any]:
+        """The next push of that kind (others stay skipped); TimeoutError when none arrives."""
+        deadline = time.time() + timeout
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError(f"no {kind} push")
+            try:
+                msg = self.pushes.get(timeout=left)
+            except queue.Empty as exc:
+                raise TimeoutError(f"no {kind} push") from exc
+            if kind is not None and msg.get("push") != kind:
+                continue
+            if channel is not None and msg.get("channel") != channel:
+                continue
+            data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
+            if any(data.get(k) != v and msg.get(k) != v for k, v in match.items()):
+                continue
+            return msg
+
+    def wait_closed(self, timeout: float = 10) -> tuple[int | None, str]:
+        deadline = time.time() + timeout
+        with self.cond:
+            while self.closed is None:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise TimeoutError("socket not closed")
+                self.cond.wait(left)
+            return self.closed
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __enter__(self) -> "HubClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None,
+              timeout: float = 10) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, json.loads(raw) if raw else None
