@@ -163,7 +163,7 @@ class RedisBroker:
                 self.on_pub(Pub(channel, offset, epoch, ts, sender, payload))
             else:
                 self.on_event(body[1], body[2])
-        except Exception:  # noqa: BLE001 - a bad message must not stop the listener
+        except Exception:
             log.exception("bad broker message")
 
     async def close(self) -> None:

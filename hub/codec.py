@@ -112,9 +112,10 @@ def check_data(value: Any, cid: int | None = None, depth: int = 0) -> None:
             return
         raise FrameError("integers must be within +/-(2^53-1)", cid)
     if t is float:
-        if math.isfinite(value):
+        # Huge JSON integers arrive as floats (lossy): refuse magnitudes beyond exact integers too.
+        if math.isfinite(value) and -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             return
-        raise FrameError("numbers must be finite", cid)
+        raise FrameError("numbers must be finite and within +/-(2^53-1) (huge integers are refused)", cid)
     if depth >= MAX_DEPTH:
         raise FrameError(f"data nested deeper than {MAX_DEPTH} levels", cid)
     if t is dict:

@@ -89,7 +89,10 @@ class Connection:
     def on_frame(self, frame: str | bytes) -> None:
         if self.closed:
             return
-        if len(frame) > settings.HUB_MAX_FRAME_BYTES:
+        size = len(frame)
+        if isinstance(frame, str) and size * 4 > settings.HUB_MAX_FRAME_BYTES:
+            size = len(frame.encode())  # the limit is in bytes on the wire
+        if size > settings.HUB_MAX_FRAME_BYTES:
             self.close(CLOSE_TOO_BIG)
             return
         if self.caller is None and self.bad == 0:
@@ -150,7 +153,7 @@ class Connection:
             self.error(cid, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - one failing command never takes the socket down
+        except Exception:
             log.exception("command failed")
             self.error(cid, HubError(INTERNAL, "internal error"))
         else:
@@ -360,5 +363,5 @@ class Connection:
         for cb in callbacks:
             try:
                 cb()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("close callback failed")

@@ -298,7 +298,7 @@ class Engine:
             conn.close(1012)
         try:
             await asyncio.wait_for(self.writer.idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("drain: %d publications still committing at timeout", self.writer.inflight)
         self.writer.stop()
         await self.presence.close()

@@ -99,7 +99,7 @@ class Presence:
             return alive
         nodes = [n.decode() for n in await self.redis.smembers("hub:nodes")]
         flags = await self.redis.mget([f"hub:node:{n}" for n in nodes]) if nodes else []
-        alive = {n for n, f in zip(nodes, flags) if f is not None} | {self.node}
+        alive = {n for n, f in zip(nodes, flags, strict=True) if f is not None} | {self.node}
         self.alive_cache = (time.monotonic(), alive)
         return alive
 

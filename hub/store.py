@@ -125,7 +125,7 @@ def _notify(pubs: list[Pub]) -> None:
     for hook in _after_commit_hooks:
         try:
             hook(pubs)
-        except Exception:  # noqa: BLE001 - a delivery hook must not undo a commit
+        except Exception:
             log.exception("after-commit hook failed")
 
 
@@ -232,7 +232,7 @@ class Writer:
                 log.exception("group commit failed")
                 error = HubError(INTERNAL, "the publication was not stored")
                 self._reset()
-            except Exception:  # noqa: BLE001 - the writer thread must survive anything
+            except Exception:
                 log.exception("group commit crashed")
                 error = HubError(INTERNAL, "the publication was not stored")
                 self._reset()

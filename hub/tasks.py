@@ -34,6 +34,6 @@ async def _loop(engine: Engine, name: str, seconds: float, fn: Callable[[float],
     while not engine.draining:
         try:
             await run_sync(fn, time.time())
-        except Exception:  # noqa: BLE001 - a failing sweep retries next period
+        except Exception:
             log.exception("sweep %s failed", name)
         await asyncio.sleep(seconds)

@@ -19,6 +19,17 @@ os.environ.setdefault("HUB_SECRET", "test-secret-0123456789-0123456789-abcdef")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 
 
+def _pid_alive(pid: str) -> bool:
+    # Other test sessions may run beside this one; only their dead predecessors' data goes.
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _prepare_database() -> None:
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql://")):
@@ -32,7 +43,8 @@ def _prepare_database() -> None:
                 rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
                                      [f"{name or 'test'}_hub_%"]).fetchall()
                 for (old,) in rows:
-                    admin.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+                    if not _pid_alive(old.rpartition("_")[2]):
+                        admin.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
                 admin.execute(f'CREATE DATABASE "{test_name}"')
         except psycopg.OperationalError as exc:
             pytest.exit(f"Postgres is not reachable at DATABASE_URL: {exc}", returncode=3)
@@ -41,7 +53,8 @@ def _prepare_database() -> None:
         path = ROOT / "var" / f"test-{os.getpid()}.sqlite3"
         path.parent.mkdir(exist_ok=True)
         for old in path.parent.glob("test-*.sqlite3*"):
-            old.unlink()
+            if not _pid_alive(old.name.split("-")[1].split(".")[0]):
+                old.unlink(missing_ok=True)
         os.environ["DATABASE_URL"] = f"sqlite:///{path}"
     redis_url = os.environ.get("REDIS_URL", "")
     if redis_url:
@@ -68,7 +81,7 @@ call_command("migrate", verbosity=0, interactive=False)
 
 
 @pytest.fixture(scope="session")
-def live_hub() -> Iterator["object"]:
+def live_hub() -> Iterator[object]:
     from tests.support import HubServer
 
     server = HubServer()

@@ -138,11 +138,11 @@ class HubClient:
                         self.cond.notify_all()
                 else:
                     self.pushes.put(msg)
-        except Exception:  # noqa: BLE001 - the close is recorded below
+        except Exception:
             pass
-        rcvd = self.ws.close_rcvd
+        rcvd = getattr(self.ws.protocol, "close_rcvd", None)
         with self.cond:
-            self.closed = (rcvd.code if rcvd else None, rcvd.reason if rcvd else "")
+            self.closed = (rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "")
             self.cond.notify_all()
 
     def send_raw(self, frame: str | bytes) -> None:
@@ -212,10 +212,10 @@ class HubClient:
     def close(self) -> None:
         try:
             self.ws.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
-    def __enter__(self) -> "HubClient":
+    def __enter__(self) -> HubClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

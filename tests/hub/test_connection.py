@@ -127,7 +127,7 @@ def test_user_channel_is_private(live_hub):
     assert info.value.code == "forbidden"  # server-only namespace
 
 
-@pytest.mark.parametrize("channel,code", [("nope:1", "bad_request"), ("job:1", "forbidden"),
+@pytest.mark.parametrize("channel,code", [("nope:1", "bad_request"), ("user:other", "forbidden"),
                                           ("chat:not-a-room", "forbidden")])
 def test_unknown_or_foreign_channels(live_hub, channel, code):
     c = HubClient(live_hub.url, mint(uid()))

@@ -51,8 +51,9 @@ class Command(BaseCommand):
             ping_interval=settings.HUB_PING_S,
             ping_timeout=settings.HUB_IDLE_TIMEOUT_S,
             websocket_connect_timeout=10,
-            websocket_max_message_size=settings.HUB_MAX_FRAME_BYTES,
-            websocket_max_frame_size=settings.HUB_MAX_FRAME_BYTES,
+            # Autobahn's own cap sits above ours so the hub answers 1009 with a clean close frame.
+            websocket_max_message_size=settings.HUB_MAX_FRAME_BYTES * 2,
+            websocket_max_frame_size=settings.HUB_MAX_FRAME_BYTES * 2,
             application_close_timeout=5,
             verbosity=0,
         )
@@ -77,6 +78,7 @@ class Command(BaseCommand):
             reactor.callFromThread(drain)
 
         def install() -> None:
+            server.ws_factory.setProtocolOptions(failByDrop=False)
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
             asyncio.ensure_future(_warm_up())
@@ -100,8 +102,8 @@ def _patch_adopt(reactor: Any) -> None:
 
 
 async def _warm_up() -> None:
-    from hub.engine import get_engine
     from hub import tasks
+    from hub.engine import get_engine
 
     engine = await get_engine()
     tasks.start(engine)
