@@ -39,7 +39,7 @@ CLOSE_PROTOCOL = 4010
 
 class Connection:
     __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
-                 "closed", "timer", "can_pub", "pub_checks", "tasks", "close_callbacks", "__weakref__")
+                 "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -56,7 +56,7 @@ class Connection:
         self.timer: asyncio.TimerHandle | None = loop.call_later(
             settings.HUB_CONNECT_TIMEOUT_S, self.close, CLOSE_AUTH)
         self.can_pub: set[str] = set()
-        self.pub_checks: dict[str, asyncio.Future[None]] = {}
+        self.pub_waiting: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.close_callbacks: list[Callable[[], None]] = []
 
@@ -153,7 +153,9 @@ class Connection:
             self.error(cid, exc)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except store.DB_DOWN:
+            self.error(cid, HubError("unavailable", "the database is unavailable; retry"))
+        except Exception:  # noqa: BLE001 - one failing command never takes the socket down
             log.exception("command failed")
             self.error(cid, HubError(INTERNAL, "internal error"))
         else:
@@ -204,30 +206,37 @@ class Connection:
 
     def do_publish(self, cid: int, cmd: dict[str, Any]) -> None:
         channel: str = cmd["channel"]
-        if channel not in self.can_pub:
-            self.spawn(cid, self._publish_checked(cmd))
+        if channel in self.can_pub:
+            self._submit(cid, cmd)
             return
-        self._submit(cid, cmd)
+        waiting = self.pub_waiting.get(channel)
+        if waiting is not None:
+            waiting.append((cid, cmd))  # behind the permission check already running
+            return
+        self.pub_waiting[channel] = [(cid, cmd)]
+        task = self.engine.loop.create_task(self._check_publish(channel))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    async def _publish_checked(self, cmd: dict[str, Any]) -> Any:
-        channel: str = cmd["channel"]
-        check = self.pub_checks.get(channel)
-        if check is None:
-            # One check per channel; publishes behind it keep their order.
-            check = self.pub_checks[channel] = self.engine.loop.create_future()
-            try:
-                assert self.caller is not None
-                await channels.check_publish(self.caller, channel)
-            except BaseException as exc:
-                del self.pub_checks[channel]
-                check.set_exception(exc if isinstance(exc, HubError) else HubError(INTERNAL, "check failed"))
-                check.exception()
-                raise
+    async def _check_publish(self, channel: str) -> None:
+        """One permission check per channel; the publishes queued behind it go out in order."""
+        assert self.caller is not None
+        error: HubError | None = None
+        try:
+            await channels.check_publish(self.caller, channel)
+        except HubError as exc:
+            error = exc
+        except Exception:  # noqa: BLE001
+            log.exception("publish permission check failed")
+            error = HubError(INTERNAL, "internal error")
+        queued = self.pub_waiting.pop(channel, [])
+        if error is None:
             self.can_pub.add(channel)
-            check.set_result(None)
-        else:
-            await asyncio.shield(check)
-        return await self._submit_future(cmd)
+        for cid, cmd in queued:
+            if error is None:
+                self._submit(cid, cmd)
+            else:
+                self.error(cid, error)
 
     def _submit(self, cid: int, cmd: dict[str, Any]) -> None:
         try:
@@ -246,10 +255,6 @@ class Connection:
                 self.error(cid, HubError(INTERNAL, "internal error"))
 
         fut.add_done_callback(done)
-
-    async def _submit_future(self, cmd: dict[str, Any]) -> dict[str, Any]:
-        pub, _dup = await self._enqueue(cmd)
-        return {"offset": pub.offset}
 
     def _enqueue(self, cmd: dict[str, Any]) -> asyncio.Future[Any]:
         if self.engine.draining:

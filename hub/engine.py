@@ -295,7 +295,10 @@ class Engine:
         """Stop taking work, close every socket with 1012, let in-flight commits finish."""
         self.draining = True
         for conn in list(self.conns):
-            conn.close(1012)
+            try:
+                conn.close(1012)
+            except Exception:  # noqa: BLE001 - one dead socket must not stop the drain
+                log.debug("close during drain failed", exc_info=True)
         try:
             await asyncio.wait_for(self.writer.idle.wait(), timeout)
         except TimeoutError:

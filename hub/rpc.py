@@ -107,7 +107,7 @@ async def call(caller: Caller, name: str, params: Any) -> Any:
         return await run_sync(m.fn, caller, params)
     except HubError:
         raise
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError) as exc:  # a worker's dead connection: dropped, retry works
         log.warning("rpc %s: database unavailable: %s", name, type(exc).__name__)
         raise unavailable("the database is unavailable; retry") from exc
     except DatabaseError as exc:

@@ -55,7 +55,10 @@ class DaphneSink(Sink):
     def close(self, code: int) -> None:
         if self.proto.state == self._open_state:
             # sendCloseFrame: autobahn's sendClose() refuses the protocol codes 1009 and 1012.
-            self.proto.sendCloseFrame(code=code, isReply=False)
+            try:
+                self.proto.sendCloseFrame(code=code, isReply=False)
+            except OSError:
+                return  # the socket is already gone
         if self.pending() > 0:
             # A slow consumer will not read the close frame behind its backlog: drop it.
             from twisted.internet import reactor

@@ -163,6 +163,18 @@ def read(channel: str, epoch: str, after: int = 0, before: int | None = None, li
             for o, ts, s, d in rows]
 
 
+def psycopg_errors() -> tuple[type[BaseException], ...]:
+    # COPY goes through the raw psycopg cursor, whose errors Django does not wrap.
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+DB_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, *psycopg_errors())
+
+
 # --- group commit ----------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -224,7 +236,7 @@ class Writer:
             error: HubError | None = None
             try:
                 self._commit(batch)
-            except (OperationalError, InterfaceError) as exc:
+            except DB_DOWN as exc:
                 log.warning("group commit failed, database unavailable: %s", type(exc).__name__)
                 error = unavailable("the database is unavailable; the publication was not stored")
                 self._reset()

@@ -42,7 +42,8 @@ class Command(BaseCommand):
         sock.bind((opts["host"], opts["port"]))
         sock.listen(1024)
         sock.setblocking(False)
-        fd = sock.fileno()
+        # Twisted adopts (dups) the descriptor and closes the original: hand it over for good.
+        fd = sock.detach()
         _patch_adopt(reactor)
         server = Server(
             application=application,
@@ -68,10 +69,6 @@ class Command(BaseCommand):
                 port = getattr(listener, "result", None)
                 if port is not None and hasattr(port, "stopListening"):
                     port.stopListening()
-            try:
-                sock.close()
-            except OSError:
-                pass
             asyncio.ensure_future(_drain_and_stop(reactor))
 
         def on_signal(signum: int, frame: Any) -> None:
