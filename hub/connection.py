@@ -155,7 +155,7 @@ class Connection:
             raise
         except store.DB_DOWN:
             self.error(cid, HubError("unavailable", "the database is unavailable; retry"))
-        except Exception:  # noqa: BLE001 - one failing command never takes the socket down
+        except Exception:
             log.exception("command failed")
             self.error(cid, HubError(INTERNAL, "internal error"))
         else:
@@ -226,7 +226,7 @@ class Connection:
             await channels.check_publish(self.caller, channel)
         except HubError as exc:
             error = exc
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("publish permission check failed")
             error = HubError(INTERNAL, "internal error")
         queued = self.pub_waiting.pop(channel, [])

@@ -1,0 +1,456 @@
+"""Voice and video calls over Agora: rpc methods calls.*, the `call:<id>` namespace, and the sweeper.
+
+A call rings the room's other members (`call.invite` on their `user:` channels); each callee
+accepts or declines; an invite unanswered for CALL_RING_S (default 30 s) becomes `call.missed`;
+a live call whose joined participants are all offline for CALL_ABANDON_S (default 120 s) ends as
+`abandoned`. State changes are published on `call:<id>` through hub.store.append.
+
+Timers are not asyncio tasks: `sweep(now)` does the work and the hub runs it every second in
+every process. Each transition is a conditional UPDATE (`WHERE status IN (...)`) under a row lock
+on the call, so however many sweepers and rpc calls race, every invite and call moves once and
+publishes once.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import record
+from core.errors import CONFLICT, HubError, bad_request, conflict, forbidden, not_found
+from hub.channels import Namespace, register
+from hub.rpc import USERS, Caller, method, run_sync
+from hub.store import append
+from rooms import agora
+from rooms.chat import is_member, members
+from rooms.models import (
+    Call,
+    CallMedia,
+    CallOutcome,
+    CallParticipant,
+    CallStatus,
+    ParticipantStatus,
+    Room,
+    new_id,
+)
+
+log = logging.getLogger("rooms.calls")
+
+# Plain strings (the values of the TextChoices in rooms.models).
+JOINED, RINGING, BUSY, DECLINED, MISSED = "joined", "ringing", "busy", "declined", "missed"
+assert {JOINED, RINGING, BUSY, DECLINED, MISSED} == set(ParticipantStatus.values)
+PENDING = (RINGING, BUSY)
+LIVE = ("ringing", "active")  # call statuses before "ended"
+MEDIA = ("video", "voice")
+assert set(MEDIA) == set(CallMedia.values)
+SWEEP_BATCH = 500
+
+
+def _setting(name: str, env: str, default: float) -> float:
+    """Django setting first (tests override it), then the environment, then the default."""
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(env, "")
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            log.warning("%s=%r is not a number; using %s", env, raw, default)
+            value = default
+    return float(value)
+
+
+def ring_s() -> float:
+    return _setting("CALL_RING_S", "HUB_CALL_RING_S", 30)
+
+
+def abandon_s() -> float:
+    return _setting("CALL_ABANDON_S", "HUB_CALL_ABANDON_S", 120)
+
+
+def _as_datetime(now: datetime | float | None) -> datetime:
+    if now is None:
+        return timezone.now()
+    if isinstance(now, datetime):
+        return now
+    return datetime.fromtimestamp(float(now), tz=UTC)
+
+
+# --- namespace -------------------------------------------------------------------------------
+
+def is_participant(call_id: str, user: str, tenant: str) -> bool:
+    return CallParticipant.objects.filter(call_id=call_id, user=user, call__tenant=tenant).exists()
+
+
+def _subscribe_hook(caller: Caller, ident: str) -> bool:
+    return is_participant(ident, caller.user, caller.tenant)
+
+
+def _signal_hook(caller: Caller, ident: str) -> bool:
+    # Negotiation only makes sense while the call is live; the ended call's history stays readable.
+    return CallParticipant.objects.filter(call_id=ident, user=caller.user, call__tenant=caller.tenant,
+                                          call__status__in=LIVE).exists()
+
+
+register(Namespace("call", can_subscribe=_subscribe_hook, can_signal=_signal_hook,
+                   window_s=int(getattr(settings, "HUB_CALL_WINDOW_S", 600))))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _channel(call: Call | str) -> str:
+    return f"call:{call if isinstance(call, str) else call.id}"
+
+
+def in_active_call(user: str) -> bool:
+    """Joined (the caller counts as joined) in a call that is still ringing or live."""
+    return CallParticipant.objects.filter(user=user, status=JOINED, call__status__in=LIVE).exists()
+
+
+def _load(caller: Caller, call_id: Any, *, lock: bool = True) -> tuple[Call, CallParticipant]:
+    """The call and the caller's participant row: not_found, then forbidden.
+
+    With `lock` (inside a transaction) the call row is locked on Postgres, serialising every change
+    to one call across processes; SQLite serialises writers anyway.
+    """
+    if not isinstance(call_id, str) or not call_id:
+        raise bad_request("call must be a call id")
+    qs = Call.objects.filter(pk=call_id, tenant=caller.tenant)
+    call = (qs.select_for_update() if lock else qs).first()
+    if call is None:
+        raise not_found(f"no call {call_id}")
+    me = CallParticipant.objects.filter(call=call, user=caller.user).first()
+    if me is None:
+        raise forbidden("you are not a participant of this call")
+    return call, me
+
+
+def _missed(call: Call, p: CallParticipant, reason: str) -> bool:
+    """Pending invite -> missed, once (conditional UPDATE). Publishes to both parties and the call."""
+    if CallParticipant.objects.filter(pk=p.pk, status__in=PENDING).update(status=MISSED) != 1:
+        return False
+    data = {"kind": "call.missed", "call": call.id, "room": call.room_id, "media": call.media,
+            "from": call.caller, "user": p.user, "busy": p.busy, "reason": reason}
+    append(_channel(call), data)
+    append(f"user:{call.caller}", data)
+    append(f"user:{p.user}", data)
+    return True
+
+
+def _finish(call: Call, outcome: str, by: str, now: datetime, *, role: str = "", reason: str = "") -> None:
+    """End a live call once: pending invites become missed, then `call.ended`. Conflict if already over."""
+    for p in CallParticipant.objects.filter(call=call, status__in=PENDING):
+        _missed(call, p, reason="ended")
+    duration = int((now - call.answered_at).total_seconds()) if call.answered_at else 0
+    changed = Call.objects.filter(pk=call.pk, status__in=LIVE).update(
+        status=CallStatus.ENDED, outcome=outcome, ended_at=now, ended_by=by, duration_s=max(0, duration))
+    if changed != 1:
+        raise conflict("the call has already ended")
+    call.status, call.outcome, call.ended_at, call.ended_by, call.duration_s = (
+        CallStatus.ENDED, outcome, now, by, max(0, duration))
+    record(by or "system", "calls.end", _channel(call), role=role, tenant=call.tenant, outcome=outcome,
+           duration_s=call.duration_s, **({"reason": reason} if reason else {}))
+    append(_channel(call), {"kind": "call.ended", "call": call.id, "outcome": outcome, "by": by or None,
+                            "duration_s": call.duration_s})
+
+
+def _settle_unanswered(call: Call, now: datetime) -> None:
+    """A still-ringing call with no pending invites left is over: declined by all, or missed."""
+    if call.status != CallStatus.RINGING:
+        return
+    others = list(CallParticipant.objects.filter(call=call, is_caller=False).values_list("status", flat=True))
+    if any(s in PENDING or s == JOINED for s in others):
+        return
+    outcome = CallOutcome.DECLINED if others and all(s == DECLINED for s in others) else CallOutcome.MISSED
+    _finish(call, outcome, "", now)
+
+
+def _token_result(call: Call, me: CallParticipant) -> dict[str, Any]:
+    return {"call": call.id, "agora": agora.build_token(call.channel, int(me.uid))}
+
+
+# --- rpc methods -----------------------------------------------------------------------------
+
+_CALL = {"type": "object", "additionalProperties": False, "required": ["call"],
+         "properties": {"call": {"type": "string", "minLength": 1, "maxLength": 32}}}
+_AGORA_RESULT = {"type": "object", "properties": {
+    "call": {"type": "string"},
+    "agora": {"type": "object", "properties": {
+        "app_id": {"type": "string"}, "channel": {"type": "string"}, "uid": {"type": "integer"},
+        "token": {"type": "string"}, "expires_at": {"type": "integer"}, "development": {"type": "boolean"}}}}}
+
+
+@method("calls.start", roles=USERS, summary="Call the other members of a chat room (video or voice).",
+        params={"type": "object", "additionalProperties": False, "required": ["room", "media"],
+                "properties": {"room": {"type": "string", "minLength": 1, "maxLength": 32},
+                               "media": {"enum": list(MEDIA)}}},
+        result=_AGORA_RESULT)
+def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    media = params.get("media")
+    if media not in MEDIA:
+        raise bad_request("media must be video or voice")
+    room_id = params.get("room")
+    if not isinstance(room_id, str) or not room_id:
+        raise bad_request("room must be a room id")
+    agora.credentials()  # refuse (unavailable) before creating anything when Agora is not configured
+    room = Room.objects.filter(pk=room_id, tenant=caller.tenant).first()
+    if room is None:
+        raise not_found(f"no room {room_id}")
+    if not is_member(room.id, caller.user):
+        raise forbidden("only the room's members may call it")
+    others = sorted(set(members(room.id)) - {caller.user})
+    if not others:
+        raise bad_request("nobody else is in this room")
+    now = timezone.now()
+    call_id = new_id()
+    with transaction.atomic():
+        busy = {u for u in others if in_active_call(u)}
+        call = Call.objects.create(id=call_id, tenant=caller.tenant, room=room, caller=caller.user,
+                                   media=media, channel=agora.channel_name(call_id))
+        # Agora uids are participant indices: 1 for the caller, then 2.. in user order. Unique per
+        # call by construction, nonzero, far below 2^32.
+        me = CallParticipant(call=call, user=caller.user, uid=1, is_caller=True, status=JOINED, joined_at=now,
+                             responded_at=now)
+        invited = [CallParticipant(call=call, user=u, uid=i + 2, status=BUSY if u in busy else RINGING,
+                                   busy=u in busy) for i, u in enumerate(others)]
+        CallParticipant.objects.bulk_create([me, *invited])
+        record(caller.user, "calls.start", _channel(call), role=caller.role, tenant=caller.tenant,
+               room=room.id, media=media, invited=others, busy=sorted(busy))
+        append(_channel(call), {"kind": "call.started", "call": call.id, "room": room.id, "media": media,
+                                "from": caller.user, "participants": [caller.user, *others]})
+        for p in invited:
+            append(f"user:{p.user}", {"kind": "call.invite", "call": call.id, "room": room.id, "media": media,
+                                      "from": caller.user, "busy": p.busy, "ring_s": ring_s()})
+    return _token_result(call, me)
+
+
+@method("calls.accept", roles=USERS, summary="Answer a call you were invited to; returns your Agora token.",
+        params=_CALL, result=_AGORA_RESULT)
+def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    now = timezone.now()
+    with transaction.atomic():
+        call, me = _load(caller, params.get("call"))
+        if call.status == CallStatus.ENDED:
+            raise conflict(f"the call has ended ({call.outcome})")
+        if me.status == JOINED:
+            return _token_result(call, me)  # idempotent: a reconnecting app asks again
+        if me.status not in PENDING:
+            raise conflict(f"your invite was {me.status}")
+        if now > me.invited_at + timedelta(seconds=ring_s()):
+            raise conflict("your invite has expired (missed)")  # the sweeper may not have run yet
+        if CallParticipant.objects.filter(pk=me.pk, status__in=PENDING).update(
+                status=JOINED, joined_at=now, responded_at=now) != 1:
+            raise conflict("your invite is no longer pending")
+        me.status = JOINED
+        if call.status == CallStatus.RINGING:
+            Call.objects.filter(pk=call.pk, status=CallStatus.RINGING).update(
+                status=CallStatus.ACTIVE, answered_at=now, outcome=CallOutcome.ANSWERED)
+        record(caller.user, "calls.accept", _channel(call), role=caller.role, tenant=caller.tenant,
+               media=call.media, busy=me.busy)
+        data = {"kind": "call.accepted", "call": call.id, "user": caller.user, "uid": int(me.uid)}
+        append(_channel(call), data)
+        append(f"user:{call.caller}", data)
+    return _token_result(call, me)
+
+
+@method("calls.decline", roles=USERS, summary="Decline a call you were invited to.", params=_CALL,
+        result={"type": "object", "properties": {"call": {"type": "string"}, "status": {"type": "string"}}})
+def decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    now = timezone.now()
+    with transaction.atomic():
+        call, me = _load(caller, params.get("call"))
+        if call.status == CallStatus.ENDED:
+            raise conflict(f"the call has ended ({call.outcome})")
+        if me.status not in PENDING:
+            hint = "; end it instead" if me.status == JOINED else ""
+            raise conflict(f"you cannot decline: you are {me.status}{hint}")
+        if CallParticipant.objects.filter(pk=me.pk, status__in=PENDING).update(
+                status=DECLINED, responded_at=now) != 1:
+            raise conflict("your invite is no longer pending")
+        record(caller.user, "calls.decline", _channel(call), role=caller.role, tenant=caller.tenant)
+        data = {"kind": "call.declined", "call": call.id, "user": caller.user}
+        append(_channel(call), data)
+        append(f"user:{call.caller}", data)
+        _settle_unanswered(call, now)
+    return {"call": call.id, "status": call.status}
+
+
+@method("calls.end", roles=USERS, summary="End the call for everyone (the caller or a joined participant).",
+        params=_CALL, result={"type": "object", "properties": {
+            "call": {"type": "string"}, "outcome": {"type": "string"}, "duration_s": {"type": "integer"}}})
+def end(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    now = timezone.now()
+    with transaction.atomic():
+        call, me = _load(caller, params.get("call"))
+        if call.status == CallStatus.ENDED:
+            raise conflict(f"the call has already ended ({call.outcome})")
+        if me.status != JOINED:
+            raise conflict("you have not joined this call" + ("; decline it instead" if me.status in PENDING
+                                                              else ""))
+        # Hanging up before anyone answered is a cancelled call; after, a normal end.
+        outcome = CallOutcome.ENDED if call.answered_at else CallOutcome.CANCELLED
+        _finish(call, outcome, caller.user, now, role=caller.role)
+    return {"call": call.id, "outcome": call.outcome, "duration_s": call.duration_s}
+
+
+@method("calls.renew", roles=USERS, summary="A fresh Agora token for a call you are in.", params=_CALL,
+        result={"type": "object", "properties": {"token": {"type": "string"},
+                                                 "expires_at": {"type": "integer"}}})
+def renew(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    call, me = _load(caller, params.get("call"), lock=False)
+    if call.status == CallStatus.ENDED:
+        raise conflict(f"the call has ended ({call.outcome})")
+    if me.status != JOINED:
+        raise conflict("accept the call first")
+    return agora.build_token(call.channel, int(me.uid))
+
+
+@method("calls.get", roles=USERS, summary="A call's record (participants only).", params=_CALL)
+def get_call(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    call, _ = _load(caller, params.get("call"), lock=False)
+    return describe(call)
+
+
+def describe(call: Call) -> dict[str, Any]:
+    def iso(d: datetime | None) -> str | None:
+        return d.isoformat() if d else None
+
+    return {"call": call.id, "room": call.room_id, "media": call.media, "caller": call.caller,
+            "status": call.status, "outcome": call.outcome or None, "started_at": iso(call.started_at),
+            "answered_at": iso(call.answered_at), "ended_at": iso(call.ended_at),
+            "duration_s": call.duration_s, "ended_by": call.ended_by or None,
+            "participants": [{"user": p.user, "uid": int(p.uid), "status": p.status, "busy": p.busy,
+                              "caller": p.is_caller}
+                             for p in call.participants.order_by("uid")]}
+
+
+# --- timers ----------------------------------------------------------------------------------
+
+def expire_invites(now: datetime | float | None = None, calls: Collection[str] | None = None) -> int:
+    """Invites pending longer than CALL_RING_S become missed; returns how many this run moved.
+
+    `calls` restricts the sweep to those call ids (tests, admin tools); the hub sweeps them all.
+    """
+    at = _as_datetime(now)
+    cutoff = at - timedelta(seconds=ring_s())
+    pending = CallParticipant.objects.filter(status__in=PENDING, invited_at__lte=cutoff)
+    if calls is not None:
+        pending = pending.filter(call_id__in=list(calls))
+    call_ids = list(pending.values_list("call_id", flat=True).distinct()[:SWEEP_BATCH])
+    moved = 0
+    for call_id in call_ids:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().filter(pk=call_id).first()
+            if call is None:
+                continue
+            expired = CallParticipant.objects.filter(call=call, status__in=PENDING, invited_at__lte=cutoff)
+            for p in expired:
+                if _missed(call, p, reason="timeout"):
+                    moved += 1
+                    record("system", "calls.missed", _channel(call), tenant=call.tenant, user=p.user)
+            try:
+                _settle_unanswered(call, at)
+            except HubError as exc:  # conflict: another process ended it between our reads
+                if exc.code != CONFLICT:
+                    raise
+    return moved
+
+
+def default_is_online(user: str) -> bool:
+    """The hub engine's cluster-wide presence when it offers one; otherwise assume online.
+
+    Assuming online means no call is ever abandoned by mistake while presence is unavailable.
+    """
+    try:
+        from hub import engine  # type: ignore[attr-defined]
+    except ImportError:
+        return True
+    fn = getattr(engine, "is_user_online", None)
+    current = getattr(engine, "current", None)
+    if fn is None or (current is not None and current() is None):
+        return True  # no presence in this process (no engine running): know nothing, abandon nothing
+    try:
+        result = fn(user)
+        if inspect.isawaitable(result):
+            from asgiref.sync import async_to_sync
+
+            async def wait() -> Any:
+                return await result
+
+            result = async_to_sync(wait)()
+        return bool(result)
+    except Exception:  # unknown presence is treated as online (never abandon wrongly)
+        log.debug("is_user_online failed for %s", user, exc_info=True)
+        return True
+
+
+def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[str], bool] | None = None,
+                    calls: Collection[str] | None = None) -> int:
+    """Live calls whose joined participants have all been offline for CALL_ABANDON_S end as abandoned.
+
+    The first sweep to see everyone offline stamps `offline_since`; a sweep that sees anyone back
+    clears it; a sweep past the limit ends the call. Returns how many calls this run ended.
+
+    Presence may be per process: the process holding a participant's socket clears the stamp
+    every second, so a stamp only ages to the limit when no process sees anyone.
+    """
+    at = _as_datetime(now)
+    online = is_online or default_is_online
+    limit = timedelta(seconds=abandon_s())
+    ended = 0
+    live = Call.objects.filter(status=CallStatus.ACTIVE)
+    if calls is not None:
+        live = live.filter(pk__in=list(calls))
+    for call in live.order_by("started_at")[:SWEEP_BATCH]:
+        users = list(CallParticipant.objects.filter(call=call, status=JOINED).values_list("user", flat=True))
+        if any(online(u) for u in users):
+            if call.offline_since is not None:
+                Call.objects.filter(pk=call.pk, offline_since__isnull=False).update(offline_since=None)
+            continue
+        if call.offline_since is None:
+            Call.objects.filter(pk=call.pk, status=CallStatus.ACTIVE, offline_since__isnull=True).update(
+                offline_since=at)
+            continue
+        if at - call.offline_since < limit:
+            continue
+        with transaction.atomic():
+            locked = Call.objects.select_for_update().filter(pk=call.pk, status=CallStatus.ACTIVE,
+                                                             offline_since__isnull=False).first()
+            if locked is None:
+                continue  # another process ended it, or someone came back
+            _finish(locked, CallOutcome.ABANDONED, "", at, reason="every participant offline")
+            ended += 1
+    return ended
+
+
+def sweep(now: datetime | float | None = None) -> dict[str, int]:
+    """The periodic timer (the hub runs it every second in each process; sync ORM code).
+
+    Idempotent and safe to run concurrently: each invite and call transitions once.
+    """
+    return {"missed": expire_invites(now), "abandoned": sweep_abandoned(now)}
+
+
+async def asweep(now: datetime | float | None = None) -> dict[str, int]:
+    """`sweep` from the event loop: runs in a worker thread."""
+    result: dict[str, int] = await run_sync(sweep, now)
+    return result
+
+
+def _schedule() -> None:
+    """Run `sweep` every second in each hub process (hub.tasks calls it with time.time())."""
+    try:
+        from hub import tasks
+    except ImportError:  # an older hub core: the lead schedules rooms.calls.sweep directly
+        return
+    if not any(name == "calls.sweep" for name, _, _ in tasks.SWEEPS):
+        tasks.every(1.0, "calls.sweep")(sweep)
+
+
+_schedule()

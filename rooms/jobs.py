@@ -1,0 +1,455 @@
+"""Custom jobs: posting, bids, comments, queries and the guarded lifecycle; the `job:<id>` namespace.
+
+State machine (docs/jobs-and-calls.md has the full table):
+
+    open --accept--> accepted --start--> in_progress --complete--> completed
+      \\______________ \\______________________ \\--cancel--> cancelled
+
+Every change is a plain function taking a `Caller`: it checks the actor (forbidden), then the
+state (conflict), then writes the row, an audit row and a publication on `job:<id>` in one
+transaction. State changes are conditional UPDATEs (`WHERE status = <from>`), so two racing
+transitions cannot both win, on any number of hub processes.
+
+Money is integer minor units (pence for GBP) with an ISO 4217 currency; floats are refused.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core.audit import record
+from core.errors import bad_request, conflict, forbidden, not_found
+from hub.channels import Namespace, register
+from hub.rpc import PROVIDERS, USERS, Caller, method
+from hub.store import append
+from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
+
+log = logging.getLogger("rooms.jobs")
+
+# Plain strings (the values of rooms.models.JobStatus).
+OPEN, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED = "open", "accepted", "in_progress", "completed", "cancelled"
+assert {OPEN, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED} == set(JobStatus.values)
+TERMINAL = frozenset({COMPLETED, CANCELLED})
+
+# Who may post a job: customers, and enterprises acting as a customer organisation. Admins moderate
+# (cancel) but do not post.
+POSTERS = ("customer", "enterprise")
+MAX_AMOUNT = 10**12
+MAX_CANDIDATES = 50
+
+# Active ISO 4217 currency codes (circulating currencies; fund, metal and testing codes excluded)
+# with their minor-unit exponent: an amount of 1234 GBP means £12.34, 1234 JPY means ¥1234.
+CURRENCIES: dict[str, int] = {
+    "AED": 2, "AFN": 2, "ALL": 2, "AMD": 2, "ANG": 2, "AOA": 2, "ARS": 2, "AUD": 2, "AWG": 2, "AZN": 2,
+    "BAM": 2, "BBD": 2, "BDT": 2, "BGN": 2, "BHD": 3, "BIF": 0, "BMD": 2, "BND": 2, "BOB": 2, "BRL": 2,
+    "BSD": 2, "BTN": 2, "BWP": 2, "BYN": 2, "BZD": 2, "CAD": 2, "CDF": 2, "CHF": 2, "CLP": 0, "CNY": 2,
+    "COP": 2, "CRC": 2, "CUP": 2, "CVE": 2, "CZK": 2, "DJF": 0, "DKK": 2, "DOP": 2, "DZD": 2, "EGP": 2,
+    "ERN": 2, "ETB": 2, "EUR": 2, "FJD": 2, "FKP": 2, "GBP": 2, "GEL": 2, "GHS": 2, "GIP": 2, "GMD": 2,
+    "GNF": 0, "GTQ": 2, "GYD": 2, "HKD": 2, "HNL": 2, "HTG": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2,
+    "IQD": 3, "IRR": 2, "ISK": 0, "JMD": 2, "JOD": 3, "JPY": 0, "KES": 2, "KGS": 2, "KHR": 2, "KMF": 0,
+    "KPW": 2, "KRW": 0, "KWD": 3, "KYD": 2, "KZT": 2, "LAK": 2, "LBP": 2, "LKR": 2, "LRD": 2, "LSL": 2,
+    "LYD": 3, "MAD": 2, "MDL": 2, "MGA": 2, "MKD": 2, "MMK": 2, "MNT": 2, "MOP": 2, "MRU": 2, "MUR": 2,
+    "MVR": 2, "MWK": 2, "MXN": 2, "MYR": 2, "MZN": 2, "NAD": 2, "NGN": 2, "NIO": 2, "NOK": 2, "NPR": 2,
+    "NZD": 2, "OMR": 3, "PAB": 2, "PEN": 2, "PGK": 2, "PHP": 2, "PKR": 2, "PLN": 2, "PYG": 0, "QAR": 2,
+    "RON": 2, "RSD": 2, "RUB": 2, "RWF": 0, "SAR": 2, "SBD": 2, "SCR": 2, "SDG": 2, "SEK": 2, "SGD": 2,
+    "SHP": 2, "SLE": 2, "SOS": 2, "SRD": 2, "SSP": 2, "STN": 2, "SVC": 2, "SYP": 2, "SZL": 2, "THB": 2,
+    "TJS": 2, "TMT": 2, "TND": 3, "TOP": 2, "TRY": 2, "TTD": 2, "TWD": 2, "TZS": 2, "UAH": 2, "UGX": 0,
+    "USD": 2, "UYU": 2, "UZS": 2, "VED": 2, "VES": 2, "VND": 0, "VUV": 0, "WST": 2, "XAF": 0, "XCD": 2,
+    "XCG": 2, "XOF": 0, "XPF": 0, "YER": 2, "ZAR": 2, "ZMW": 2, "ZWG": 2,
+}
+
+
+# --- validation helpers ----------------------------------------------------------------------
+
+def check_amount(value: Any, field: str = "amount") -> int:
+    """An integer count of minor units, 1..10^12. Floats (even 100.0) and bools are refused."""
+    if type(value) is not int:
+        raise bad_request(f"{field} must be an integer number of minor units (e.g. pence), "
+                          f"not {type(value).__name__}")
+    if not 0 < value <= MAX_AMOUNT:
+        raise bad_request(f"{field} must be between 1 and {MAX_AMOUNT} minor units")
+    return value
+
+
+def check_currency(value: Any) -> str:
+    if not isinstance(value, str) or value not in CURRENCIES:
+        raise bad_request(f"currency must be an active ISO 4217 code such as GBP, got {value!r}")
+    return value
+
+
+def _text(params: dict[str, Any], name: str, limit: int) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request(f"{name} must be a non-empty string")
+    if len(value) > limit:
+        raise bad_request(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _load(caller: Caller, job_id: Any, *, lock: bool = False) -> Job:
+    """The job in the caller's tenant; another tenant's job is indistinguishable from a missing one."""
+    if not isinstance(job_id, str) or not job_id:
+        raise bad_request("job must be a job id")
+    qs = Job.objects.filter(pk=job_id, tenant=caller.tenant)
+    if lock:
+        qs = qs.select_for_update()
+    job = qs.first()
+    if job is None:
+        raise not_found(f"no job {job_id}")
+    return job
+
+
+def _channel(job: Job | str) -> str:
+    return f"job:{job if isinstance(job, str) else job.id}"
+
+
+def is_member(job: Job, user: str) -> bool:
+    """Owner, or a provider who bid on it or asked about it (admins are admitted by the namespace)."""
+    if job.owner == user:
+        return True
+    return (Bid.objects.filter(job=job, provider=user).exists()
+            or JobQuery.objects.filter(job=job, author=user).exists())
+
+
+def _subscribe_hook(caller: Caller, ident: str) -> bool:
+    job = Job.objects.filter(pk=ident, tenant=caller.tenant).first()
+    return job is not None and is_member(job, caller.user)
+
+
+# Clients never publish on job:<id> (can_publish stays `never`); admins read (audited).
+register(Namespace("job", can_subscribe=_subscribe_hook, admin_read=True))
+
+
+# --- actors and the transition table ---------------------------------------------------------
+
+OWNER, PROVIDER, ADMIN = "owner", "provider", "admin"  # PROVIDER = the accepted provider
+
+# action -> (states it is allowed from, actors who may take it, new state)
+TRANSITIONS: dict[str, tuple[frozenset[str], frozenset[str], str]] = {
+    "accept": (frozenset({OPEN}), frozenset({OWNER}), ACCEPTED),
+    "start": (frozenset({ACCEPTED}), frozenset({PROVIDER}), IN_PROGRESS),
+    "complete": (frozenset({IN_PROGRESS}), frozenset({OWNER, PROVIDER}), COMPLETED),
+    "cancel": (frozenset({OPEN, ACCEPTED, IN_PROGRESS}), frozenset({OWNER, PROVIDER, ADMIN}), CANCELLED),
+}
+
+
+def actors_of(job: Job, caller: Caller) -> set[str]:
+    out: set[str] = set()
+    if job.owner == caller.user:
+        out.add(OWNER)
+    if job.provider and job.provider == caller.user and caller.role in PROVIDERS:
+        out.add(PROVIDER)
+    if caller.role == "admin":
+        out.add(ADMIN)
+    return out
+
+
+def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
+                extra: dict[str, Any] | None = None) -> tuple[Job, str]:
+    """Check actor then state, then move the job with a conditional UPDATE. Returns (job, from_status).
+
+    Must run inside the caller's transaction (the UPDATE, audit and publication commit together).
+    """
+    allowed_from, who, to = TRANSITIONS[action]
+    job = _load(caller, job_id, lock=True)
+    if not actors_of(job, caller) & who:
+        raise forbidden(f"you may not {action} this job")
+    if job.status not in allowed_from:
+        raise conflict(f"cannot {action} a job that is {job.status}")
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": to, "updated_at": now, **(extra or {})}
+    stamp = {ACCEPTED: "accepted_at", IN_PROGRESS: "started_at", COMPLETED: "completed_at",
+             CANCELLED: "cancelled_at"}[to]
+    fields[stamp] = now
+    if to == CANCELLED:
+        fields["cancel_reason"] = reason
+        fields["cancelled_by"] = caller.user
+    # Conditional: a concurrent transition that committed first leaves 0 rows here.
+    if Job.objects.filter(pk=job.pk, status=job.status).update(**fields) != 1:
+        raise conflict(f"the job changed state; cannot {action} it now")
+    from_status = job.status
+    for k, v in fields.items():
+        setattr(job, k, v)
+    record(caller.user, f"jobs.{action}", _channel(job), role=caller.role, tenant=caller.tenant,
+           from_status=from_status, status=to, **({"reason": reason} if reason else {}))
+    data: dict[str, Any] = {"kind": "status", "job": job.id, "status": to, "from_status": from_status,
+                            "by": caller.user}
+    if to == CANCELLED:
+        data["reason"] = reason
+    if to == ACCEPTED:
+        data["bid"] = job.accepted_bid
+        data["provider"] = job.provider
+    append(_channel(job), data)
+    return job, from_status
+
+
+# --- jobs.create -----------------------------------------------------------------------------
+
+_warned = False
+
+
+def _candidates(lat: float, lng: float, category: str) -> list[str]:
+    """Matched providers for a new job; [] when the matcher is unavailable or fails (never fatal)."""
+    try:
+        from matching.service import candidates_for_job
+    except Exception:  # noqa: BLE001 - ImportError, or a matcher that does not load: post the job regardless
+        global _warned
+        if not _warned:
+            _warned = True
+            log.warning("matching.service.candidates_for_job unavailable; job.new is not broadcast")
+        return []
+    try:
+        found = candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES)
+    except Exception:  # the job is still posted; only its broadcast is skipped
+        log.exception("candidates_for_job failed; job.new not broadcast")
+        return []
+    if not isinstance(found, (list, tuple)):
+        return []
+    return [u for u in found if isinstance(u, str) and u][:MAX_CANDIDATES]
+
+
+_JOB_ID = {"type": "string", "minLength": 1, "maxLength": 32}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 4000}
+_RESULT_STATUS = {"type": "object", "properties": {"job": {"type": "string"}, "status": {"type": "string"}}}
+
+
+@method("jobs.create", roles=POSTERS, summary="Post a custom job; matched providers get job.new.",
+        params={"type": "object", "additionalProperties": False,
+                "required": ["title", "description", "category", "lat", "lng"],
+                "properties": {
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "description": {"type": "string", "maxLength": 5000},
+                    "category": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                    "lng": {"type": "number", "minimum": -180, "maximum": 180},
+                    "budget": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+                    "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}},
+        result=_RESULT_STATUS)
+def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    if caller.role not in POSTERS:
+        raise forbidden("only customers and enterprises post jobs")
+    title = _text(params, "title", 200)
+    description = params.get("description", "")
+    if not isinstance(description, str) or len(description) > 5000:
+        raise bad_request("description must be a string of at most 5000 characters")
+    category = _text(params, "category", 64)
+    lat, lng = params.get("lat"), params.get("lng")
+    if (not isinstance(lat, (int, float)) or isinstance(lat, bool) or not -90 <= lat <= 90
+            or not isinstance(lng, (int, float)) or isinstance(lng, bool) or not -180 <= lng <= 180):
+        raise bad_request("lat and lng must be WGS84 degrees")
+    budget = check_amount(params["budget"], "budget") if params.get("budget") is not None else None
+    currency = check_currency(params["currency"]) if params.get("currency") else ""
+    if budget is not None and not currency:
+        currency = "GBP"  # a UK marketplace: a bare budget is in pence
+    # The matcher runs before our transaction: a failure or slow query there must not hold locks.
+    candidates = [u for u in _candidates(float(lat), float(lng), category) if u != caller.user]
+    with transaction.atomic():
+        job = Job.objects.create(tenant=caller.tenant, owner=caller.user, owner_role=caller.role, title=title,
+                                 description=description, category=category, lat=float(lat),
+                                 lng=float(lng), budget=budget, currency=currency)
+        record(caller.user, "jobs.create", _channel(job), role=caller.role, tenant=caller.tenant,
+               category=category, budget=budget, currency=currency, notified=len(candidates))
+        note = {"kind": "job.new", "job": job.id, "title": title, "category": category, "lat": job.lat,
+                "lng": job.lng, "budget": budget, "currency": currency or None}
+        for user in candidates:
+            append(f"user:{user}", note)
+    return {"job": job.id, "status": job.status, "notified": len(candidates)}
+
+
+# --- bids ------------------------------------------------------------------------------------
+
+@method("jobs.bid", roles=PROVIDERS, summary="Bid on an open job (replaces your earlier bid).",
+        params={"type": "object", "additionalProperties": False, "required": ["job", "amount", "currency"],
+                "properties": {"job": _JOB_ID,
+                               "amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
+                               "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                               "note": {"type": "string", "maxLength": 2000}}},
+        result={"type": "object", "properties": {"bid": {"type": "string"},
+                                                 "replaces": {"type": ["string", "null"]}}})
+def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    if caller.role not in PROVIDERS:
+        raise forbidden("only providers bid")
+    amount = check_amount(params.get("amount"))
+    currency = check_currency(params.get("currency"))
+    note = params.get("note", "")
+    if not isinstance(note, str) or len(note) > 2000:
+        raise bad_request("note must be a string of at most 2000 characters")
+    try:
+        with transaction.atomic():
+            job = _load(caller, params.get("job"), lock=True)
+            if job.owner == caller.user:
+                raise forbidden("you cannot bid on your own job")
+            if job.status != OPEN:
+                raise conflict(f"the job is {job.status}; bids are closed")
+            if job.currency and currency != job.currency:
+                raise bad_request(f"this job is priced in {job.currency}")
+            old = Bid.objects.filter(job=job, provider=caller.user, status=BidStatus.LIVE).first()
+            replaces: str | None = None
+            if (old is not None and Bid.objects.filter(pk=old.pk, status=BidStatus.LIVE)
+                    .update(status=BidStatus.REPLACED) == 1):
+                replaces = old.id
+            new = Bid.objects.create(job=job, provider=caller.user, provider_role=caller.role, amount=amount,
+                                     currency=currency, note=note, replaces=replaces or "")
+            append(_channel(job), {"kind": "bid", "job": job.id, "bid": new.id, "provider": caller.user,
+                                   "amount": amount, "currency": currency, "note": note,
+                                   "replaces": replaces}, sender=caller.user)
+    except IntegrityError as exc:
+        # Two bids from the same provider raced; the partial unique index let only one live.
+        raise conflict("another bid from you was placed at the same time; retry") from exc
+    return {"bid": new.id, "replaces": replaces}
+
+
+@method("jobs.accept", roles=POSTERS, summary="Accept one bid (owner only); bidders are told.",
+        params={"type": "object", "additionalProperties": False, "required": ["job", "bid"],
+                "properties": {"job": _JOB_ID, "bid": {"type": "string", "minLength": 1, "maxLength": 32}}},
+        result=_RESULT_STATUS)
+def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    bid_id = params.get("bid")
+    if not isinstance(bid_id, str) or not bid_id:
+        raise bad_request("bid must be a bid id")
+    with transaction.atomic():
+        job = _load(caller, params.get("job"), lock=True)
+        if OWNER not in actors_of(job, caller):
+            raise forbidden("only the job's owner accepts a bid")
+        if job.status != OPEN:
+            raise conflict(f"cannot accept a bid on a job that is {job.status}")
+        chosen = Bid.objects.filter(pk=bid_id, job=job).first()
+        if chosen is None:
+            raise not_found(f"no bid {bid_id} on this job")
+        if chosen.status != BidStatus.LIVE:
+            raise conflict(f"that bid is {chosen.status}")
+        job, _ = _transition(caller, job.id, "accept",
+                             extra={"accepted_bid": chosen.id, "provider": chosen.provider})
+        Bid.objects.filter(pk=chosen.pk).update(status=BidStatus.ACCEPTED)
+        losers = list(Bid.objects.filter(job=job, status=BidStatus.LIVE).exclude(pk=chosen.pk))
+        Bid.objects.filter(pk__in=[b.pk for b in losers]).update(status=BidStatus.REJECTED)
+        append(f"user:{chosen.provider}", {"kind": "bid.accepted", "job": job.id, "bid": chosen.id,
+                                           "title": job.title, "amount": chosen.amount,
+                                           "currency": chosen.currency})
+        for loser in losers:
+            if loser.provider != chosen.provider:
+                append(f"user:{loser.provider}", {"kind": "bid.rejected", "job": job.id, "bid": loser.id,
+                                                  "title": job.title})
+    return {"job": job.id, "status": job.status, "bid": chosen.id, "provider": chosen.provider}
+
+
+def _simple_transition(action: str) -> Any:
+    def run(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+        reason = ""
+        if action == "cancel":
+            reason = _text(params, "reason", 1000)
+        with transaction.atomic():
+            job, _ = _transition(caller, params.get("job"), action, reason=reason)
+        return {"job": job.id, "status": job.status}
+
+    run.__name__ = f"{action}_job"
+    return run
+
+
+start = method("jobs.start", roles=PROVIDERS, summary="The accepted provider starts work.",
+               params={"type": "object", "additionalProperties": False, "required": ["job"],
+                       "properties": {"job": _JOB_ID}}, result=_RESULT_STATUS)(_simple_transition("start"))
+complete = method("jobs.complete", roles=USERS, summary="Owner or accepted provider completes the job.",
+                  params={"type": "object", "additionalProperties": False, "required": ["job"],
+                          "properties": {"job": _JOB_ID}},
+                  result=_RESULT_STATUS)(_simple_transition("complete"))
+cancel = method("jobs.cancel", roles=USERS, summary="Cancel with a reason (owner, accepted provider, admin).",
+                params={"type": "object", "additionalProperties": False, "required": ["job", "reason"],
+                        "properties": {"job": _JOB_ID,
+                                       "reason": {"type": "string", "minLength": 1, "maxLength": 1000}}},
+                result=_RESULT_STATUS)(_simple_transition("cancel"))
+
+
+# --- comments and queries --------------------------------------------------------------------
+
+def _writable(job: Job) -> None:
+    if job.status in TERMINAL:
+        raise conflict(f"the job is {job.status}; its thread is closed")
+
+
+@method("jobs.comment", roles=USERS, summary="Comment on a job you are on (owner, bidders, askers, admins).",
+        params={"type": "object", "additionalProperties": False, "required": ["job", "text"],
+                "properties": {"job": _JOB_ID, "text": _TEXT}},
+        result={"type": "object", "properties": {"comment": {"type": "string"},
+                                                 "offset": {"type": "integer"}}})
+def comment(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    text = _text(params, "text", 4000)
+    with transaction.atomic():
+        job = _load(caller, params.get("job"))
+        if caller.role != "admin" and not is_member(job, caller.user):
+            raise forbidden("only people on the job may comment; providers ask a query first")
+        _writable(job)
+        row = JobComment.objects.create(job=job, author=caller.user, author_role=caller.role, text=text)
+        pub = append(_channel(job), {"kind": "comment", "job": job.id, "comment": row.id,
+                                     "by": caller.user, "role": caller.role, "text": text},
+                     sender=caller.user)
+    return {"comment": row.id, "offset": pub.offset}
+
+
+@method("jobs.ask", roles=PROVIDERS, summary="Ask the owner a question about a job (providers).",
+        params={"type": "object", "additionalProperties": False, "required": ["job", "text"],
+                "properties": {"job": _JOB_ID, "text": _TEXT}},
+        result={"type": "object", "properties": {"query": {"type": "string"}}})
+def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    if caller.role not in PROVIDERS:
+        raise forbidden("only providers ask queries")
+    text = _text(params, "text", 4000)
+    with transaction.atomic():
+        job = _load(caller, params.get("job"))
+        if job.owner == caller.user:
+            raise forbidden("you cannot ask about your own job")
+        _writable(job)
+        # Once a bid is accepted only providers already on the job keep asking.
+        if job.status != OPEN and not is_member(job, caller.user):
+            raise forbidden("the job is no longer open to new providers")
+        row = JobQuery.objects.create(job=job, author=caller.user, author_role=caller.role, text=text)
+        append(_channel(job), {"kind": "query", "job": job.id, "query": row.id, "by": caller.user,
+                               "text": text}, sender=caller.user)
+    return {"query": row.id}
+
+
+@method("jobs.answer", roles=POSTERS, summary="The owner answers a query.",
+        params={"type": "object", "additionalProperties": False, "required": ["job", "query", "text"],
+                "properties": {"job": _JOB_ID, "query": {"type": "string", "minLength": 1, "maxLength": 32},
+                               "text": _TEXT}},
+        result={"type": "object", "properties": {"answer": {"type": "string"}}})
+def answer(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    text = _text(params, "text", 4000)
+    query_id = params.get("query")
+    if not isinstance(query_id, str) or not query_id:
+        raise bad_request("query must be a query id")
+    with transaction.atomic():
+        job = _load(caller, params.get("job"))
+        if job.owner != caller.user:
+            raise forbidden("only the job's owner answers queries")
+        query = JobQuery.objects.filter(pk=query_id, job=job).first()
+        if query is None:
+            raise not_found(f"no query {query_id} on this job")
+        _writable(job)
+        row = JobAnswer.objects.create(query=query, job=job, author=caller.user, text=text)
+        append(_channel(job), {"kind": "answer", "job": job.id, "query": query.id, "answer": row.id,
+                               "by": caller.user, "text": text}, sender=caller.user)
+    return {"answer": row.id}
+
+
+@method("jobs.get", roles=USERS, summary="A job's current state and live bids (members and admins).",
+        params={"type": "object", "additionalProperties": False, "required": ["job"],
+                "properties": {"job": _JOB_ID}})
+def get_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    job = _load(caller, params.get("job"))
+    if caller.role != "admin" and not is_member(job, caller.user):
+        raise forbidden("not on this job")
+    bids = Bid.objects.filter(job=job).filter(Q(status=BidStatus.LIVE) | Q(status=BidStatus.ACCEPTED))
+    if job.owner != caller.user and caller.role != "admin":
+        bids = bids.filter(provider=caller.user)  # providers see only their own bid
+    return {"job": job.id, "status": job.status, "title": job.title, "description": job.description,
+            "category": job.category, "lat": job.lat, "lng": job.lng, "budget": job.budget,
+            "currency": job.currency or None, "owner": job.owner, "provider": job.provider or None,
+            "bid": job.accepted_bid or None, "cancel_reason": job.cancel_reason or None,
+            "bids": [{"bid": b.id, "provider": b.provider, "amount": b.amount, "currency": b.currency,
+                      "note": b.note, "status": b.status} for b in bids.order_by("created_at")]}
+

@@ -1,0 +1,401 @@
+"""Custom jobs: the plain domain functions against the real test database."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from core.errors import HubError
+from core.models import AuditLog, Publication
+from hub.channels import check_subscribe
+from hub.rpc import Caller
+from rooms import jobs
+from rooms.models import Bid, Job
+from tests.support import uid
+
+
+def pubs(channel: str) -> list[dict[str, Any]]:
+    rows = Publication.objects.filter(channel=channel).order_by("offset")
+    return [orjson.loads(r.data) for r in rows if r.data is not None]
+
+
+def code_of(fn: Callable[..., Any], *args: Any) -> str:
+    try:
+        fn(*args)
+    except HubError as exc:
+        return exc.code
+    return "ok"
+
+
+@pytest.fixture
+def tenant() -> str:
+    return uid("t")
+
+
+@pytest.fixture
+def no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A None entry in sys.modules makes the import fail: the matcher is "unavailable".
+    monkeypatch.setitem(sys.modules, "matching.service", None)
+
+
+def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> list[tuple[Any, ...]]:
+    seen: list[tuple[Any, ...]] = []
+
+    def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> Any:
+        seen.append((lat, lng, category, limit))
+        return fn()
+
+    module = types.ModuleType("matching.service")
+    module.candidates_for_job = candidates_for_job  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "matching.service", module)
+    return seen
+
+
+def post(owner: Caller, **extra: Any) -> str:
+    params = {"title": "Fix the boiler", "description": "No hot water", "category": "plumbing",
+              "lat": 51.5072, "lng": -0.1276, **extra}
+    return str(jobs.create_job(owner, params)["job"])
+
+
+# --- create ------------------------------------------------------------------------------------
+
+def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+    owner = Caller(uid("cust"), "customer", tenant)
+    p1, p2 = uid("p"), uid("p")
+    seen = fake_matcher(monkeypatch, lambda: [p1, p2, owner.user])
+    out = jobs.create_job(owner, {"title": "Fix the boiler", "description": "", "category": "plumbing",
+                                  "lat": 51.5, "lng": -0.12, "budget": 25000, "currency": "GBP"})
+    assert out["status"] == "open" and out["notified"] == 2
+    assert seen == [(51.5, -0.12, "plumbing", 50)]
+    for p in (p1, p2):
+        [note] = [d for d in pubs(f"user:{p}") if d["kind"] == "job.new"]
+        assert note == {"kind": "job.new", "job": out["job"], "title": "Fix the boiler",
+                        "category": "plumbing", "lat": 51.5, "lng": -0.12, "budget": 25000, "currency": "GBP"}
+    assert pubs(f"user:{owner.user}") == []  # the owner is never notified of their own job
+    job = Job.objects.get(pk=out["job"])
+    assert (job.owner, job.tenant, job.budget, job.currency, job.status) == (
+        owner.user, tenant, 25000, "GBP", "open")
+    assert AuditLog.objects.filter(action="jobs.create", target=f"job:{job.id}", actor=owner.user).exists()
+
+
+def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
+        monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+    owner = Caller(uid("cust"), "customer", tenant)
+    monkeypatch.setitem(sys.modules, "matching.service", None)
+    assert jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0,
+                                   "lng": 0})["notified"] == 0
+
+    def boom() -> list[str]:
+        raise RuntimeError("matcher down")
+
+    fake_matcher(monkeypatch, boom)
+    out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    assert out["notified"] == 0 and Job.objects.filter(pk=out["job"]).exists()
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_create_validates_roles_money_and_currency(tenant: str) -> None:
+    customer = Caller(uid("c"), "customer", tenant)
+    base = {"title": "t", "description": "d", "category": "c", "lat": 1.0, "lng": 2.0}
+    for role in ("provider", "serviceman", "admin"):
+        assert code_of(jobs.create_job, Caller(uid(), role, tenant), base) == "forbidden"
+    assert code_of(jobs.create_job, Caller(uid(), "enterprise", tenant), base) == "ok"
+    for budget in (100.0, 12.5, "100", 0, -1, 10**12 + 1, True):
+        assert code_of(jobs.create_job, customer, {**base, "budget": budget}) == "bad_request", budget
+    for currency in ("XYZ", "gbp", "GB", "XAU"):
+        params = {**base, "budget": 1, "currency": currency}
+        assert code_of(jobs.create_job, customer, params) == "bad_request"
+    assert code_of(jobs.create_job, customer, {**base, "title": "  "}) == "bad_request"
+    assert code_of(jobs.create_job, customer, {**base, "lat": 91}) == "bad_request"
+    # a bare budget is in pence; the largest amount is accepted
+    job = Job.objects.get(pk=jobs.create_job(customer, {**base, "budget": 10**12})["job"])
+    assert (job.budget, job.currency) == (10**12, "GBP")
+    job = Job.objects.get(pk=jobs.create_job(customer, {**base, "budget": 500, "currency": "JPY"})["job"])
+    assert (job.budget, job.currency) == (500, "JPY")
+    assert {"GBP", "EUR", "USD", "JPY", "CHF"} <= set(jobs.CURRENCIES) and jobs.CURRENCIES["JPY"] == 0
+
+
+# --- bids ---------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("no_matcher")
+def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    prov = Caller(uid("p"), "provider", tenant)
+    job = post(owner)
+    first = jobs.bid(prov, {"job": job, "amount": 12000, "currency": "GBP", "note": "two hours"})
+    assert first["replaces"] is None
+    second = jobs.bid(prov, {"job": job, "amount": 11000, "currency": "GBP"})
+    assert second["replaces"] == first["bid"]
+    assert Bid.objects.get(pk=first["bid"]).status == "replaced"
+    assert Bid.objects.filter(job_id=job, provider=prov.user, status="live").count() == 1
+    bids = [d for d in pubs(f"job:{job}") if d["kind"] == "bid"]
+    assert bids == [
+        {"kind": "bid", "job": job, "bid": first["bid"], "provider": prov.user, "amount": 12000,
+         "currency": "GBP", "note": "two hours", "replaces": None},
+        {"kind": "bid", "job": job, "bid": second["bid"], "provider": prov.user, "amount": 11000,
+         "currency": "GBP", "note": "", "replaces": first["bid"]},
+    ]
+    # bidding made the provider a member of job:<id>
+    assert jobs._subscribe_hook(prov, job) and jobs._subscribe_hook(owner, job)
+    assert not jobs._subscribe_hook(Caller(uid("p"), "provider", tenant), job)
+    assert not jobs._subscribe_hook(Caller(prov.user, "provider", uid("other")), job)
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_bid_refusals(tenant: str) -> None:
+    owner = Caller(uid("e"), "enterprise", tenant)
+    prov = Caller(uid("p"), "serviceman", tenant)
+    job = post(owner, budget=5000, currency="EUR")
+    ok = {"job": job, "amount": 4000, "currency": "EUR"}
+    assert code_of(jobs.bid, owner, ok) == "forbidden"  # an enterprise cannot bid on its own job
+    assert code_of(jobs.bid, Caller(uid(), "customer", tenant), ok) == "forbidden"
+    assert code_of(jobs.bid, Caller(uid(), "admin", tenant), ok) == "forbidden"
+    assert code_of(jobs.bid, prov, {**ok, "currency": "GBP"}) == "bad_request"  # job priced in EUR
+    assert code_of(jobs.bid, prov, {**ok, "currency": "ZZZ"}) == "bad_request"
+    assert code_of(jobs.bid, prov, {**ok, "amount": 40.5}) == "bad_request"
+    assert code_of(jobs.bid, prov, {**ok, "amount": 4000.0}) == "bad_request"  # never a float
+    assert code_of(jobs.bid, prov, {**ok, "amount": 0}) == "bad_request"
+    assert code_of(jobs.bid, prov, {**ok, "job": "nope"}) == "not_found"
+    assert code_of(jobs.bid, Caller(prov.user, "serviceman", uid("t")), ok) == "not_found"  # other tenant
+    assert code_of(jobs.bid, prov, ok) == "ok"
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    a, b, c = (Caller(uid("p"), role, tenant) for role in ("provider", "serviceman", "enterprise"))
+    job = post(owner)
+    bid_a = jobs.bid(a, {"job": job, "amount": 100, "currency": "GBP"})["bid"]
+    jobs.bid(b, {"job": job, "amount": 90, "currency": "GBP"})
+    bid_b = jobs.bid(b, {"job": job, "amount": 80, "currency": "GBP"})["bid"]
+    bid_c = jobs.bid(c, {"job": job, "amount": 95, "currency": "GBP"})["bid"]
+    other_job = post(owner)
+    assert code_of(jobs.accept, owner, {"job": other_job, "bid": bid_b}) == "not_found"
+    assert code_of(jobs.accept, owner, {"job": job, "bid": "missing"}) == "not_found"
+    replaced = Bid.objects.get(job_id=job, provider=b.user, status="replaced").id
+    assert code_of(jobs.accept, owner, {"job": job, "bid": replaced}) == "conflict"
+    assert code_of(jobs.accept, a, {"job": job, "bid": bid_a}) == "forbidden"
+
+    out = jobs.accept(owner, {"job": job, "bid": bid_b})
+    assert out == {"job": job, "status": "accepted", "bid": bid_b, "provider": b.user}
+    assert [d for d in pubs(f"user:{b.user}") if d["kind"] == "bid.accepted"] == [
+        {"kind": "bid.accepted", "job": job, "bid": bid_b, "title": "Fix the boiler", "amount": 80,
+         "currency": "GBP"}]
+    for loser, lost in ((a, bid_a), (c, bid_c)):
+        assert [d for d in pubs(f"user:{loser.user}") if d["kind"] == "bid.rejected"] == [
+            {"kind": "bid.rejected", "job": job, "bid": lost, "title": "Fix the boiler"}]
+    assert {b_.provider: b_.status for b_ in Bid.objects.filter(job_id=job).exclude(status="replaced")} == {
+        a.user: "rejected", b.user: "accepted", c.user: "rejected"}
+    status = [d for d in pubs(f"job:{job}") if d["kind"] == "status"]
+    assert status == [{"kind": "status", "job": job, "status": "accepted", "from_status": "open",
+                       "by": owner.user, "bid": bid_b, "provider": b.user}]
+    assert code_of(jobs.accept, owner, {"job": job, "bid": bid_a}) == "conflict"
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_comments_queries_and_answers(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    asker = Caller(uid("p"), "provider", tenant)
+    stranger = Caller(uid("p"), "provider", tenant)
+    admin = Caller(uid("a"), "admin", tenant)
+    job = post(owner)
+    assert code_of(jobs.comment, stranger, {"job": job, "text": "hi"}) == "forbidden"
+    assert code_of(jobs.ask, owner, {"job": job, "text": "?"}) == "forbidden"
+    assert code_of(jobs.ask, Caller(uid(), "customer", tenant), {"job": job, "text": "?"}) == "forbidden"
+    q = jobs.ask(asker, {"job": job, "text": "Which boiler model?"})["query"]
+    assert jobs._subscribe_hook(asker, job)  # asking made them a member
+    assert code_of(jobs.answer, asker, {"job": job, "query": q, "text": "x"}) == "forbidden"
+    assert code_of(jobs.answer, owner, {"job": job, "query": "nope", "text": "x"}) == "not_found"
+    a = jobs.answer(owner, {"job": job, "query": q, "text": "Worcester 30i"})["answer"]
+    c1 = jobs.comment(asker, {"job": job, "text": "Thanks"})
+    c2 = jobs.comment(admin, {"job": job, "text": "Moderator here"})
+    c3 = jobs.comment(owner, {"job": job, "text": "Welcome"})
+    assert c1["offset"] < c2["offset"] < c3["offset"]
+    got = [(d["kind"], d.get("text")) for d in pubs(f"job:{job}")]
+    assert got == [("query", "Which boiler model?"), ("answer", "Worcester 30i"), ("comment", "Thanks"),
+                   ("comment", "Moderator here"), ("comment", "Welcome")]
+    stream = pubs(f"job:{job}")
+    assert stream[0] == {"kind": "query", "job": job, "query": q, "by": asker.user,
+                         "text": "Which boiler model?"}
+    assert stream[1] == {"kind": "answer", "job": job, "query": q, "answer": a, "by": owner.user,
+                         "text": "Worcester 30i"}
+    assert stream[2] == {"kind": "comment", "job": job, "comment": c1["comment"], "by": asker.user,
+                         "role": "provider", "text": "Thanks"}
+    # the author is the publication's sender (erasure of a user's content finds it)
+    senders = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+                   .values_list("sender", flat=True))
+    assert senders == [asker.user, owner.user, asker.user, admin.user, owner.user]
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_admins_read_job_channels_through_the_namespace(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    job = post(owner)
+    ns, via_admin = asyncio.run(check_subscribe(Caller(uid("a"), "admin", tenant), f"job:{job}"))
+    assert ns.name == "job" and via_admin
+
+    async def stranger() -> str:
+        try:
+            await check_subscribe(Caller(uid("p"), "provider", tenant), f"job:{job}")
+        except HubError as exc:
+            return exc.code
+        return "allowed"
+
+    assert asyncio.run(stranger()) == "forbidden"
+
+
+# --- the state machine, exhaustively ---------------------------------------------------------
+
+STATES = ("open", "accepted", "in_progress", "completed", "cancelled")
+# owner: the customer who posted; winner: the provider whose bid is (or will be) accepted;
+# loser: another bidder; outsider: a provider in the tenant who never bid; customer: another
+# customer; admin: a tenant admin.
+ACTORS = ("owner", "winner", "loser", "outsider", "customer", "admin")
+OK, FORBIDDEN, CONFLICT = "ok", "forbidden", "conflict"
+
+# (action, actor) -> result in each of STATES. This is the table in docs/jobs-and-calls.md.
+TABLE: dict[tuple[str, str], tuple[str, str, str, str, str]] = {
+    ("accept", "owner"): (OK, CONFLICT, CONFLICT, CONFLICT, CONFLICT),
+    ("accept", "winner"): (FORBIDDEN,) * 5,
+    ("accept", "loser"): (FORBIDDEN,) * 5,
+    ("accept", "outsider"): (FORBIDDEN,) * 5,
+    ("accept", "customer"): (FORBIDDEN,) * 5,
+    ("accept", "admin"): (FORBIDDEN,) * 5,
+    ("start", "owner"): (FORBIDDEN,) * 5,
+    ("start", "winner"): (FORBIDDEN, OK, CONFLICT, CONFLICT, CONFLICT),
+    ("start", "loser"): (FORBIDDEN,) * 5,
+    ("start", "outsider"): (FORBIDDEN,) * 5,
+    ("start", "customer"): (FORBIDDEN,) * 5,
+    ("start", "admin"): (FORBIDDEN,) * 5,
+    ("complete", "owner"): (CONFLICT, CONFLICT, OK, CONFLICT, CONFLICT),
+    ("complete", "winner"): (FORBIDDEN, CONFLICT, OK, CONFLICT, CONFLICT),
+    ("complete", "loser"): (FORBIDDEN,) * 5,
+    ("complete", "outsider"): (FORBIDDEN,) * 5,
+    ("complete", "customer"): (FORBIDDEN,) * 5,
+    ("complete", "admin"): (FORBIDDEN,) * 5,
+    ("cancel", "owner"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("cancel", "winner"): (FORBIDDEN, OK, OK, CONFLICT, CONFLICT),
+    ("cancel", "loser"): (FORBIDDEN,) * 5,
+    ("cancel", "outsider"): (FORBIDDEN,) * 5,
+    ("cancel", "customer"): (FORBIDDEN,) * 5,
+    ("cancel", "admin"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("bid", "owner"): (FORBIDDEN,) * 5,
+    ("bid", "winner"): (OK, CONFLICT, CONFLICT, CONFLICT, CONFLICT),
+    ("bid", "loser"): (OK, CONFLICT, CONFLICT, CONFLICT, CONFLICT),
+    ("bid", "outsider"): (OK, CONFLICT, CONFLICT, CONFLICT, CONFLICT),
+    ("bid", "customer"): (FORBIDDEN,) * 5,
+    ("bid", "admin"): (FORBIDDEN,) * 5,
+    ("ask", "owner"): (FORBIDDEN,) * 5,
+    ("ask", "winner"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("ask", "loser"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("ask", "outsider"): (OK, FORBIDDEN, FORBIDDEN, CONFLICT, CONFLICT),
+    ("ask", "customer"): (FORBIDDEN,) * 5,
+    ("ask", "admin"): (FORBIDDEN,) * 5,
+    ("comment", "owner"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("comment", "winner"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("comment", "loser"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("comment", "outsider"): (FORBIDDEN,) * 5,
+    ("comment", "customer"): (FORBIDDEN,) * 5,
+    ("comment", "admin"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("answer", "owner"): (OK, OK, OK, CONFLICT, CONFLICT),
+    ("answer", "winner"): (FORBIDDEN,) * 5,
+    ("answer", "loser"): (FORBIDDEN,) * 5,
+    ("answer", "outsider"): (FORBIDDEN,) * 5,
+    ("answer", "customer"): (FORBIDDEN,) * 5,
+    ("answer", "admin"): (FORBIDDEN,) * 5,
+}
+
+
+def job_in(state: str, tenant: str) -> tuple[str, dict[str, Caller], str, str]:
+    """A job in `state` with a winner and a loser bid; cancelled is reached after acceptance."""
+    people = {"owner": Caller(uid("own"), "customer", tenant),
+              "winner": Caller(uid("win"), "provider", tenant),
+              "loser": Caller(uid("los"), "serviceman", tenant),
+              "outsider": Caller(uid("out"), "enterprise", tenant),
+              "customer": Caller(uid("cus"), "customer", tenant),
+              "admin": Caller(uid("adm"), "admin", tenant)}
+    owner, winner = people["owner"], people["winner"]
+    job = post(owner, budget=10000)
+    win = jobs.bid(winner, {"job": job, "amount": 9000, "currency": "GBP"})["bid"]
+    jobs.bid(people["loser"], {"job": job, "amount": 9500, "currency": "GBP"})
+    query = jobs.ask(people["loser"], {"job": job, "text": "When?"})["query"]
+    if state != "open":
+        jobs.accept(owner, {"job": job, "bid": win})
+    if state in ("in_progress", "completed"):
+        jobs.start(winner, {"job": job})
+    if state == "completed":
+        jobs.complete(owner, {"job": job})
+    if state == "cancelled":
+        jobs.cancel(owner, {"job": job, "reason": "changed my mind"})
+    assert Job.objects.get(pk=job).status == state
+    return job, people, win, query
+
+
+def attempt(action: str, who: Caller, job: str, win: str, query: str) -> str:
+    calls: dict[str, tuple[Callable[[Caller, dict[str, Any]], Any], dict[str, Any]]] = {
+        "accept": (jobs.accept, {"job": job, "bid": win}),
+        "start": (jobs.start, {"job": job}),
+        "complete": (jobs.complete, {"job": job}),
+        "cancel": (jobs.cancel, {"job": job, "reason": "because"}),
+        "bid": (jobs.bid, {"job": job, "amount": 8000, "currency": "GBP"}),
+        "ask": (jobs.ask, {"job": job, "text": "Parking?"}),
+        "comment": (jobs.comment, {"job": job, "text": "Hello"}),
+        "answer": (jobs.answer, {"job": job, "query": query, "text": "Tomorrow"}),
+    }
+    fn, params = calls[action]
+    return code_of(fn, who, params)
+
+
+@pytest.mark.usefixtures("no_matcher")
+@pytest.mark.parametrize("state", STATES)
+def test_every_state_action_and_actor(state: str, tenant: str) -> None:
+    failures = []
+    for (action, actor), expected in TABLE.items():
+        job, people, win, query = job_in(state, tenant)
+        before = Job.objects.get(pk=job).status
+        got = attempt(action, people[actor], job, win, query)
+        want = expected[STATES.index(state)]
+        if got != want:
+            failures.append(f"{action} by {actor} in {state}: got {got}, want {want}")
+        after = Job.objects.get(pk=job).status
+        if got != "ok" or action not in jobs.TRANSITIONS:
+            assert after == before, f"{action} by {actor} changed {before} to {after}"
+        else:
+            assert after == jobs.TRANSITIONS[action][2]
+            last = pubs(f"job:{job}")[-1]
+            assert last["kind"] == "status" and last["status"] == after and last["from_status"] == before
+            assert last["by"] == people[actor].user
+            if action == "cancel":
+                assert last["reason"] == "because"
+            assert AuditLog.objects.filter(action=f"jobs.{action}", target=f"job:{job}",
+                                           actor=people[actor].user).exists()
+    assert not failures, "\n".join(failures)
+    assert set(TABLE) == {(a, r) for a in ("accept", "start", "complete", "cancel", "bid", "ask", "comment",
+                                           "answer") for r in ACTORS}
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_unknown_job_is_not_found(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    for fn, params in ((jobs.start, {"job": "missing"}), (jobs.cancel, {"job": "missing", "reason": "x"}),
+                       (jobs.comment, {"job": "missing", "text": "x"}), (jobs.get_job, {"job": "missing"})):
+        assert code_of(fn, owner, params) == "not_found"
+    job = post(owner)
+    assert code_of(jobs.cancel, owner, {"job": job, "reason": " "}) == "bad_request"
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_get_job_shows_members_their_view(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    p1, p2 = Caller(uid("p"), "provider", tenant), Caller(uid("p"), "provider", tenant)
+    job = post(owner, budget=1000)
+    jobs.bid(p1, {"job": job, "amount": 900, "currency": "GBP"})
+    jobs.bid(p2, {"job": job, "amount": 800, "currency": "GBP"})
+    assert len(jobs.get_job(owner, {"job": job})["bids"]) == 2
+    assert [b["provider"] for b in jobs.get_job(p1, {"job": job})["bids"]] == [p1.user]
+    assert code_of(jobs.get_job, Caller(uid("x"), "provider", tenant), {"job": job}) == "forbidden"
