@@ -38,6 +38,7 @@ test-embedded: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy hub core asgi.py
 
 bench: install
 	$(PY) -m bench

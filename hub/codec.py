@@ -58,12 +58,14 @@ def parse(frame: str | bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise FrameError("a command must be an object")
     cid = obj.get("id")
-    if type(cid) is not int or cid <= 0 or cid > MAX_SAFE_INT:
+    if not isinstance(cid, int) or type(cid) is not int or cid <= 0 or cid > MAX_SAFE_INT:
         raise FrameError("id must be a positive integer below 2^53")
     cmd = obj.get("cmd")
-    spec = COMMANDS.get(cmd) if isinstance(cmd, str) else None
+    if not isinstance(cmd, str):
+        raise FrameError("cmd must be a string", cid)
+    spec = COMMANDS.get(cmd)
     if spec is None:
-        raise FrameError(f"unknown command {cmd!r}" if isinstance(cmd, str) else "cmd must be a string", cid)
+        raise FrameError(f"unknown command {cmd[:40]!r}", cid)
     for field, (kind, required) in spec.items():
         if field not in obj or (obj[field] is None and not required):
             if required:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("hub.presence")
-HEARTBEAT_S = 10
-NODE_TTL_S = 30
+# A node's liveness key lives NODE_TTL_S; survivors reap within TTL + one heartbeat (< 60 s by default).
+NODE_TTL_S = int(os.environ.get("HUB_PRESENCE_TTL_S", "30"))
+HEARTBEAT_S = max(1, NODE_TTL_S // 3)
 
 
 class Presence:
-    def __init__(self, node: str, redis: Any | None, announce: Callable[[str, str, str], None]) -> None:
+    def __init__(self, node: str, redis: Any, announce: Callable[[str, str, str], None]) -> None:
         self.node = node
         self.redis = redis
         self.announce = announce  # (channel, "join"|"leave", user)

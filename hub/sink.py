@@ -63,7 +63,7 @@ class DaphneSink(Sink):
             # A slow consumer will not read the close frame behind its backlog: drop it.
             from twisted.internet import reactor
 
-            reactor.callLater(2, _abort, self.transport)  # type: ignore[attr-defined]
+            reactor.callLater(2, _abort, self.transport)  # type: ignore[attr-defined,arg-type]
 
 
 def _abort(transport: Any) -> None:

@@ -312,8 +312,8 @@ class Writer:
                     continue
                 if i in dup_of:
                     continue
-                off = live[(p.channel, p.key)]  # type: ignore[index]
-                p.result = (Pub(p.channel, int(off or 0), known[p.channel], ts, p.sender, p.data), True)
+                first_off = live.get((p.channel, p.key or ""))
+                p.result = (Pub(p.channel, int(first_off or 0), known[p.channel], ts, p.sender, p.data), True)
         for i, j in dup_of.items():
             first = batch[j].result
             assert first is not None

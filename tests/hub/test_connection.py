@@ -209,3 +209,16 @@ def test_server_keeps_serving_after_abuse(live_hub):
         bad.send_raw(frame)
     good = HubClient(live_hub.url, mint(uid()))
     assert good.call("presence", channel=f"user:{good.hello['user']}") == {"members": []}
+
+
+def test_admin_read_of_a_foreign_room_is_allowed_and_audited(live_hub):
+    from core.models import AuditLog
+
+    owner, admin = uid("o"), uid("adm")
+    c = HubClient(live_hub.url, mint(owner))
+    ch = room_for(c)
+    a = HubClient(live_hub.url, mint(admin, "admin"))
+    assert a.call("subscribe", channel=ch)["offset"] == 0
+    assert AuditLog.objects.filter(action="channel.admin_read", actor=admin, target=ch).exists()
+    with pytest.raises(ReplyError):
+        a.call("publish", channel=ch, data={"x": 1})  # reading is not joining

@@ -249,3 +249,28 @@ def test_sigterm_drains_with_1012():
     c = HubClient(srv.url, mint(uid()))
     assert srv.stop(signal.SIGTERM) == 0
     assert c.wait_closed()[0] == 1012
+
+
+@services
+@needs_redis
+def test_presence_across_processes_and_crashed_members_disappear():
+    env = {**FAST, "HUB_PRESENCE_TTL_S": "3"}
+    a_srv, b_srv = HubServer(env=env), HubServer(env=env)
+    a_srv.start()
+    b_srv.start()
+    try:
+        alice, bob = uid("a"), uid("b")
+        a = HubClient(a_srv.url, mint(alice))
+        ch = room(a, bob)
+        a.call("subscribe", channel=ch)
+        b = HubClient(b_srv.url, mint(bob))
+        b.call("subscribe", channel=ch)
+        assert a.next_push("join", channel=ch)["user"] == bob  # across processes
+        users = {m["user"] for m in a.call("presence", channel=ch)["members"]}
+        assert users == {alice, bob}
+        b_srv.kill()
+        assert a.next_push("leave", channel=ch, timeout=15)["user"] == bob
+        assert {m["user"] for m in a.call("presence", channel=ch)["members"]} == {alice}
+    finally:
+        a_srv.stop()
+        b_srv.stop()
