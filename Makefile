@@ -38,7 +38,7 @@ test-embedded: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy hub core asgi.py
+	$(PY) -m mypy hub core asgi.py rooms ai_assist
 
 bench: install
 	$(PY) -m bench

@@ -1,3 +1,5 @@
+import logging
+
 from django.apps import AppConfig
 
 
@@ -6,8 +8,11 @@ class AiAssistConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the assist.ask / assist.cancel rpc methods (once the relay lands).
-        try:
-            from ai_assist import rpc  # noqa: F401
-        except ImportError:
-            pass
+        # Registers the assist.ask / assist.cancel rpc methods.
+        from ai_assist import rpc  # noqa: F401
+
+        # The SDKs' transport logs one INFO line per upstream request; the relay logs its own outcome.
+        for name in ("httpx2", "openai", "anthropic"):
+            logger = logging.getLogger(name)
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.WARNING)

@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from core import views_metrics
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("metrics", views_metrics.metrics),
+    path("", include("matching.urls")),  # REST zone routes before the generic /api/<method>
     path("", include("hub.urls")),
 ]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from django.conf import settings
 
-from core import audit
+from core import audit, metrics
 from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, HubError
 from core.logs import request_id
 from hub import auth, channels, codec, rpc, store
@@ -112,22 +112,23 @@ class Connection:
             return
         wait = self.bucket.take()
         if wait:
+            metrics.rate_limited("command")
             self.error(cid, HubError(RATE_LIMITED, "too many commands", retry_after_ms=wait))
             return
         if name == "publish":
             self.do_publish(cid, cmd)
         elif name == "signal":
-            self.spawn(cid, self.do_signal(cmd))
+            self.spawn(cid, self.do_signal(cmd), "signal")
         elif name == "unsubscribe":
             self.do_unsubscribe(cid, cmd["channel"])
         elif name == "subscribe":
-            self.spawn(cid, self.do_subscribe(cmd))
+            self.spawn(cid, self.do_subscribe(cmd), "subscribe")
         elif name == "history":
-            self.spawn(cid, self.do_history(cmd))
+            self.spawn(cid, self.do_history(cmd), "history")
         elif name == "presence":
-            self.spawn(cid, self.do_presence(cmd))
+            self.spawn(cid, self.do_presence(cmd), "presence")
         elif name == "rpc":
-            self.spawn(cid, self.do_rpc(cmd))
+            self.spawn(cid, self.do_rpc(cmd), "rpc")
         elif name == "refresh":
             self.do_refresh(cid, cmd["token"])
         elif name == "connect":
@@ -140,25 +141,30 @@ class Connection:
         if self.bad >= settings.HUB_MAX_BAD_FRAMES:
             self.close(CLOSE_PROTOCOL)
 
-    def spawn(self, cid: int, coro: Any) -> None:
-        task = self.engine.loop.create_task(self._run(cid, coro))
+    def spawn(self, cid: int, coro: Any, name: str) -> None:
+        task = self.engine.loop.create_task(self._run(cid, coro, name))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, cid: int, coro: Any) -> None:
+    async def _run(self, cid: int, coro: Any, name: str) -> None:
         request_id.set(f"{self.client}:{cid}")
         try:
             result = await coro
         except HubError as exc:
+            metrics.command(name, exc.code)
             self.error(cid, exc)
         except asyncio.CancelledError:
             raise
         except store.DB_DOWN:
+            metrics.command(name, "unavailable")
             self.error(cid, HubError("unavailable", "the database is unavailable; retry"))
         except Exception:
+            # One failing command never takes the socket down.
             log.exception("command failed")
+            metrics.command(name, INTERNAL)
             self.error(cid, HubError(INTERNAL, "internal error"))
         else:
+            metrics.command(name, "ok")
             self.reply(cid, result)
 
     # --- commands -------------------------------------------------------------------------
@@ -236,22 +242,29 @@ class Connection:
             if error is None:
                 self._submit(cid, cmd)
             else:
+                metrics.command("publish", error.code)
                 self.error(cid, error)
 
     def _submit(self, cid: int, cmd: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
         try:
             fut = self._enqueue(cmd)
         except HubError as exc:
+            metrics.command("publish", exc.code)
             self.error(cid, exc)
             return
 
         def done(f: asyncio.Future[Any]) -> None:
             exc = f.exception()
             if exc is None:
+                metrics.commit_latency(time.perf_counter() - t0)
+                metrics.command("publish", "ok")
                 self.reply(cid, {"offset": f.result()[0].offset})
             elif isinstance(exc, HubError):
+                metrics.command("publish", exc.code)
                 self.error(cid, exc)
             else:
+                metrics.command("publish", INTERNAL)
                 self.error(cid, HubError(INTERNAL, "internal error"))
 
         fut.add_done_callback(done)

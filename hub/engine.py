@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from core import metrics
 from core import redis as hubredis
 from core.errors import HubError, unavailable
 from hub import store
@@ -250,6 +251,7 @@ class Engine:
         st.cache.append(pub)
         if not st.subs:
             return
+        metrics.delivery_latency(time.time() - pub.ts / 1000)
         max_queue = self.max_queue
         n = 0
         for conn in list(st.subs):

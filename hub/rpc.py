@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError, InterfaceError, OperationalError
 from jsonschema import Draft202012Validator
 
+from core import metrics
 from core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, HubError, unavailable
 from hub.auth import ALL_ROLES
 
@@ -100,6 +101,18 @@ def check(caller: Caller, name: str, params: Any) -> Method:
 
 
 async def call(caller: Caller, name: str, params: Any) -> Any:
+    """Run a method for a caller (socket or HTTP); counted in the metrics by method and outcome."""
+    label = f"rpc:{name if name in REGISTRY else 'unknown'}"
+    try:
+        result = await _call(caller, name, params)
+    except HubError as exc:
+        metrics.command(label, exc.code)
+        raise
+    metrics.command(label, "ok")
+    return result
+
+
+async def _call(caller: Caller, name: str, params: Any) -> Any:
     m = check(caller, name, params)
     try:
         if m.is_async:

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core import metrics
 from core.audit import record
 from core.errors import CONFLICT, HubError, bad_request, conflict, forbidden, not_found
 from hub.channels import Namespace, register
@@ -135,6 +136,7 @@ def _missed(call: Call, p: CallParticipant, reason: str) -> bool:
     """Pending invite -> missed, once (conditional UPDATE). Publishes to both parties and the call."""
     if CallParticipant.objects.filter(pk=p.pk, status__in=PENDING).update(status=MISSED) != 1:
         return False
+    metrics.call("missed")
     data = {"kind": "call.missed", "call": call.id, "room": call.room_id, "media": call.media,
             "from": call.caller, "user": p.user, "busy": p.busy, "reason": reason}
     append(_channel(call), data)
@@ -152,6 +154,7 @@ def _finish(call: Call, outcome: str, by: str, now: datetime, *, role: str = "",
         status=CallStatus.ENDED, outcome=outcome, ended_at=now, ended_by=by, duration_s=max(0, duration))
     if changed != 1:
         raise conflict("the call has already ended")
+    metrics.call(outcome)
     call.status, call.outcome, call.ended_at, call.ended_by, call.duration_s = (
         CallStatus.ENDED, outcome, now, by, max(0, duration))
     record(by or "system", "calls.end", _channel(call), role=role, tenant=call.tenant, outcome=outcome,
@@ -220,6 +223,7 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         invited = [CallParticipant(call=call, user=u, uid=i + 2, status=BUSY if u in busy else RINGING,
                                    busy=u in busy) for i, u in enumerate(others)]
         CallParticipant.objects.bulk_create([me, *invited])
+        metrics.call("started")
         record(caller.user, "calls.start", _channel(call), role=caller.role, tenant=caller.tenant,
                room=room.id, media=media, invited=others, busy=sorted(busy))
         append(_channel(call), {"kind": "call.started", "call": call.id, "room": room.id, "media": media,
@@ -251,6 +255,7 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         if call.status == CallStatus.RINGING:
             Call.objects.filter(pk=call.pk, status=CallStatus.RINGING).update(
                 status=CallStatus.ACTIVE, answered_at=now, outcome=CallOutcome.ANSWERED)
+            metrics.call("answered")
         record(caller.user, "calls.accept", _channel(call), role=caller.role, tenant=caller.tenant,
                media=call.media, busy=me.busy)
         data = {"kind": "call.accepted", "call": call.id, "user": caller.user, "uid": int(me.uid)}

@@ -1,0 +1,293 @@
+"""AI providers behind one shape: `stream(request, usage)` yields text deltas and fills `usage`.
+
+- OpenAIProvider: chat completions streaming through the official `openai` SDK (AsyncOpenAI).
+- AnthropicProvider: messages streaming through the official `anthropic` SDK (AsyncAnthropic).
+- OfflineProvider: deterministic, no network; used only when no real provider is configured.
+
+Both SDK clients are built with max_retries=0 (the relay owns retries), one client per
+(event loop, key, base URL): a rotated key builds a new client, old streams finish on the old one.
+`classify()` turns any SDK or transport exception into a `Failure` that carries the policy decision
+(retry? fall back? open the breaker?) and a message that is safe to log and to show: it never holds
+the upstream error text verbatim, which may echo part of a key.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pydantic
+
+from ai_assist.config import AssistConfig, ProviderSettings
+from ai_assist.keys import KeySource
+
+OFFLINE = "offline"
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+@dataclass
+class AssistRequest:
+    prompt: str
+    context: list[dict[str, Any]] = field(default_factory=list)  # [{"from", "text"}], oldest first
+    system: str = ""
+    max_tokens: int = 1024
+
+    def user_text(self) -> str:
+        if not self.context:
+            return self.prompt
+        lines = [f"{m.get('from') or 'someone'}: {m.get('text', '')}" for m in self.context]
+        return ("Recent messages in this chat, oldest first:\n" + "\n".join(lines)
+                + "\n\nThe user's request:\n" + self.prompt)
+
+    def estimated_tokens(self) -> int:
+        # ~4 characters a token; only for the up-front rate-limit charge (corrected after the answer).
+        chars = len(self.system) + len(self.prompt) + sum(len(str(m.get("text", ""))) for m in self.context)
+        return chars // 4 + 1
+
+
+class Failure(Exception):
+    """A provider attempt failed; the fields carry the relay's policy decision."""
+
+    def __init__(self, provider: str, kind: str, *, status: int | None = None, retryable: bool = False,
+                 fallback: bool = True, open_breaker: bool = False, counts: bool = True,
+                 retry_after_s: float | None = None, message: str = "") -> None:
+        super().__init__(f"{provider}: {kind}" + (f" (HTTP {status})" if status else ""))
+        self.provider = provider
+        self.kind = kind
+        self.status = status
+        self.retryable = retryable
+        self.fallback = fallback
+        self.open_breaker = open_breaker
+        self.counts = counts  # towards the breaker's consecutive failures
+        self.retry_after_s = retry_after_s
+        self.message = message or str(self)
+
+
+def parse_retry_after(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+_RETRYABLE_TYPES = {"overloaded_error", "api_error", "rate_limit_error", "server_error", "timeout_error"}
+_AUTH_TYPES = {"authentication_error", "permission_error", "invalid_api_key"}
+_BAD_REQUEST_TYPES = {"invalid_request_error", "request_too_large"}
+
+
+def _body_type(body: Any) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("type") or err.get("code") or "")
+    return ""
+
+
+def _from_status(provider: str, status: int, headers: Any, body: Any) -> Failure:
+    if status in (401, 403):
+        return Failure(provider, "auth", status=status, fallback=True, open_breaker=True,
+                       message=f"{provider} refused the credentials")
+    if status in (400, 413, 422):
+        return Failure(provider, "bad_request", status=status, fallback=False, counts=False,
+                       message=f"{provider} refused the request as invalid")
+    if status == 408 or status == 429 or status >= 500:
+        kind = {408: "timeout", 429: "rate_limited", 529: "overloaded"}.get(status, "server")
+        return Failure(provider, kind, status=status, retryable=True,
+                       retry_after_s=parse_retry_after(headers) if status in (429, 503, 529) else None,
+                       message=f"{provider} is unavailable ({kind})")
+    # 404 (unknown model), 402, 409...: this provider's setup is wrong; another may work.
+    return Failure(provider, "provider_error", status=status, message=f"{provider} failed (HTTP {status})")
+
+
+def classify(provider: str, exc: BaseException) -> Failure:
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, (openai.APIStatusError, anthropic.APIStatusError)):
+        status = exc.status_code
+        body = exc.body
+        if status < 400:
+            # An error event inside a 200 stream (Anthropic `event: error`): classify by its type.
+            etype = _body_type(body)
+            if etype in _AUTH_TYPES:
+                return _from_status(provider, 401, None, body)
+            if etype in _BAD_REQUEST_TYPES:
+                return _from_status(provider, 400, None, body)
+            kind = "overloaded" if etype == "overloaded_error" else "stream_error"
+            return Failure(provider, kind, retryable=True, message=f"{provider} stream failed ({kind})")
+        return _from_status(provider, status, exc.response.headers, body)
+    if isinstance(exc, (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException,
+                        TimeoutError)):
+        return Failure(provider, "timeout", retryable=True, message=f"{provider} timed out")
+    if isinstance(exc, (openai.APIConnectionError, anthropic.APIConnectionError, httpx2.TransportError,
+                        httpx2.StreamError)):
+        return Failure(provider, "connection", retryable=True, message=f"{provider} connection failed")
+    if isinstance(exc, (openai.APIError, anthropic.APIError)):
+        # An error object inside an OpenAI stream, or another API-level failure.
+        return Failure(provider, "stream_error", retryable=True, message=f"{provider} stream failed")
+    if isinstance(exc, (json.JSONDecodeError, pydantic.ValidationError, ValueError, KeyError, TypeError)):
+        return Failure(provider, "malformed", retryable=True, message=f"{provider} sent a malformed response")
+    return Failure(provider, "error", retryable=False, message=f"{provider} failed ({type(exc).__name__})")
+
+
+class Provider:
+    name = ""
+    model = ""
+
+    def configured(self) -> bool:
+        raise NotImplementedError
+
+    def stream(self, req: AssistRequest, usage: Usage) -> AsyncGenerator[str, None]:
+        raise NotImplementedError
+
+
+class _SdkProvider(Provider):
+    def __init__(self, ps: ProviderSettings, cfg: AssistConfig) -> None:
+        self.name = ps.name
+        self.model = ps.model
+        self.base_url = ps.base_url or None
+        self.key = KeySource(ps.key_value, ps.key_file)
+        read = max(cfg.first_token_timeout_s, cfg.idle_timeout_s) + 5  # backstop; the relay times steps
+        self.timeout = httpx2.Timeout(read, connect=cfg.connect_timeout_s, pool=cfg.connect_timeout_s)
+        self._clients: dict[str, tuple[asyncio.AbstractEventLoop, Any]] = {}
+
+    def configured(self) -> bool:
+        return bool(self.key.get())
+
+    def client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        key = self.key.get()
+        if not key:
+            raise Failure(self.name, "not_configured", counts=False, message=f"{self.name} has no key")
+        entry = self._clients.get(key)
+        if entry is None or entry[0] is not loop:
+            # One client per key on this loop: a rotated key gets a fresh client (streams already open
+            # finish on the old one), and a client of another (closed) loop is never reused.
+            entry = (loop, self._make(key))
+            self._clients = {key: entry}
+        return entry[1]
+
+    def use_client(self, client: Any) -> None:
+        """Serve this loop's requests (with the current key) from `client` (bench: one shared pool)."""
+        self._clients = {self.key.get(): (asyncio.get_running_loop(), client)}
+
+    def _make(self, key: str) -> Any:
+        raise NotImplementedError
+
+
+class OpenAIProvider(_SdkProvider):
+    def _make(self, key: str) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
+                                  organization=None, project=None)
+
+    async def stream(self, req: AssistRequest, usage: Usage) -> AsyncGenerator[str, None]:
+        messages: list[Any] = []
+        if req.system:
+            messages.append({"role": "system", "content": req.system})
+        messages.append({"role": "user", "content": req.user_text()})
+        s = await self.client().chat.completions.create(
+            model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
+            max_completion_tokens=req.max_tokens)
+        try:
+            async for chunk in s:
+                if chunk.usage is not None:
+                    usage.input_tokens = chunk.usage.prompt_tokens or 0
+                    usage.output_tokens = chunk.usage.completion_tokens or 0
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+        finally:
+            await s.close()  # closes the HTTP response: a cancelled stream frees the upstream at once
+
+
+class AnthropicProvider(_SdkProvider):
+    def _make(self, key: str) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
+
+    async def stream(self, req: AssistRequest, usage: Usage) -> AsyncGenerator[str, None]:
+        kwargs: dict[str, Any] = {}
+        if req.system:
+            kwargs["system"] = req.system
+        s = await self.client().messages.create(
+            model=self.model, max_tokens=req.max_tokens, stream=True,
+            messages=[{"role": "user", "content": req.user_text()}], **kwargs)
+        try:
+            async for event in s:
+                etype = event.type
+                if etype == "content_block_delta":
+                    delta = event.delta
+                    if getattr(delta, "type", "") == "text_delta" and delta.text:
+                        yield delta.text
+                elif etype == "message_start":
+                    usage.input_tokens = event.message.usage.input_tokens or 0
+                    usage.output_tokens = event.message.usage.output_tokens or 0
+                elif etype == "message_delta":
+                    usage.output_tokens = event.usage.output_tokens or usage.output_tokens
+                    if event.usage.input_tokens:
+                        usage.input_tokens = event.usage.input_tokens
+        finally:
+            await s.close()
+
+
+class OfflineProvider(Provider):
+    """A deterministic stand-in so `make run` and the demo work without keys. Never used beside real ones."""
+
+    name = OFFLINE
+    model = "offline-echo-1"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    def configured(self) -> bool:
+        return True
+
+    @staticmethod
+    def answer(req: AssistRequest) -> str:
+        ctx = f" I was given {len(req.context)} earlier chat messages." if req.context else ""
+        prompt = " ".join(req.prompt.split())[:200]
+        return (f"(offline assistant: no AI provider is configured.){ctx} You asked: \u201c{prompt}\u201d. "
+                "Configure OPENAI_API_KEY or ANTHROPIC_API_KEY for real answers.")
+
+    async def stream(self, req: AssistRequest, usage: Usage) -> AsyncGenerator[str, None]:
+        words = self.answer(req).split(" ")
+        usage.input_tokens = req.estimated_tokens()
+        for i, word in enumerate(words):
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            usage.output_tokens = i + 1
+            yield word if i == 0 else " " + word
+
+
+def build(cfg: AssistConfig) -> list[Provider]:
+    """Every provider named in AI_PROVIDERS, in order (configured or not: keys may appear later)."""
+    out: list[Provider] = []
+    for name in cfg.providers:
+        ps = cfg.provider_settings[name]
+        out.append(OpenAIProvider(ps, cfg) if name == "openai" else AnthropicProvider(ps, cfg))
+    return out

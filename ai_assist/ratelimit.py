@@ -1,0 +1,172 @@
+"""Per-user and per-tenant rate limits (requests and tokens per minute) with exact GCRA.
+
+GCRA keeps one number per key, the theoretical arrival time (TAT). A limit of L per minute has an
+emission interval T = 60 s / L and a burst tolerance of 60 s: a request of cost n is allowed when
+max(TAT, now) + n*T - now <= 60 s, and then TAT moves to that value. So at most L units go through
+at once, and the sustained rate is L per minute.
+
+With Redis, ONE Lua script checks every key of a request and updates them all or none, using the
+Redis server clock (TIME) so hub processes with skewed clocks agree. Redis runs scripts one at a
+time, so N processes together never admit more than the limit. Without Redis (the embedded default)
+the same algorithm runs in-process under a lock.
+
+This module has no Django dependency so another OS process can use it with a bare Redis client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("ai_assist.ratelimit")
+
+PERIOD_US = 60_000_000
+KEY_PREFIX = "{ai-rl}:"  # one hash slot: the script touches several keys at once
+
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local force = ARGV[1] == '1'
+local new = {}
+local wait = 0
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[i * 3 - 1])
+  local tolerance = tonumber(ARGV[i * 3])
+  local cost = tonumber(ARGV[i * 3 + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local nt = math.floor(tat + cost * interval)
+  new[i] = nt
+  local over = nt - now - tolerance
+  if over > wait then wait = over end
+end
+if wait > 0 and not force then
+  return {0, math.ceil(wait / 1000)}
+end
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%d', new[i]), 'PX', math.ceil((new[i] - now) / 1000) + 1000)
+end
+return {1, 0}
+"""
+
+
+_slots: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = {}
+REDIS_CONCURRENCY = 48
+
+
+def redis_slot() -> asyncio.Semaphore:
+    """Bounds this loop's concurrent script calls below the redis.asyncio pool size (100 by default):
+    past it the pool raises "Too many connections" instead of waiting."""
+    loop = asyncio.get_running_loop()
+    entry = _slots.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        entry = _slots[id(loop)] = (loop, asyncio.Semaphore(REDIS_CONCURRENCY))
+    return entry[1]
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str  # e.g. "user:u1:rpm"
+    per_minute: int
+    cost: int
+
+    @property
+    def interval_us(self) -> float:
+        return PERIOD_US / self.per_minute
+
+    def impossible(self) -> bool:
+        """A single request costing more than the whole minute's allowance can never pass."""
+        return self.cost * self.interval_us > PERIOD_US
+
+
+def _active(limits: list[Limit]) -> list[Limit]:
+    # A limit of 0 (or less) is switched off; a cost of 0 consumes nothing.
+    return [lim for lim in limits if lim.per_minute > 0 and lim.cost > 0]
+
+
+class LocalLimiter:
+    """In-process GCRA, the same algorithm as the Lua script (for the embedded default)."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def acquire_sync(self, limits: list[Limit], force: bool = False, now_us: float | None = None) -> int:
+        """0 when admitted (all keys updated), else milliseconds to wait (nothing updated)."""
+        limits = _active(limits)
+        with self._lock:
+            now = time.time() * 1_000_000 if now_us is None else now_us
+            new: list[float] = []
+            wait = 0.0
+            for lim in limits:
+                tat = max(self._tat.get(lim.key, 0.0), now)
+                nt = float(math.floor(tat + lim.cost * lim.interval_us))
+                new.append(nt)
+                wait = max(wait, nt - now - PERIOD_US)
+            if wait > 0 and not force:
+                return math.ceil(wait / 1000)
+            for lim, tat_new in zip(limits, new, strict=True):
+                self._tat[lim.key] = tat_new
+            if len(self._tat) > 100_000:  # forget keys whose TAT has passed
+                self._tat = {k: v for k, v in self._tat.items() if v > now}
+            return 0
+
+    async def acquire(self, limits: list[Limit], force: bool = False) -> int:
+        return self.acquire_sync(limits, force)
+
+
+class RedisLimiter:
+    """GCRA in Redis via one Lua script. `client` is a redis.asyncio.Redis."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.script = client.register_script(GCRA_LUA)
+
+    async def acquire(self, limits: list[Limit], force: bool = False) -> int:
+        limits = _active(limits)
+        if not limits:
+            return 0
+        args: list[Any] = ["1" if force else "0"]
+        for lim in limits:
+            args += [repr(lim.interval_us), str(PERIOD_US), str(lim.cost)]
+        async with redis_slot():
+            ok, wait_ms = await self.script(keys=[KEY_PREFIX + lim.key for lim in limits], args=args)
+        return 0 if int(ok) == 1 else max(1, int(wait_ms))
+
+
+class FallbackLimiter:
+    """The Redis limiter, falling back to this process's own limiter while Redis is unreachable
+    (each process then enforces the limits on its own, rather than the assistant going down)."""
+
+    def __init__(self, inner: RedisLimiter) -> None:
+        self.inner = inner
+
+    async def acquire(self, limits: list[Limit], force: bool = False) -> int:
+        from redis.exceptions import RedisError
+
+        try:
+            return await self.inner.acquire(limits, force)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("rate limit state unavailable (%s): limiting in-process", type(exc).__name__)
+            return _local.acquire_sync(limits, force)
+
+
+_local = LocalLimiter()
+_redis_limiters: dict[int, FallbackLimiter] = {}
+
+
+def limiter() -> LocalLimiter | FallbackLimiter:
+    """The process's limiter: Redis-backed when REDIS_URL is set, else in-process."""
+    from core import redis as hubredis
+
+    client = hubredis.async_client()
+    if client is None:
+        return _local
+    lim = _redis_limiters.get(id(client))
+    if lim is None:
+        lim = _redis_limiters[id(client)] = FallbackLimiter(RedisLimiter(client))
+    return lim

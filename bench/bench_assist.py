@@ -1,0 +1,247 @@
+"""AI assist relay overhead: the relay (run_assist, transcripts written) vs a direct SDK stream.
+
+    .venv/bin/python -m bench.bench_assist [--concurrency 200] [--requests 1000] [--tokens 20] [--delay-ms 100]
+
+Both sides stream chat completions through the official openai SDK from the same fake upstream
+(`ai_assist.fake_upstream`, started here as a separate process so it does not share this
+process's CPU). The concurrent streams are half direct, half relay, interleaved in time, so both
+sides see the same load and noise. "total" is the time from the
+request to the end of the answer (the `done` event for the relay), "first" the time to the first
+text delta. Budget: relay p50 overhead at most 2 ms in total and 5 ms to the first token.
+Transcripts go to var/bench-assist.sqlite3 unless DATABASE_URL is set.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_TOTAL_MS = 2.0
+BUDGET_FIRST_MS = 5.0
+KEY = "sk-bench-0000000000000000"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _setup_django(base_url: str) -> None:
+    os.environ.setdefault("HUB_ENV", "development")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+    if not os.environ.get("DATABASE_URL"):
+        (ROOT / "var").mkdir(exist_ok=True)
+        os.environ["DATABASE_URL"] = f"sqlite:///{ROOT / 'var' / 'bench-assist.sqlite3'}"
+    os.environ.update({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": base_url, "ANTHROPIC_API_KEY": "",
+                       "AI_PROVIDERS": "openai", "AI_MAX_OUTPUT_TOKENS": "256"})
+    os.environ.pop("OPENAI_API_KEY_FILE", None)
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+@dataclass
+class Samples:
+    total: list[float] = field(default_factory=list)
+    first: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def direct_one(client: Any, prompt: str, out: Samples) -> None:
+    from ai_assist import config
+
+    cfg = config.get()
+    t0 = time.perf_counter()
+    first = None
+    try:
+        # Exactly the request the relay sends (system prompt, model, limits).
+        stream = await client.chat.completions.create(
+            model=cfg.provider_settings["openai"].model,
+            messages=[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": prompt}],
+            stream=True, stream_options={"include_usage": True}, max_completion_tokens=cfg.max_output_tokens)
+        try:
+            async for chunk in stream:
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content and first is None:
+                        first = time.perf_counter()
+        finally:
+            await stream.close()
+    except Exception:  # noqa: BLE001 - counted, the bench goes on
+        out.errors += 1
+        return
+    end = time.perf_counter()
+    out.total.append((end - t0) * 1000)
+    out.first.append(((first or end) - t0) * 1000)
+
+
+class TimingSink:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.first: float | None = None
+        self.end: float | None = None
+        self.failed = False
+
+    def delta(self, assist: str, text: str) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def done(self, assist: str, provider: str, usage: dict[str, int]) -> None:
+        self.end = time.perf_counter()
+
+    def error(self, assist: str, code: str, message: str, incomplete: bool) -> None:
+        self.failed = True
+
+
+@dataclass
+class BenchCaller:
+    user: str
+    tenant: str = "bench"
+
+
+async def relay_one(n: int, prompt: str, out: Samples, written: list[bool]) -> None:
+    from ai_assist.relay import run_assist
+
+    sink = TimingSink()
+    result = await run_assist(BenchCaller(f"bench-{n % 1000}"), prompt, [], sink)
+    written.append(result.transcript_written)
+    if sink.failed or sink.end is None:
+        out.errors += 1
+        return
+    out.total.append((sink.end - sink.t0) * 1000)
+    out.first.append(((sink.first or sink.end) - sink.t0) * 1000)
+
+
+async def run_mixed(n_per_side: int, concurrency: int, client: Any, direct: Samples, via_relay: Samples,
+                    written: list[bool], ramp_s: float = 0.0) -> float:
+    """`concurrency` workers running direct and relay requests mixed: both sides share the same
+    moment, load, client pool and upstream, so machine noise hits them alike."""
+    prompt = "please draft a short reply confirming the plumber visit tomorrow morning"
+    counter = iter(range(10**9))
+
+    # The kind of each request is drawn at random (seeded): neither side is tied to a phase of the
+    # workers' cycle, so queueing in the SDK's pool and the OS scheduler falls on both alike.
+    kinds = ["direct"] * n_per_side + ["relay"] * n_per_side
+    random.Random(7).shuffle(kinds)
+    pending = iter(kinds)
+
+    async def worker(w: int) -> None:
+        # Staggered starts: 200 streams opened in the same millisecond measure the burst, not the relay.
+        await asyncio.sleep(ramp_s * w / concurrency)
+        for kind in pending:
+            if kind == "direct":
+                await direct_one(client, prompt, direct)
+            else:
+                await relay_one(next(counter), prompt, via_relay, written)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return time.perf_counter() - t0
+
+
+async def bench(args: argparse.Namespace, base_url: str) -> int:
+    from ai_assist import relay
+    from ai_assist.providers import OpenAIProvider
+
+    relay.reset()
+    provider = relay.providers()[0]
+    assert isinstance(provider, OpenAIProvider)
+    # One client (one connection pool) for both sides, built exactly as the relay builds its own.
+    client = provider._make(KEY)
+    provider.use_client(client)
+    direct, via_relay = Samples(), Samples()
+    written: list[bool] = []
+    ramp = args.tokens * args.delay_ms / 1000
+    # Sequential calibration: the relay's own cost per request with nothing else running.
+    cal_d, cal_r = Samples(), Samples()
+    for i in range(args.calibrate):
+        await direct_one(client, "calibration prompt", cal_d)
+        await relay_one(i, "calibration prompt", cal_r, [])
+    # Warm both paths (connection pools, imports, the transcript writer) and discard.
+    await run_mixed(args.concurrency, args.concurrency, client, Samples(), Samples(), [], ramp)
+    elapsed = await run_mixed(args.requests, args.concurrency, client, direct, via_relay, written, ramp)
+    print(f"assist relay bench: {args.requests} requests per side, {args.concurrency} concurrent streams "
+          f"(direct and relay mixed at random), {args.tokens} tokens/answer, "
+          f"{args.delay_ms:g} ms between tokens, {elapsed:.1f} s")
+    print(f"{'':8} {'total p50':>10} {'total p99':>10} {'first p50':>10} {'first p99':>10} errors   (ms)")
+    for name, s in (("direct", direct), ("relay", via_relay)):
+        print(f"{name:8} {pct(s.total, 50):10.2f} {pct(s.total, 99):10.2f} {pct(s.first, 50):10.2f} "
+              f"{pct(s.first, 99):10.2f} {s.errors}")
+    over_total = pct(via_relay.total, 50) - pct(direct.total, 50)
+    over_first = pct(via_relay.first, 50) - pct(direct.first, 50)
+    print(f"overhead p50: total {over_total:+.2f} ms (budget {BUDGET_TOTAL_MS} ms), "
+          f"first token {over_first:+.2f} ms (budget {BUDGET_FIRST_MS} ms); "
+          f"p99: total {pct(via_relay.total, 99) - pct(direct.total, 99):+.2f} ms, "
+          f"first token {pct(via_relay.first, 99) - pct(direct.first, 99):+.2f} ms")
+    print(f"transcripts written: {sum(written)} of {len(written)} relay requests; "
+          f"stdev of totals: direct {statistics.pstdev(direct.total):.1f} ms, "
+          f"relay {statistics.pstdev(via_relay.total):.1f} ms")
+    if args.calibrate:
+        print(f"sequential ({args.calibrate} pairs, one stream at a time): overhead p50 total "
+              f"{pct(cal_r.total, 50) - pct(cal_d.total, 50):+.2f} ms, first token "
+              f"{pct(cal_r.first, 50) - pct(cal_d.first, 50):+.2f} ms")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f} at the end")
+    ok = (over_total <= BUDGET_TOTAL_MS and over_first <= BUDGET_FIRST_MS and not direct.errors
+          and not via_relay.errors and all(written))
+    print("PASS" if ok else "FAIL")
+    await client.close()
+    return 0 if ok or args.no_check else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=1000, help="per side")
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--delay-ms", type=float, default=100.0, help="fake upstream delay between tokens")
+    parser.add_argument("--calibrate", type=int, default=50, help="sequential pairs measured first (0: skip)")
+    parser.add_argument("--no-check", action="store_true", help="exit 0 even over budget")
+    args = parser.parse_args()
+    port = _free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "ai_assist.fake_upstream", "--port", str(port),
+                             "--tokens", str(args.tokens), "--delay-ms", str(args.delay_ms)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 15
+        while True:
+            try:
+                urllib.request.urlopen(url + "/_stats", timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        _setup_django(url + "/v1")
+        code = asyncio.run(bench(args, url + "/v1"))
+    finally:
+        fake.terminate()
+        fake.wait(5)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Bookings and offers: matched providers get offers on their `user:` channel; first accepts win.
+
+Flow (docs/matching.md has the timeline):
+- `create_booking` stores the booking and offers it to up to `(crew - accepted) * HUB_OFFER_FANOUT`
+  matched providers at once (fan-out 3 by default), each offer open HUB_OFFER_TTL_S (30 s).
+- `accept` is first come, first served across processes: the booking row is locked
+  (SELECT ... FOR UPDATE; SQLite serialises writers anyway) and a conditional
+  `UPDATE ... SET accepted = accepted + 1 WHERE accepted < crew` admits at most `crew` winners.
+  When the crew is full, still-pending offers are withdrawn and the customer is told
+  `booking.assigned`.
+- `decline` and expiry (`sweep`, every second in every hub process) top the offers up from the
+  next candidates; when none are left and nothing is pending the booking is `unfilled` and the
+  customer is told `booking.unfilled`.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core import metrics
+from core.errors import bad_request, conflict, forbidden, not_found
+from hub.store import append
+from matching import service
+from matching.models import (
+    Assignment,
+    Booking,
+    BookingMode,
+    BookingStatus,
+    Offer,
+    OfferStatus,
+)
+from matching.service import Actor, booking_time_ok, conf, crew_radius_m, matcher, parse_when
+
+log = logging.getLogger("matching.dispatch")
+
+SWEEP_BATCH = 200
+
+
+def offer_ttl_s() -> float:
+    return conf("HUB_OFFER_TTL_S", 30.0)
+
+
+def offer_fanout() -> int:
+    return max(1, int(conf("HUB_OFFER_FANOUT", 3)))
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def booking_dict(b: Booking, providers: list[str] | None = None) -> dict[str, Any]:
+    if providers is None:
+        providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
+    return {"booking": b.id, "status": b.status, "customer": b.customer, "category": b.category,
+            "lat": b.lat, "lng": b.lng, "mode": b.mode, "at": iso(b.at), "crew": b.crew, "zone": b.zone,
+            "accepted": b.accepted, "providers": providers, "created_at": iso(b.created_at),
+            "assigned_at": iso(b.assigned_at), "unfilled_at": iso(b.unfilled_at)}
+
+
+# --- creating and offering --------------------------------------------------------------------
+
+def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: str, at: str | None = None,
+                   crew: int = 1) -> dict[str, Any]:
+    when: datetime | None = None
+    if mode == BookingMode.SCHEDULED:
+        if not at:
+            raise bad_request("at: required for a scheduled booking")
+        when = parse_when(at, "at")
+        booking_time_ok(when)
+    elif at is not None:
+        raise bad_request("at: only for scheduled bookings (on_demand is now)")
+    m = matcher()
+    zone = m.lookup_zone(lat, lng, category)
+    now = timezone.now()
+    with transaction.atomic():
+        b = Booking.objects.create(customer=actor.user, tenant=actor.tenant, category=category, lat=lat,
+                                   lng=lng, mode=mode, at=when, crew=crew, zone=zone)
+        offered = _top_up(b, now) if zone is not None else 0
+        if zone is None:
+            _close_unfilled(b, now, [])
+    return {"booking": b.id, "status": b.status, "zone": zone, "offered": offered}
+
+
+def _pending_count(b: Booking) -> int:
+    return Offer.objects.filter(booking=b, status=OfferStatus.PENDING).count()
+
+
+def _top_up(b: Booking, now: datetime) -> int:
+    """Keep enough offers out for the open crew places; mark unfilled when nobody is left.
+
+    Must run inside a transaction holding the booking row (created or locked by the caller).
+    """
+    if b.status != BookingStatus.OFFERING:
+        return 0
+    need = b.crew - b.accepted
+    if need <= 0:
+        return 0
+    pending = _pending_count(b)
+    want = need * offer_fanout() - pending
+    made: list[Offer] = []
+    if want > 0:
+        asked = set(Offer.objects.filter(booking=b).values_list("provider", flat=True))
+        asked.add(b.customer)  # a provider booking a job never gets their own offer
+        _zone, found = matcher().search(
+            b.lat, b.lng, b.category, k=want, zone=b.zone, exclude=asked,
+            at=b.at if b.mode == BookingMode.SCHEDULED else None,
+            radius_m=crew_radius_m() if b.crew > 1 else None)
+        if found:
+            expires = now + timedelta(seconds=offer_ttl_s())
+            rnd = (Offer.objects.filter(booking=b).order_by("-round").values_list("round", flat=True)
+                   .first() or 0) + 1
+            made = Offer.objects.bulk_create([
+                Offer(booking=b, provider=f.user, round=rnd, distance_m=f.distance_m, offered_at=now,
+                      expires_at=expires) for f in found])
+            for _ in made:
+                metrics.offer("offered")
+            for o in made:
+                append(f"user:{o.provider}", {
+                    "kind": "offer", "booking": b.id, "category": b.category, "lat": b.lat, "lng": b.lng,
+                    "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
+                    "distance_m": o.distance_m})
+            if b.first_offered_at is None:
+                b.first_offered_at = now
+                Booking.objects.filter(id=b.id).update(first_offered_at=now)
+    if not made and pending == 0:
+        providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
+        _close_unfilled(b, now, providers)
+    return len(made)
+
+
+def _close_unfilled(b: Booking, now: datetime, providers: list[str]) -> None:
+    Booking.objects.filter(id=b.id).update(status=BookingStatus.UNFILLED, unfilled_at=now)
+    b.status, b.unfilled_at = BookingStatus.UNFILLED, now
+    append(f"user:{b.customer}", {"kind": "booking.unfilled", "booking": b.id, "providers": providers})
+
+
+def _locked(booking_id: str) -> Booking:
+    b = Booking.objects.select_for_update().filter(id=booking_id).first()
+    if b is None:
+        raise not_found(f"no booking {booking_id}")
+    return b
+
+
+def _my_offer(b: Booking, user: str) -> Offer:
+    offer = Offer.objects.select_for_update().filter(booking=b, provider=user).first()
+    if offer is None:
+        raise forbidden("you have no offer for this booking")
+    return offer
+
+
+# --- answering ---------------------------------------------------------------------------------
+
+def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
+    now = timezone.now()
+    with transaction.atomic():
+        b = _locked(booking_id)
+        offer = _my_offer(b, actor.user)
+        if offer.status == OfferStatus.ACCEPTED:
+            return {"booking": b.id, "status": "accepted", "booking_status": b.status}  # a retried accept
+        if offer.status != OfferStatus.PENDING:
+            metrics.offer("conflict")
+            raise conflict(f"the offer was {offer.status}" if offer.status != OfferStatus.WITHDRAWN
+                           else "the booking's crew is already full")
+        if offer.expires_at <= now:
+            raise conflict("the offer expired")
+        # Belt and braces beside the row lock: at most `crew` accepted, whatever the isolation level.
+        won = Booking.objects.filter(id=b.id, status=BookingStatus.OFFERING, accepted__lt=F("crew")).update(
+            accepted=F("accepted") + 1)
+        if not won:
+            raise conflict("the booking's crew is already full")
+        Offer.objects.filter(id=offer.id).update(status=OfferStatus.ACCEPTED, accepted_at=now)
+        metrics.offer("accepted")
+        Assignment.objects.create(booking=b, provider=actor.user, accepted_at=now)
+        service.record_offer_outcome(actor.user, "accepted")
+        b.refresh_from_db(fields=["accepted", "status"])
+        if b.accepted >= b.crew:
+            _fill(b, now)
+        transaction.on_commit(lambda: service.refresh_acceptance([actor.user]))
+    return {"booking": b.id, "status": "accepted", "booking_status": b.status}
+
+
+def _fill(b: Booking, now: datetime) -> None:
+    Booking.objects.filter(id=b.id).update(status=BookingStatus.ASSIGNED, assigned_at=now)
+    b.status, b.assigned_at = BookingStatus.ASSIGNED, now
+    withdrawn = list(Offer.objects.filter(booking=b, status=OfferStatus.PENDING)
+                     .values_list("provider", flat=True))
+    if withdrawn:
+        Offer.objects.filter(booking=b, status=OfferStatus.PENDING).update(
+            status=OfferStatus.WITHDRAWN, withdrawn_at=now)
+        for _ in withdrawn:
+            metrics.offer("withdrawn")
+        for p in withdrawn:
+            append(f"user:{p}", {"kind": "offer.withdrawn", "booking": b.id})
+    providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
+    append(f"user:{b.customer}", {"kind": "booking.assigned", "booking": b.id, "providers": providers})
+
+
+def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
+    now = timezone.now()
+    with transaction.atomic():
+        b = _locked(booking_id)
+        offer = _my_offer(b, actor.user)
+        if offer.status == OfferStatus.DECLINED:
+            return {"booking": b.id, "status": "declined"}
+        if offer.status != OfferStatus.PENDING:
+            raise conflict(f"the offer was {offer.status}")
+        Offer.objects.filter(id=offer.id).update(status=OfferStatus.DECLINED, declined_at=now)
+        metrics.offer("declined")
+        service.record_offer_outcome(actor.user, "declined")
+        _top_up(b, now)
+        transaction.on_commit(lambda: service.refresh_acceptance([actor.user]))
+    return {"booking": b.id, "status": "declined"}
+
+
+def get_booking(actor: Actor, booking_id: str) -> dict[str, Any]:
+    """The customer, providers who were offered it, and admins may read a booking."""
+    b = Booking.objects.filter(id=booking_id).first()
+    if b is None:
+        raise not_found(f"no booking {booking_id}")
+    if actor.role != "admin" and actor.user != b.customer and not Offer.objects.filter(
+            booking=b, provider=actor.user).exists():
+        raise not_found(f"no booking {booking_id}")  # no hint that it exists
+    out = booking_dict(b)
+    mine = Offer.objects.filter(booking=b, provider=actor.user).first()
+    if mine is not None:
+        out["offer"] = {"status": mine.status, "expires_at": iso(mine.expires_at)}
+    return out
+
+
+# --- expiry ------------------------------------------------------------------------------------
+
+def sweep(now: float | datetime | None = None) -> int:
+    """Expire due offers and re-offer; idempotent and safe in several processes at once.
+
+    Each booking is handled under its row lock taken with SKIP LOCKED (another process is on it),
+    and offers expire through a conditional UPDATE (status still pending), so an offer is expired
+    and counted once. Returns the number of offers expired here.
+    """
+    if now is None:
+        when = timezone.now()
+    elif isinstance(now, datetime):
+        when = now
+    else:
+        when = datetime.fromtimestamp(now, tz=UTC)
+    matcher()  # the first sweep at server start also loads the matcher
+    due = list(Offer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=when)
+               .order_by().values_list("booking_id", flat=True).distinct()[:SWEEP_BATCH])
+    total = 0
+    for booking_id in due:
+        try:
+            total += _expire_booking(booking_id, when)
+        except Exception:
+            log.exception("sweep: booking %s failed", booking_id)
+    return total
+
+
+def _expire_booking(booking_id: str, when: datetime) -> int:
+    with transaction.atomic():
+        b = (Booking.objects.select_for_update(skip_locked=True)
+             .filter(id=booking_id).first())
+        if b is None:
+            return 0  # another process holds it; it will sweep it
+        expired = list(Offer.objects.filter(booking=b, status=OfferStatus.PENDING, expires_at__lte=when)
+                       .values_list("id", "provider"))
+        if not expired:
+            return 0
+        n = Offer.objects.filter(id__in=[i for i, _p in expired], status=OfferStatus.PENDING).update(
+            status=OfferStatus.EXPIRED, expired_at=when)
+        for _ in range(n):
+            metrics.offer("expired")
+        users = sorted(p for _i, p in expired)  # one lock order for provider rows: no deadlocks
+        for p in users:
+            service.record_offer_outcome(p, "expired")
+        for p in users:
+            append(f"user:{p}", {"kind": "offer.expired", "booking": b.id})
+        _top_up(b, when)
+        transaction.on_commit(lambda: service.refresh_acceptance(users))
+    return n
+
+
+try:  # the hub core runs registered sweeps every period in every process
+    from hub.tasks import every
+
+    every(1.0, "matching.offers")(sweep)
+except ImportError:  # pragma: no cover - older hub core without tasks
+    pass

@@ -1,0 +1,644 @@
+"""The process-wide matcher: zone and provider indexes, their loading, and the plain functions.
+
+One `Matcher` per hub process (`matcher()`), started lazily on first use or by `start()` at
+server start-up: it subscribes to the cross-process feed first (matching.sync), then loads zones
+and operator assignments from the database and providers from the snapshot (Redis hash, else the
+`matching_provider_state` table), so nothing that changes during the load is missed.
+
+Every public function here is synchronous (ORM and locks); rpc methods run them in worker threads.
+The indexes are guarded by one lock: updates are short, and searches are bounded by k and radius.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from core.audit import record
+from core.errors import bad_request, not_found
+from matching.index import ProviderIndex
+from matching.index import ProviderState as IndexedProvider
+from matching.models import ProviderState, Zone, ZoneAssignment, acceptance_rate
+from matching.zoneindex import GeometryError, ZoneIndex, validate_geometry
+
+log = logging.getLogger("matching.service")
+
+LOCAL_TZ = "Europe/London"
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+STALE_AFTER_S = 300.0
+# score = distance_km - RATING_WEIGHT * rating - ACCEPTANCE_WEIGHT * acceptance (lower is better).
+RATING_WEIGHT = 0.05
+ACCEPTANCE_WEIGHT = 0.1
+DEFAULT_ACCEPTANCE = acceptance_rate(0, 0, 0)
+
+
+def conf(name: str, default: float) -> float:
+    """A tunable: Django setting if the lead defines it, else the environment, else the default."""
+    value = getattr(settings, name, None)
+    if value is None:
+        raw = os.environ.get(name, "")
+        if raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            log.warning("%s=%r is not a number; using %s", name, raw, default)
+            return default
+    return float(value)
+
+
+def match_radius_m() -> float:
+    """How far from the job match.find looks (also bounds operator-assigned providers)."""
+    return conf("HUB_MATCH_RADIUS_M", 50_000.0)
+
+
+def crew_radius_m() -> float:
+    """A crew (crew > 1) must all be this close to the job so they arrive together."""
+    return conf("HUB_CREW_RADIUS_M", 20_000.0)
+
+
+# --- identity ---------------------------------------------------------------------------------
+
+class Actor(Protocol):
+    """Who asks (hub.rpc.Caller satisfies it); used for audit rows."""
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def tenant(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class SystemActor:
+    user: str = "system"
+    role: str = "admin"
+    tenant: str = ""
+
+
+# --- scheduled availability -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Window:
+    """One availability window: absolute [start, end) or weekly (days, minute range, time zone)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    days: frozenset[int] = frozenset()
+    from_min: int = 0
+    to_min: int = 0
+    tz: str = LOCAL_TZ
+
+    def covers(self, at: datetime) -> bool:
+        if self.start is not None and self.end is not None:
+            return self.start <= at < self.end
+        local = at.astimezone(ZoneInfo(self.tz))
+        minute = local.hour * 60 + local.minute + local.second / 60.0
+        day = local.weekday()
+        if self.from_min < self.to_min:
+            return day in self.days and self.from_min <= minute < self.to_min
+        # Overnight (e.g. 22:00-06:00): starts on a listed day, ends the next morning.
+        return (day in self.days and minute >= self.from_min) or (
+            (day - 1) % 7 in self.days and minute < self.to_min)
+
+
+def parse_when(value: str, what: str) -> datetime:
+    """ISO 8601 instant; a value without an offset is UK local time (Europe/London)."""
+    try:
+        dt = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise bad_request(f"{what}: not an ISO 8601 date-time: {value!r}") from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=ZoneInfo(LOCAL_TZ))
+    return dt
+
+
+def _clock_minutes(value: str, what: str, allow_24: bool) -> int:
+    try:
+        hh, mm = value.split(":")
+        h, m = int(hh), int(mm)
+    except (AttributeError, ValueError) as exc:
+        raise bad_request(f"{what}: expected HH:MM, got {value!r}") from exc
+    if allow_24 and h == 24 and m == 0:
+        return 24 * 60
+    if not (0 <= h <= 23 and 0 <= m <= 59):
+        raise bad_request(f"{what}: expected HH:MM, got {value!r}")
+    dtime(h, m)
+    return h * 60 + m
+
+
+def parse_schedule(raw: list[dict[str, Any]]) -> tuple[Window, ...]:
+    """Validate `providers.update`'s schedule (see docs/matching.md) into windows."""
+    out: list[Window] = []
+    for i, w in enumerate(raw):
+        where = f"schedule/{i}"
+        if not isinstance(w, dict):
+            raise bad_request(f"{where}: must be an object")
+        if "days" in w:
+            days = w["days"]
+            if not isinstance(days, list) or not days or any(d not in WEEKDAYS for d in days):
+                raise bad_request(f"{where}/days: a non-empty list of {', '.join(WEEKDAYS)}")
+            tz = w.get("tz", LOCAL_TZ)
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+                raise bad_request(f"{where}/tz: unknown time zone {tz!r}") from exc
+            start = _clock_minutes(w.get("from", ""), f"{where}/from", allow_24=False)
+            end = _clock_minutes(w.get("to", ""), f"{where}/to", allow_24=True)
+            if start == end:
+                raise bad_request(f"{where}: from and to are equal (empty window)")
+            out.append(Window(days=frozenset(WEEKDAYS.index(d) for d in days), from_min=start, to_min=end,
+                              tz=tz))
+        else:
+            start_dt = parse_when(w.get("from", ""), f"{where}/from")
+            end_dt = parse_when(w.get("to", ""), f"{where}/to")
+            if end_dt <= start_dt:
+                raise bad_request(f"{where}: to must be after from")
+            out.append(Window(start=start_dt, end=end_dt))
+    return tuple(out)
+
+
+def schedule_covers(windows: tuple[Window, ...] | None, at: datetime) -> bool:
+    """No stated schedule means no scheduled work: only stated availability counts."""
+    return bool(windows) and any(w.covers(at) for w in windows)  # type: ignore[union-attr]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Match:
+    user: str
+    distance_m: float
+    score: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "distance_m": self.distance_m, "score": self.score}
+
+
+def score(distance_m: float, rating: float, acceptance: float) -> float:
+    """Lower is better; ordering itself is by distance (then rating, acceptance, user id)."""
+    return round(distance_m / 1000.0 - RATING_WEIGHT * rating - ACCEPTANCE_WEIGHT * acceptance, 4)
+
+
+@dataclass(frozen=True)
+class ZoneMeta:
+    name: str
+    categories: tuple[str, ...]
+    active: bool
+    version: int
+
+
+def zone_dict(z: Zone) -> dict[str, Any]:
+    return {"id": z.id, "name": z.name, "categories": list(z.categories), "geometry": z.geometry,
+            "active": z.active, "version": z.version,
+            "created_at": z.created_at.isoformat() if z.created_at else None,
+            "updated_at": z.updated_at.isoformat() if z.updated_at else None}
+
+
+# --- the matcher ------------------------------------------------------------------------------
+
+@dataclass
+class Matcher:
+    """Indexes plus the bookkeeping the index does not hold (assignments, schedules, zone versions)."""
+
+    h3_res: int = 9
+    origin: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    use_redis: bool = True
+
+    def __post_init__(self) -> None:
+        from matching.sync import Sync
+
+        self.lock = threading.RLock()
+        self.zones = ZoneIndex(res=8)
+        self.providers = self._new_provider_index()
+        self.zone_meta: dict[str, ZoneMeta] = {}
+        self.assigned: dict[str, frozenset[str]] = {}
+        self.schedules: dict[str, tuple[Window, ...]] = {}
+        self.raw_schedules: dict[str, list[dict[str, Any]] | None] = {}
+        self.loaded = False
+        self._start_lock = threading.Lock()
+        self.sync = Sync(self, use_redis=self.use_redis)
+
+    def _new_provider_index(self) -> ProviderIndex:
+        # Ring cap large enough that radius_m (not the ring cap) bounds every search.
+        return ProviderIndex(res=self.h3_res, stale_after_s=STALE_AFTER_S, max_rings=1000)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Matcher:
+        with self._start_lock:
+            if self.loaded:
+                return self
+            # Subscribe first, then load: a change racing the load is applied twice, never missed.
+            self.sync.start()
+            self.load_zones()
+            self.load_assignments()
+            self.restore_providers()
+            self.loaded = True
+            self.sync.start_flusher()
+        return self
+
+    def stop(self) -> None:
+        self.sync.stop()
+
+    # -- zones -------------------------------------------------------------------------------
+    def load_zones(self) -> None:
+        rows = list(Zone.objects.all())
+        with self.lock:
+            fresh = ZoneIndex(res=8)
+            meta: dict[str, ZoneMeta] = {}
+            for z in rows:
+                try:
+                    fresh.put(z.id, z.geometry, list(z.categories), active=z.active)
+                except GeometryError:
+                    log.exception("zone %s has an invalid stored geometry; skipped", z.id)
+                    continue
+                meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version)
+            self.zones = fresh
+            self.zone_meta = meta
+        log.info("matching: %d zones loaded", len(meta))
+
+    def reload_zone(self, zone_id: str) -> None:
+        """Apply the database's current row for one zone (a broadcast said it changed)."""
+        z = Zone.objects.filter(id=zone_id).first()
+        with self.lock:
+            if z is None:
+                self._drop_zone(zone_id)
+                return
+            known = self.zone_meta.get(zone_id)
+            if known is not None and known.version > z.version:
+                return
+            self._put_zone(z)
+
+    def reconcile_zones(self) -> None:
+        """Cheap safety net for a missed broadcast: compare versions, reload what differs."""
+        current = dict(Zone.objects.values_list("id", "version"))
+        with self.lock:
+            known = {zid: m.version for zid, m in self.zone_meta.items()}
+        for zid in set(known) - set(current):
+            with self.lock:
+                self._drop_zone(zid)
+        for zid, version in current.items():
+            if known.get(zid) != version:
+                self.reload_zone(zid)
+
+    def _put_zone(self, z: Zone) -> None:
+        self.zones.put(z.id, z.geometry, list(z.categories), active=z.active)
+        self.zone_meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version)
+
+    def _drop_zone(self, zone_id: str) -> None:
+        if self.zone_meta.pop(zone_id, None) is not None:
+            self.zones.remove(zone_id)
+        for user, zs in list(self.assigned.items()):
+            if zone_id in zs:
+                self.assigned[user] = zs - {zone_id}
+
+    # -- assignments -------------------------------------------------------------------------
+    def load_assignments(self) -> None:
+        out: dict[str, set[str]] = {}
+        for provider, zone_id in ZoneAssignment.objects.values_list("provider", "zone_id"):
+            out.setdefault(provider, set()).add(zone_id)
+        with self.lock:
+            self.assigned = {p: frozenset(zs) for p, zs in out.items()}
+
+    def reload_assignments(self, provider: str) -> None:
+        zs = frozenset(ZoneAssignment.objects.filter(provider=provider).values_list("zone_id", flat=True))
+        with self.lock:
+            self.assigned[provider] = zs
+
+    # -- providers ---------------------------------------------------------------------------
+    def restore_providers(self) -> None:
+        states = self.sync.load_snapshot()
+        with self.lock:
+            for st in states:
+                self.apply_state(st)
+        log.info("matching: %d providers restored", len(states))
+
+    def state_of(self, user: str) -> dict[str, Any] | None:
+        """The full wire/snapshot form of a provider (see matching.sync)."""
+        with self.lock:
+            p = self.providers.get(user)
+            if p is None:
+                return None
+            return {"u": p.user, "lat": p.lat, "lng": p.lng, "a": p.available, "c": list(p.categories),
+                    "cap": p.capacity, "r": p.rating, "acc": p.acceptance, "ts": p.ts,
+                    "s": self.raw_schedules.get(user)}
+
+    def apply_state(self, st: dict[str, Any], only_newer: bool = True) -> bool:
+        """Apply a full provider state from another process or the snapshot; older ones are ignored."""
+        user = st["u"]
+        with self.lock:
+            cur = self.providers.get(user)
+            if only_newer and cur is not None and cur.ts > float(st["ts"]):
+                return False
+            try:
+                windows = parse_schedule(st["s"]) if st.get("s") else ()
+            except Exception:  # noqa: BLE001 - a bad stored schedule must not block the location
+                windows = ()
+            self.providers.update(user, float(st["lat"]), float(st["lng"]), bool(st["a"]),
+                                  categories=list(st.get("c") or ()), capacity=int(st.get("cap", 1)),
+                                  rating=float(st.get("r", 0.0)),
+                                  acceptance=float(st.get("acc", DEFAULT_ACCEPTANCE)), ts=float(st["ts"]))
+            self.raw_schedules[user] = st.get("s")
+            self.schedules[user] = windows
+        return True
+
+    def update_provider(self, user: str, lat: float, lng: float, available: bool,
+                        categories: list[str] | None = None, capacity: int | None = None,
+                        schedule: list[dict[str, Any]] | None = None, ts: float | None = None) -> str:
+        windows = parse_schedule(schedule) if schedule is not None else None
+        if categories is not None:
+            categories = sorted(set(categories))
+        with self.lock:
+            known = user in self.providers
+        rating = acceptance = None
+        if not known:
+            # First sight in this process: take operator rating and offer history from the database.
+            row = ProviderState.objects.filter(user=user).first()
+            rating = row.rating if row else 0.0
+            acceptance = row.acceptance if row else DEFAULT_ACCEPTANCE
+            if row is not None and schedule is None and row.schedule:
+                schedule, windows = row.schedule, parse_schedule(row.schedule)
+        with self.lock:
+            try:
+                cell = self.providers.update(user, lat, lng, available, categories=categories,
+                                             capacity=capacity, rating=rating, acceptance=acceptance,
+                                             ts=time.time() if ts is None else ts)
+            except ValueError as exc:
+                raise bad_request(str(exc)) from exc
+            if windows is not None:
+                self.schedules[user] = windows
+                self.raw_schedules[user] = schedule if schedule else None
+            st = self.state_of(user)
+        assert st is not None
+        self.sync.provider_changed(st)
+        return cell
+
+    def set_stats(self, user: str, rating: float | None = None, acceptance: float | None = None) -> None:
+        """Rating / acceptance changed in the database: refresh the index and tell other processes."""
+        with self.lock:
+            p = self.providers.get(user)
+            if p is None:
+                return
+            # Keep ts: a stats change is not a sign of life from the provider.
+            self.providers.update(user, p.lat, p.lng, p.available, rating=rating, acceptance=acceptance,
+                                  ts=p.ts + 1e-6)
+            st = self.state_of(user)
+        assert st is not None
+        self.sync.provider_changed(st)
+
+    def remove_provider(self, user: str) -> None:
+        with self.lock:
+            self.providers.remove(user)
+            self.schedules.pop(user, None)
+            self.raw_schedules.pop(user, None)
+
+    # -- search ------------------------------------------------------------------------------
+    def serves(self, p: IndexedProvider, zone_id: str) -> bool:
+        """Provider's zones = zones covering their location, plus the zones operators assigned them."""
+        return zone_id in self.assigned.get(p.user, ()) or self.zones.covers(zone_id, p.lat, p.lng)
+
+    def lookup_zone(self, lat: float, lng: float, category: str) -> str | None:
+        with self.lock:
+            return self.zones.lookup(lat, lng, category)
+
+    def search(self, lat: float, lng: float, category: str, k: int = 10, crew: int = 1, *,
+               at: datetime | None = None, exclude: Iterable[str] = (), now: float | None = None,
+               zone: str | None = None, radius_m: float | None = None) -> tuple[str | None, list[Match]]:
+        """(zone, matches best first). crew > 1: exactly `crew` providers within the crew radius, or none."""
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
+            raise bad_request("lat must be in -90..90 and lng in -180..180")
+        skip = frozenset(exclude)
+        with self.lock:
+            zone_id = zone if zone is not None else self.zones.lookup(lat, lng, category)
+            if zone_id is None:
+                return None, []
+            schedules = self.schedules
+
+            def accept(p: IndexedProvider) -> bool:
+                if p.user in skip or not self.serves(p, zone_id):
+                    return False
+                return at is None or schedule_covers(schedules.get(p.user), at)
+
+            if crew > 1:
+                found = self.providers.nearest(lat, lng, category, k=crew, radius_m=crew_radius_m(),
+                                               accept=accept, now=now)
+                if len(found) < crew:
+                    found = []
+            else:
+                radius = match_radius_m() if radius_m is None else radius_m
+                found = self.providers.nearest(lat, lng, category, k=k, radius_m=radius, accept=accept,
+                                               now=now)
+        return zone_id, [Match(p.user, round(d, 1), score(d, p.rating, p.acceptance)) for d, p in found]
+
+
+_matcher: Matcher | None = None
+_matcher_lock = threading.Lock()
+
+
+def matcher() -> Matcher:
+    """This process's matcher, started on first use."""
+    global _matcher
+    m = _matcher
+    if m is None:
+        with _matcher_lock:
+            if _matcher is None:
+                _matcher = Matcher()
+            m = _matcher
+    if not m.loaded:
+        m.start()
+    return m
+
+
+def start() -> Matcher:
+    """Server start-up: load zones (DB) and providers (snapshot), start sync threads."""
+    return matcher()
+
+
+def stop() -> None:
+    """Server shutdown: flush the provider snapshot and stop the sync threads."""
+    if _matcher is not None:
+        _matcher.stop()
+
+
+# --- plain functions --------------------------------------------------------------------------
+
+def update_provider(user: str, lat: float, lng: float, available: bool, categories: list[str] | None = None,
+                    capacity: int | None = None, schedule: list[dict[str, Any]] | None = None) -> str:
+    """A provider's location/availability; returns its H3 cell. None keeps the previous value."""
+    return matcher().update_provider(user, lat, lng, available, categories, capacity, schedule)
+
+
+def find(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) -> dict[str, Any]:
+    zone_id, found = matcher().search(lat, lng, category, k=k, crew=crew)
+    return {"zone": zone_id, "providers": [m.as_dict() for m in found]}
+
+
+def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> list[str]:
+    """Provider ids who could take a custom job here (same filters as match.find), nearest first."""
+    _zone, found = matcher().search(lat, lng, category, k=limit)
+    return [m.user for m in found]
+
+
+def record_offer_outcome(user: str, outcome: str) -> None:
+    """Count an offer's outcome (accepted/declined/expired) for the acceptance rate; inside a transaction."""
+    column = {"accepted": "offers_accepted", "declined": "offers_declined",
+              "expired": "offers_expired"}[outcome]
+    updated = ProviderState.objects.filter(user=user).update(**{column: F(column) + 1})
+    if not updated:
+        p = matcher().providers.get(user)
+        ProviderState.objects.get_or_create(user=user, defaults={
+            "lat": p.lat if p else 0.0, "lng": p.lng if p else 0.0, "available": bool(p and p.available),
+            "categories": list(p.categories) if p else [], "ts": p.ts if p else 0.0})
+        ProviderState.objects.filter(user=user).update(**{column: F(column) + 1})
+
+
+def refresh_acceptance(users: Iterable[str]) -> None:
+    """After commit: push the new acceptance rates into the index (and to other processes)."""
+    users = list(set(users))
+    if not users:
+        return
+    m = matcher()
+    for row in ProviderState.objects.filter(user__in=users):
+        m.set_stats(row.user, acceptance=row.acceptance)
+
+
+def set_rating(user: str, rating: float, actor: Actor | None = None) -> None:
+    if not 0.0 <= rating <= 5.0:
+        raise bad_request("rating must be in 0..5")
+    with transaction.atomic():
+        ProviderState.objects.update_or_create(user=user, defaults={"rating": rating})
+        if actor is not None:
+            record(actor.user, "providers.rating", user, role=actor.role, tenant=actor.tenant, rating=rating)
+    transaction.on_commit(lambda: matcher().set_stats(user, rating=rating))
+
+
+# --- zone CRUD --------------------------------------------------------------------------------
+
+def _check_zone_fields(name: Any, categories: Any, geometry: Any) -> list[str]:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise bad_request("name: a non-empty string of at most 200 characters")
+    if (not isinstance(categories, list) or not categories or len(categories) > 100
+            or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in categories)):
+        raise bad_request("categories: a non-empty list of category names (1-64 characters)")
+    try:
+        validate_geometry(geometry)
+    except GeometryError as exc:
+        raise bad_request(f"geometry: {exc}") from exc
+    return sorted(set(categories))
+
+
+def _zone_committed(z: Zone) -> None:
+    m = matcher()
+    with m.lock:
+        m._put_zone(z)
+    m.sync.zone_changed(z.id)
+
+
+def _zone_deleted(zone_id: str) -> None:
+    m = matcher()
+    with m.lock:
+        m._drop_zone(zone_id)
+    m.sync.zone_changed(zone_id)
+
+
+def create_zone(actor: Actor, name: str, categories: list[str], geometry: dict[str, Any],
+                active: bool = True) -> dict[str, Any]:
+    cats = _check_zone_fields(name, categories, geometry)
+    matcher()
+    with transaction.atomic():
+        z = Zone.objects.create(name=name.strip(), categories=cats, geometry=geometry, active=bool(active),
+                                created_by=actor.user)
+        record(actor.user, "zones.create", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
+               categories=cats, active=z.active)
+        transaction.on_commit(lambda: _zone_committed(z))
+    return zone_dict(z)
+
+
+def list_zones(category: str | None = None, active: bool | None = None) -> list[dict[str, Any]]:
+    qs = Zone.objects.all()
+    if active is not None:
+        qs = qs.filter(active=active)
+    zones = [zone_dict(z) for z in qs]
+    if category is not None:
+        zones = [z for z in zones if category in z["categories"]]
+    return zones
+
+
+def get_zone(zone_id: str) -> dict[str, Any]:
+    z = Zone.objects.filter(id=zone_id).first()
+    if z is None:
+        raise not_found(f"no zone {zone_id}")
+    return zone_dict(z)
+
+
+def replace_zone(actor: Actor, zone_id: str, name: str, categories: list[str], geometry: dict[str, Any],
+                 active: bool = True) -> dict[str, Any]:
+    cats = _check_zone_fields(name, categories, geometry)
+    matcher()
+    with transaction.atomic():
+        z = Zone.objects.select_for_update().filter(id=zone_id).first()
+        if z is None:
+            raise not_found(f"no zone {zone_id}")
+        z.name, z.categories, z.geometry, z.active = name.strip(), cats, geometry, bool(active)
+        z.version = z.version + 1
+        z.save()
+        record(actor.user, "zones.replace", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
+               categories=cats, active=z.active, version=z.version)
+        transaction.on_commit(lambda: _zone_committed(z))
+    return zone_dict(z)
+
+
+def delete_zone(actor: Actor, zone_id: str) -> dict[str, Any]:
+    matcher()
+    with transaction.atomic():
+        z = Zone.objects.select_for_update().filter(id=zone_id).first()
+        if z is None:
+            raise not_found(f"no zone {zone_id}")
+        z.delete()
+        record(actor.user, "zones.delete", zone_id, role=actor.role, tenant=actor.tenant, name=z.name)
+        transaction.on_commit(lambda: _zone_deleted(zone_id))
+    return {"id": zone_id, "deleted": True}
+
+
+def assign_zone(actor: Actor, provider: str, zone_id: str, remove: bool = False) -> dict[str, Any]:
+    """Operator assigns (or with remove, unassigns) a provider to a zone."""
+    m = matcher()
+    with transaction.atomic():
+        if not Zone.objects.filter(id=zone_id).exists():
+            raise not_found(f"no zone {zone_id}")
+        if remove:
+            ZoneAssignment.objects.filter(zone_id=zone_id, provider=provider).delete()
+        else:
+            ZoneAssignment.objects.get_or_create(zone_id=zone_id, provider=provider,
+                                                 defaults={"created_by": actor.user})
+        record(actor.user, "providers.unassign_zone" if remove else "providers.assign_zone", provider,
+               role=actor.role, tenant=actor.tenant, zone=zone_id)
+    zones = sorted(ZoneAssignment.objects.filter(provider=provider).values_list("zone_id", flat=True))
+    with m.lock:
+        m.assigned[provider] = frozenset(zones)
+    m.sync.assignment_changed(provider)
+    return {"provider": provider, "zones": zones}
+
+
+def booking_time_ok(at: datetime, now: datetime | None = None) -> None:
+    """A scheduled booking is for the future (a minute of clock skew allowed), at most a year ahead."""
+    now = now or datetime.now(ZoneInfo("UTC"))
+    if at < now - timedelta(minutes=1):
+        raise bad_request("at: must be in the future")
+    if at > now + timedelta(days=366):
+        raise bad_request("at: at most a year ahead")

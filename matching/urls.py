@@ -1,0 +1,119 @@
+"""REST routes for zones (admins): the same functions as the zones.* rpc methods.
+
+    POST   /api/zones          {name, categories, geometry, active?}  -> 201 zone
+    GET    /api/zones          ?category=&active=true|false          -> 200 {"zones": [...]}
+    GET    /api/zones/<id>                                           -> 200 zone
+    PUT    /api/zones/<id>     {name, categories, geometry, active?}  -> 200 zone
+    DELETE /api/zones/<id>                                           -> 200 {"id", "deleted": true}
+
+Included from core/urls.py *before* hub.urls, whose `api/<name>` route would otherwise take
+`POST /api/zones` as an unknown rpc method.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+
+from core.errors import BAD_REQUEST, HTTP_STATUS, TOO_LARGE, UNAUTHORIZED, HubError
+from core.logs import request_id
+from hub import auth, rpc
+from hub.rpc import Caller
+from matching import rpc as _methods  # noqa: F401 - registers the zones.* methods this calls
+
+# A 10,000-vertex polygon is ~400 KB of JSON; leave room beyond that.
+MAX_ZONE_BODY = 2 * 1024 * 1024
+
+
+def _json(data: Any, status: int = 200) -> HttpResponse:
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error(err: HubError) -> HttpResponse:
+    resp = _json({"error": err.as_dict()}, status=HTTP_STATUS.get(err.code, 500))
+    if err.retry_after_ms is not None:
+        resp["Retry-After"] = str(max(1, (err.retry_after_ms + 999) // 1000))
+    return resp
+
+
+def _caller(request: HttpRequest) -> Caller:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise HubError(UNAUTHORIZED, "missing bearer token")
+    try:
+        claims = auth.verify(header[7:].strip(), settings.HUB_SECRET)
+    except auth.TokenError as exc:
+        raise HubError(UNAUTHORIZED, str(exc)) from exc
+    rid = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    request_id.set(rid)
+    return Caller(claims.user, claims.role, claims.tenant, None, rid)
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    if len(request.body) > MAX_ZONE_BODY:
+        raise HubError(TOO_LARGE, f"body over {MAX_ZONE_BODY} bytes")
+    try:
+        body = orjson.loads(request.body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise HubError(BAD_REQUEST, "body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise HubError(BAD_REQUEST, "body must be a JSON object")
+    return body
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise HubError(BAD_REQUEST, "active must be true or false")
+
+
+@csrf_exempt
+async def zones_collection(request: HttpRequest) -> HttpResponse:
+    try:
+        caller = _caller(request)
+        if request.method == "POST":
+            return _json(await rpc.call(caller, "zones.create", _body(request)), status=201)
+        if request.method == "GET":
+            params: dict[str, Any] = {}
+            if request.GET.get("category"):
+                params["category"] = request.GET["category"]
+            active = _flag(request.GET.get("active"))
+            if active is not None:
+                params["active"] = active
+            return _json(await rpc.call(caller, "zones.list", params))
+        raise HubError(BAD_REQUEST, "use GET or POST")
+    except HubError as err:
+        return _error(err)
+
+
+@csrf_exempt
+async def zone_item(request: HttpRequest, zone_id: str) -> HttpResponse:
+    try:
+        caller = _caller(request)
+        if request.method == "GET":
+            return _json(await rpc.call(caller, "zones.get", {"id": zone_id}))
+        if request.method == "PUT":
+            body = _body(request)
+            if "id" in body and body["id"] != zone_id:
+                raise HubError(BAD_REQUEST, "id in the body differs from the URL")
+            return _json(await rpc.call(caller, "zones.replace", {**body, "id": zone_id}))
+        if request.method == "DELETE":
+            return _json(await rpc.call(caller, "zones.delete", {"id": zone_id}))
+        raise HubError(BAD_REQUEST, "use GET, PUT or DELETE")
+    except HubError as err:
+        return _error(err)
+
+
+urlpatterns = [
+    path("api/zones", zones_collection),
+    path("api/zones/<str:zone_id>", zone_item),
+]

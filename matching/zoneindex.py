@@ -1,0 +1,411 @@
+"""Service-zone geometry validation and exact point-in-zone lookup (pure: shapely + h3, no Django).
+
+Lookup structure
+----------------
+Points are located with one ``latlng_to_cell`` at ``fine_res`` (default res + 2). The coarse cell
+(``res``) is derived from it with bit operations (an H3 parent is the same index with the resolution
+field changed and the finer digits set to 7). Each zone is classified per coarse cell:
+
+* FULL - every point whose fine cell descends from this coarse cell is inside the zone;
+* refined - the coarse cell is near the zone boundary, so its 49 fine children are classified
+  individually as FULL, PART (touches the boundary) or OUT.
+
+Only PART fine cells need geometry: shapely's prepared ``intersects_xy`` (for a point and a polygon,
+intersects == covers, boundary included). Everything else is a dict lookup, so the hot path is one
+``latlng_to_cell`` plus one or two dict lookups, and the answer always equals ``geometry.covers(pt)``.
+
+Why the classification is safe: H3 children do not exactly tile their parent, so a coarse cell
+"owns" the union of its descendants, which sticks out of its hexagon by at most ~0.13 coarse edge
+(measured). A coarse cell is therefore only declared uniform when the zone boundary is farther
+than half a coarse edge from its hexagon. Fine cells are declared FULL/OUT only when the boundary
+is farther than 1e-6 degrees (~0.1 m) from the hexagon drawn through their vertices; the true H3
+cell (great-circle edges) deviates from that straight-edged polygon by well under a millimetre.
+Candidate coarse cells are h3's 'overlap' polyfill plus one ring of neighbours, so a cell whose
+descendants reach into the zone cannot be missed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import h3
+import numpy as np
+import shapely
+from h3.api import basic_int as h3i
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+__all__ = ["GeometryError", "ZoneIndex", "validate_geometry", "MAX_VERTICES"]
+
+try:  # the compiled function directly: h3's int API wraps it in an identity Python function
+    from h3._cy import latlng_to_cell as _latlng_to_cell
+except ImportError:  # pragma: no cover - other h3 builds
+    _latlng_to_cell = h3i.latlng_to_cell
+
+MAX_VERTICES = 10_000
+# Boundary margin (degrees) for declaring a fine cell FULL/OUT; see module docstring.
+_FINE_EPS_DEG = 1e-6
+# Coarse-cell margin as a fraction of its longest edge (descendant overhang measured at <= 0.13).
+_COARSE_MARGIN = 0.5
+_FULL = True
+_PART = False
+_REFINE = object()  # coarse-dict marker: look in the fine dict
+_MISS = object()
+_RES_MASK = 0xF << 52
+
+
+class GeometryError(ValueError):
+    """A zone geometry was refused; the message names the problem."""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_ring(ring: Any, where: str) -> list[tuple[float, float]]:
+    if not isinstance(ring, (list, tuple)):
+        raise GeometryError(f"{where}: a ring must be an array of positions, got {type(ring).__name__}")
+    out: list[tuple[float, float]] = []
+    for i, pos in enumerate(ring):
+        if not isinstance(pos, (list, tuple)) or len(pos) not in (2, 3):
+            raise GeometryError(f"{where} position {i}: a position must be [lng, lat] (2 or 3 numbers)")
+        if not all(_is_number(v) for v in pos):
+            raise GeometryError(f"{where} position {i}: coordinates must be numbers, got {pos!r}")
+        x, y = float(pos[0]), float(pos[1])
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise GeometryError(f"{where} position {i}: non-finite coordinate {pos!r}")
+        if not (-180.0 <= x <= 180.0 and -90.0 <= y <= 90.0):
+            if abs(x) <= 90.0 and 90.0 < abs(y) <= 180.0:
+                raise GeometryError(
+                    f"{where} position {i}: coordinates look swapped: GeoJSON is [lng, lat], got {pos!r}"
+                )
+            raise GeometryError(
+                f"{where} position {i}: coordinate out of range {pos!r} "
+                "(longitude must be within [-180, 180] and latitude within [-90, 90]; GeoJSON is [lng, lat])"
+            )
+        out.append((x, y))
+    if len(out) < 4:
+        raise GeometryError(f"{where}: a ring needs at least 4 positions (first == last), got {len(out)}")
+    if out[0] != out[-1]:
+        raise GeometryError(f"{where}: ring is not closed (first position {out[0]} != last {out[-1]})")
+    return out
+
+
+def _looks_uk_swapped(rings: list[list[tuple[float, float]]]) -> bool:
+    # [lat, lng] UK data passes the range check (lat ~50-60 is a valid longitude) but would put
+    # the zone in the Indian Ocean / Somalia. For a UK marketplace that is always a swap.
+    return all(49.0 <= x <= 61.0 and -9.0 <= y <= 3.0 for ring in rings for x, y in ring)
+
+
+def validate_geometry(geojson: Mapping[str, Any], uk_swap_check: bool = True) -> BaseGeometry:
+    """Validate a GeoJSON Polygon/MultiPolygon and return the shapely geometry.
+
+    Raises GeometryError for: other types, missing/ill-typed coordinates, unclosed or too-short
+    rings, out-of-range or non-finite coordinates (with a hint when lng/lat look swapped),
+    self-intersections or other invalidity, and more than MAX_VERTICES vertices. Holes are fine.
+    """
+    if not isinstance(geojson, Mapping):
+        raise GeometryError(f"geometry must be a GeoJSON object, got {type(geojson).__name__}")
+    gtype = geojson.get("type")
+    if gtype not in ("Polygon", "MultiPolygon"):
+        raise GeometryError(f"unsupported geometry type {gtype!r}: expected 'Polygon' or 'MultiPolygon'")
+    if "coordinates" not in geojson or geojson["coordinates"] is None:
+        raise GeometryError(f"{gtype} is missing 'coordinates'")
+    coords = geojson["coordinates"]
+    if not isinstance(coords, (list, tuple)) or not coords:
+        raise GeometryError(f"{gtype} 'coordinates' must be a non-empty array")
+    polys_in = [coords] if gtype == "Polygon" else list(coords)
+    total = sum(
+        len(r) for p in polys_in if isinstance(p, (list, tuple)) for r in p if isinstance(r, (list, tuple))
+    )
+    if total > MAX_VERTICES:
+        raise GeometryError(f"too many vertices: {total} > {MAX_VERTICES}")
+    polys: list[list[list[tuple[float, float]]]] = []
+    for pi, poly in enumerate(polys_in):
+        label = "polygon" if gtype == "Polygon" else f"polygon {pi}"
+        if not isinstance(poly, (list, tuple)) or not poly:
+            raise GeometryError(f"{label}: must be a non-empty array of rings")
+        rings = [
+            _check_ring(ring, f"{label} {'exterior ring' if ri == 0 else f'hole {ri}'}")
+            for ri, ring in enumerate(poly)
+        ]
+        polys.append(rings)
+    if uk_swap_check and _looks_uk_swapped([r for p in polys for r in p]):
+        raise GeometryError(
+            "coordinates look swapped: GeoJSON is [lng, lat] (these read as UK [lat, lng] pairs)"
+        )
+    shapes = [Polygon(p[0], p[1:]) for p in polys]
+    geom: BaseGeometry = shapes[0] if gtype == "Polygon" else MultiPolygon(shapes)
+    if not geom.is_valid:
+        raise GeometryError(f"invalid geometry: {explain_validity(geom)}")
+    if geom.area <= 0.0:
+        raise GeometryError("invalid geometry: zero area")
+    return geom
+
+
+class _Zone:
+    __slots__ = ("zone_id", "geom", "area", "categories", "active", "cells")
+
+    def __init__(
+        self, zone_id: str, geom: BaseGeometry, categories: frozenset[str], active: bool,
+        cells: dict[int, Any],
+    ) -> None:
+        self.zone_id = zone_id
+        self.geom = geom  # prepared in place (shapely.prepare)
+        self.area = float(geom.area)  # degrees^2: only used to rank overlapping zones
+        self.categories = categories
+        self.active = active
+        # coarse cell -> _FULL, or dict fine cell -> _FULL/_PART (OUT cells are absent)
+        self.cells = cells
+
+    def covers_xy(self, lng: float, lat: float) -> bool:
+        return bool(shapely.intersects_xy(self.geom, lng, lat))
+
+
+def _hexes(cells: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shapely polygons (lng/lat) for cells, each cell's longest edge in degrees, and centres."""
+    if not cells:
+        e = np.empty(0)
+        return np.empty(0, dtype=object), e, e, e
+    bounds = [h3i.cell_to_boundary(c) for c in cells]
+    if all(len(b) == 6 for b in bounds):  # usual case: one vectorised call
+        pts = np.asarray(bounds, dtype=np.float64)[:, :, ::-1]  # (n, 6, [lng, lat])
+        polys = shapely.polygons(pts)
+        seg = np.roll(pts, -1, axis=1) - pts
+        edges = np.hypot(seg[:, :, 0], seg[:, :, 1]).max(axis=1)
+    else:  # pentagons (never near the UK, but stay general)
+        polys = shapely.polygons([[(lng, lat) for lat, lng in b] for b in bounds])
+        edges = np.array([
+            max(math.dist(b[i], b[(i + 1) % len(b)]) for i in range(len(b))) for b in bounds
+        ])
+    centres = np.asarray([h3i.cell_to_latlng(c) for c in cells], dtype=np.float64)
+    return polys, edges, centres[:, 1], centres[:, 0]
+
+
+class ZoneIndex:
+    """Exact point-in-zone lookup over many (possibly overlapping) service zones."""
+
+    def __init__(self, res: int = 8, fine_res: int | None = None) -> None:
+        fine = res + 2 if fine_res is None else fine_res
+        if not (0 <= res <= fine <= 15):
+            raise ValueError("need 0 <= res <= fine_res <= 15")
+        self.res = res
+        self.fine_res = fine
+        digits = (1 << (3 * (15 - res))) - 1
+        self._keep = ~(_RES_MASK | digits) & 0xFFFFFFFFFFFFFFFF
+        self._or = (res << 52) | digits
+        self._zones: dict[str, _Zone] = {}
+        self._cell_zones: dict[int, set[str]] = {}
+        # coarse cell -> entry | _REFINE ; fine cell -> entry. entry = (fast answers, candidates)
+        self._coarse: dict[int, Any] = {}
+        self._fine: dict[int, Any] = {}
+
+    # ------------------------------------------------------------------ maintenance
+    def __len__(self) -> int:
+        return len(self._zones)
+
+    def __contains__(self, zone_id: object) -> bool:
+        return zone_id in self._zones
+
+    def zone_ids(self) -> list[str]:
+        return list(self._zones)
+
+    def _parent(self, fine_cell: int) -> int:
+        return (fine_cell & self._keep) | self._or
+
+    def put(
+        self,
+        zone_id: str,
+        geometry_geojson: Mapping[str, Any],
+        categories: Iterable[str],
+        active: bool = True,
+    ) -> None:
+        """Add or replace a zone. Raises GeometryError (nothing changes) for bad geometry."""
+        geom = validate_geometry(geometry_geojson)
+        cells = self._classify(geom)
+        shapely.prepare(geom)
+        zone = _Zone(zone_id, geom, frozenset(categories), bool(active), cells)
+        old = self._zones.get(zone_id)
+        affected = set(cells)
+        if old is not None:
+            affected.update(old.cells)
+            for c in old.cells:
+                self._cell_zones[c].discard(zone_id)
+        self._zones[zone_id] = zone
+        for c in cells:
+            self._cell_zones.setdefault(c, set()).add(zone_id)
+        for c in affected:
+            self._rebuild(c)
+
+    def remove(self, zone_id: str) -> bool:
+        zone = self._zones.pop(zone_id, None)
+        if zone is None:
+            return False
+        for c in zone.cells:
+            self._cell_zones[c].discard(zone_id)
+            self._rebuild(c)
+        return True
+
+    def set_active(self, zone_id: str, active: bool) -> None:
+        zone = self._zones[zone_id]
+        if zone.active != bool(active):
+            zone.active = bool(active)
+            for c in zone.cells:
+                self._rebuild(c)
+
+    def _classify(self, geom: BaseGeometry) -> dict[int, Any]:
+        shape = h3.geo_to_h3shape(shapely.geometry.mapping(geom))
+        cells = h3.h3shape_to_cells_experimental(shape, self.res, contain="overlap")
+        base = {h3.str_to_int(c) for c in cells}
+        if not base:  # paranoia: tiny shapes - seed from a representative point
+            p = geom.representative_point()
+            base = {h3i.latlng_to_cell(p.y, p.x, self.res)}
+        cand: set[int] = set()
+        for c in base:
+            cand.update(h3i.grid_disk(c, 1))
+        coarse = sorted(cand)
+        boundary = geom.boundary
+        shapely.prepare(geom)
+        shapely.prepare(boundary)  # prepared dwithin is much faster than a full distance
+        hexes, edges, clng, clat = _hexes(coarse)
+        if self.fine_res == self.res:
+            near = shapely.dwithin(boundary, hexes, _FINE_EPS_DEG)
+        else:
+            near = shapely.dwithin(boundary, hexes, _COARSE_MARGIN * edges)
+        inside = shapely.intersects_xy(geom, clng, clat)
+        out: dict[int, Any] = {}
+        refine: list[int] = []
+        for i, c in enumerate(coarse):
+            if not near[i]:
+                if inside[i]:
+                    out[c] = _FULL
+            elif self.fine_res == self.res:
+                out[c] = {c: _PART}
+            else:
+                refine.append(c)
+        if refine:
+            children = [h3i.cell_to_children(c, self.fine_res) for c in refine]
+            flat = [f for ch in children for f in ch]
+            fhex, _, flng, flat_lat = _hexes(flat)
+            fnear = shapely.dwithin(boundary, fhex, _FINE_EPS_DEG).tolist()
+            finside = shapely.intersects_xy(geom, flng, flat_lat).tolist()
+            j = 0
+            for c, ch in zip(refine, children, strict=True):
+                sub: dict[int, bool] = {}
+                for f in ch:
+                    if fnear[j]:
+                        sub[f] = _PART
+                    elif finside[j]:
+                        sub[f] = _FULL
+                    j += 1
+                if not sub:
+                    continue
+                if len(sub) == len(ch) and all(v is _FULL for v in sub.values()):
+                    out[c] = _FULL
+                else:
+                    out[c] = sub
+        return out
+
+    @staticmethod
+    def _entry(cands: list[tuple[_Zone, bool]]) -> tuple[dict[str | None, str | None], tuple[Any, ...]]:
+        """(fast answers, candidates): fast[category or None] is the lookup result whenever it is
+        decided without geometry, i.e. the smallest zone serving it here covers the whole cell."""
+        cands.sort(key=lambda t: (t[0].area, t[0].zone_id))
+        fast: dict[str | None, str | None] = {}
+        if cands and cands[0][1]:
+            fast[None] = cands[0][0].zone_id
+        decided: set[str] = set()
+        for zone, full in cands:
+            for cat in zone.categories:
+                if cat in decided:
+                    continue
+                decided.add(cat)
+                if full:
+                    fast[cat] = zone.zone_id
+        return fast, tuple(cands)
+
+    def _rebuild(self, coarse: int) -> None:
+        """Recompute the lookup entries of one coarse cell from its zones' classifications."""
+        if self._coarse.pop(coarse, None) is _REFINE:
+            for f in h3i.cell_to_children(coarse, self.fine_res):
+                self._fine.pop(f, None)
+        ids = self._cell_zones.get(coarse)
+        if not ids:
+            self._cell_zones.pop(coarse, None)
+            return
+        zones = [z for z in (self._zones[i] for i in ids) if z.active]
+        if not zones:
+            return
+        if all(z.cells[coarse] is _FULL for z in zones):
+            self._coarse[coarse] = self._entry([(z, True) for z in zones])
+            return
+        full = [z for z in zones if z.cells[coarse] is _FULL]
+        per_fine: dict[int, list[tuple[_Zone, bool]]] = {}
+        for z in zones:
+            st = z.cells[coarse]
+            if st is not _FULL:
+                for f, v in st.items():
+                    per_fine.setdefault(f, []).append((z, v is _FULL))
+        if full:
+            for f in h3i.cell_to_children(coarse, self.fine_res):
+                per_fine.setdefault(f, []).extend((z, True) for z in full)
+        for f, cands in per_fine.items():
+            self._fine[f] = self._entry(cands)
+        self._coarse[coarse] = _REFINE
+
+    # ------------------------------------------------------------------ queries
+    def _locate(self, lat: float, lng: float) -> Any:
+        h = _latlng_to_cell(lat, lng, self.fine_res)
+        e = self._coarse.get((h & self._keep) | self._or)
+        if e is _REFINE:
+            return self._fine.get(h)
+        return e
+
+    def lookup(self, lat: float, lng: float, category: str | None = None) -> str | None:
+        """Smallest-area active zone covering the point that serves ``category`` (None: any)."""
+        h = _latlng_to_cell(lat, lng, self.fine_res)
+        e = self._coarse.get((h & self._keep) | self._or)
+        if e is None:
+            return None
+        if e is _REFINE:
+            e = self._fine.get(h)
+            if e is None:
+                return None
+        ans = e[0].get(category, _MISS)
+        if ans is not _MISS:
+            return ans  # type: ignore[no-any-return]
+        for zone, full in e[1]:
+            if (category is None or category in zone.categories) and (full or zone.covers_xy(lng, lat)):
+                return zone.zone_id  # type: ignore[no-any-return]
+        return None
+
+    def zones_covering(self, lat: float, lng: float) -> list[str]:
+        """All active zones covering the point, smallest area first."""
+        e = self._locate(lat, lng)
+        if e is None:
+            return []
+        return [zone.zone_id for zone, full in e[1] if full or zone.covers_xy(lng, lat)]
+
+    def covers(self, zone_id: str, lat: float, lng: float) -> bool:
+        """Whether the zone's geometry covers the point (boundary included), active or not."""
+        zone = self._zones.get(zone_id)
+        if zone is None:
+            return False
+        h = _latlng_to_cell(lat, lng, self.fine_res)
+        st = zone.cells.get((h & self._keep) | self._or)
+        if st is None:
+            return False
+        if st is not _FULL:
+            st = st.get(h)
+            if st is None:
+                return False
+            if st is _PART:
+                return zone.covers_xy(lng, lat)
+        return True
+
+    def geometry(self, zone_id: str) -> BaseGeometry | None:
+        zone = self._zones.get(zone_id)
+        return None if zone is None else zone.geom

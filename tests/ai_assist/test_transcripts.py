@@ -1,0 +1,90 @@
+"""Transcripts: redaction on write, no secrets anywhere, retention, export and erasure."""
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from ai_assist.models import Transcript
+from ai_assist.transcripts import erase_user_transcripts, export_user_transcripts
+from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, Who, ask
+
+
+def test_prompt_and_answer_are_redacted(assist: Relay) -> None:
+    assist.fake.configure(tokens=30)
+    result, sink = ask("my card 4111 1111 1111 1111 and mail jo@example.com, phone +44 7700 900123")
+    assert "4111 1111 1111 1111" in sink.text  # the user gets the real answer...
+    row = Transcript.objects.get(id=result.assist)
+    for field in (row.prompt, row.answer):  # ...the database only the redacted one
+        assert "4111" not in field and "jo@example.com" not in field and "7700" not in field
+    assert row.prompt == "my card [card] and mail [email], phone [phone]"
+
+
+def test_no_keys_in_logs_or_transcripts(assist: Relay, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    who = Who()
+    # 401s whose bodies quote the key (as the real APIs do), server errors, cuts, malformed chunks, stalls.
+    assist.configure(AI_FIRST_TOKEN_TIMEOUT_S="0.3", AI_BREAKER_FAILURES="100")
+    assist.fake.inject("openai", "401")
+    assist.fake.inject("anthropic", "500", {"kind": "cut", "after": 1})
+    ask(who=who)
+    assist.fake.configure(valid_keys={"openai": ["other"], "anthropic": ["other"]})
+    ask(who=who)
+    assist.fake.configure(valid_keys={})
+    assist.fake.reset()
+    from ai_assist import breaker
+
+    breaker._local.reset()
+    assist.fake.inject("openai", {"kind": "malformed", "after": 0}, {"kind": "stall", "seconds": 5}, "529")
+    assist.fake.inject("anthropic", "400")
+    ask(who=who)
+    text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    rows = export_user_transcripts(who.user)
+    assert len(rows) == 3
+    dumped = repr(rows)
+    for key in (OPENAI_KEY, ANTHROPIC_KEY, OPENAI_KEY[-12:], ANTHROPIC_KEY[-12:]):
+        assert key not in text and key not in dumped
+    assert "Bearer" not in text and "authorization" not in text.lower()
+    assert "assist.attempt_failed" in text or "attempt" in text  # the failures were logged
+
+
+def test_export_and_erase_one_user(assist: Relay) -> None:
+    a, b = Who(), Who()
+    ask("first", a)
+    ask("second", a)
+    ask("other", b)
+    rows = export_user_transcripts(a.user)
+    assert [r["prompt"] for r in rows] == ["first", "second"]
+    assert set(rows[0]) >= {"assist", "prompt", "context", "answer", "provider", "model", "attempts",
+                            "fallbacks", "tokens_in", "tokens_out", "latency_ms", "first_token_ms", "outcome",
+                            "created_at"}
+    assert erase_user_transcripts(a.user) == 2
+    assert export_user_transcripts(a.user) == []
+    assert len(export_user_transcripts(b.user)) == 1
+
+
+def _row(user: str, age_days: float) -> Transcript:
+    return Transcript.objects.create(id=uuid.uuid4().hex, user=user, prompt="p", outcome="ok",
+                                     created_at=timezone.now() - timedelta(days=age_days))
+
+
+def test_purge_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    Transcript.objects.filter(created_at__lt=timezone.now() - timedelta(days=5)).delete()
+    old, mid, new = _row(user, 40), _row(user, 10), _row(user, 1)
+    out = io.StringIO()
+    monkeypatch.delenv("AI_TRANSCRIPT_DAYS", raising=False)
+    call_command("purge_transcripts", stdout=out)  # default 30 days
+    assert "purged 1" in out.getvalue()
+    assert set(Transcript.objects.filter(user=user).values_list("id", flat=True)) == {mid.id, new.id}
+    monkeypatch.setenv("AI_TRANSCRIPT_DAYS", "7")
+    call_command("purge_transcripts", stdout=io.StringIO())
+    assert set(Transcript.objects.filter(user=user).values_list("id", flat=True)) == {new.id}
+    call_command("purge_transcripts", "--days", "0", stdout=io.StringIO())
+    assert not Transcript.objects.filter(user=user).exists()
+    assert old.id not in set(Transcript.objects.values_list("id", flat=True))

@@ -1,0 +1,205 @@
+"""GDPR export and erasure, and retention purge, against the real database."""
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from core.models import AuditLog
+from hub import store
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def publish(channel: str, data: object, sender: str | None) -> int:
+    with transaction.atomic():
+        return store.append(channel, data, sender=sender).offset
+
+
+def read_all(channel: str) -> list[store.Pub]:
+    _top, epoch = store.head(channel)
+    return store.read(channel, epoch, 0, None, 1000)
+
+
+@pytest.fixture
+def world() -> dict[str, str]:
+    """Two users chatting in one room, U's private channel, a job U posted with V's bid, a call, a transcript."""
+    u, v = uid("u"), uid("v")
+    room = f"chat:{uid('r')}"
+    publish(room, {"text": "hi from u"}, u)
+    publish(room, {"text": "hi from v"}, v)
+    publish(room, {"text": "u again"}, u)
+    publish(room, {"text": "v again"}, v)
+    publish(f"user:{u}", {"kind": "booking.assigned", "providers": [v]}, None)
+    publish(f"user:{v}", {"kind": "call.invite", "from": u}, None)  # a notification about U, to V
+    publish(f"user:{v}", {"kind": "booking.assigned", "providers": [u, "someone"]}, None)
+    out = {"u": u, "v": v, "room": room}
+    try:
+        from rooms.models import Bid, Call, CallParticipant, Job
+
+        job = Job.objects.create(tenant="t1", owner=u, owner_role="customer", title="Paint my fence",
+                                 description="at 1 Acacia Avenue", category="paint", lat=51.5, lng=-0.1)
+        Bid.objects.create(job=job, provider=v, provider_role="provider", amount=1000, currency="GBP", note="v's note")
+        their_job = Job.objects.create(tenant="t1", owner=v, owner_role="customer", title="V's job",
+                                       category="paint", lat=51.5, lng=-0.1)
+        Bid.objects.create(job=their_job, provider=u, provider_role="provider", amount=2000, currency="GBP",
+                           note="u's note")
+        publish(f"job:{their_job.id}", {"kind": "bid", "job": their_job.id, "provider": u, "amount": 2000}, None)
+        publish(f"job:{their_job.id}", {"kind": "comment", "job": their_job.id, "author": v, "text": "thanks"}, None)
+        call = Call.objects.create(tenant="t1", caller=u, media="voice", channel=uid("c"))
+        CallParticipant.objects.create(call=call, user=u, uid=1, is_caller=True, status="joined")
+        CallParticipant.objects.create(call=call, user=v, uid=2, status="ringing")
+        out.update(job=job.id, their_job=their_job.id, call=call.id)
+    except ImportError:
+        pass
+    try:
+        from ai_assist.models import Transcript
+
+        Transcript.objects.create(id=uid("a"), user=u, prompt="my address is 1 Acacia Avenue", outcome="ok",
+                                  created_at=timezone.now())
+        Transcript.objects.create(id=uid("a"), user=v, prompt="v's question", outcome="ok", created_at=timezone.now())
+    except ImportError:
+        pass
+    return out
+
+
+def test_export_then_erase_round_trip(world: dict[str, str], tmp_path: Path) -> None:
+    u, v, room = world["u"], world["v"], world["room"]
+    out = tmp_path / "export.json"
+    call_command("export_user", user=u, out=str(out))
+    doc = json.loads(out.read_text())
+    assert doc["user"] == u
+    assert [m["data"]["text"] for m in doc["messages"]] == ["hi from u", "u again"]
+    assert all(m["channel"] == room for m in doc["messages"])
+    if "job" in world:
+        assert [j["id"] for j in doc["jobs"]] == [world["job"]]
+        assert [b["note"] for b in doc["bids"]] == ["u's note"]
+        assert [c["id"] for c in doc["calls"]] == [world["call"]]
+    assert [t["prompt"] for t in doc["transcripts"]] == ["my address is 1 Acacia Avenue"]
+    assert AuditLog.objects.filter(action="gdpr.export", target=f"user:{u}").exists()
+
+    before_room = read_all(room)
+    call_command("erase_user", user=u, yes=True, stdout=io.StringIO())
+
+    # Tombstones keep every offset: recovery from 0 still gets 1..n with no gap.
+    after_room = read_all(room)
+    assert [p.offset for p in after_room] == [p.offset for p in before_room] == [1, 2, 3, 4]
+    by_offset = {p.offset: p for p in after_room}
+    assert by_offset[1].data is None and by_offset[1].sender == "erased"
+    assert by_offset[3].data is None and by_offset[3].sender == "erased"
+    # The other user's messages are untouched.
+    assert (by_offset[2].data, by_offset[2].sender) == ({"text": "hi from v"}, v)
+    assert (by_offset[4].data, by_offset[4].sender) == ({"text": "v again"}, v)
+    # A subscriber recovering with `since` (hub.store.read after offset 1) gets offsets 2, 3, 4.
+    _top, epoch = store.head(room)
+    assert [p.offset for p in store.read(room, epoch, 1, 5, 10)] == [2, 3, 4]
+    # U's private channel: tombstoned. V's notifications naming U: U authored it -> tombstone;
+    # U merely listed -> pseudonymised; V's data stays.
+    assert [p.data for p in read_all(f"user:{u}")] == [None]
+    v_pubs = read_all(f"user:{v}")
+    assert [p.offset for p in v_pubs] == [1, 2] and v_pubs[0].data is None
+    assert v_pubs[1].data is not None and u not in orjson.dumps(v_pubs[1].data).decode()
+    assert "someone" in v_pubs[1].data["providers"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM hub_publication WHERE sender = %s", [u])
+        assert cursor.fetchone()[0] == 0
+
+    if "job" in world:
+        from rooms.models import Bid, Call, CallParticipant, Job
+
+        job = Job.objects.get(id=world["job"])
+        assert job.owner != u and job.owner.startswith("erased-") and job.description == ""
+        assert Bid.objects.get(job=job).note == "v's note"  # V's bid on U's job stays
+        mine = Bid.objects.get(job_id=world["their_job"])
+        assert mine.provider == job.owner and mine.note == "" and mine.amount == 2000
+        assert Job.objects.get(id=world["their_job"]).title == "V's job"
+        job_pubs = read_all(f"job:{world['their_job']}")
+        assert [p.offset for p in job_pubs] == [1, 2]
+        assert job_pubs[0].data is None and job_pubs[1].data["author"] == v
+        call = Call.objects.get(id=world["call"])
+        assert call.caller == job.owner
+        assert sorted(CallParticipant.objects.filter(call=call).values_list("user", flat=True)) == sorted(
+            [job.owner, v])
+    from ai_assist.models import Transcript
+
+    assert not Transcript.objects.filter(user=u).exists()
+    assert Transcript.objects.filter(user=v).exists()
+    erase = AuditLog.objects.get(action="gdpr.erase", target=f"user:{u}")
+    assert erase.detail["messages_tombstoned"] == 2 and erase.detail["transcripts"] == 1
+
+    # After erasure an export holds nothing of U.
+    out2 = tmp_path / "export2.json"
+    call_command("export_user", user=u, out=str(out2))
+    doc2 = json.loads(out2.read_text())
+    assert doc2["messages"] == [] and doc2["transcripts"] == [] and doc2.get("jobs", []) == []
+
+
+def test_erase_needs_confirmation(world: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(CommandError):
+        call_command("erase_user", user=world["u"])
+    assert read_all(world["room"])[0].data == {"text": "hi from u"}
+
+
+def _old_pub(channel: str, offset: int, days: float) -> None:
+    ts = int((time.time() - days * 86400) * 1000)
+    with connection.cursor() as cursor:
+        cursor.execute('INSERT INTO hub_publication (channel, "offset", ts, sender, data) VALUES (%s, %s, %s, %s, %s)',
+                       [channel, offset, ts, "x", '{"old": true}'])
+
+
+def test_purge_by_kind_and_dry_run() -> None:
+    channel = f"chat:{uid('p')}"
+    _old_pub(channel, 1, 400)
+    _old_pub(channel, 2, 10)
+    key = uid("k")
+    with connection.cursor() as cursor:
+        cursor.execute('INSERT INTO hub_pubkey (channel, key, "offset", created_at) VALUES (%s, %s, 1, %s)',
+                       [channel, key, int((time.time() - 2 * 86400) * 1000)])
+    from ai_assist.models import Transcript
+
+    old_t = Transcript.objects.create(id=uid("a"), user="p", prompt="x", outcome="ok",
+                                      created_at=timezone.now() - timedelta(days=40))
+    new_t = Transcript.objects.create(id=uid("a"), user="p", prompt="x", outcome="ok", created_at=timezone.now())
+
+    out = io.StringIO()
+    call_command("purge", messages_days=365, transcripts_days=30, calls_days=365, dry_run=True, stdout=out)
+    dry = json.loads(out.getvalue())
+    assert dry["dry_run"] and dry["deleted"]["messages"] >= 1 and dry["deleted"]["transcripts"] >= 1
+    assert [p.offset for p in read_all(channel)] == [1, 2]
+
+    out = io.StringIO()
+    call_command("purge", messages_days=365, transcripts_days=30, calls_days=365, stdout=out)
+    assert [p.offset for p in read_all(channel)] == [2]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM hub_pubkey WHERE key = %s", [key])
+        assert cursor.fetchone()[0] == 0
+    assert not Transcript.objects.filter(id=old_t.id).exists()
+    assert Transcript.objects.filter(id=new_t.id).exists()
+    assert AuditLog.objects.filter(action="retention.purge").exists()
+    with pytest.raises(CommandError):
+        call_command("purge", messages_days=0, stdout=io.StringIO())
+
+
+def test_purge_calls() -> None:
+    pytest.importorskip("rooms.models")
+    from rooms.models import Call
+
+    old = Call.objects.create(tenant="t1", caller=uid("c"), media="voice", channel=uid("ch"), status="ended")
+    live = Call.objects.create(tenant="t1", caller=uid("c"), media="voice", channel=uid("ch"), status="active")
+    Call.objects.filter(id__in=[old.id, live.id]).update(started_at=timezone.now() - timedelta(days=500))
+    call_command("purge", calls_days=365, stdout=io.StringIO())
+    assert not Call.objects.filter(id=old.id).exists()
+    assert Call.objects.filter(id=live.id).exists()  # never purge a call that is still live

@@ -1,0 +1,101 @@
+"""The Locust scenarios load (user classes, step shape) and the loss/duplication tracker is right.
+
+The locustfile is imported in a subprocess: importing Locust monkey-patches the process with
+gevent, which must not leak into this test session.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from loadtests.tracker import StreamTracker, Totals
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+_PROBE = """
+import json, inspect
+import loadtests.locustfile as lf
+from locust import LoadTestShape, User
+users = {n: c.weight for n, c in vars(lf).items()
+         if inspect.isclass(c) and issubclass(c, User) and not c.abstract}
+print(json.dumps({"users": users, "shape_abstract": lf.StepLoadShape.abstract,
+                  "shape_is_shape": issubclass(lf.StepLoadShape, LoadTestShape),
+                  "tick": lf.StepLoadShape().tick()}))
+"""
+
+
+def probe(**env: str) -> dict[str, object]:
+    full = {**os.environ, "HUB_SECRET": "x" * 40, **env}
+    out = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=full, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_locustfile_has_every_flow_and_the_step_shape() -> None:
+    info = probe(LOCUST_SHAPE="step", LOCUST_STEP_USERS="4", LOCUST_USERS="10", LOCUST_RUN_TIME="60s")
+    users = info["users"]
+    assert isinstance(users, dict)
+    assert set(users) == {"ChatUser", "ProviderUser", "CustomerUser", "JobPoster", "CallerUser",
+                                  "AssistUser"}
+    assert info["shape_is_shape"] and info["shape_abstract"] is False
+    assert info["tick"] == [4, 5.0]
+    # Without LOCUST_SHAPE=step the shape stays abstract, so -u/-r/-t drive the run.
+    assert probe()["shape_abstract"] is True
+
+
+def test_tracker_in_order_is_clean() -> None:
+    t = StreamTracker(Totals())
+    t.start("chat:r", 5, "e1")
+    assert [t.see("chat:r", o) for o in (6, 7, 8)] == ["ok", "ok", "ok"]
+    assert (t.lost, t.duplicated) == (0, 0)
+    assert t.totals.received == 3
+    assert t.see("chat:other", 1) == "untracked"
+
+
+def test_tracker_counts_gaps_and_duplicates() -> None:
+    totals = Totals()
+    t = StreamTracker(totals)
+    t.start("chat:r", 0, "e1")
+    t.see("chat:r", 1)
+    assert t.see("chat:r", 4) == "gap"  # 2 and 3 lost: order is guaranteed, they never come
+    assert t.see("chat:r", 3) == "dup"
+    assert t.see("chat:r", 4) == "dup"
+    assert (t.lost, t.duplicated) == (2, 2)
+    assert totals.snapshot()["lost"] == 2 and totals.bad
+
+
+def test_tracker_recovery() -> None:
+    t = StreamTracker(Totals())
+    t.start("chat:r", 3, "e1")
+    t.see("chat:r", 4)
+    assert t.since("chat:r") == {"offset": 4, "epoch": "e1"}
+    ok = t.recovered("chat:r", {"recovered": True, "epoch": "e1", "offset": 7,
+                                "pubs": [{"offset": 5}, {"offset": 6}, {"offset": 7}]})
+    assert ok and t.last["chat:r"] == 7 and (t.lost, t.duplicated, t.recovery_failed) == (0, 0, 0)
+    # A recovery that skips one offset, and one whose head is past its last pub: both losses.
+    t.recovered("chat:r", {"recovered": True, "epoch": "e1", "offset": 9, "pubs": [{"offset": 9}]})
+    assert t.lost == 1
+    t.recovered("chat:r", {"recovered": True, "epoch": "e1", "offset": 12, "pubs": [{"offset": 10}]})
+    assert t.lost == 3 and t.last["chat:r"] == 12
+    # Not recovered (or another epoch): a failed recovery; tracking restarts at the head.
+    assert not t.recovered("chat:r", {"recovered": False, "epoch": "e2", "offset": 20, "pubs": []})
+    assert t.recovery_failed == 1 and t.since("chat:r") == {"offset": 20, "epoch": "e2"}
+    assert t.totals.snapshot()["recoveries"] == 4
+
+
+def test_tracker_tail_and_merge() -> None:
+    totals = Totals()
+    t = StreamTracker(totals)
+    t.start("chat:r", 0, "e")
+    t.ack("chat:r", 1)
+    t.ack("chat:r", 3)
+    t.see("chat:r", 1)
+    assert t.tail_missing() == 2
+    assert t.finish() == 2 and t.finish() == 0  # counted once
+    master = Totals()
+    master.merge(totals.snapshot())
+    master.merge({"duplicated": 1, "unknown": 5})
+    assert master.snapshot()["lost"] == 2 and master.snapshot()["duplicated"] == 1 and master.bad

@@ -1,0 +1,313 @@
+"""matching.service: `find` against a brute-force scan, schedules, zone CRUD and snapshot restore."""
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from shapely.geometry import Point, shape
+
+from core.errors import HubError
+from core.models import AuditLog
+from matching import service
+from matching.geo import haversine_m
+from matching.models import ProviderState, Zone
+from matching.service import Matcher, SystemActor, parse_schedule, schedule_covers
+
+NOW = 1_750_000_000.0
+CATS = ("plumbing", "electrics", "cleaning")
+RATINGS = (0.0, 4.0, 4.5, 5.0)
+ACCEPTANCES = (0.25, 0.5, 1.0)
+
+
+def rect(lat0: float, lng0: float, lat1: float, lng1: float) -> list[list[float]]:
+    return [[lng0, lat0], [lng1, lat0], [lng1, lat1], [lng0, lat1], [lng0, lat0]]
+
+
+@dataclass
+class P:
+    user: str
+    lat: float
+    lng: float
+    available: bool
+    cats: list[str]
+    capacity: int
+    rating: float
+    acceptance: float
+    ts: float
+    assigned: frozenset[str]
+
+
+@dataclass
+class Z:
+    id: str
+    geometry: dict[str, Any]
+    cats: list[str]
+    active: bool
+
+
+def random_world(rng: random.Random) -> tuple[list[Z], list[P], list[tuple[float, float]]]:
+    zones: list[Z] = []
+    edges: list[tuple[float, float]] = []
+    for i in range(rng.randint(0, 7)):
+        lat0, lng0 = rng.uniform(51.30, 51.60), rng.uniform(-0.50, 0.10)
+        lat1, lng1 = lat0 + rng.uniform(0.02, 0.25), lng0 + rng.uniform(0.02, 0.35)
+        shell = rect(lat0, lng0, lat1, lng1)
+        kind = rng.random()
+        if kind < 0.25:  # a hole in the middle
+            mlat, mlng = (lat0 + lat1) / 2, (lng0 + lng1) / 2
+            hole = rect(mlat - 0.005, mlng - 0.005, mlat + 0.005, mlng + 0.005)
+            geometry: dict[str, Any] = {"type": "Polygon", "coordinates": [shell, hole[::-1]]}
+        elif kind < 0.45:  # two disjoint parts
+            far = rect(lat0 - 0.1, lng0 - 0.2, lat0 - 0.05, lng0 - 0.1)
+            geometry = {"type": "MultiPolygon", "coordinates": [[shell], [far]]}
+        else:
+            geometry = {"type": "Polygon", "coordinates": [shell]}
+        zones.append(Z(f"z{i}", geometry, rng.sample(CATS, rng.randint(1, 3)), rng.random() > 0.15))
+        # Points exactly on this zone's boundary (edge midpoint and a corner).
+        edges.append((lat0, (lng0 + lng1) / 2))
+        edges.append((lat1, lng1))
+    providers: list[P] = []
+    for i in range(rng.randint(0, 250)):
+        roll = rng.random()
+        if roll < 0.1 and providers:  # same spot as someone else: ties on distance
+            q = rng.choice(providers)
+            lat, lng = q.lat, q.lng
+        elif roll < 0.2 and edges:
+            lat, lng = rng.choice(edges)
+        else:
+            lat, lng = rng.uniform(51.25, 51.90), rng.uniform(-0.70, 0.50)
+        assigned = frozenset(z.id for z in zones if rng.random() < 0.05)
+        providers.append(P(
+            user=f"p{i:03d}", lat=lat, lng=lng, available=rng.random() > 0.15,
+            cats=rng.sample(CATS, rng.randint(0, 2)), capacity=rng.choice((0, 1, 1, 2)),
+            rating=rng.choice(RATINGS), acceptance=rng.choice(ACCEPTANCES),
+            ts=NOW - rng.choice((1.0, 10.0, 100.0, 299.0, 301.0, 1000.0)), assigned=assigned))
+    points = [(rng.uniform(51.25, 51.90), rng.uniform(-0.70, 0.50)) for _ in range(15)] + edges[:6]
+    if providers:
+        points += [(p.lat, p.lng) for p in rng.sample(providers, min(4, len(providers)))]
+    return zones, providers, points
+
+
+def build(zones: list[Z], providers: list[P]) -> Matcher:
+    m = Matcher(use_redis=False)
+    for z in zones:
+        m.zones.put(z.id, z.geometry, z.cats, active=z.active)
+        m.zone_meta[z.id] = service.ZoneMeta(z.id, tuple(z.cats), z.active, 1)
+    for p in providers:
+        m.providers.update(p.user, p.lat, p.lng, p.available, categories=p.cats, capacity=p.capacity,
+                           rating=p.rating, acceptance=p.acceptance, ts=p.ts)
+        if p.assigned:
+            m.assigned[p.user] = p.assigned
+    return m
+
+
+def brute_zone(zones: list[Z], lat: float, lng: float, cat: str) -> str | None:
+    pt = Point(lng, lat)
+    covering = [(shape(z.geometry).area, z.id) for z in zones
+                if z.active and cat in z.cats and shape(z.geometry).covers(pt)]
+    return min(covering)[1] if covering else None
+
+
+def brute_find(zones: list[Z], providers: list[P], lat: float, lng: float, cat: str, k: int,
+               radius: float) -> tuple[str | None, list[tuple[str, float]]]:
+    zone = brute_zone(zones, lat, lng, cat)
+    if zone is None:
+        return None, []
+    geom = shape(next(z.geometry for z in zones if z.id == zone))
+    rows = []
+    for p in providers:
+        if not (p.available and p.capacity > 0 and cat in p.cats and p.ts >= NOW - 300):
+            continue
+        if zone not in p.assigned and not geom.covers(Point(p.lng, p.lat)):
+            continue
+        d = haversine_m(lat, lng, p.lat, p.lng)
+        if d > radius:
+            continue
+        rows.append((d, -p.rating, -p.acceptance, p.user))
+    rows.sort()
+    return zone, [(r[3], round(r[0], 1)) for r in rows[:k]]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_find_matches_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    zones, providers, points = random_world(rng)
+    m = build(zones, providers)
+    radius = service.match_radius_m()
+    for lat, lng in points:
+        for cat in CATS:
+            k = rng.choice((1, 3, 10, 100))
+            zone, found = m.search(lat, lng, cat, k=k, now=NOW)
+            want_zone, want = brute_find(zones, providers, lat, lng, cat, k, radius)
+            assert zone == want_zone, (seed, lat, lng, cat)
+            assert [(f.user, f.distance_m) for f in found] == want, (seed, lat, lng, cat, k)
+            if zone is None:
+                assert found == []
+
+
+def test_ties_break_by_rating_then_acceptance_then_user() -> None:
+    z = Z("zt", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
+    same = dict(lat=51.5, lng=0.0, available=True, cats=["plumbing"], capacity=1, ts=NOW, assigned=frozenset())
+    ps = [P("b", rating=4.0, acceptance=0.5, **same), P("a", rating=4.0, acceptance=0.5, **same),  # type: ignore[arg-type]
+          P("c", rating=5.0, acceptance=0.1, **same), P("d", rating=4.0, acceptance=0.9, **same)]  # type: ignore[arg-type]
+    m = build([z], ps)
+    zone, found = m.search(51.5, 0.01, "plumbing", k=10, now=NOW)
+    assert zone == "zt"
+    assert [f.user for f in found] == ["c", "d", "a", "b"]
+    d = found[0].distance_m
+    assert found[0].score == service.score(haversine_m(51.5, 0.01, 51.5, 0.0), 5.0, 0.1)
+    assert abs(found[0].score - (d / 1000 - 0.05 * 5.0 - 0.1 * 0.1)) < 1e-3
+
+
+def test_empty_zone_and_k_larger_than_supply() -> None:
+    z = Z("ze", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
+    m = build([z], [])
+    assert m.search(51.5, 0.0, "plumbing", k=100, now=NOW) == ("ze", [])
+    assert m.search(51.5, 0.0, "electrics", k=100, now=NOW) == (None, [])
+    p = P("only", 51.5, 0.0, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset())
+    m = build([z], [p])
+    zone, found = m.search(51.5, 0.0, "plumbing", k=100, now=NOW)
+    assert [f.user for f in found] == ["only"] and found[0].distance_m == 0.0
+
+
+def test_assigned_provider_serves_zone_from_outside() -> None:
+    inner = Z("zi", {"type": "Polygon", "coordinates": [rect(51.50, -0.10, 51.52, -0.08)]}, ["plumbing"], True)
+    out = P("outside", 51.55, -0.09, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset())
+    m = build([inner], [out])
+    assert m.search(51.51, -0.09, "plumbing", now=NOW)[1] == []
+    m.assigned["outside"] = frozenset({"zi"})
+    assert [f.user for f in m.search(51.51, -0.09, "plumbing", now=NOW)[1]] == ["outside"]
+
+
+def test_smallest_zone_wins_and_filters_providers() -> None:
+    big = Z("big", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
+    small = Z("small", {"type": "Polygon", "coordinates": [rect(51.50, -0.10, 51.52, -0.08)]},
+              ["plumbing"], True)
+    ps = [P("in_small", 51.51, -0.09, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset()),
+          P("in_big", 51.51, -0.11, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset())]
+    m = build([big, small], ps)
+    zone, found = m.search(51.51, -0.095, "plumbing", now=NOW)
+    assert zone == "small" and [f.user for f in found] == ["in_small"]
+    zone, found = m.search(51.51, -0.15, "plumbing", now=NOW)
+    assert zone == "big" and {f.user for f in found} == {"in_small", "in_big"}
+
+
+def test_crew_needs_full_crew_within_radius() -> None:
+    z = Z("zc", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["cleaning"], True)
+    near = [P(f"n{i}", 51.5 + i * 0.001, 0.0, True, ["cleaning"], 1, 0.0, 0.5, NOW, frozenset())
+            for i in range(3)]
+    far = P("far", 51.9, 0.0, True, ["cleaning"], 1, 0.0, 0.5, NOW, frozenset())  # ~44 km: beyond 20 km
+    m = build([z], [*near, far])
+    assert [f.user for f in m.search(51.5, 0.0, "cleaning", crew=3, now=NOW)[1]] == ["n0", "n1", "n2"]
+    assert m.search(51.5, 0.0, "cleaning", crew=4, now=NOW)[1] == []
+    assert len(m.search(51.5, 0.0, "cleaning", k=10, now=NOW)[1]) == 4
+
+
+def test_schedule_windows() -> None:
+    windows = parse_schedule([
+        {"days": ["mon", "tue"], "from": "09:00", "to": "17:30"},
+        {"days": ["fri"], "from": "22:00", "to": "06:00"},
+        {"from": "2030-01-05T10:00:00Z", "to": "2030-01-05T12:00:00Z"},
+    ])
+    london = service.ZoneInfo("Europe/London")
+    assert schedule_covers(windows, datetime(2030, 1, 7, 9, 0, tzinfo=london))  # Monday 09:00
+    assert not schedule_covers(windows, datetime(2030, 1, 7, 17, 30, tzinfo=london))
+    assert schedule_covers(windows, datetime(2030, 1, 12, 5, 59, tzinfo=london))  # Saturday early: Friday night
+    assert not schedule_covers(windows, datetime(2030, 1, 13, 5, 0, tzinfo=london))  # Sunday early
+    assert schedule_covers(windows, datetime(2030, 1, 5, 11, 0, tzinfo=UTC))
+    # British Summer Time: 09:00 local is 08:00 UTC on a Monday in July.
+    assert schedule_covers(windows, datetime(2030, 7, 1, 8, 0, tzinfo=UTC))
+    assert not schedule_covers((), datetime(2030, 7, 1, 8, 0, tzinfo=UTC))
+    for bad in ([{"days": ["xyz"], "from": "09:00", "to": "10:00"}],
+                [{"days": ["mon"], "from": "09:00", "to": "09:00"}],
+                [{"days": ["mon"], "from": "25:00", "to": "09:00"}],
+                [{"from": "2030-01-05T12:00:00Z", "to": "2030-01-05T10:00:00Z"}],
+                [{"from": "yesterday", "to": "2030-01-05T10:00:00Z"}]):
+        with pytest.raises(HubError) as err:
+            parse_schedule(bad)
+        assert err.value.code == "bad_request"
+
+
+def test_scheduled_search_uses_schedule() -> None:
+    z = Z("zs", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
+    m = build([z], [P(u, 51.5, 0.0, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset()) for u in ("s1", "s2")])
+    m.schedules["s1"] = parse_schedule([{"days": ["mon"], "from": "09:00", "to": "17:00"}])
+    at = datetime(2030, 1, 7, 10, 0, tzinfo=service.ZoneInfo("Europe/London"))
+    assert [f.user for f in m.search(51.5, 0.0, "plumbing", at=at, now=NOW)[1]] == ["s1"]
+
+
+# --- with the database -------------------------------------------------------------------------
+
+def square(lat: float, lng: float, d: float = 0.05) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [rect(lat - d, lng - d, lat + d, lng + d)]}
+
+
+def test_zone_crud_updates_index_and_audits() -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    actor = SystemActor(user="admin1")
+    z = service.create_zone(actor, "Camden", [cat], square(51.54, -0.14))
+    assert service.matcher().lookup_zone(51.54, -0.14, cat) == z["id"]
+    assert AuditLog.objects.filter(action="zones.create", target=z["id"]).exists()
+    assert service.get_zone(z["id"])["name"] == "Camden"
+    assert any(x["id"] == z["id"] for x in service.list_zones(category=cat))
+    service.replace_zone(actor, z["id"], "Camden", [cat], square(51.54, -0.14), active=False)
+    assert service.matcher().lookup_zone(51.54, -0.14, cat) is None
+    assert Zone.objects.get(id=z["id"]).version == 2
+    service.delete_zone(actor, z["id"])
+    with pytest.raises(HubError) as err:
+        service.get_zone(z["id"])
+    assert err.value.code == "not_found"
+    assert AuditLog.objects.filter(action="zones.delete", target=z["id"]).exists()
+
+
+@pytest.mark.parametrize("geometry", [
+    {"type": "Point", "coordinates": [0, 51]},
+    {"type": "Polygon", "coordinates": [[[0, 51], [1, 51], [1, 52]]]},
+    {"type": "Polygon", "coordinates": [[[0, 51], [1, 52], [1, 51], [0, 52], [0, 51]]]},
+    {"type": "Polygon", "coordinates": [[[0, 95], [1, 95], [1, 96], [0, 95]]]},
+])
+def test_invalid_geometry_is_bad_request(geometry: dict[str, Any]) -> None:
+    with pytest.raises(HubError) as err:
+        service.create_zone(SystemActor(), "bad", ["x"], geometry)
+    assert err.value.code == "bad_request"
+    assert err.value.message.startswith("geometry:")
+
+
+def test_provider_state_flushes_to_db_and_restores() -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    zone = service.create_zone(SystemActor(), "Z", [cat], square(51.5, -0.1))
+    user = f"p{uuid.uuid4().hex[:8]}"
+    cell = service.update_provider(user, 51.5, -0.1, True, categories=[cat], capacity=2,
+                                   schedule=[{"days": ["mon"], "from": "08:00", "to": "12:00"}])
+    assert isinstance(cell, str) and len(cell) == 15
+    m = service.matcher()
+    m.sync.flush()
+    row = ProviderState.objects.get(user=user)
+    assert (row.lat, row.lng, row.capacity, row.categories) == (51.5, -0.1, 2, [cat])
+    assert row.schedule == [{"days": ["mon"], "from": "08:00", "to": "12:00"}]
+    # A new process (fresh matcher, no Redis) restores from the snapshot.
+    fresh = Matcher(use_redis=m.use_redis)
+    try:
+        fresh.start()
+        got = fresh.providers.get(user)
+        assert got is not None and got.capacity == 2 and got.categories == (cat,)
+        assert fresh.schedules[user]
+        zid, found = fresh.search(51.5, -0.1, cat, now=time.time())
+        assert zid == zone["id"] and [f.user for f in found] == [user]
+    finally:
+        fresh.stop()
+
+
+def test_candidates_for_job() -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    service.create_zone(SystemActor(), "Z", [cat], square(51.3, -0.3))
+    users = [f"p{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for i, u in enumerate(users):
+        service.update_provider(u, 51.3 + 0.001 * i, -0.3, True, categories=[cat])
+    assert service.candidates_for_job(51.3, -0.3, cat, limit=2) == users[:2]
+    assert service.candidates_for_job(10.0, 10.0, cat) == []

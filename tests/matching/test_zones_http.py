@@ -1,0 +1,97 @@
+"""REST zones (matching/urls.py) through Django's test client: auth, status codes, error bodies."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+
+from hub import auth
+
+
+def token(role: str = "admin", user: str = "ops") -> str:
+    return auth.mint(user, role, settings.HUB_SECRET, tenant="t1")
+
+
+def square(lat: float, lng: float, d: float = 0.05) -> dict[str, Any]:
+    ring = [[lng - d, lat - d], [lng + d, lat - d], [lng + d, lat + d], [lng - d, lat + d], [lng - d, lat - d]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+@pytest.fixture()
+def client() -> Iterator[Client]:
+    with override_settings(ROOT_URLCONF="matching.urls"):
+        yield Client()
+
+
+def req(client: Client, method: str, path: str, body: Any = None, tok: str | None = None,
+        raw: bytes | None = None) -> tuple[int, Any]:
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {tok}"} if tok else {}
+    data = raw if raw is not None else (json.dumps(body) if body is not None else "")
+    resp = getattr(client, method.lower())(path, data=data, content_type="application/json", **headers)
+    if method == "GET" and body is None:
+        resp = client.get(path, **headers)
+    return resp.status_code, json.loads(resp.content) if resp.content else None
+
+
+def test_zone_lifecycle(client: Client) -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    admin = token()
+    status, zone = req(client, "POST", "/api/zones", {"name": "Islington", "categories": [cat],
+                                                      "geometry": square(51.54, -0.10)}, admin)
+    assert status == 201 and zone["id"] and zone["active"] is True
+    status, got = req(client, "GET", f"/api/zones/{zone['id']}", tok=admin)
+    assert status == 200 and got["geometry"] == square(51.54, -0.10)
+    status, listed = req(client, "GET", f"/api/zones?category={cat}", tok=admin)
+    assert status == 200 and [z["id"] for z in listed["zones"]] == [zone["id"]]
+    status, listed = req(client, "GET", f"/api/zones?category={cat}&active=false", tok=admin)
+    assert status == 200 and listed["zones"] == []
+    status, put = req(client, "PUT", f"/api/zones/{zone['id']}", {"name": "Islington N", "categories": [cat],
+                                                                 "geometry": square(51.55, -0.10),
+                                                                 "active": False}, admin)
+    assert status == 200 and put["name"] == "Islington N" and put["active"] is False and put["version"] == 2
+    status, deleted = req(client, "DELETE", f"/api/zones/{zone['id']}", tok=admin)
+    assert status == 200 and deleted == {"id": zone["id"], "deleted": True}
+    status, err = req(client, "GET", f"/api/zones/{zone['id']}", tok=admin)
+    assert status == 404 and err["error"]["code"] == "not_found"
+
+
+def test_auth_and_roles(client: Client) -> None:
+    status, err = req(client, "GET", "/api/zones")
+    assert status == 401 and err["error"]["code"] == "unauthorized"
+    status, err = req(client, "GET", "/api/zones", tok="not-a-jwt")
+    assert status == 401
+    status, err = req(client, "POST", "/api/zones", {"name": "x", "categories": ["a"], "geometry": square(0, 0)},
+                      token("customer"))
+    assert status == 403 and err["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "x", "categories": ["a"], "geometry": {"type": "Point", "coordinates": [0, 0]}},
+    {"name": "x", "categories": ["a"], "geometry": {"type": "Polygon",
+                                                    "coordinates": [[[0, 51], [1, 52], [1, 51], [0, 52], [0, 51]]]}},
+    {"name": "x", "categories": ["a"], "geometry": {"type": "Polygon",
+                                                    "coordinates": [[[0, 200], [1, 200], [1, 201], [0, 200]]]}},
+    {"name": "x", "categories": ["a"]},
+    {"name": "x", "categories": ["a"], "geometry": square(0, 0), "colour": "red"},
+])
+def test_validation_errors(client: Client, body: dict[str, Any]) -> None:
+    status, err = req(client, "POST", "/api/zones", body, token())
+    assert status == 400 and err["error"]["code"] == "bad_request" and err["error"]["message"]
+
+
+def test_bad_json_and_methods(client: Client) -> None:
+    status, err = req(client, "POST", "/api/zones", raw=b"{nope", tok=token())
+    assert status == 400 and err["error"]["code"] == "bad_request"
+    status, err = req(client, "PATCH", "/api/zones/abc", {"name": "x"}, token())
+    assert status == 400
+    status, err = req(client, "PUT", "/api/zones/abc", {"id": "other", "name": "x", "categories": ["a"],
+                                                        "geometry": square(0, 0)}, token())
+    assert status == 400
+    status, err = req(client, "PUT", "/api/zones/nosuchzone", {"name": "x", "categories": ["a"],
+                                                               "geometry": square(0, 0)}, token())
+    assert status == 404
