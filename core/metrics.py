@@ -137,9 +137,9 @@ _rate_limited = _Children(RATE_LIMITED)
 
 # --- hooks (cheap; call them from anywhere, any thread) ------------------------------------------
 
-def command(name: str, outcome: str) -> None:
-    """A command or rpc method answered: outcome "ok" or the error code."""
-    _commands.get(name, outcome).inc()
+def command(name: str, outcome: str, n: int = 1) -> None:
+    """A command or rpc method answered (`n` of them): outcome "ok" or the error code."""
+    _commands.get(name, outcome).inc(n)
 
 
 def commit_latency(seconds: float) -> None:

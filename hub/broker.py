@@ -51,12 +51,14 @@ class RedisBroker:
         self.on_pub = on_pub
         self.on_event = on_event
         self.on_resync = on_resync
-        self.pub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        # No per-reply socket timeout (each costs an asyncio timer): the flush has one overall bound.
+        self.pub_client = aredis.Redis.from_url(url, socket_connect_timeout=2)
         self.sub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
         self.pubsub = self.sub_client.pubsub(ignore_subscribe_messages=False)
         self.channels: set[str] = set()
         self.waiting: dict[str, list[asyncio.Future[None]]] = {}
         self.out: list[tuple[str, bytes]] = []
+        self.out_pubs: dict[str, list[Pub]] = {}
         self.flush_scheduled = False
         self.task: asyncio.Task[None] | None = None
         self.connected = False
@@ -85,9 +87,14 @@ class RedisBroker:
             pass
 
     def publish(self, pubs: list[Pub]) -> None:
+        # Gathered per channel until the flush: one PUBLISH carries all of a channel's new offsets.
+        out = self.out_pubs
         for p in pubs:
-            body = msgpack.packb((0, p.channel, p.offset, p.epoch, p.ts, p.sender, p.data), use_bin_type=True)
-            self.out.append((PREFIX + p.channel, self.head + body))
+            group = out.get(p.channel)
+            if group is None:
+                out[p.channel] = [p]
+            else:
+                group.append(p)
         self._schedule()
 
     def event(self, channel: str, frame: dict[str, Any]) -> None:
@@ -104,13 +111,18 @@ class RedisBroker:
         await asyncio.sleep(0)
         self.flush_scheduled = False
         out, self.out = self.out, []
+        groups, self.out_pubs = self.out_pubs, {}
+        for channel, pubs in groups.items():
+            # The JSON push frame travels as is: JSON subscribers elsewhere reuse it untouched.
+            items = [(p.offset, p.epoch, p.ts, p.sender, p.frame(False)) for p in pubs]
+            out.append((PREFIX + channel, self.head + msgpack.packb((0, channel, items), use_bin_type=True)))
         if not out:
             return
         try:
             async with self.pub_client.pipeline(transaction=False) as pipe:
                 for name, body in out:
                     pipe.publish(name, body)
-                await pipe.execute()
+                await asyncio.wait_for(pipe.execute(), 5)
         except Exception as exc:  # noqa: BLE001 - durable pubs are recovered by resync
             log.warning("redis publish failed (%s); other processes resync on reconnect", type(exc).__name__)
 
@@ -159,8 +171,9 @@ class RedisBroker:
         try:
             body = msgpack.unpackb(data[data.index(b"|") + 1:], raw=False)
             if body[0] == 0:
-                _, channel, offset, epoch, ts, sender, payload = body
-                self.on_pub(Pub(channel, offset, epoch, ts, sender, payload))
+                channel = body[1]
+                for offset, epoch, ts, sender, frame in body[2]:
+                    self.on_pub(Pub.from_json_frame(channel, offset, epoch, ts, sender, frame))
             else:
                 self.on_event(body[1], body[2])
         except Exception:

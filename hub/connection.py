@@ -246,36 +246,21 @@ class Connection:
                 self.error(cid, error)
 
     def _submit(self, cid: int, cmd: dict[str, Any]) -> None:
-        t0 = time.perf_counter()
-        try:
-            fut = self._enqueue(cmd)
-        except HubError as exc:
-            metrics.command("publish", exc.code)
-            self.error(cid, exc)
-            return
-
-        def done(f: asyncio.Future[Any]) -> None:
-            exc = f.exception()
-            if exc is None:
-                metrics.commit_latency(time.perf_counter() - t0)
-                metrics.command("publish", "ok")
-                self.reply(cid, {"offset": f.result()[0].offset})
-            elif isinstance(exc, HubError):
-                metrics.command("publish", exc.code)
-                self.error(cid, exc)
-            else:
-                metrics.command("publish", INTERNAL)
-                self.error(cid, HubError(INTERNAL, "internal error"))
-
-        fut.add_done_callback(done)
-
-    def _enqueue(self, cmd: dict[str, Any]) -> asyncio.Future[Any]:
         if self.engine.draining:
-            raise HubError("unavailable", "the server is draining; reconnect elsewhere")
+            self.error(cid, HubError("unavailable", "the server is draining; reconnect elsewhere"))
+            return
         data = cmd["data"]
-        assert self.caller is not None
-        body = orjson.dumps(data).decode()
-        return self.engine.submit(cmd["channel"], data, body, self.caller.user, cmd.get("key"))
+        self.engine.submit_for(self, cid, cmd["channel"], data, orjson.dumps(data).decode(), cmd.get("key"))
+
+    def publish_done(self, cid: int, result: Any, error: HubError | None, t0: float) -> None:
+        """Called by the group-commit writer, in the loop, once the batch holding this publish ends."""
+        if error is None:
+            metrics.commit_latency(time.perf_counter() - t0)
+            metrics.command("publish", "ok")
+            self.reply(cid, {"offset": result[0].offset})
+        else:
+            metrics.command("publish", error.code)
+            self.error(cid, error)
 
     async def do_signal(self, cmd: dict[str, Any]) -> dict[str, Any]:
         assert self.caller is not None

@@ -19,8 +19,9 @@ from core import redis as hubredis
 from core.errors import HubError, unavailable
 from hub import store
 from hub.broker import LocalBroker, RedisBroker
+from hub.codec import encode
 from hub.presence import Presence
-from hub.pubs import Pub
+from hub.pubs import Pub, ws_frame
 from hub.rpc import run_sync
 
 if TYPE_CHECKING:
@@ -155,7 +156,14 @@ class Engine:
 
     def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None
                ) -> asyncio.Future[tuple[Pub, bool]]:
-        return self.writer.submit(channel, data, body, sender, key)
+        """Queue a durable publication; the future resolves after commit (pub, duplicate)."""
+        fut: asyncio.Future[tuple[Pub, bool]] = self.loop.create_future()
+        self.writer.submit(channel, data, body, sender, key, fut)
+        return fut
+
+    def submit_for(self, conn: Connection, cid: int, channel: str, data: Any, body: str, key: str | None) -> None:
+        """Queue a socket's publish; the writer answers `conn.publish_done` after commit (no future)."""
+        self.writer.submit(channel, data, body, conn.caller.user if conn.caller else None, key, conn=conn, cid=cid)
 
     def _on_batch(self, batch: list[store.Pending]) -> None:
         pubs = store.committed(batch)
@@ -260,7 +268,8 @@ class Engine:
                 self.stats["slow_consumers"] += 1
                 conn.close(4009)
                 continue
-            sink.write(pub.frame(conn.binary), conn.binary)
+            binary = conn.binary
+            sink.write_frame(pub.wire(binary), pub.frame(binary), binary)
             n += 1
         self.stats["delivered"] += n
 
@@ -274,19 +283,20 @@ class Engine:
         st = self.channels.get(channel)
         if st is None or not st.subs:
             return
-        encoded: dict[bool, bytes] = {}
+        encoded: dict[bool, tuple[bytes, bytes]] = {}
         for conn in list(st.subs):
             if conn is exclude:
                 continue
-            payload = encoded.get(conn.binary)
-            if payload is None:
-                from hub.codec import encode
-
-                payload = encoded[conn.binary] = encode(frame, conn.binary)
+            binary = conn.binary
+            pair = encoded.get(binary)
+            if pair is None:
+                payload = encode(frame, binary)
+                pair = encoded[binary] = (ws_frame(payload, binary), payload)
             if conn.sink.pending() > self.max_queue:
+                self.stats["slow_consumers"] += 1
                 conn.close(4009)
                 continue
-            conn.sink.write(payload, conn.binary)
+            conn.sink.write_frame(pair[0], pair[1], binary)
 
     def _announce_remote(self, channel: str, kind: str, user: str) -> None:
         self.event(channel, {"push": kind, "channel": channel, "user": user})

@@ -85,11 +85,13 @@ class Presence:
             alive = await self._alive()
         except Exception:  # noqa: BLE001 - fall back to what this process knows
             return [{"user": u, "role": e[0], "conns": e[1]} for u, e in self.local.get(channel, {}).items()]
-        out: dict[str, dict[str, Any]] = {}
+        # This process's own sockets come from its local counts (its Redis writes may still be in flight).
+        out: dict[str, dict[str, Any]] = {
+            u: {"user": u, "role": e[0], "conns": e[1]} for u, e in self.local.get(channel, {}).items()}
         for raw, count in fields.items():
             node, user, role = raw.decode().split("|", 2)
             n = int(count)
-            if n <= 0 or node not in alive:
+            if n <= 0 or node not in alive or node == self.node:
                 continue
             entry = out.setdefault(user, {"user": user, "role": role, "conns": 0})
             entry["conns"] += n

@@ -1,24 +1,59 @@
-"""A publication as the hub carries it, encoded once per wire format. No Django."""
+"""A publication as the hub carries it, encoded once per wire format. No Django.
+
+`wire(binary)` is the complete server-to-client WebSocket frame (header + payload): built once
+per publication and format, written as-is to every subscriber's transport.
+"""
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import msgpack
 import orjson
 
+_UNSET: Any = object()
+
+
+def ws_frame(payload: bytes, binary: bool) -> bytes:
+    """An unmasked, unfragmented server frame (RFC 6455 section 5.2)."""
+    b0 = 0x82 if binary else 0x81
+    n = len(payload)
+    if n < 126:
+        return bytes((b0, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", b0, 126, n) + payload
+    return struct.pack("!BBQ", b0, 127, n) + payload
+
 
 class Pub:
-    __slots__ = ("channel", "offset", "epoch", "ts", "sender", "data", "_json", "_msgpack")
+    __slots__ = ("channel", "offset", "epoch", "ts", "sender", "_data", "_json", "_msgpack", "_wire_json",
+                 "_wire_msgpack")
 
-    def __init__(self, channel: str, offset: int, epoch: str, ts: int, sender: str | None, data: Any) -> None:
+    def __init__(self, channel: str, offset: int, epoch: str, ts: int, sender: str | None, data: Any,
+                 json_frame: bytes | None = None) -> None:
         self.channel = channel
         self.offset = offset
         self.epoch = epoch
         self.ts = ts
         self.sender = sender
-        self.data = data
-        self._json: bytes | None = None
+        self._data = data
+        self._json: bytes | None = json_frame
         self._msgpack: bytes | None = None
+        self._wire_json: bytes | None = None
+        self._wire_msgpack: bytes | None = None
+
+    @classmethod
+    def from_json_frame(cls, channel: str, offset: int, epoch: str, ts: int, sender: str | None,
+                        frame: bytes) -> Pub:
+        """A publication that arrived from another process as its JSON push frame: data decoded lazily."""
+        return cls(channel, offset, epoch, ts, sender, _UNSET, frame)
+
+    @property
+    def data(self) -> Any:
+        if self._data is _UNSET:
+            assert self._json is not None
+            self._data = orjson.loads(self._json)["data"]
+        return self._data
 
     def as_push(self) -> dict[str, Any]:
         return {"push": "pub", "channel": self.channel, "offset": self.offset, "epoch": self.epoch,
@@ -38,6 +73,15 @@ class Pub:
         if self._json is None:
             self._json = orjson.dumps(self.as_push())
         return self._json
+
+    def wire(self, binary: bool) -> bytes:
+        if binary:
+            if self._wire_msgpack is None:
+                self._wire_msgpack = ws_frame(self.frame(True), True)
+            return self._wire_msgpack
+        if self._wire_json is None:
+            self._wire_json = ws_frame(self.frame(False), False)
+        return self._wire_json
 
     def __repr__(self) -> str:
         return f"Pub({self.channel}#{self.offset})"

@@ -11,12 +11,18 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hub.pubs import ws_frame
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Sink:
     def write(self, payload: bytes, binary: bool) -> None:
         raise NotImplementedError
+
+    def write_frame(self, frame: bytes, payload: bytes, binary: bool) -> None:
+        """`frame` is `payload` already framed (hub.pubs.ws_frame); sinks that can, write it as is."""
+        self.write(payload, binary)
 
     def pending(self) -> int:
         raise NotImplementedError
@@ -30,6 +36,10 @@ class Sink:
 
 
 class DaphneSink(Sink):
+    """Frames go straight to the Twisted transport: autobahn's sendMessage costs more than the
+    write itself (per-frame log formatting, stats), and refuses outgoing messages above the
+    incoming size limit, which a large history reply may legitimately be."""
+
     __slots__ = ("proto", "transport", "_open_state")
 
     def __init__(self, proto: Any) -> None:
@@ -42,8 +52,17 @@ class DaphneSink(Sink):
         return bool(self.proto.state == self._open_state)
 
     def write(self, payload: bytes, binary: bool) -> None:
-        if self.proto.state == self._open_state:
-            self.proto.sendMessage(payload, binary)
+        self.write_frame(ws_frame(payload, binary), payload, binary)
+
+    def write_frame(self, frame: bytes, payload: bytes, binary: bool) -> None:
+        proto = self.proto
+        if proto.state != self._open_state:
+            return
+        # Direct only when autobahn has nothing queued and no compression was negotiated.
+        if not proto.send_queue and proto._perMessageCompress is None:
+            self.transport.write(frame)
+        else:
+            proto.sendMessage(payload, binary)
 
     def pending(self) -> int:
         t = self.transport

@@ -184,7 +184,11 @@ class Pending:
     body: str
     sender: str | None
     key: str | None
-    future: asyncio.Future[tuple[Pub, bool]]
+    # Either a future (HTTP, tests) or the socket and command id to answer (no future per publish).
+    future: asyncio.Future[tuple[Pub, bool]] | None
+    conn: Any = None
+    cid: int = 0
+    t0: float = 0.0
     ts: int = 0
     result: tuple[Pub, bool] | None = field(default=None)
 
@@ -206,13 +210,11 @@ class Writer:
         self.thread = threading.Thread(target=self._run, name=f"hub-writer-{os.getpid()}", daemon=True)
         self.thread.start()
 
-    def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None
-               ) -> asyncio.Future[tuple[Pub, bool]]:
-        fut: asyncio.Future[tuple[Pub, bool]] = self.loop.create_future()
+    def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
+               future: asyncio.Future[tuple[Pub, bool]] | None = None, conn: Any = None, cid: int = 0) -> None:
         self.inflight += 1
         self.idle.clear()
-        self.queue.put(Pending(channel, data, body, sender, key, fut))
-        return fut
+        self.queue.put(Pending(channel, data, body, sender, key, future, conn, cid, time.perf_counter()))
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -327,13 +329,14 @@ class Writer:
         if error is None:
             self.on_batch(batch)
         for p in batch:
-            if p.future.done():
-                continue
-            if error is not None:
-                p.future.set_exception(error)
-            else:
-                assert p.result is not None
-                p.future.set_result(p.result)
+            if p.conn is not None:
+                p.conn.publish_done(p.cid, p.result, error, p.t0)
+            elif p.future is not None and not p.future.done():
+                if error is not None:
+                    p.future.set_exception(error)
+                else:
+                    assert p.result is not None
+                    p.future.set_result(p.result)
 
 
 def committed(batch: Iterable[Pending]) -> list[Pub]:

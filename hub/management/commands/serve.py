@@ -75,7 +75,8 @@ class Command(BaseCommand):
             reactor.callFromThread(drain)
 
         def install() -> None:
-            server.ws_factory.setProtocolOptions(failByDrop=False)
+            # Clean close frames (1009) instead of dropped TCP; UTF-8 is checked by the JSON parser anyway.
+            server.ws_factory.setProtocolOptions(failByDrop=False, utf8validateIncoming=False)
             signal.signal(signal.SIGTERM, on_signal)
             signal.signal(signal.SIGINT, on_signal)
             asyncio.ensure_future(_warm_up())
