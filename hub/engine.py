@@ -63,7 +63,10 @@ class Engine:
         self.conns: set[Connection] = set()
         self.draining = False
         self.writer = store.Writer(loop, self._on_batch)
+        # Limits read once (Django settings access costs on every frame).
         self.max_queue = settings.HUB_MAX_QUEUE_BYTES
+        self.max_frame = settings.HUB_MAX_FRAME_BYTES
+        self.max_bad = settings.HUB_MAX_BAD_FRAMES
         self.stats = {"published": 0, "delivered": 0, "slow_consumers": 0, "recovered": 0,
                       "not_recovered": 0, "gap_fills": 0}
         if settings.REDIS_URL:

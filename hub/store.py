@@ -205,6 +205,7 @@ class Writer:
         self.on_batch = on_batch
         self.queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self.inflight = 0
+        self.batch_max = settings.HUB_BATCH_MAX  # read once: settings access is slow on a hot loop
         self.idle = asyncio.Event()
         self.idle.set()
         self.thread = threading.Thread(target=self._run, name=f"hub-writer-{os.getpid()}", daemon=True)
@@ -226,7 +227,7 @@ class Writer:
             if first is None:
                 break
             batch = [first]
-            while len(batch) < settings.HUB_BATCH_MAX:
+            while len(batch) < self.batch_max:
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
