@@ -18,6 +18,7 @@ from hub.pubs import Pub
 
 log = logging.getLogger("hub.broker")
 PREFIX = "hub:c:"
+CONTROL = "hub:ctl"  # operational messages to every process (see hub.store.invalidate_caches)
 
 
 class LocalBroker:
@@ -42,7 +43,8 @@ class LocalBroker:
 
 class RedisBroker:
     def __init__(self, url: str, node: str, on_pub: Callable[[Pub], None],
-                 on_event: Callable[[str, dict[str, Any]], None], on_resync: Callable[[], None]) -> None:
+                 on_event: Callable[[str, dict[str, Any]], None], on_resync: Callable[[], None],
+                 on_control: Callable[[bytes], None] = lambda msg: None) -> None:
         import redis.asyncio as aredis
 
         self.url = url
@@ -51,6 +53,7 @@ class RedisBroker:
         self.on_pub = on_pub
         self.on_event = on_event
         self.on_resync = on_resync
+        self.on_control = on_control
         # No per-reply socket timeout (each costs an asyncio timer): the flush has one overall bound.
         self.pub_client = aredis.Redis.from_url(url, socket_connect_timeout=2)
         self.sub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
@@ -133,8 +136,7 @@ class RedisBroker:
                 if not self.connected:
                     await self.pubsub.ping()
                     names = [PREFIX + c for c in self.channels]
-                    if names:
-                        await self.pubsub.subscribe(*names)
+                    await self.pubsub.subscribe(CONTROL, *names)
                     if backoff > 0.1:  # a reconnect, not the first start
                         log.warning("redis reconnected; resyncing %d channels", len(names))
                         self.on_resync()
@@ -145,7 +147,10 @@ class RedisBroker:
                     continue
                 kind = msg["type"]
                 if kind == b"message" or kind == "message":
-                    self._dispatch(msg["data"])
+                    if msg["channel"] in (CONTROL, CONTROL.encode()):
+                        self.on_control(msg["data"])
+                    else:
+                        self._dispatch(msg["data"])
                 elif kind in ("subscribe", b"subscribe"):
                     name = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
                     for fut in self.waiting.pop(name, []):

@@ -71,7 +71,8 @@ class Engine:
                       "not_recovered": 0, "gap_fills": 0}
         if settings.REDIS_URL:
             self.broker: LocalBroker | RedisBroker = RedisBroker(
-                settings.REDIS_URL, self.node, self.on_remote_pub, self.on_remote_event, self.resync)
+                settings.REDIS_URL, self.node, self.on_remote_pub, self.on_remote_event, self.resync,
+                self._on_control)
             self.presence = Presence(self.node, hubredis.async_client(), self._announce_remote)
         else:
             self.broker = LocalBroker()
@@ -85,6 +86,19 @@ class Engine:
         await self.broker.start()
         await self.presence.start()
         store.on_domain_commit(self._domain_commit_threadsafe)
+        store.on_invalidate(self._drop_caches_threadsafe)
+
+    def _drop_caches_threadsafe(self) -> None:
+        self.loop.call_soon_threadsafe(self.drop_caches)
+
+    def _on_control(self, msg: bytes) -> None:
+        if msg == b"drop_caches":
+            self.drop_caches()
+
+    def drop_caches(self) -> None:
+        """Forget hot copies of publications (after an erasure): recovery then reads the database."""
+        for st in self.channels.values():
+            st.cache.clear()
 
     # --- subscribe / unsubscribe ---------------------------------------------------------
 

@@ -121,6 +121,29 @@ def append(channel: str, data: Any, sender: str | None = None) -> Pub:
     return pub
 
 
+CONTROL_CHANNEL = "hub:ctl"
+_invalidate_hooks: list[Callable[[], None]] = []
+
+
+def on_invalidate(hook: Callable[[], None]) -> None:
+    _invalidate_hooks.append(hook)
+
+
+def invalidate_caches() -> None:
+    """Stored publications were rewritten (erasure): every process drops its hot caches, so recovery
+    reads the database. Rare; the caches refill from new traffic."""
+    for hook in _invalidate_hooks:
+        hook()
+    from core import redis as hubredis
+
+    client = hubredis.sync_client()
+    if client is not None:
+        try:
+            client.publish(CONTROL_CHANNEL, b"drop_caches")
+        except Exception:  # logged; a restart also clears the caches
+            log.exception("could not tell the hub processes to drop their caches")
+
+
 def _notify(pubs: list[Pub]) -> None:
     for hook in _after_commit_hooks:
         try:

@@ -32,6 +32,18 @@ def test_rows_are_append_only() -> None:
     assert AuditLog.objects.get(pk=row.pk).action == "test.append_only"
 
 
+def test_database_refuses_bulk_update_and_delete() -> None:
+    from django.db import DatabaseError, transaction
+
+    actor = f"a{uuid.uuid4().hex[:10]}"
+    audit.record(actor, "test.trigger", "x")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        AuditLog.objects.filter(actor=actor).update(action="tampered")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        AuditLog.objects.filter(actor=actor)._raw_delete(AuditLog.objects.db)
+    assert AuditLog.objects.get(actor=actor).action == "test.trigger"
+
+
 def test_admin_changelist_renders_read_only() -> None:
     name = f"admin{uuid.uuid4().hex[:10]}"
     user = get_user_model().objects.create_superuser(name, f"{name}@example.com", "pw-not-used-0123456789")

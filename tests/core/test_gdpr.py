@@ -203,3 +203,34 @@ def test_purge_calls() -> None:
     call_command("purge", calls_days=365, stdout=io.StringIO())
     assert not Call.objects.filter(id=old.id).exists()
     assert Call.objects.filter(id=live.id).exists()  # never purge a call that is still live
+
+
+@pytest.mark.services
+@pytest.mark.skipif(not __import__("os").environ.get("REDIS_URL"), reason="reaches the live hub through Redis")
+def test_erasure_reaches_a_running_hubs_hot_cache(live_hub) -> None:
+    """A running hub keeps recent publications in memory; after erasure, recovery must not serve them."""
+    from core.management.commands.erase_user import erase
+    from tests.support import HubClient, mint
+    from tests.support import uid as new_uid
+
+    alice, bob = new_uid("alice"), new_uid("bob")
+    a = HubClient(live_hub.url, mint(alice))
+    b = HubClient(live_hub.url, mint(bob))
+    room = a.rpc("rooms.create", members=[bob], kind="direct")["room"]
+    channel = f"chat:{room}"
+    sub = b.call("subscribe", channel=channel)  # keeps the channel open (and cached) in the hub
+    for i in range(3):
+        a.call("publish", channel=channel, data={"text": f"secret {i}"})
+    b.next_push("pub", channel=channel)
+    erase(alice)
+    deadline = time.time() + 5
+    while True:
+        fresh = HubClient(live_hub.url, mint(bob))
+        rec = fresh.call("subscribe", channel=channel, since={"offset": 0, "epoch": sub["epoch"]})
+        fresh.close()
+        if all(p["data"] is None for p in rec["pubs"]) or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert rec["recovered"] is True
+    assert [p["offset"] for p in rec["pubs"]] == [1, 2, 3]
+    assert all(p["data"] is None and p["from"] == "erased" for p in rec["pubs"])

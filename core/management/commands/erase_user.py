@@ -32,6 +32,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from core import audit
+from hub import store
 
 ERASED = "erased"
 ACTOR_KEYS = ("provider", "by", "author", "caller", "from", "user", "owner", "customer", "sender")
@@ -179,6 +180,8 @@ def erase(user: str, actor: str = "operator") -> dict[str, Any]:
         counts.update(erase_transcripts(user))
         # The audit row names the subject (needed to prove the erasure) but holds no personal data.
         audit.record(actor, "gdpr.erase", f"user:{user}", role="operator", pseudonym=pseudonym, **counts)
+        # Running hubs hold recent publications in memory: make them forget the erased content.
+        transaction.on_commit(store.invalidate_caches)
     return counts
 
 
