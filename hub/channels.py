@@ -27,7 +27,7 @@ class Namespace:
     can_subscribe: Hook
     can_publish: Hook = never  # client publish; `never` means the server only
     can_signal: Hook = never
-    window_s: int = 24 * 3600  # recovery window
+    window_s: int | None = None  # recovery window; None: HUB_HISTORY_DAYS
     admin_read: bool = False  # admins may subscribe (audited when not otherwise allowed)
 
 

@@ -288,7 +288,7 @@ class Connection:
                                 tenant=self.caller.tenant)
         self.subs.add(channel)  # reserved before the await so limits hold under pipelining
         try:
-            window = ns.window_s if ns.name == "call" else settings.HUB_HISTORY_DAYS * 86400
+            window = ns.window_s or settings.HUB_HISTORY_DAYS * 86400
             result = await self.engine.attach(self, channel, cmd.get("since"), window)
         except BaseException:
             self.subs.discard(channel)
