@@ -38,7 +38,7 @@ test-embedded: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy hub core asgi.py rooms ai_assist
+	$(PY) -m mypy hub core asgi.py rooms ai_assist matching
 
 bench: install
 	$(PY) -m bench

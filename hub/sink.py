@@ -59,10 +59,24 @@ class DaphneSink(Sink):
         if proto.state != self._open_state:
             return
         # Direct only when autobahn has nothing queued and no compression was negotiated.
-        if not proto.send_queue and proto._perMessageCompress is None:
-            self.transport.write(frame)
-        else:
+        if proto.send_queue or proto._perMessageCompress is not None:
             proto.sendMessage(payload, binary)
+            return
+        t = self.transport
+        if t.TLS or t._tempDataLen or len(t.dataBuffer) > t.offset or not t.connected or t.disconnecting:
+            t.write(frame)
+            return
+        # Nothing queued in Twisted: send now. Twisted's write would register the socket for
+        # writing and write on the next reactor turn (two epoll_ctl calls and a turn per frame).
+        try:
+            sent = t.socket.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            t.write(frame)  # let Twisted see the error and close the connection its own way
+            return
+        if sent < len(frame):
+            t.write(frame[sent:])
 
     def pending(self) -> int:
         t = self.transport

@@ -1,15 +1,21 @@
 """In-memory, H3-bucketed supply index: fast location updates and exact k-nearest search.
 
-Pure Python + numpy + h3, no Django. Memory layout (a million providers in ~270 MB RSS):
+Pure Python + numpy + h3, no Django. Memory layout (a million providers in ~230 MB RSS):
 
-* one integer slot per provider; per-provider fields live in array.array columns indexed by slot;
-* per cell, per category, a bucket = array('d') of [lng, lat, ets, slot code] entries.
+* one integer slot per provider; its numeric fields live in one fixed-size 72-byte record of a
+  flat ``bytearray`` (see _REC: lat, lng, ets, ts, slot, rating, acceptance, capacity, cell),
+  read and written with precompiled ``struct`` calls - one C call per read/write of a group of
+  fields, and one or two cache lines per provider instead of one per column;
+* per category, per H3 cell, a bucket = array('q') of slots (8 bytes per entry).
 
-Search data (position and the eligibility/freshness stamp ``ets``) is duplicated *inside* the
-buckets on purpose: a query concatenates the raw bytes of the buckets it visits (``bytes.join``)
-and runs a few vectorised numpy calls on the result, with no random access into million-entry
-columns (which costs a cache miss per candidate and dominated latency in an earlier design).
-A category-filtered search therefore touches only providers of that category in the visited cells.
+A location update that stays in its cell (the common case) only rewrites the first five fields
+of the record: no bucket work at all. Buckets change only when the cell or the categories change.
+
+A query concatenates the raw bytes of the slot buckets it visits (``bytes.join``) and gathers the
+matching records with one ``ndarray.take`` on a float64 view of the record buffer (C-level random
+access, so the cache misses overlap), then runs a few vectorised numpy calls on the result.
+``ets`` (eligibility/freshness stamp) is ts when available and capacity > 0, else -inf, so
+eligibility is one comparison. A category-filtered search touches only providers of that category.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ except ImportError:  # pragma: no cover - other h3 builds
 _grid_ring = h3i.grid_ring
 _HALF_RAD = math.pi / 360.0  # degrees -> radians, halved (haversine works on half-angles)
 _RAD = math.pi / 180.0
+_NEG_INF = -math.inf
 
 # Multiplier applied to the query cell's shortest edge before it is used in the ring bound below.
 # The planar-hexagon argument is exact for a regular grid; H3 cells are slightly irregular and
@@ -47,19 +54,29 @@ _EDGE_SAFETY = 0.9
 # Pentagons (all placed in oceans by H3's design) break the hexagon argument; be very conservative.
 _PENTAGON_SAFETY = 0.4
 _VERSION = 1
-# Bucket entries are 4 doubles: lng, lat, ets, _SLOT_BASE - slot. The slot code is always
-# <= -1000, so it can never equal a longitude or latitude; _find also checks the position.
-_SLOT_BASE = -1000.0
-_pack_d = struct.Struct("=d").pack
 # Bounded per-cell caches (cell geometry and the first few grid rings) used by nearest().
 _CACHE_CELLS = 200_000
 _CACHED_RINGS = 3
-# Per-provider columns: array.array (typecode) rather than numpy, because the update path does
-# scalar reads/writes, which cost ~40 ns on an array vs ~200 ns on a numpy array.
-_COLUMNS = {
-    "_lng": "d", "_lat": "d", "_rating": "d", "_acc": "d", "_ts": "d", "_cell": "q", "_capacity": "q",
-    "_avail": "b",
-}
+
+# Per-provider record: 9 eight-byte fields, native byte order, no padding (so a float64 view of
+# the buffer reshaped to (-1, 9) addresses the float fields directly).
+# The slot is stored (as a float, exact below 2**53) so that gathered rows carry it along.
+# ``capf`` is the capacity when the provider is available, else ~capacity (= -capacity - 1):
+# availability costs no extra field.
+_REC = struct.Struct("=dddddddqq")  # lat, lng, ets, ts, slot, rating, acc, capf, cell
+_REC_SIZE = _REC.size  # 72
+_NFIELDS = _REC_SIZE // 8
+_F_LAT, _F_LNG, _F_ETS, _F_TS, _F_SLOT, _F_RATING, _F_ACC, _F_CAP, _F_CELL = range(_NFIELDS)
+_POS = struct.Struct("=dddd")  # lat, lng, ets, ts: everything an in-cell ping changes
+_CAP_CELL = struct.Struct("=qq")  # capf, cell
+_OFF_CAP = 8 * _F_CAP
+_OFF_CELL = 8 * _F_CELL
+_Q = struct.Struct("=q")
+_REC_DTYPE = np.dtype([
+    ("lat", "=f8"), ("lng", "=f8"), ("ets", "=f8"), ("ts", "=f8"), ("slot", "=f8"),
+    ("rating", "=f8"), ("acc", "=f8"), ("capf", "=i8"), ("cell", "=i8"),
+])
+assert _REC_DTYPE.itemsize == _REC_SIZE
 
 
 def _equirect_eps(lat: float, dist_m: float) -> float:
@@ -76,7 +93,7 @@ def _equirect_eps(lat: float, dist_m: float) -> float:
 
 
 class ProviderState(NamedTuple):
-    """Immutable view of one provider; built on demand (the index itself stores columns)."""
+    """Immutable view of one provider; built on demand (the index itself stores records)."""
 
     user: str
     lat: float
@@ -91,19 +108,8 @@ class ProviderState(NamedTuple):
     cell: str
 
 
-def _find(data: array[float], code: float) -> int:
-    """Start offset (in doubles) of the entry whose slot code is ``code``.
-
-    bytes.find (memchr/memmem speed) on the raw buffer; array.index would box every element as a
-    Python float first, which made in-cell updates ~3x slower."""
-    raw = data.tobytes()
-    key = _pack_d(code)
-    i = raw.find(key)
-    while i & 31 != 24:  # a match must be the 4th double of a 32-byte entry; else keep looking
-        if i < 0:
-            raise KeyError(code)
-        i = raw.find(key, i + 1)
-    return (i - 24) >> 3
+# tuple.__new__ on the class skips the generated Python-level __new__ (about 2x faster).
+_new_state: Callable[[type, tuple[Any, ...]], ProviderState] = tuple.__new__  # type: ignore[assignment]
 
 
 def _grid_ring_safe(cell: int, r: int) -> list[int]:
@@ -155,29 +161,34 @@ class ProviderIndex:
         self._free: list[int] = []
         self._cats: list[tuple[str, ...]] = []
         self._zones: list[tuple[str, ...]] = []
-        # cell -> category -> array('d') of [lng, lat, ets, slot code] entries: 32 bytes per entry
-        # instead of pointers to boxed floats, one object per bucket, contiguous for bytes.join.
-        self._buckets: dict[int, dict[str, array[float]]] = {}
+        # category -> cell -> array('q') of slots (unordered; swap-free append/remove).
+        self._buckets: dict[str, dict[int, array[int]]] = {}
         # Bucket entries per category: once a search has gathered all of them it can stop.
         self._cat_count: dict[str, int] = {}
         self._cat_intern: dict[Any, tuple[str, ...]] = {(): ()}
         self._zone_intern: dict[Any, tuple[str, ...]] = {(): ()}
         self._geom: dict[int, tuple[float, float, float]] = {}
-        self._rings: dict[int, list[Any]] = {}
-        self._alloc_columns(max(16, initial_capacity))
+        self._rings: dict[int, list[list[int] | None]] = {}
+        cap = max(16, initial_capacity)
+        self._cap_n = cap
+        self._rec = bytearray(_REC_SIZE * cap)
+        # float64 (cap_n, 9) view of _rec, created lazily and dropped whenever _rec is replaced.
+        self._view: np.ndarray | None = None
 
     # ------------------------------------------------------------------ storage
-    def _alloc_columns(self, cap: int) -> None:
-        self._cap_n = cap
-        for name, code in _COLUMNS.items():
-            setattr(self, name, array(code, bytes(array(code).itemsize * cap)))
-
     def _grow(self) -> None:
         extra = max(16, self._cap_n)
-        for name in _COLUMNS:
-            col = getattr(self, name)
-            col.frombytes(bytes(col.itemsize * extra))
+        # A new buffer rather than an in-place resize: a live numpy view (e.g. held by a nearest()
+        # whose accept callback updates the index) would make bytearray resizing fail.
+        self._view = None
+        self._rec = self._rec + bytes(_REC_SIZE * extra)
         self._cap_n += extra
+
+    def _records(self) -> np.ndarray:
+        v = self._view
+        if v is None:
+            v = self._view = np.frombuffer(self._rec, dtype=np.float64).reshape(-1, _NFIELDS)
+        return v
 
     def _intern_cats(self, categories: Iterable[str]) -> tuple[str, ...]:
         if isinstance(categories, str):  # a bare string is one category, not its letters
@@ -201,43 +212,48 @@ class ProviderIndex:
             self._zone_intern[key] = got
         return got
 
-    def _bucket_add(
-        self, cell: int, cats: tuple[str, ...], slot: int, lng: float, lat: float, ets: float
-    ) -> None:
-        if not cats:
-            return
-        b = self._buckets.get(cell)
-        if b is None:
-            b = self._buckets[cell] = {}
+    def _bucket_add(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
+        buckets = self._buckets
         counts = self._cat_count
-        entry = (lng, lat, ets, _SLOT_BASE - slot)
         for c in cats:
             counts[c] = counts.get(c, 0) + 1
-            data = b.get(c)
-            if data is None:
-                b[c] = array("d", entry)
+            cb = buckets.get(c)
+            if cb is None:
+                cb = buckets[c] = {}
+            target = cb.get(cell)
+            if target is None:
+                cb[cell] = array("q", (slot,))
             else:
-                data.extend(entry)
+                target.append(slot)
 
     def _bucket_remove(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
-        if not cats:
-            return
-        b = self._buckets[cell]
+        buckets = self._buckets
         counts = self._cat_count
-        code = _SLOT_BASE - slot
         for c in cats:
             counts[c] -= 1
-            data = b[c]
-            last = len(data) - 4
-            if last == 0:
-                del b[c]
-                continue
-            j = _find(data, code)
-            if j != last:  # swap-remove keeps the array dense without shifting
-                data[j:j + 4] = data[last:]
-            del data[last:]
-        if not b:
-            del self._buckets[cell]
+            cb = buckets[c]
+            data = cb[cell]
+            if len(data) == 1:
+                del cb[cell]
+            else:
+                data.remove(slot)
+
+    def _move(self, slot: int, old_cell: int, cell: int) -> None:
+        """Same categories, new cell: move the slot between buckets."""
+        buckets = self._buckets
+        for c in self._cats[slot]:
+            cb = buckets[c]
+            data = cb[old_cell]
+            if len(data) == 1:
+                del cb[old_cell]
+            else:
+                data.remove(slot)
+            target = cb.get(cell)
+            if target is None:
+                cb[cell] = array("q", (slot,))
+            else:
+                target.append(slot)
+        _Q.pack_into(self._rec, slot * _REC_SIZE + _OFF_CELL, cell)
 
     # ------------------------------------------------------------------ writes
     def update(
@@ -262,11 +278,52 @@ class ProviderIndex:
             raise ValueError(f"invalid coordinates lat={lat!r} lng={lng!r}")
         cell = _latlng_to_cell(lat, lng, self.res)
         t = self.clock() if ts is None else float(ts)
-        avail = bool(available)
         slot = self._slot.get(user)
+        if (
+            slot is not None and categories is None and capacity is None and rating is None
+            and acceptance is None and zones is None
+        ):
+            # Hot path (a location ping): one read of (capacity, cell), one write of the position
+            # fields; buckets are only touched when the cell changes.
+            rec = self._rec
+            off = slot * _REC_SIZE
+            capf, old_cell = _CAP_CELL.unpack_from(rec, off + _OFF_CAP)
+            if available:
+                if capf < 0:  # becomes available
+                    capf = ~capf
+                    _Q.pack_into(rec, off + _OFF_CAP, capf)
+                _POS.pack_into(rec, off, lat, lng, t if capf > 0 else _NEG_INF, t)
+            else:
+                if capf >= 0:
+                    _Q.pack_into(rec, off + _OFF_CAP, ~capf)
+                _POS.pack_into(rec, off, lat, lng, _NEG_INF, t)
+            if old_cell != cell:
+                self._move(slot, old_cell, cell)
+            return f"{cell:x}"
+        self._update_full(slot, user, lat, lng, cell, t, bool(available), categories, capacity, rating,
+                          acceptance, zones)
+        return f"{cell:x}"
+
+    def _update_full(
+        self,
+        slot: int | None,
+        user: str,
+        lat: float,
+        lng: float,
+        cell: int,
+        t: float,
+        avail: bool,
+        categories: Iterable[str] | None,
+        capacity: int | None,
+        rating: float | None,
+        acceptance: float | None,
+        zones: Iterable[str] | None,
+    ) -> None:
+        if capacity is not None and capacity < 0:
+            raise ValueError("capacity must be >= 0")
         if slot is None:
-            if capacity is not None and capacity < 0:
-                raise ValueError("capacity must be >= 0")
+            cats = self._intern_cats(categories) if categories is not None else ()
+            zs = self._intern_zones(zones) if zones is not None else ()
             if self._free:
                 slot = self._free.pop()
                 self._users[slot] = user
@@ -278,68 +335,45 @@ class ProviderIndex:
                 self._cats.append(())
                 self._zones.append(())
             self._slot[user] = slot
-            cats = self._intern_cats(categories) if categories is not None else ()
             self._cats[slot] = cats
-            self._zones[slot] = self._intern_zones(zones) if zones is not None else ()
+            self._zones[slot] = zs
             cap = 1 if capacity is None else int(capacity)
-            self._capacity[slot] = cap
-            self._rating[slot] = 0.0 if rating is None else float(rating)
-            self._acc[slot] = 0.0 if acceptance is None else float(acceptance)
-            self._cell[slot] = cell
-            ets = t if avail and cap > 0 else -math.inf
-            self._bucket_add(cell, cats, slot, lng, lat, ets)
+            rt = 0.0 if rating is None else float(rating)
+            ac = 0.0 if acceptance is None else float(acceptance)
+            self._bucket_add(cell, cats, slot)
         else:
-            if capacity is None:
-                cap = self._capacity[slot]
-            else:
-                if capacity < 0:
-                    raise ValueError("capacity must be >= 0")
+            off = slot * _REC_SIZE
+            (_, _, _, _, _, rt, ac, cap, old_cell) = _REC.unpack_from(self._rec, off)
+            if cap < 0:
+                cap = ~cap
+            if capacity is not None:
                 cap = int(capacity)
-                self._capacity[slot] = cap
-            ets = t if avail and cap > 0 else -math.inf
+            if rating is not None:
+                rt = rating
+            if acceptance is not None:
+                ac = acceptance
             old_cats = self._cats[slot]
             cats = old_cats if categories is None else self._intern_cats(categories)
-            old_cell = self._cell[slot]
-            if old_cell == cell and cats is old_cats:
-                # Cheap path: same cell and categories -> overwrite the triples in place.
-                if cats:
-                    b = self._buckets[cell]
-                    key = _pack_d(_SLOT_BASE - slot)
-                    for c in cats:
-                        data = b[c]
-                        # Inlined _find (hot path): a raw byte search for the slot code.
-                        i = data.tobytes().find(key)
-                        j = (i - 24) >> 3 if i & 31 == 24 else _find(data, _SLOT_BASE - slot)
-                        data[j] = lng
-                        data[j + 1] = lat
-                        data[j + 2] = ets
-            else:
+            if old_cell != cell or cats is not old_cats:
                 self._bucket_remove(old_cell, old_cats, slot)
-                self._bucket_add(cell, cats, slot, lng, lat, ets)
-                self._cell[slot] = cell
+                self._bucket_add(cell, cats, slot)
                 self._cats[slot] = cats
-            if rating is not None:
-                self._rating[slot] = rating
-            if acceptance is not None:
-                self._acc[slot] = acceptance
             if zones is not None:
                 self._zones[slot] = self._intern_zones(zones)
-        self._lng[slot] = lng
-        self._lat[slot] = lat
-        self._ts[slot] = t
-        self._avail[slot] = 1 if avail else 0
-        return f"{cell:x}"
+        ets = t if avail and cap > 0 else _NEG_INF
+        _REC.pack_into(self._rec, slot * _REC_SIZE, lat, lng, ets, t, slot, rt, ac, cap if avail else ~cap, cell)
 
     def remove(self, user: str) -> bool:
         """Forget a provider; returns False if it was not indexed."""
         slot = self._slot.pop(user, None)
         if slot is None:
             return False
-        self._bucket_remove(self._cell[slot], self._cats[slot], slot)
+        off = slot * _REC_SIZE
+        self._bucket_remove(_Q.unpack_from(self._rec, off + _OFF_CELL)[0], self._cats[slot], slot)
         self._users[slot] = None
         self._cats[slot] = ()
         self._zones[slot] = ()
-        self._avail[slot] = 0
+        self._rec[off:off + _REC_SIZE] = bytes(_REC_SIZE)
         self._free.append(slot)
         return True
 
@@ -351,11 +385,11 @@ class ProviderIndex:
         return user in self._slot
 
     def _state(self, slot: int) -> ProviderState:
-        return ProviderState(
-            self._users[slot],  # type: ignore[arg-type]
-            self._lat[slot], self._lng[slot], self._avail[slot] == 1, self._cats[slot], self._capacity[slot],
-            self._rating[slot], self._acc[slot], self._zones[slot], self._ts[slot], f"{self._cell[slot]:x}",
-        )
+        lat, lng, _ets, ts, _slot, rating, acc, capf, cell = _REC.unpack_from(self._rec, slot * _REC_SIZE)
+        return _new_state(ProviderState, (
+            self._users[slot], lat, lng, capf >= 0, self._cats[slot], capf if capf >= 0 else ~capf,
+            rating, acc, self._zones[slot], ts, f"{cell:x}",
+        ))
 
     def get(self, user: str) -> ProviderState | None:
         slot = self._slot.get(user)
@@ -417,18 +451,17 @@ class ProviderIndex:
             return []
         min_ts = (self.clock() if now is None else now) - self.stale_after_s
         cell0 = _latlng_to_cell(lat, lng, self.res)
-        clat, clng, half_e = self._cell_geom(cell0)
+        g = self._geom.get(cell0)
+        clat, clng, half_e = self._cell_geom(cell0) if g is None else g
         d0 = haversine_m(lat, lng, clat, clng)
         max_r = self.max_rings
         if radius_m is not None:
             # Smallest r with bound(r) >= radius_m: beyond it nothing can be within the radius.
             need = math.ceil(((radius_m + d0) / half_e - 1.0) / 3.0)
             max_r = min(max_r, max(0, need))
-        buckets = self._buckets
-        parts: list[array[float]] = []
-        count = 0  # gathered doubles: 4 per candidate
-        total *= 4
-        k4 = 4 * k
+        get = self._buckets[category].get
+        parts: list[array[int]] = []
+        count = 0  # gathered candidates
         # Rough share of the searched disk lying within the bound (uniform density), used only to
         # decide when an evaluation is worth its cost; correctness never depends on it.
         cell_area = 2.598 * (half_e * 2.0 / _EDGE_SAFETY) ** 2
@@ -439,12 +472,19 @@ class ProviderIndex:
         hint = [0.0]
         need_count = -1
         evaluated = False
-        ring = self._ring
+        rings = self._rings.get(cell0)
         for r in range(max_r + 1):
-            for c in ring(cell0, r) if r else (cell0,):
-                b = buckets.get(c)
-                if b is not None:
-                    e = b.get(category)
+            if r == 0:
+                e = get(cell0)
+                if e is not None:
+                    parts.append(e)
+                    count += len(e)
+            else:
+                ring = rings[r] if rings is not None and r <= _CACHED_RINGS else None
+                if ring is None:
+                    ring = self._ring(cell0, r)
+                    rings = self._rings.get(cell0)
+                for e in map(get, ring):
                     if e is not None:
                         parts.append(e)
                         count += len(e)
@@ -452,11 +492,11 @@ class ProviderIndex:
             # Also final once every provider of the category has been gathered (sparse supply).
             final = r == max_r or count >= total or (radius_m is not None and bound >= radius_m)
             if not final:
-                if count < k4 or count <= need_count or bound <= hint[0]:
+                if count < k or count <= need_count or bound <= hint[0]:
                     continue
                 if not evaluated and r <= 2:
                     share = math.pi * bound * bound / ((3 * r * r + 3 * r + 1) * cell_area)
-                    if count * share < k4:
+                    if count * share < k:
                         continue
             evaluated = True
             if count == 0:
@@ -475,7 +515,7 @@ class ProviderIndex:
         self,
         lat: float,
         lng: float,
-        parts: list[array[float]],
+        parts: list[array[int]],
         k: int,
         bound: float,
         final: bool,
@@ -493,8 +533,12 @@ class ProviderIndex:
         cut by (1 + eps) / (1 - eps). Survivors are ranked with exact haversine, and the stop test
         compares the *exact* k-th distance with the conservative ring bound.
         """
-        rows = np.frombuffer(b"".join(parts), dtype=np.float64).reshape(-1, 4)
-        ets = rows[:, 2]
+        v = self._view
+        if v is None:
+            v = self._records()
+        # One C-level gather of the candidates' records (each row carries its own slot).
+        rows = v.take(np.frombuffer(b"".join(parts), dtype=np.int64), axis=0)
+        ets = rows[:, _F_ETS]
         if ets.min() < min_ts:  # drop unavailable / zero-capacity / stale providers
             rows = rows[ets >= min_ts]
             if rows.shape[0] == 0:
@@ -502,11 +546,13 @@ class ProviderIndex:
         if abs(lat) > 80.0 or abs(lng) > 170.0:
             # Near a pole or the antimeridian (longitude wrap) the planar pre-rank is not valid.
             return self._evaluate_exact(lat, lng, rows, k, bound, final, radius_m, accept, memo, hint)
-        dx = rows[:, 0] - lng
-        dx *= math.cos(lat * _RAD)
-        approx = np.hypot(dx, rows[:, 1] - lat)  # in degrees of arc; scaled to metres as scalars
-        n = approx.size
-        kth = (float(np.partition(approx, k - 1)[k - 1]) if n > k else float(approx.max())) * M_PER_DEG
+        c = math.cos(lat * _RAD)
+        d = rows[:, :2] - (lat, lng)
+        d *= d
+        # Squared equirectangular distance in degrees^2 (monotone in d', so ranks are the same).
+        approx2 = d @ (1.0, c * c)
+        n = approx2.size
+        kth = math.sqrt(float(np.partition(approx2, k - 1)[k - 1] if n > k else approx2.max())) * M_PER_DEG
         if radius_m is not None:
             kth = min(kth, radius_m)
         eps = _equirect_eps(lat, max(kth, 0.0 if final else bound))
@@ -518,17 +564,14 @@ class ProviderIndex:
                 hint[0] = kth * (1.0 - eps)
                 return None  # even optimistically the k-th is not provably final
             if n > k:
-                rows = rows[approx <= (kth * widen + 1e-6) / M_PER_DEG]
-            slots = [int(_SLOT_BASE - c) for c in rows[:, 3].tolist()]
-            keyed = self._exact(lat, lng, rows[:, 0].tolist(), rows[:, 1].tolist(), slots, radius_m)
-            return self._finish(keyed, k, bound, final, hint)
+                cut = (kth * widen + 1e-6) / M_PER_DEG
+                rows = rows[approx2 <= cut * cut]
+            return self._finish(self._exact(lat, lng, rows.tolist(), radius_m), k, bound, final, hint)
+        approx = np.sqrt(approx2)
         approx *= M_PER_DEG
-        slots_arr = (_SLOT_BASE - rows[:, 3]).astype(np.int64)
         order = np.argsort(approx, kind="stable")
         ap = approx[order].tolist()
-        olist = slots_arr[order].tolist()
-        lngs = rows[order, 0].tolist()
-        lats = rows[order, 1].tolist()
+        olist = rows[order, _F_SLOT].tolist()
         chosen: list[int] = []
         cut = math.inf if radius_m is None else radius_m * (1.0 + eps) + 1e-6
         limit = math.inf if final else bound * (1.0 + eps) + 1e-6
@@ -538,7 +581,7 @@ class ProviderIndex:
             if d_apx > limit:
                 hint[0] = d_apx * (1.0 - eps)  # this candidate becomes decidable past that bound
                 break
-            slot = olist[i]
+            slot = int(olist[i])
             ok = memo.get(slot)
             if ok is None:
                 ok = memo[slot] = bool(accept(self._state(slot)))
@@ -548,10 +591,7 @@ class ProviderIndex:
                     cut = min(cut, d_apx * widen + 1e-6)
         if len(chosen) < k and not final:
             return None
-        keyed = self._exact(
-            lat, lng, [lngs[i] for i in chosen], [lats[i] for i in chosen], [olist[i] for i in chosen],
-            radius_m,
-        )
+        keyed = self._exact(lat, lng, rows[order[chosen]].tolist(), radius_m)
         return self._finish(keyed, k, bound, final, hint)
 
     def _evaluate_exact(
@@ -568,23 +608,21 @@ class ProviderIndex:
         hint: list[float],
     ) -> list[tuple[float, ProviderState]] | None:
         """Fallback for extreme latitudes/distances: exact haversine for every candidate."""
-        plng = rows[:, 0]
-        plat = rows[:, 1]
+        plng = rows[:, _F_LNG]
+        plat = rows[:, _F_LAT]
         s1 = np.sin((plat - lat) * _HALF_RAD)
         s2 = np.sin((plng - lng) * _HALF_RAD)
         a = s1 * s1 + (math.cos(lat * _RAD) * np.cos(plat * _RAD)) * (s2 * s2)
         dist = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
         order = np.argsort(dist, kind="stable")
-        olist = (_SLOT_BASE - rows[order, 3]).astype(np.int64).tolist()
-        lngs = plng[order].tolist()
-        lats = plat[order].tolist()
+        olist = rows[order, _F_SLOT].tolist()
         chosen: list[int] = []
         cut = math.inf if radius_m is None else radius_m * (1.0 + 1e-9) + 1e-6
         for i, d in enumerate(dist[order].tolist()):
             if d > cut:
                 break
             if accept is not None:
-                slot = olist[i]
+                slot = int(olist[i])
                 ok = memo.get(slot)
                 if ok is None:
                     ok = memo[slot] = bool(accept(self._state(slot)))
@@ -595,28 +633,18 @@ class ProviderIndex:
                 cut = min(cut, d * (1.0 + 1e-9) + 1e-6)
         if len(chosen) < k and not final:
             return None
-        keyed = self._exact(
-            lat, lng, [lngs[i] for i in chosen], [lats[i] for i in chosen], [olist[i] for i in chosen],
-            radius_m,
-        )
+        keyed = self._exact(lat, lng, rows[order[chosen]].tolist(), radius_m)
         return self._finish(keyed, k, bound, final, hint)
 
     def _exact(
-        self,
-        lat: float,
-        lng: float,
-        lngs: list[float],
-        lats: list[float],
-        slots: list[int],
-        radius_m: float | None,
-    ) -> list[tuple[Any, ...]]:
+        self, lat: float, lng: float, rows: list[list[float]], radius_m: float | None
+    ) -> list[tuple[float, float, float, str, int]]:
         """Exact sort keys (math haversine, identical to geo.haversine_m), best first.
 
+        ``rows`` are record rows as read through the float64 view (see _REC).
         Each key is (distance, -rating, -acceptance, user, slot)."""
         users = self._users
-        rating = self._rating
-        acc = self._acc
-        keyed = []
+        keyed: list[tuple[float, float, float, str, int]] = []
         # Inlined geo.haversine_m with the query-side terms hoisted; the operation order is
         # kept identical so distances are bit-for-bit equal to haversine_m's.
         sin = math.sin
@@ -626,21 +654,23 @@ class ProviderIndex:
         asin = math.asin
         sqrt = math.sqrt
         two_r = 2.0 * EARTH_RADIUS_M
-        for i, slot in enumerate(slots):
-            p2 = lats[i] * _RAD
+        lim = math.inf if radius_m is None else radius_m
+        for row in rows:
+            p2 = row[0] * _RAD
             s_dp = sin((p2 - p1) * 0.5)
-            s_dl = sin((lngs[i] - lng) * _RAD * 0.5)
+            s_dl = sin((row[1] - lng) * _RAD * 0.5)
             a = s_dp * s_dp + c1 * cos(p2) * s_dl * s_dl
             d = two_r * asin(sqrt(a if a < 1.0 else 1.0))
-            if radius_m is not None and d > radius_m:
+            if d > lim:
                 continue
-            keyed.append((d, -rating[slot], -acc[slot], users[slot], slot))
+            slot = int(row[4])  # _F_SLOT
+            keyed.append((d, -row[5], -row[6], users[slot], slot))  # type: ignore[arg-type]
         keyed.sort()
         return keyed
 
     def _finish(
         self,
-        keyed: list[tuple[Any, ...]],
+        keyed: list[tuple[float, float, float, str, int]],
         k: int,
         bound: float,
         final: bool,
@@ -650,8 +680,20 @@ class ProviderIndex:
             if len(keyed) >= k:
                 hint[0] = keyed[k - 1][0]
             return None  # an unsearched cell could still hold something at least as good
-        state = self._state
-        return [(t[0], state(t[4])) for t in keyed[:k]]
+        # ProviderState for the final k only (inlined _state: this runs k times per query).
+        rec = self._rec
+        cats = self._cats
+        zones = self._zones
+        unpack = _REC.unpack_from
+        new = _new_state
+        out = []
+        for d, _r, _a, user, slot in keyed[:k]:
+            lat, lng, _ets, ts, _slot, rating, acc, capf, cell = unpack(rec, slot * _REC_SIZE)
+            out.append((d, new(ProviderState, (
+                user, lat, lng, capf >= 0, cats[slot], capf if capf >= 0 else ~capf,
+                rating, acc, zones[slot], ts, f"{cell:x}",
+            ))))
+        return out
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> bytes:
@@ -664,23 +706,26 @@ class ProviderIndex:
                            dtype=np.int32)
         zone_ids = np.array([zone_table.setdefault(self._zones[s], len(zone_table)) for s in slot_list],
                             dtype=np.int32)
+        recs = np.frombuffer(self._rec, dtype=_REC_DTYPE)[slots]  # a copy: releases the buffer
+        capf = recs["capf"]
+        capacity = np.where(capf >= 0, capf, ~capf).astype(np.int64)
+
         def col(name: str, dtype: Any) -> bytes:
-            # Temporary numpy view of the array column (released before returning).
-            return np.frombuffer(getattr(self, name), dtype=dtype)[slots].tobytes()
+            return np.ascontiguousarray(recs[name], dtype=dtype).tobytes()
 
         payload = {
             "v": _VERSION,
             "res": self.res,
             "stale_after_s": self.stale_after_s,
             "users": list(self._slot.keys()),
-            "lat": col("_lat", np.float64),
-            "lng": col("_lng", np.float64),
-            "rating": col("_rating", np.float64),
-            "acc": col("_acc", np.float64),
-            "ts": col("_ts", np.float64),
-            "capacity": col("_capacity", np.int64),
-            "avail": col("_avail", np.int8),
-            "cell": col("_cell", np.int64),
+            "lat": col("lat", np.float64),
+            "lng": col("lng", np.float64),
+            "rating": col("rating", np.float64),
+            "acc": col("acc", np.float64),
+            "ts": col("ts", np.float64),
+            "capacity": capacity.tobytes(),
+            "avail": (capf >= 0).astype(np.int8).tobytes(),
+            "cell": col("cell", np.int64),
             "cat_table": [list(t) for t in cat_table],
             "cats": cat_ids.tobytes(),
             "zone_table": [list(t) for t in zone_table],
@@ -712,10 +757,8 @@ class ProviderIndex:
             max_rings=max_rings,
             initial_capacity=16,
         )
-        for name, key in (("_lat", "lat"), ("_lng", "lng"), ("_rating", "rating"), ("_acc", "acc"),
-                          ("_ts", "ts"), ("_capacity", "capacity"), ("_avail", "avail"), ("_cell", "cell")):
-            setattr(idx, name, array(_COLUMNS[name], p[key]))
-        idx._cap_n = n
+        cap_n = max(16, n)
+        recs = np.zeros(cap_n, dtype=_REC_DTYPE)
         lat = np.frombuffer(p["lat"], dtype=np.float64)
         lng = np.frombuffer(p["lng"], dtype=np.float64)
         ts = np.frombuffer(p["ts"], dtype=np.float64)
@@ -723,20 +766,48 @@ class ProviderIndex:
         avail = np.frombuffer(p["avail"], dtype=np.int8) == 1
         if res != snap_res:
             l2c = _latlng_to_cell
-            idx._cell = array("q", [l2c(a, b, res) for a, b in zip(lat.tolist(), lng.tolist(), strict=True)])
+            cells = np.array([l2c(a, b, res) for a, b in zip(lat.tolist(), lng.tolist(), strict=True)],
+                             dtype=np.int64)
+        else:
+            cells = np.frombuffer(p["cell"], dtype=np.int64)
+        r = recs[:n]
+        r["lat"] = lat
+        r["lng"] = lng
+        r["ts"] = ts
+        r["ets"] = np.where(avail & (cap > 0), ts, -np.inf)
+        r["slot"] = np.arange(n, dtype=np.float64)
+        r["rating"] = np.frombuffer(p["rating"], dtype=np.float64)
+        r["acc"] = np.frombuffer(p["acc"], dtype=np.float64)
+        r["capf"] = np.where(avail, cap, ~cap)
+        r["cell"] = cells
+        idx._rec = bytearray(recs.tobytes())
+        idx._cap_n = cap_n
+        del recs, r
         cat_table = [idx._intern_cats(t) for t in p["cat_table"]]
         zone_table = [idx._intern_zones(t) for t in p["zone_table"]]
-        cats = [cat_table[i] for i in np.frombuffer(p["cats"], dtype=np.int32).tolist()]
-        idx._cats = cats
+        cat_ids = np.frombuffer(p["cats"], dtype=np.int32)
+        idx._cats = [cat_table[i] for i in cat_ids.tolist()]
         idx._zones = [zone_table[i] for i in np.frombuffer(p["zones"], dtype=np.int32).tolist()]
         idx._users = list(users)
         # One int object per slot, shared by the user map (saves memory).
-        slot_objs = list(range(n))
-        idx._slot = dict(zip(users, slot_objs, strict=True))
-        ets = np.where(avail & (cap > 0), ts, -np.inf).tolist()
-        add = idx._bucket_add
-        for slot, cell, a, b, e in zip(
-            slot_objs, idx._cell, lng.tolist(), lat.tolist(), ets, strict=True
-        ):
-            add(cell, cats[slot], slot, a, b, e)
+        idx._slot = dict(zip(users, range(n), strict=True))
+        # Buckets, one category at a time: group that category's slots by cell with a stable sort.
+        for cat in sorted({c for t in cat_table for c in t}):
+            ids = [i for i, t in enumerate(cat_table) if cat in t]
+            slots = np.flatnonzero(np.isin(cat_ids, ids))
+            if slots.size == 0:
+                continue
+            order = np.argsort(cells[slots], kind="stable")
+            slots = slots[order]
+            sc = cells[slots]
+            starts = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
+            ends = np.append(starts[1:], slots.size).tolist()
+            cb: dict[int, array[int]] = {}
+            raw = slots.astype(np.int64).tobytes()
+            for s, e, c in zip(starts.tolist(), ends, sc[starts].tolist(), strict=True):
+                a: array[int] = array("q")
+                a.frombytes(raw[8 * s:8 * e])
+                cb[c] = a
+            idx._buckets[cat] = cb
+            idx._cat_count[cat] = int(slots.size)
         return idx

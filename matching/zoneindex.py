@@ -2,22 +2,25 @@
 
 Lookup structure
 ----------------
-Points are located with one ``latlng_to_cell`` at ``fine_res`` (default res + 2). The coarse cell
-(``res``) is derived from it with bit operations (an H3 parent is the same index with the resolution
-field changed and the finer digits set to 7). Each zone is classified per coarse cell:
+Points are located with one ``latlng_to_cell`` at the lookup resolution (fine_res + 1, default
+res + 3). Coarser ancestors are derived from it with bit operations (an H3 parent is the same index
+with the resolution field changed and the finer digits set to 7). Each zone is classified per
+coarse cell (``res``) as FULL (every point whose lookup cell descends from it is inside), or
+refined: near the zone boundary the cell's children at ``fine_res`` are classified, and children
+that the boundary still crosses are refined once more, down to the lookup resolution, where a
+cell is FULL, PART (touches the boundary) or OUT. Every level is one dict.
 
-* FULL - every point whose fine cell descends from this coarse cell is inside the zone;
-* refined - the coarse cell is near the zone boundary, so its 49 fine children are classified
-  individually as FULL, PART (touches the boundary) or OUT.
+Only PART lookup cells need geometry: shapely's prepared ``intersects_xy`` (for a point and a
+polygon, intersects == covers, boundary included). Everything else is a dict lookup, so the hot
+path is one ``latlng_to_cell`` plus one to three dict lookups, and the answer always equals
+``geometry.covers(pt)``. The extra level makes PART cells ~2.6x thinner than at fine_res, so
+about 2.5x fewer points reach shapely.
 
-Only PART fine cells need geometry: shapely's prepared ``intersects_xy`` (for a point and a polygon,
-intersects == covers, boundary included). Everything else is a dict lookup, so the hot path is one
-``latlng_to_cell`` plus one or two dict lookups, and the answer always equals ``geometry.covers(pt)``.
-
-Why the classification is safe: H3 children do not exactly tile their parent, so a coarse cell
-"owns" the union of its descendants, which sticks out of its hexagon by at most ~0.13 coarse edge
-(measured). A coarse cell is therefore only declared uniform when the zone boundary is farther
-than half a coarse edge from its hexagon. Fine cells are declared FULL/OUT only when the boundary
+Why the classification is safe: H3 children do not exactly tile their parent, so a cell above
+the lookup level "owns" the union of its lookup-level descendants, which sticks out of its
+hexagon by at most ~0.13 of its edge (measured). Such a cell is therefore only declared uniform
+when the zone boundary is farther than half its edge from its hexagon. Lookup-level cells are
+declared FULL/OUT only when the boundary
 is farther than 1e-6 degrees (~0.1 m) from the hexagon drawn through their vertices; the true H3
 cell (great-circle edges) deviates from that straight-edged polygon by well under a millimetre.
 Candidate coarse cells are h3's 'overlap' polyfill plus one ring of neighbours, so a cell whose
@@ -55,6 +58,8 @@ _PART = False
 _REFINE = object()  # coarse-dict marker: look in the fine dict
 _MISS = object()
 _RES_MASK = 0xF << 52
+# Finer lookup levels below fine_res, used only along zone boundaries (see ZoneIndex.__init__).
+_EXTRA_LEVELS = 1
 
 
 class GeometryError(ValueError):
@@ -194,14 +199,32 @@ class ZoneIndex:
             raise ValueError("need 0 <= res <= fine_res <= 15")
         self.res = res
         self.fine_res = fine
-        digits = (1 << (3 * (15 - res))) - 1
-        self._keep = ~(_RES_MASK | digits) & 0xFFFFFFFFFFFFFFFF
-        self._or = (res << 52) | digits
+        # Lookup levels: res, fine_res, then up to _EXTRA_LEVELS finer ones used only next to zone
+        # boundaries (each level refines only the cells of the previous one that the boundary
+        # crosses, so geometry is needed for ever fewer points). Points are located at the last.
+        levels = [res]
+        for r in range(fine, min(15, fine + _EXTRA_LEVELS) + 1):
+            if r > levels[-1]:
+                levels.append(r)
+        self._levels = levels
+        self.lookup_res = levels[-1]
+        self._masks = [self._mask(r) for r in levels]
+        self._keep, self._or = self._masks[0]
         self._zones: dict[str, _Zone] = {}
         self._cell_zones: dict[int, set[str]] = {}
-        # coarse cell -> entry | _REFINE ; fine cell -> entry. entry = (fast answers, candidates)
-        self._coarse: dict[int, Any] = {}
-        self._fine: dict[int, Any] = {}
+        # One dict per level: cell -> entry | _REFINE (look one level deeper).
+        # entry = (fast answers, candidates); see _entry.
+        self._maps: list[dict[int, Any]] = [{} for _ in levels]
+        self._coarse = self._maps[0]
+        self._fine = self._maps[1] if len(levels) > 1 else {}
+        self._deeper = [(m, keep, or_) for m, (keep, or_) in zip(self._maps[1:], self._masks[1:], strict=True)]
+        self._entry_cache: dict[tuple[Any, ...], Any] = {}
+
+    @staticmethod
+    def _mask(res: int) -> tuple[int, int]:
+        """(and-mask, or-bits) turning any finer H3 cell into its ancestor at ``res``."""
+        digits = (1 << (3 * (15 - res))) - 1
+        return ~(_RES_MASK | digits) & 0xFFFFFFFFFFFFFFFF, (res << 52) | digits
 
     # ------------------------------------------------------------------ maintenance
     def __len__(self) -> int:
@@ -237,8 +260,7 @@ class ZoneIndex:
         self._zones[zone_id] = zone
         for c in cells:
             self._cell_zones.setdefault(c, set()).add(zone_id)
-        for c in affected:
-            self._rebuild(c)
+        self._rebuild_all(affected)
 
     def remove(self, zone_id: str) -> bool:
         zone = self._zones.pop(zone_id, None)
@@ -246,15 +268,22 @@ class ZoneIndex:
             return False
         for c in zone.cells:
             self._cell_zones[c].discard(zone_id)
-            self._rebuild(c)
+        self._rebuild_all(zone.cells)
         return True
 
     def set_active(self, zone_id: str, active: bool) -> None:
         zone = self._zones[zone_id]
         if zone.active != bool(active):
             zone.active = bool(active)
-            for c in zone.cells:
+            self._rebuild_all(zone.cells)
+
+    def _rebuild_all(self, cells: Iterable[int]) -> None:
+        self._entry_cache.clear()  # entries are shared between cells only within one operation
+        try:
+            for c in cells:
                 self._rebuild(c)
+        finally:
+            self._entry_cache.clear()
 
     def _classify(self, geom: BaseGeometry) -> dict[int, Any]:
         shape = h3.geo_to_h3shape(shapely.geometry.mapping(geom))
@@ -266,54 +295,53 @@ class ZoneIndex:
         cand: set[int] = set()
         for c in base:
             cand.update(h3i.grid_disk(c, 1))
-        coarse = sorted(cand)
         boundary = geom.boundary
         shapely.prepare(geom)
         shapely.prepare(boundary)  # prepared dwithin is much faster than a full distance
-        hexes, edges, clng, clat = _hexes(coarse)
-        if self.fine_res == self.res:
-            near = shapely.dwithin(boundary, hexes, _FINE_EPS_DEG)
-        else:
-            near = shapely.dwithin(boundary, hexes, _COARSE_MARGIN * edges)
-        inside = shapely.intersects_xy(geom, clng, clat)
+        return self._classify_level(geom, boundary, sorted(cand), 0)
+
+    def _classify_level(self, geom: BaseGeometry, boundary: BaseGeometry, cells: list[int], lvl: int) -> dict[int, Any]:
+        """cell -> _FULL | _PART (last level only) | dict child -> (same, one level deeper); OUT absent.
+
+        A cell owns every lookup-level cell descending from it, which sticks out of its hexagon
+        by <= ~0.13 edge: above the last level it is uniform only if the boundary is farther than
+        half an edge; at the last level the point's own cell is exact, so 1e-6 degrees suffice."""
+        last = lvl == len(self._levels) - 1
+        hexes, edges, clng, clat = _hexes(cells)
+        near = shapely.dwithin(boundary, hexes, _FINE_EPS_DEG if last else _COARSE_MARGIN * edges).tolist()
+        inside = shapely.intersects_xy(geom, clng, clat).tolist()
         out: dict[int, Any] = {}
         refine: list[int] = []
-        for i, c in enumerate(coarse):
+        for i, c in enumerate(cells):
             if not near[i]:
                 if inside[i]:
                     out[c] = _FULL
-            elif self.fine_res == self.res:
-                out[c] = {c: _PART}
+            elif last:
+                out[c] = _PART
             else:
                 refine.append(c)
         if refine:
-            children = [h3i.cell_to_children(c, self.fine_res) for c in refine]
-            flat = [f for ch in children for f in ch]
-            fhex, _, flng, flat_lat = _hexes(flat)
-            fnear = shapely.dwithin(boundary, fhex, _FINE_EPS_DEG).tolist()
-            finside = shapely.intersects_xy(geom, flng, flat_lat).tolist()
-            j = 0
+            child_res = self._levels[lvl + 1]
+            children = [h3i.cell_to_children(c, child_res) for c in refine]
+            sub = self._classify_level(geom, boundary, [f for ch in children for f in ch], lvl + 1)
             for c, ch in zip(refine, children, strict=True):
-                sub: dict[int, bool] = {}
-                for f in ch:
-                    if fnear[j]:
-                        sub[f] = _PART
-                    elif finside[j]:
-                        sub[f] = _FULL
-                    j += 1
-                if not sub:
+                d = {f: sub[f] for f in ch if f in sub}
+                if not d:
                     continue
-                if len(sub) == len(ch) and all(v is _FULL for v in sub.values()):
+                if len(d) == len(ch) and all(v is _FULL for v in d.values()):
                     out[c] = _FULL
                 else:
-                    out[c] = sub
+                    out[c] = d
         return out
 
-    @staticmethod
-    def _entry(cands: list[tuple[_Zone, bool]]) -> tuple[dict[str | None, str | None], tuple[Any, ...]]:
+    def _entry(self, cands: list[tuple[_Zone, bool]]) -> tuple[dict[str | None, str | None], tuple[Any, ...]]:
         """(fast answers, candidates): fast[category or None] is the lookup result whenever it is
         decided without geometry, i.e. the smallest zone serving it here covers the whole cell."""
         cands.sort(key=lambda t: (t[0].area, t[0].zone_id))
+        key = tuple((id(z), full) for z, full in cands)
+        got = self._entry_cache.get(key)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
         fast: dict[str | None, str | None] = {}
         if cands and cands[0][1]:
             fast[None] = cands[0][0].zone_id
@@ -325,53 +353,65 @@ class ZoneIndex:
                 decided.add(cat)
                 if full:
                     fast[cat] = zone.zone_id
-        return fast, tuple(cands)
+        got = self._entry_cache[key] = (fast, tuple(cands))
+        return got
+
+    def _drop(self, lvl: int, cell: int) -> None:
+        if self._maps[lvl].pop(cell, None) is _REFINE:
+            for f in h3i.cell_to_children(cell, self._levels[lvl + 1]):
+                self._drop(lvl + 1, f)
 
     def _rebuild(self, coarse: int) -> None:
         """Recompute the lookup entries of one coarse cell from its zones' classifications."""
-        if self._coarse.pop(coarse, None) is _REFINE:
-            for f in h3i.cell_to_children(coarse, self.fine_res):
-                self._fine.pop(f, None)
+        self._drop(0, coarse)
         ids = self._cell_zones.get(coarse)
         if not ids:
             self._cell_zones.pop(coarse, None)
             return
         zones = [z for z in (self._zones[i] for i in ids) if z.active]
-        if not zones:
+        if zones:
+            self._merge(0, coarse, [(z, z.cells[coarse]) for z in zones])
+
+    def _merge(self, lvl: int, cell: int, items: list[tuple[_Zone, Any]]) -> None:
+        """Write the entry of ``cell`` (level ``lvl``) from each zone's classification node there."""
+        if all(node is _FULL or node is _PART for _, node in items):
+            self._maps[lvl][cell] = self._entry([(z, node is _FULL) for z, node in items])
             return
-        if all(z.cells[coarse] is _FULL for z in zones):
-            self._coarse[coarse] = self._entry([(z, True) for z in zones])
-            return
-        full = [z for z in zones if z.cells[coarse] is _FULL]
-        per_fine: dict[int, list[tuple[_Zone, bool]]] = {}
-        for z in zones:
-            st = z.cells[coarse]
-            if st is not _FULL:
-                for f, v in st.items():
-                    per_fine.setdefault(f, []).append((z, v is _FULL))
+        per_child: dict[int, list[tuple[_Zone, Any]]] = {}
+        full = [z for z, node in items if node is _FULL]
+        for z, node in items:
+            if node is not _FULL:
+                for f, v in node.items():
+                    per_child.setdefault(f, []).append((z, v))
         if full:
-            for f in h3i.cell_to_children(coarse, self.fine_res):
-                per_fine.setdefault(f, []).extend((z, True) for z in full)
-        for f, cands in per_fine.items():
-            self._fine[f] = self._entry(cands)
-        self._coarse[coarse] = _REFINE
+            for f in h3i.cell_to_children(cell, self._levels[lvl + 1]):
+                per_child.setdefault(f, []).extend((z, _FULL) for z in full)
+        for f, sub in per_child.items():
+            self._merge(lvl + 1, f, sub)
+        self._maps[lvl][cell] = _REFINE
 
     # ------------------------------------------------------------------ queries
     def _locate(self, lat: float, lng: float) -> Any:
-        h = _latlng_to_cell(lat, lng, self.fine_res)
+        h = _latlng_to_cell(lat, lng, self.lookup_res)
         e = self._coarse.get((h & self._keep) | self._or)
         if e is _REFINE:
-            return self._fine.get(h)
+            for m, keep, or_ in self._deeper:
+                e = m.get((h & keep) | or_)
+                if e is not _REFINE:
+                    break
         return e
 
     def lookup(self, lat: float, lng: float, category: str | None = None) -> str | None:
         """Smallest-area active zone covering the point that serves ``category`` (None: any)."""
-        h = _latlng_to_cell(lat, lng, self.fine_res)
-        e = self._coarse.get((h & self._keep) | self._or)
+        h = _latlng_to_cell(lat, lng, self.lookup_res)
+        e: Any = self._coarse.get((h & self._keep) | self._or)
         if e is None:
             return None
         if e is _REFINE:
-            e = self._fine.get(h)
+            for m, keep, or_ in self._deeper:
+                e = m.get((h & keep) | or_)
+                if e is not _REFINE:
+                    break
             if e is None:
                 return None
         ans = e[0].get(category, _MISS)
@@ -394,16 +434,16 @@ class ZoneIndex:
         zone = self._zones.get(zone_id)
         if zone is None:
             return False
-        h = _latlng_to_cell(lat, lng, self.fine_res)
+        h = _latlng_to_cell(lat, lng, self.lookup_res)
         st = zone.cells.get((h & self._keep) | self._or)
+        for keep, or_ in self._masks[1:]:
+            if st is None or st is _FULL or st is _PART:
+                break
+            st = st.get((h & keep) | or_)
         if st is None:
             return False
-        if st is not _FULL:
-            st = st.get(h)
-            if st is None:
-                return False
-            if st is _PART:
-                return zone.covers_xy(lng, lat)
+        if st is _PART:
+            return zone.covers_xy(lng, lat)
         return True
 
     def geometry(self, zone_id: str) -> BaseGeometry | None:

@@ -109,7 +109,7 @@ def test_many_moves_keep_buckets_consistent() -> None:
         if step % 97 == 0:
             idx.remove(rng.choice(sorted(pos)))
             pos = {k: v for k, v in pos.items() if k in idx}
-    total = sum(len(e) // 4 for b in idx._buckets.values() for e in b.values())
+    total = sum(len(e) for b in idx._buckets.values() for e in b.values())
     assert total == sum(len(idx.get(u).categories) for u in pos)  # type: ignore[union-attr]
     assert sum(idx._cat_count.values()) == total
     for u, (lat, lng) in pos.items():
@@ -475,3 +475,21 @@ def test_exact_fallback_regions_match_brute_force(lat: float, lng: float, spread
                 got = idx.nearest(*q, "a", k=7, radius_m=radius, accept=accept)
                 want = brute_force(provs, *q, "a", 7, radius, accept, now, 300.0, idx)
                 assert [(d, s.user) for d, s in got] == want
+
+
+def test_hot_path_toggles_availability_and_keeps_capacity() -> None:
+    """In-cell pings (no attribute arguments) flip availability without losing the capacity."""
+    idx, _ = make()
+    idx.update("u", *Q, True, ["x"], capacity=0)
+    for avail in (False, True, False, True):
+        idx.update("u", *offset(*Q, 1, 1), avail)
+        s = idx.get("u")
+        assert s is not None and (s.available, s.capacity) == (avail, 0)
+        assert idx.nearest(*Q, "x") == []  # capacity 0: never matched
+    idx.update("u", *Q, False, capacity=3)
+    idx.update("u", *offset(*Q, 2, 0), True)
+    s = idx.get("u")
+    assert s is not None and (s.available, s.capacity) == (True, 3)
+    assert users(idx.nearest(*Q, "x")) == ["u"]
+    back = ProviderIndex.restore(idx.snapshot(), clock=idx.clock)
+    assert back.get("u") == s

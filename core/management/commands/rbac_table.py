@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from hub import auth
@@ -103,7 +104,8 @@ def table() -> str:
         ns = NAMESPACES[name]
         pub = "server only" if ns.can_publish is never else _hook_name(ns.can_publish)
         sig = "no" if ns.can_signal is never else _hook_name(ns.can_signal)
-        window = f"{ns.window_s // 3600} h" if ns.window_s >= 3600 else f"{ns.window_s // 60} min"
+        window_s = ns.window_s or settings.HUB_HISTORY_DAYS * 86400
+        window = f"{window_s // 3600} h" if window_s >= 3600 else f"{window_s // 60} min"
         out.append(f"| `{name}:<id>` | {_hook_name(ns.can_subscribe)} | {pub} | {sig} | "
                    f"{'yes' if ns.admin_read else 'no'} | {window} |")
     return "\n".join(out) + "\n"
