@@ -44,9 +44,9 @@ def authenticate(request: HttpRequest) -> Caller:
     return Caller(claims.user, claims.role, claims.tenant, None, rid)
 
 
-def json_body(request: HttpRequest) -> Any:
-    if len(request.body) > MAX_BODY:
-        raise HubError("too_large", "body too large")
+def json_body(request: HttpRequest, max_bytes: int = MAX_BODY) -> Any:
+    if len(request.body) > max_bytes:
+        raise HubError("too_large", f"body over {max_bytes} bytes")
     if not request.body:
         return {}
     try:

@@ -11,18 +11,16 @@ Included from core/urls.py *before* hub.urls, whose `api/<name>` route would oth
 """
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
-from core.errors import BAD_REQUEST, HTTP_STATUS, TOO_LARGE, UNAUTHORIZED, HubError
-from core.logs import request_id
-from hub import auth, rpc
+from core.errors import BAD_REQUEST, HubError
+from hub import rpc
+from hub.http import authenticate, error_response, json_body
 from hub.rpc import Caller
 from matching import rpc as _methods  # noqa: F401 - registers the zones.* methods this calls
 
@@ -35,32 +33,15 @@ def _json(data: Any, status: int = 200) -> HttpResponse:
 
 
 def _error(err: HubError) -> HttpResponse:
-    resp = _json({"error": err.as_dict()}, status=HTTP_STATUS.get(err.code, 500))
-    if err.retry_after_ms is not None:
-        resp["Retry-After"] = str(max(1, (err.retry_after_ms + 999) // 1000))
-    return resp
+    return error_response(err)
 
 
 def _caller(request: HttpRequest) -> Caller:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        raise HubError(UNAUTHORIZED, "missing bearer token")
-    try:
-        claims = auth.verify(header[7:].strip(), settings.HUB_SECRET)
-    except auth.TokenError as exc:
-        raise HubError(UNAUTHORIZED, str(exc)) from exc
-    rid = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
-    request_id.set(rid)
-    return Caller(claims.user, claims.role, claims.tenant, None, rid)
+    return authenticate(request)
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
-    if len(request.body) > MAX_ZONE_BODY:
-        raise HubError(TOO_LARGE, f"body over {MAX_ZONE_BODY} bytes")
-    try:
-        body = orjson.loads(request.body or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise HubError(BAD_REQUEST, "body is not valid JSON") from exc
+    body = json_body(request, MAX_ZONE_BODY)
     if not isinstance(body, dict):
         raise HubError(BAD_REQUEST, "body must be a JSON object")
     return body
