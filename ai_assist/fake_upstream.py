@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -195,26 +196,40 @@ class FakeUpstream:
         ra = float(fault["retry_after"])
         return {"retry-after": str(max(0, int(ra + 0.999))) if ra >= 1 else "0", "retry-after-ms": str(int(ra * 1000))}
 
-    async def openai(self, request: web.Request) -> web.StreamResponse:
-        st = self.stats["openai"]
+    async def _begin(self, provider: str, request: web.Request,
+                     error: Callable[[int, dict[str, Any], str], web.Response]
+                     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str, web.Response | None]:
+        """Count the request, check the key, take this request's fault; a refusal comes back ready."""
+        st = self.stats[provider]
         st["requests"] += 1
         body = await request.json()
         st["models"].append(body.get("model"))
-        key, bad_key = self._check_key("openai", request)
-        fault = self._take_fault("openai", request)
+        key, bad_key = self._check_key(provider, request)
+        fault = self._take_fault(provider, request)
         kind = str(fault.get("kind", "ok"))
         if kind != "ok":
             st["faults"].append(kind)
         if bad_key:
-            return self._status(st, self._openai_error(401, fault, key))
+            return st, body, fault, kind, self._status(st, error(401, fault, key))
         if kind.isdigit():
-            return self._status(st, self._openai_error(int(kind), fault, key))
+            return st, body, fault, kind, self._status(st, error(int(kind), fault, key))
+        return st, body, fault, kind, None
+
+    @staticmethod
+    def _user_text(body: dict[str, Any]) -> str:
         text = ""
         for msg in body.get("messages", []):
             if msg.get("role") == "user":
                 content = msg.get("content")
                 text = content if isinstance(content, str) else " ".join(
                     part.get("text", "") for part in content if isinstance(part, dict))
+        return text
+
+    async def openai(self, request: web.Request) -> web.StreamResponse:
+        st, body, fault, kind, refused = await self._begin("openai", request, self._openai_error)
+        if refused is not None:
+            return refused
+        text = self._user_text(body)
         tokens = self._answer(text, int(fault.get("tokens", self.tokens)))
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         cid, created, model = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), body.get("model", "gpt")
@@ -293,25 +308,10 @@ class FakeUpstream:
         return f"event: {name}\ndata: ".encode() + json.dumps(data).encode() + b"\n\n"
 
     async def anthropic(self, request: web.Request) -> web.StreamResponse:
-        st = self.stats["anthropic"]
-        st["requests"] += 1
-        body = await request.json()
-        st["models"].append(body.get("model"))
-        key, bad_key = self._check_key("anthropic", request)
-        fault = self._take_fault("anthropic", request)
-        kind = str(fault.get("kind", "ok"))
-        if kind != "ok":
-            st["faults"].append(kind)
-        if bad_key:
-            return self._status(st, self._anthropic_error(401, fault, key))
-        if kind.isdigit():
-            return self._status(st, self._anthropic_error(int(kind), fault, key))
-        text = ""
-        for msg in body.get("messages", []):
-            if msg.get("role") == "user":
-                content = msg.get("content")
-                text = content if isinstance(content, str) else " ".join(
-                    part.get("text", "") for part in content if isinstance(part, dict))
+        st, body, fault, kind, refused = await self._begin("anthropic", request, self._anthropic_error)
+        if refused is not None:
+            return refused
+        text = self._user_text(body)
         tokens = self._answer(text, int(fault.get("tokens", self.tokens)))
         input_tokens = len(str(body.get("system", "")).split()) + sum(
             len(str(m.get("content", "")).split()) for m in body.get("messages", []))
