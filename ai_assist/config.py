@@ -11,27 +11,9 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from core.settings import env_float, env_int  # one parser for every numeric variable
+
 KNOWN_PROVIDERS = ("openai", "anthropic")
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -93,24 +75,24 @@ def load() -> AssistConfig:
     return AssistConfig(
         providers=order,
         provider_settings=provider_settings,
-        max_attempts=max(1, _int("AI_MAX_ATTEMPTS", 3)),
-        retry_base_s=_float("AI_RETRY_BASE_S", 0.2),
-        retry_max_s=_float("AI_RETRY_MAX_S", 2.0),
-        retry_after_cap_s=_float("AI_RETRY_AFTER_CAP_S", 5.0),
-        breaker_failures=max(1, _int("AI_BREAKER_FAILURES", 5)),
-        breaker_open_s=_float("AI_BREAKER_OPEN_S", 30.0),
-        connect_timeout_s=_float("AI_CONNECT_TIMEOUT_S", 5.0),
-        first_token_timeout_s=_float("AI_FIRST_TOKEN_TIMEOUT_S", 20.0),
-        idle_timeout_s=_float("AI_IDLE_TIMEOUT_S", 20.0),
-        user_rpm=_int("AI_USER_RPM", 20),
-        tenant_rpm=_int("AI_TENANT_RPM", 600),
-        user_tpm=_int("AI_USER_TPM", 20000),
-        tenant_tpm=_int("AI_TENANT_TPM", 200000),
-        max_output_tokens=_int("AI_MAX_OUTPUT_TOKENS", 1024),
-        default_context=min(50, max(0, _int("AI_DEFAULT_CONTEXT", 10))),
-        transcript_days=_int("AI_TRANSCRIPT_DAYS", 30),
+        max_attempts=max(1, env_int("AI_MAX_ATTEMPTS", 3)),
+        retry_base_s=env_float("AI_RETRY_BASE_S", 0.2),
+        retry_max_s=env_float("AI_RETRY_MAX_S", 2.0),
+        retry_after_cap_s=env_float("AI_RETRY_AFTER_CAP_S", 5.0),
+        breaker_failures=max(1, env_int("AI_BREAKER_FAILURES", 5)),
+        breaker_open_s=env_float("AI_BREAKER_OPEN_S", 30.0),
+        connect_timeout_s=env_float("AI_CONNECT_TIMEOUT_S", 5.0),
+        first_token_timeout_s=env_float("AI_FIRST_TOKEN_TIMEOUT_S", 20.0),
+        idle_timeout_s=env_float("AI_IDLE_TIMEOUT_S", 20.0),
+        user_rpm=env_int("AI_USER_RPM", 20),
+        tenant_rpm=env_int("AI_TENANT_RPM", 600),
+        user_tpm=env_int("AI_USER_TPM", 20000),
+        tenant_tpm=env_int("AI_TENANT_TPM", 200000),
+        max_output_tokens=env_int("AI_MAX_OUTPUT_TOKENS", 1024),
+        default_context=min(50, max(0, env_int("AI_DEFAULT_CONTEXT", 10))),
+        transcript_days=env_int("AI_TRANSCRIPT_DAYS", 30),
         system_prompt=os.environ.get("AI_SYSTEM_PROMPT", "") or DEFAULT_SYSTEM_PROMPT,
-        offline_delay_s=_float("AI_OFFLINE_DELAY_S", 0.0),
+        offline_delay_s=env_float("AI_OFFLINE_DELAY_S", 0.0),
     )
 
 

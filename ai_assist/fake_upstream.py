@@ -62,6 +62,29 @@ class _Done(Exception):
     """The stream ended on purpose after an injected in-stream error."""
 
 
+class _Tally:
+    """Counts one streamed answer: open while it runs, then completed, cut or disconnected."""
+
+    def __init__(self, st: dict[str, Any]) -> None:
+        self.st = st
+
+    def __enter__(self) -> None:
+        self.st["open"] += 1
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        st = self.st
+        st["open"] -= 1
+        if kind is None or issubclass(kind, _Done):
+            st["completed"] += 1
+        elif issubclass(kind, _Cut):
+            st["cuts"] += 1
+        elif issubclass(kind, (Disconnected, asyncio.CancelledError)):
+            st["disconnects"] += 1
+        else:
+            return False
+        return True
+
+
 class _Cut(Exception):
     """The fake dropped the connection on purpose (a `cut` fault)."""
 
@@ -255,8 +278,7 @@ class FakeUpstream:
 
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
                                                        "Cache-Control": "no-cache"})
-        st["open"] += 1
-        try:
+        with _Tally(st):
             await resp.prepare(request)
             await self._write(request, resp, chunk({"role": "assistant", "content": "", "refusal": None}))
             await self._stream_tokens(request, resp, fault, tokens, lambda t: chunk({"content": t}),
@@ -270,15 +292,6 @@ class FakeUpstream:
                 await self._write(request, resp, b"data: " + json.dumps(usage).encode() + b"\n\n")
             await self._write(request, resp, b"data: [DONE]\n\n")
             await resp.write_eof()
-            st["completed"] += 1
-        except _Done:
-            st["completed"] += 1
-        except _Cut:
-            st["cuts"] += 1
-        except (Disconnected, asyncio.CancelledError):
-            st["disconnects"] += 1
-        finally:
-            st["open"] -= 1
         return resp
 
     @staticmethod
@@ -327,9 +340,8 @@ class FakeUpstream:
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
                                                        "Cache-Control": "no-cache",
                                                        "request-id": f"req_{uuid.uuid4().hex[:24]}"})
-        st["open"] += 1
         ev = self._event
-        try:
+        with _Tally(st):
             await resp.prepare(request)
             await self._write(request, resp, ev("message_start", {"type": "message_start", "message": {
                 "id": mid, "type": "message", "role": "assistant", "content": [], "model": model,
@@ -348,15 +360,6 @@ class FakeUpstream:
                 "usage": {"output_tokens": len(tokens)}}))
             await self._write(request, resp, ev("message_stop", {"type": "message_stop"}))
             await resp.write_eof()
-            st["completed"] += 1
-        except _Done:
-            st["completed"] += 1
-        except _Cut:
-            st["cuts"] += 1
-        except (Disconnected, asyncio.CancelledError):
-            st["disconnects"] += 1
-        finally:
-            st["open"] -= 1
         return resp
 
     # --- shared stream body -------------------------------------------------------------------
