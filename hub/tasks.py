@@ -1,5 +1,6 @@
-"""Periodic work every hub process runs: domain sweeps (offer expiry, missed calls) registered
-by the apps. Sweeps must be idempotent and safe to run in several processes at once."""
+"""Work every hub process runs: start-up hooks (before the process accepts connections) and
+periodic domain sweeps (offer expiry, missed calls), both registered by the apps. Sweeps must be
+idempotent and safe to run in several processes at once."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hub.tasks")
 SWEEPS: list[tuple[str, float, Callable[[float], object]]] = []
+STARTUP: list[tuple[str, Callable[[], object]]] = []
+
+
+def on_start(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+    """Register `fn()` (sync, may use the ORM) to run once before the process starts listening,
+    so that a process which answers requests has loaded what it serves."""
+    def register(fn: Callable[[], object]) -> Callable[[], object]:
+        STARTUP.append((name, fn))
+        return fn
+    return register
+
+
+def run_startup() -> None:
+    """Run the start-up hooks in order. A failing hook is logged, not fatal: the process still
+    serves, and the app must recover later on its own (e.g. from its sweep)."""
+    for name, fn in STARTUP:
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception:
+            log.exception("start-up hook %s failed", name)
+        else:
+            log.info("start-up hook %s done in %.2f s", name, time.perf_counter() - t0)
 
 
 def every(seconds: float, name: str) -> Callable[[Callable[[float], object]], Callable[[float], object]]:

@@ -286,8 +286,11 @@ def _expire_booking(booking_id: str, when: datetime) -> int:
 
 
 try:  # the hub core runs registered sweeps every period in every process
-    from hub.tasks import every
+    from hub.tasks import every, on_start
 
+    # Subscribed to other processes' updates and loaded before the first request; if that fails
+    # (database down), the sweep's matcher() call retries every second.
+    on_start("matching")(service.start)
     every(1.0, "matching.offers")(sweep)
 except ImportError:  # pragma: no cover - older hub core without tasks
     pass

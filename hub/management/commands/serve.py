@@ -34,7 +34,10 @@ class Command(BaseCommand):
         from twisted.internet import reactor
 
         from asgi import application
+        from hub import tasks
 
+        # Before listening: a process must not take requests it cannot serve yet (see hub.tasks).
+        tasks.run_startup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if opts["reuse_port"]:
