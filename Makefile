@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
 
-.PHONY: install run test test-services test-embedded lint bench loadtest clean
+.PHONY: install kernels run test test-services test-embedded lint bench loadtest clean
 
 $(VENV)/.installed: requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(VENV)/.installed: requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	touch $@
 
-install: $(VENV)/.installed
+# The matcher's compiled kernels, cached in matching/__pycache__ (recompiled when kernels.py changes).
+kernels: $(VENV)/.installed
+	@$(PY) -c "import matching.kernels as k; k.warm_up()"
+
+install: $(VENV)/.installed kernels
 
 # Embedded default: SQLite, in-process broker and state, offline AI provider.
 run: install

@@ -1,21 +1,26 @@
 """In-memory, H3-bucketed supply index: fast location updates and exact k-nearest search.
 
-Pure Python + numpy + h3, no Django. Memory layout (a million providers in ~230 MB RSS):
+Pure Python + numpy + h3, no Django. Memory layout (a million providers in ~250 MB RSS):
 
-* one integer slot per provider; its numeric fields live in one fixed-size 72-byte record of a
-  flat ``bytearray`` (see _REC: lat, lng, ets, ts, slot, rating, acceptance, capacity, cell),
-  read and written with precompiled ``struct`` calls - one C call per read/write of a group of
-  fields, and one or two cache lines per provider instead of one per column;
-* per category, per H3 cell, a bucket = array('q') of slots (8 bytes per entry).
+* one integer slot per provider; its fields live in two fixed-size records of flat
+  ``bytearray`` buffers, read and written with precompiled ``struct`` calls (one C call per group
+  of fields, one cache line per provider instead of one per column):
+  - the 32-byte search record (_HOT): the unit vector (x, y, z) of the location and ``ets``;
+  - the 56-byte record (_REC): lat, lng, ts, rating, acceptance, capacity, cell;
+* per category, per H3 cell, a bucket = ``bytes`` of native int64 slots (8 bytes per entry;
+  immutable, so a query's ``bytes.join`` needs no copy-out, and header and data share one
+  allocation: one cache miss per cell visited, not three as with array('q')).
 
-A location update that stays in its cell (the common case) only rewrites the first five fields
-of the record: no bucket work at all. Buckets change only when the cell or the categories change.
+A location update that stays in its cell (the common case) rewrites both records' position
+fields: no bucket work at all. Buckets change only when the cell or the categories change.
 
-A query concatenates the raw bytes of the slot buckets it visits (``bytes.join``) and gathers the
-matching records with one ``ndarray.take`` on a float64 view of the record buffer (C-level random
-access, so the cache misses overlap), then runs a few vectorised numpy calls on the result.
-``ets`` (eligibility/freshness stamp) is ts when available and capacity > 0, else -inf, so
-eligibility is one comparison. A category-filtered search touches only providers of that category.
+A query concatenates the raw bytes of the slot buckets it visits (``bytes.join``), gathers their
+search records with one ``ndarray.take`` (C-level random access, so the cache misses overlap) and
+ranks them by the dot product of unit vectors, which orders points exactly as great-circle
+distance does, everywhere on the sphere (no planar approximation, no special case at the poles or
+the antimeridian). Only the few survivors get the exact haversine distance. ``ets``
+(eligibility/freshness stamp) is ts when available and capacity > 0, else -inf, so eligibility is
+one comparison. A category-filtered search touches only providers of that category.
 """
 
 from __future__ import annotations
@@ -24,24 +29,34 @@ import math
 import struct
 import sys
 import time
-from array import array
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
-from h3 import H3BaseException
 from h3.api import basic_int as h3i
 
-from matching.geo import EARTH_RADIUS_M, M_PER_DEG, haversine_m
+from matching.geo import EARTH_RADIUS_M, haversine_m
+from matching.kernels import nearest_rows as _nearest_rows
+from matching.kernels import rank as _rank
 
 __all__ = ["ProviderIndex", "ProviderState"]
 
-try:  # the compiled function directly: h3's int API wraps it in an identity Python function
+try:  # the compiled functions directly: h3's int API wraps each in a converting Python function
+    from h3._cy import cell_to_boundary as _cell_to_boundary
+    from h3._cy import cell_to_latlng as _cell_to_latlng
+    from h3._cy import grid_disk as _grid_disk
     from h3._cy import latlng_to_cell as _latlng_to_cell
 except ImportError:  # pragma: no cover - other h3 builds
+    _cell_to_boundary = h3i.cell_to_boundary
+    _cell_to_latlng = h3i.cell_to_latlng
+    _grid_disk = h3i.grid_disk
     _latlng_to_cell = h3i.latlng_to_cell
-_grid_ring = h3i.grid_ring
+
+
+def _disk(cell: int, r: int) -> list[int]:
+    """Every cell within r rings (h3's compiled grid_disk returns a buffer; tolist is C-level)."""
+    return memoryview(_grid_disk(cell, r)).tolist()  # type: ignore[arg-type]
 _HALF_RAD = math.pi / 360.0  # degrees -> radians, halved (haversine works on half-angles)
 _RAD = math.pi / 180.0
 _NEG_INF = -math.inf
@@ -54,42 +69,64 @@ _EDGE_SAFETY = 0.9
 # Pentagons (all placed in oceans by H3's design) break the hexagon argument; be very conservative.
 _PENTAGON_SAFETY = 0.4
 _VERSION = 1
-# Bounded per-cell caches (cell geometry and the first few grid rings) used by nearest().
-_CACHE_CELLS = 200_000
-_CACHED_RINGS = 3
+# Bounded per-cell geometry cache used by nearest() (3 floats per cell; Greater London is ~21,000
+# cells at res 9).
+_CACHE_CELLS = 100_000
+# First disk radius a category's search tries before it has learnt from earlier queries, and the
+# most it starts with (later rings are chosen from the density seen, see nearest()).
+_START_RINGS = 1
+_MAX_START_RINGS = 3
 
-# Per-provider record: 9 eight-byte fields, native byte order, no padding (so a float64 view of
-# the buffer reshaped to (-1, 9) addresses the float fields directly).
-# The slot is stored (as a float, exact below 2**53) so that gathered rows carry it along.
+# Per-provider record: 7 eight-byte fields, native byte order, no padding.
 # ``capf`` is the capacity when the provider is available, else ~capacity (= -capacity - 1):
 # availability costs no extra field.
-_REC = struct.Struct("=dddddddqq")  # lat, lng, ets, ts, slot, rating, acc, capf, cell
-_REC_SIZE = _REC.size  # 72
-_NFIELDS = _REC_SIZE // 8
-_F_LAT, _F_LNG, _F_ETS, _F_TS, _F_SLOT, _F_RATING, _F_ACC, _F_CAP, _F_CELL = range(_NFIELDS)
-_POS = struct.Struct("=dddd")  # lat, lng, ets, ts: everything an in-cell ping changes
+_REC = struct.Struct("=dddddqq")  # lat, lng, ts, rating, acc, capf, cell
+_REC_SIZE = _REC.size  # 56
+_POS = struct.Struct("=ddd")  # lat, lng, ts: the record fields an in-cell ping changes
 _CAP_CELL = struct.Struct("=qq")  # capf, cell
-_OFF_CAP = 8 * _F_CAP
-_OFF_CELL = 8 * _F_CELL
+_OFF_CAP = 40
+_OFF_CELL = 48
 _Q = struct.Struct("=q")
 _REC_DTYPE = np.dtype([
-    ("lat", "=f8"), ("lng", "=f8"), ("ets", "=f8"), ("ts", "=f8"), ("slot", "=f8"),
-    ("rating", "=f8"), ("acc", "=f8"), ("capf", "=i8"), ("cell", "=i8"),
+    ("lat", "=f8"), ("lng", "=f8"), ("ts", "=f8"), ("rating", "=f8"), ("acc", "=f8"),
+    ("capf", "=i8"), ("cell", "=i8"),
 ])
 assert _REC_DTYPE.itemsize == _REC_SIZE
+# Per-provider search record: unit vector of the location, and ets (see the module docstring).
+_HOT = struct.Struct("=dddd")
+_HOT_SIZE = _HOT.size  # 32: a cache line holds two, and none straddles one
+# Absolute error bound on a computed dot product of two computed unit vectors (a few ulps of 1,
+# with a 10x margin): candidates within it of a cut are kept, so rounding never drops one.
+_DOT_SLACK = 1e-14
 
 
-def _equirect_eps(lat: float, dist_m: float) -> float:
-    """Upper bound on |d'/d - 1| for the equirectangular distance d' used to pre-rank.
+def _without(data: bytes, packed: bytes) -> bytes:
+    """A bucket without one 8-byte entry (only 8-byte-aligned matches count)."""
+    i = data.find(packed)
+    while i % 8:
+        if i < 0:
+            raise KeyError("slot not in its bucket")
+        i = data.find(packed, i + 1)
+    return data[:i] + data[i + 8:]
 
-    d' = R * hypot(dlng * cos(lat_q), dlat). The only first-order error is using cos(lat_q) for
-    the longitude term instead of the cosine at the other point: by the mean value theorem
-    |cos(lat2)/cos(lat_q) - 1| <= tan(|lat_q| + |dlat|) * |dlat| with |dlat| <= d/R, and the square
-    root halves it; the sin(x) ~ x terms are second order, covered by (d/R)^2. We use the
-    un-halved first-order term, i.e. a 2x margin. Only used for |lat| <= 80 (see caller).
-    """
-    x = 1.1 * dist_m / EARTH_RADIUS_M
-    return math.tan(min(math.radians(abs(lat)) + x, 1.55)) * x + x * x + 1e-12
+
+def _unit(lat: float, lng: float) -> tuple[float, float, float]:
+    """Unit vector of a point; the dot product of two is the cosine of their central angle."""
+    la = lat * _RAD
+    lo = lng * _RAD
+    c = math.cos(la)
+    return c * math.cos(lo), c * math.sin(lo), math.sin(la)
+
+
+def _dot_to_m(dot: float) -> float:
+    """Great-circle distance (metres) for a dot product of unit vectors (chord = sqrt(2 - 2 dot))."""
+    h = 0.5 * (1.0 - dot)
+    return 2.0 * EARTH_RADIUS_M * math.asin(math.sqrt(h if h < 1.0 else 1.0)) if h > 0.0 else 0.0
+
+
+def _m_to_dot(dist_m: float) -> float:
+    """Dot product of unit vectors dist_m apart (the inverse of _dot_to_m on 0..pi R)."""
+    return math.cos(min(max(dist_m, 0.0) / EARTH_RADIUS_M, math.pi))
 
 
 class ProviderState(NamedTuple):
@@ -110,13 +147,6 @@ class ProviderState(NamedTuple):
 
 # tuple.__new__ on the class skips the generated Python-level __new__ (about 2x faster).
 _new_state: Callable[[type, tuple[Any, ...]], ProviderState] = tuple.__new__  # type: ignore[assignment]
-
-
-def _grid_ring_safe(cell: int, r: int) -> list[int]:
-    try:
-        return _grid_ring(cell, r)
-    except H3BaseException:  # pentagon distortion: fall back to the slow but always-valid path
-        return list(set(h3i.grid_disk(cell, r)) - set(h3i.grid_disk(cell, r - 1)))
 
 
 class ProviderIndex:
@@ -161,33 +191,40 @@ class ProviderIndex:
         self._free: list[int] = []
         self._cats: list[tuple[str, ...]] = []
         self._zones: list[tuple[str, ...]] = []
-        # category -> cell -> array('q') of slots (unordered; swap-free append/remove).
-        self._buckets: dict[str, dict[int, array[int]]] = {}
+        # category -> cell -> bytes of int64 slots (unordered; rebuilt on append/remove).
+        self._buckets: dict[str, dict[int, bytes]] = {}
         # Bucket entries per category: once a search has gathered all of them it can stop.
         self._cat_count: dict[str, int] = {}
         self._cat_intern: dict[Any, tuple[str, ...]] = {(): ()}
         self._zone_intern: dict[Any, tuple[str, ...]] = {(): ()}
         self._geom: dict[int, tuple[float, float, float]] = {}
-        self._rings: dict[int, list[list[int] | None]] = {}
+        # category -> moving average of the disk radius that answered (where searches start).
+        self._start_r: dict[str, float] = {}
         cap = max(16, initial_capacity)
         self._cap_n = cap
         self._rec = bytearray(_REC_SIZE * cap)
-        # float64 (cap_n, 9) view of _rec, created lazily and dropped whenever _rec is replaced.
-        self._view: np.ndarray | None = None
+        self._hot = bytearray(_HOT_SIZE * cap)
+        # float64 views of _hot (cap_n, 4) and _rec (cap_n, 7; the int fields read as garbage and
+        # are never used through it), created lazily and dropped whenever the buffers are replaced.
+        self._views: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ storage
     def _grow(self) -> None:
         extra = max(16, self._cap_n)
         # A new buffer rather than an in-place resize: a live numpy view (e.g. held by a nearest()
         # whose accept callback updates the index) would make bytearray resizing fail.
-        self._view = None
+        self._views = None
         self._rec = self._rec + bytes(_REC_SIZE * extra)
+        self._hot = self._hot + bytes(_HOT_SIZE * extra)
         self._cap_n += extra
 
-    def _records(self) -> np.ndarray:
-        v = self._view
+    def _search_views(self) -> tuple[np.ndarray, np.ndarray]:
+        v = self._views
         if v is None:
-            v = self._view = np.frombuffer(self._rec, dtype=np.float64).reshape(-1, _NFIELDS)
+            v = self._views = (
+                np.frombuffer(self._hot, dtype=np.float64).reshape(-1, 4),
+                np.frombuffer(self._rec, dtype=np.float64).reshape(-1, _REC_SIZE // 8),
+            )
         return v
 
     def _intern_cats(self, categories: Iterable[str]) -> tuple[str, ...]:
@@ -215,44 +252,39 @@ class ProviderIndex:
     def _bucket_add(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
         buckets = self._buckets
         counts = self._cat_count
+        packed = _Q.pack(slot)
         for c in cats:
             counts[c] = counts.get(c, 0) + 1
             cb = buckets.get(c)
             if cb is None:
                 cb = buckets[c] = {}
-            target = cb.get(cell)
-            if target is None:
-                cb[cell] = array("q", (slot,))
-            else:
-                target.append(slot)
+            cb[cell] = cb.get(cell, b"") + packed
 
     def _bucket_remove(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
         buckets = self._buckets
         counts = self._cat_count
+        packed = _Q.pack(slot)
         for c in cats:
             counts[c] -= 1
             cb = buckets[c]
-            data = cb[cell]
-            if len(data) == 1:
-                del cb[cell]
+            rest = _without(cb[cell], packed)
+            if rest:
+                cb[cell] = rest
             else:
-                data.remove(slot)
+                del cb[cell]
 
     def _move(self, slot: int, old_cell: int, cell: int) -> None:
         """Same categories, new cell: move the slot between buckets."""
         buckets = self._buckets
+        packed = _Q.pack(slot)
         for c in self._cats[slot]:
             cb = buckets[c]
-            data = cb[old_cell]
-            if len(data) == 1:
+            rest = _without(cb[old_cell], packed)
+            if rest:
+                cb[old_cell] = rest
+            else:
                 del cb[old_cell]
-            else:
-                data.remove(slot)
-            target = cb.get(cell)
-            if target is None:
-                cb[cell] = array("q", (slot,))
-            else:
-                target.append(slot)
+            cb[cell] = cb.get(cell, b"") + packed
         _Q.pack_into(self._rec, slot * _REC_SIZE + _OFF_CELL, cell)
 
     # ------------------------------------------------------------------ writes
@@ -292,11 +324,16 @@ class ProviderIndex:
                 if capf < 0:  # becomes available
                     capf = ~capf
                     _Q.pack_into(rec, off + _OFF_CAP, capf)
-                _POS.pack_into(rec, off, lat, lng, t if capf > 0 else _NEG_INF, t)
+                ets = t if capf > 0 else _NEG_INF
             else:
                 if capf >= 0:
                     _Q.pack_into(rec, off + _OFF_CAP, ~capf)
-                _POS.pack_into(rec, off, lat, lng, _NEG_INF, t)
+                ets = _NEG_INF
+            _POS.pack_into(rec, off, lat, lng, t)
+            la = lat * _RAD
+            lo = lng * _RAD
+            c = math.cos(la)
+            _HOT.pack_into(self._hot, slot * _HOT_SIZE, c * math.cos(lo), c * math.sin(lo), math.sin(la), ets)
             if old_cell != cell:
                 self._move(slot, old_cell, cell)
             return f"{cell:x}"
@@ -343,7 +380,7 @@ class ProviderIndex:
             self._bucket_add(cell, cats, slot)
         else:
             off = slot * _REC_SIZE
-            (_, _, _, _, _, rt, ac, cap, old_cell) = _REC.unpack_from(self._rec, off)
+            (_, _, _, rt, ac, cap, old_cell) = _REC.unpack_from(self._rec, off)
             if cap < 0:
                 cap = ~cap
             if capacity is not None:
@@ -360,8 +397,8 @@ class ProviderIndex:
                 self._cats[slot] = cats
             if zones is not None:
                 self._zones[slot] = self._intern_zones(zones)
-        ets = t if avail and cap > 0 else _NEG_INF
-        _REC.pack_into(self._rec, slot * _REC_SIZE, lat, lng, ets, t, slot, rt, ac, cap if avail else ~cap, cell)
+        _REC.pack_into(self._rec, slot * _REC_SIZE, lat, lng, t, rt, ac, cap if avail else ~cap, cell)
+        _HOT.pack_into(self._hot, slot * _HOT_SIZE, *_unit(lat, lng), t if avail and cap > 0 else _NEG_INF)
 
     def remove(self, user: str) -> bool:
         """Forget a provider; returns False if it was not indexed."""
@@ -374,6 +411,7 @@ class ProviderIndex:
         self._cats[slot] = ()
         self._zones[slot] = ()
         self._rec[off:off + _REC_SIZE] = bytes(_REC_SIZE)
+        _HOT.pack_into(self._hot, slot * _HOT_SIZE, 0.0, 0.0, 0.0, _NEG_INF)
         self._free.append(slot)
         return True
 
@@ -385,7 +423,7 @@ class ProviderIndex:
         return user in self._slot
 
     def _state(self, slot: int) -> ProviderState:
-        lat, lng, _ets, ts, _slot, rating, acc, capf, cell = _REC.unpack_from(self._rec, slot * _REC_SIZE)
+        lat, lng, ts, rating, acc, capf, cell = _REC.unpack_from(self._rec, slot * _REC_SIZE)
         return _new_state(ProviderState, (
             self._users[slot], lat, lng, capf >= 0, self._cats[slot], capf if capf >= 0 else ~capf,
             rating, acc, self._zones[slot], ts, f"{cell:x}",
@@ -402,29 +440,15 @@ class ProviderIndex:
         """(centre lat, centre lng, half of the safety-scaled shortest edge in metres), cached."""
         g = self._geom.get(cell)
         if g is None:
-            clat, clng = h3i.cell_to_latlng(cell)
-            bnd = h3i.cell_to_boundary(cell)
+            clat, clng = _cell_to_latlng(cell)
+            bnd = _cell_to_boundary(cell)
             n = len(bnd)
             e = min(haversine_m(*bnd[i], *bnd[(i + 1) % n]) for i in range(n))
-            safety = _PENTAGON_SAFETY if h3i.is_pentagon(cell) else _EDGE_SAFETY
+            safety = _PENTAGON_SAFETY if n == 5 or h3i.is_pentagon(cell) else _EDGE_SAFETY
             if len(self._geom) >= _CACHE_CELLS:  # bounded: a world-wide query pattern cannot leak
                 self._geom.clear()
             g = self._geom[cell] = (clat, clng, 0.5 * safety * e)
         return g
-
-    def _ring(self, cell: int, r: int) -> list[int]:
-        """grid_ring with a small cache for the first rings (h3's ring call costs ~4 us)."""
-        if r > _CACHED_RINGS:
-            return _grid_ring_safe(cell, r)
-        rings = self._rings.get(cell)
-        if rings is None:
-            if len(self._rings) >= _CACHE_CELLS:
-                self._rings.clear()
-            rings = self._rings[cell] = [None] * (_CACHED_RINGS + 1)
-        ring = rings[r]
-        if ring is None:
-            ring = rings[r] = _grid_ring_safe(cell, r)
-        return ring
 
     def nearest(
         self,
@@ -441,6 +465,10 @@ class ProviderIndex:
         Eligible: available, capacity > 0, serves ``category``, updated within stale_after_s of
         ``now`` and ``accept(state)`` is true. Order: (distance, -rating, -acceptance, user).
         Exact within min(radius_m, the distance covered by ``max_rings`` rings).
+
+        The search gathers whole disks (every cell within r rings, one h3 call and one C-level
+        pass over the buckets) and picks the next r from the density it has seen; correctness only
+        needs "the gathered candidates are everything within disk(r)" and the bound of disk(r).
         """
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
             raise ValueError(f"invalid coordinates lat={lat!r} lng={lng!r}")
@@ -460,62 +488,54 @@ class ProviderIndex:
             need = math.ceil(((radius_m + d0) / half_e - 1.0) / 3.0)
             max_r = min(max_r, max(0, need))
         get = self._buckets[category].get
-        parts: list[array[int]] = []
-        count = 0  # gathered candidates
-        # Rough share of the searched disk lying within the bound (uniform density), used only to
-        # decide when an evaluation is worth its cost; correctness never depends on it.
+        # Area of one cell (regular hexagon with the unscaled shortest edge), used only by the
+        # density estimates that choose r; correctness never depends on it.
         cell_area = 2.598 * (half_e * 2.0 / _EDGE_SAFETY) ** 2
         memo: dict[int, bool] = {}
-        # When to re-evaluate after a failed evaluation (heuristics only - the final ring is always
-        # evaluated): hint[0] is a distance the bound must exceed first (the k-th found so far
-        # can only improve), need_count means "wait for new candidates".
+        # hint[0]: a distance the bound must pass before a re-evaluation can succeed (set by a
+        # failed evaluation: the k-th candidate found so far can only get nearer).
         hint = [0.0]
-        need_count = -1
-        evaluated = False
-        rings = self._rings.get(cell0)
-        for r in range(max_r + 1):
-            if r == 0:
-                e = get(cell0)
-                if e is not None:
-                    parts.append(e)
-                    count += len(e)
-            else:
-                ring = rings[r] if rings is not None and r <= _CACHED_RINGS else None
-                if ring is None:
-                    ring = self._ring(cell0, r)
-                    rings = self._rings.get(cell0)
-                for e in map(get, ring):
-                    if e is not None:
-                        parts.append(e)
-                        count += len(e)
+        q = _unit(lat, lng)
+        r = min(max_r, int(self._start_r.get(category, _START_RINGS)))
+        while True:
+            parts: list[bytes] = list(filter(None, map(get, _disk(cell0, r))))
+            count = sum(map(len, parts)) >> 3
             bound = (3 * r + 1) * half_e - d0
             # Also final once every provider of the category has been gathered (sparse supply).
-            final = r == max_r or count >= total or (radius_m is not None and bound >= radius_m)
+            final = r >= max_r or count >= total or (radius_m is not None and bound >= radius_m)
             if not final:
-                if count < k or count <= need_count or bound <= hint[0]:
-                    continue
-                if not evaluated and r <= 2:
-                    share = math.pi * bound * bound / ((3 * r * r + 3 * r + 1) * cell_area)
-                    if count * share < k:
-                        continue
-            evaluated = True
+                # Disk area, and the radius expected to hold k candidates at the density seen.
+                area = (3 * r * r + 3 * r + 1) * cell_area
+                expect = math.sqrt(k * area / (math.pi * count)) if count else math.inf
+                if count >= k and bound > hint[0] and bound >= expect:
+                    res = self._evaluate(lat, lng, q, parts, k, bound, False, radius_m, accept, min_ts, memo, hint)
+                    if res:
+                        self._learn_start(category, r)
+                        return res
+                    expect = hint[0]
+                if expect < bound or expect == math.inf:  # nothing here, or too few eligible
+                    r2 = 2 * r + 1
+                else:  # 25 % beyond where the k-th is expected
+                    r2 = math.ceil(((1.25 * expect + d0) / half_e - 1.0) / 3.0)
+                r = min(max_r, max(r + 1, r2))
+                continue
             if count == 0:
-                res: list[tuple[float, ProviderState]] | None = []
-            else:
-                res = self._evaluate(
-                    lat, lng, parts, k, bound, final, radius_m, accept, min_ts, memo, hint
-                )
-            if res is not None and (res or final):
-                return res
-            if hint[0] < bound:  # failed for lack of candidates, not for lack of search radius
-                need_count = count
-        return []  # unreachable: the last ring is always final
+                return []
+            res = self._evaluate(lat, lng, q, parts, k, bound, True, radius_m, accept, min_ts, memo, hint)
+            self._learn_start(category, r)
+            return res or []
+
+    def _learn_start(self, category: str, r: int) -> None:
+        """Moving average of the disk radius that answered, where the next search starts."""
+        prev = self._start_r.get(category, float(_START_RINGS))
+        self._start_r[category] = min(0.75 * prev + 0.25 * r, float(_MAX_START_RINGS))
 
     def _evaluate(
         self,
         lat: float,
         lng: float,
-        parts: list[array[int]],
+        q: tuple[float, float, float],
+        parts: list[bytes],
         k: int,
         bound: float,
         final: bool,
@@ -527,146 +547,82 @@ class ProviderIndex:
     ) -> list[tuple[float, ProviderState]] | None:
         """Rank gathered candidates; None means "not provably complete yet, search further".
 
-        Candidates are first ranked with a cheap equirectangular distance d' (a few numpy calls),
-        whose relative error against the true great-circle distance is at most ``eps`` (see
-        _equirect_eps); every candidate that could be in the true top k is kept by widening the
-        cut by (1 + eps) / (1 - eps). Survivors are ranked with exact haversine, and the stop test
+        Candidates are ranked by the dot product of unit vectors (larger = nearer, exactly the
+        great-circle order up to rounding, which _DOT_SLACK covers). Every candidate within the
+        slack of the k-th is kept; survivors get the exact haversine distance, and the stop test
         compares the *exact* k-th distance with the conservative ring bound.
         """
-        v = self._view
-        if v is None:
-            v = self._records()
-        # One C-level gather of the candidates' records (each row carries its own slot).
-        rows = v.take(np.frombuffer(b"".join(parts), dtype=np.int64), axis=0)
-        ets = rows[:, _F_ETS]
-        if ets.min() < min_ts:  # drop unavailable / zero-capacity / stale providers
-            rows = rows[ets >= min_ts]
-            if rows.shape[0] == 0:
-                return [] if final else None
-        if abs(lat) > 80.0 or abs(lng) > 170.0:
-            # Near a pole or the antimeridian (longitude wrap) the planar pre-rank is not valid.
-            return self._evaluate_exact(lat, lng, rows, k, bound, final, radius_m, accept, memo, hint)
-        c = math.cos(lat * _RAD)
-        d = rows[:, :2] - (lat, lng)
-        d *= d
-        # Squared equirectangular distance in degrees^2 (monotone in d', so ranks are the same).
-        approx2 = d @ (1.0, c * c)
-        n = approx2.size
-        kth = math.sqrt(float(np.partition(approx2, k - 1)[k - 1] if n > k else approx2.max())) * M_PER_DEG
-        if radius_m is not None:
-            kth = min(kth, radius_m)
-        eps = _equirect_eps(lat, max(kth, 0.0 if final else bound))
-        if eps > 0.05:  # continental distances: the planar pre-rank is useless
-            return self._evaluate_exact(lat, lng, rows, k, bound, final, radius_m, accept, memo, hint)
-        widen = (1.0 + eps) / (1.0 - eps)
+        views = self._views
+        if views is None:
+            views = self._search_views()
+        hot, recf = views
+        # Candidates below this dot product are outside the radius (up to the slack).
+        floor = -2.0 if radius_m is None else _m_to_dot(radius_m) - _DOT_SLACK
+        cand = np.frombuffer(b"".join(parts), dtype=np.int64)
         if accept is None:
-            if not final and (n < k or kth * (1.0 - eps) >= bound):
-                hint[0] = kth * (1.0 - eps)
-                return None  # even optimistically the k-th is not provably final
-            if n > k:
-                cut = (kth * widen + 1e-6) / M_PER_DEG
-                rows = rows[approx2 <= cut * cut]
-            return self._finish(self._exact(lat, lng, rows.tolist(), radius_m), k, bound, final, hint)
-        approx = np.sqrt(approx2)
-        approx *= M_PER_DEG
-        order = np.argsort(approx, kind="stable")
-        ap = approx[order].tolist()
-        olist = rows[order, _F_SLOT].tolist()
+            slots, dists, kth, n, tie = _nearest_rows(
+                hot, recf, cand, lat, lng, q[0], q[1], q[2], min_ts, floor, k, _DOT_SLACK,
+                math.inf if radius_m is None else radius_m,
+            )
+            if not final and (n < k or _dot_to_m(kth + _DOT_SLACK) >= bound):
+                if n >= k:  # the k-th can only get nearer: re-evaluate once the bound passes it
+                    hint[0] = _dot_to_m(kth + _DOT_SLACK)
+                return None
+            sl = slots.tolist()
+            dl = dists.tolist()
+            if tie:  # equal (distance, rating, acceptance): the user id decides
+                users = self._users
+                keyed = sorted(zip(dl, sl, strict=True), key=lambda e: (e[0], *self._rank_key(e[1]), users[e[1]]))
+                dl = [e[0] for e in keyed]
+                sl = [e[1] for e in keyed]
+            if not final and (len(sl) < k or dl[k - 1] >= bound):
+                if len(sl) >= k:
+                    hint[0] = dl[k - 1]
+                return None  # an unsearched cell could still hold something at least as good
+            return self._states(dl[:k], sl[:k])
+        slots, dots, kth, n = _rank(hot, cand, q[0], q[1], q[2], min_ts, floor, k, _DOT_SLACK, True)
+        if n == 0:
+            return [] if final else None
+        dl = dots.tolist()
+        ol = slots.tolist()
         chosen: list[int] = []
-        cut = math.inf if radius_m is None else radius_m * (1.0 + eps) + 1e-6
-        limit = math.inf if final else bound * (1.0 + eps) + 1e-6
-        for i, d_apx in enumerate(ap):
-            if d_apx > cut:
+        # A candidate nearer than the bound is decidable; past it an unsearched cell may beat it.
+        limit = -2.0 if final else _m_to_dot(bound) + _DOT_SLACK
+        for dot, slot in zip(dl, ol, strict=True):
+            if dot < floor:
                 break
-            if d_apx > limit:
-                hint[0] = d_apx * (1.0 - eps)  # this candidate becomes decidable past that bound
+            if dot <= limit:
+                hint[0] = _dot_to_m(dot + _DOT_SLACK)  # decidable once the bound passes this
                 break
-            slot = int(olist[i])
             ok = memo.get(slot)
             if ok is None:
                 ok = memo[slot] = bool(accept(self._state(slot)))
             if ok:
-                chosen.append(i)
-                if len(chosen) == k:
-                    cut = min(cut, d_apx * widen + 1e-6)
+                chosen.append(slot)
+                if len(chosen) == k:  # keep only the candidates that might tie with the k-th
+                    floor = max(floor, dot - _DOT_SLACK)
         if len(chosen) < k and not final:
             return None
-        keyed = self._exact(lat, lng, rows[order[chosen]].tolist(), radius_m)
-        return self._finish(keyed, k, bound, final, hint)
-
-    def _evaluate_exact(
-        self,
-        lat: float,
-        lng: float,
-        rows: np.ndarray,
-        k: int,
-        bound: float,
-        final: bool,
-        radius_m: float | None,
-        accept: Callable[[ProviderState], bool] | None,
-        memo: dict[int, bool],
-        hint: list[float],
-    ) -> list[tuple[float, ProviderState]] | None:
-        """Fallback for extreme latitudes/distances: exact haversine for every candidate."""
-        plng = rows[:, _F_LNG]
-        plat = rows[:, _F_LAT]
-        s1 = np.sin((plat - lat) * _HALF_RAD)
-        s2 = np.sin((plng - lng) * _HALF_RAD)
-        a = s1 * s1 + (math.cos(lat * _RAD) * np.cos(plat * _RAD)) * (s2 * s2)
-        dist = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
-        order = np.argsort(dist, kind="stable")
-        olist = rows[order, _F_SLOT].tolist()
-        chosen: list[int] = []
-        cut = math.inf if radius_m is None else radius_m * (1.0 + 1e-9) + 1e-6
-        for i, d in enumerate(dist[order].tolist()):
-            if d > cut:
-                break
-            if accept is not None:
-                slot = int(olist[i])
-                ok = memo.get(slot)
-                if ok is None:
-                    ok = memo[slot] = bool(accept(self._state(slot)))
-                if not ok:
-                    continue
-            chosen.append(i)
-            if len(chosen) == k:
-                cut = min(cut, d * (1.0 + 1e-9) + 1e-6)
-        if len(chosen) < k and not final:
-            return None
-        keyed = self._exact(lat, lng, rows[order[chosen]].tolist(), radius_m)
-        return self._finish(keyed, k, bound, final, hint)
+        return self._finish(self._exact(lat, lng, chosen, radius_m), k, bound, final, hint)
 
     def _exact(
-        self, lat: float, lng: float, rows: list[list[float]], radius_m: float | None
+        self, lat: float, lng: float, slots: list[int], radius_m: float | None
     ) -> list[tuple[float, float, float, str, int]]:
-        """Exact sort keys (math haversine, identical to geo.haversine_m), best first.
-
-        ``rows`` are record rows as read through the float64 view (see _REC).
-        Each key is (distance, -rating, -acceptance, user, slot)."""
+        """Exact sort keys (distance by geo.haversine_m), best first: (distance, -rating,
+        -acceptance, user, slot). Used by searches with a predicate (the others rank in
+        kernels.nearest_rows)."""
         users = self._users
-        keyed: list[tuple[float, float, float, str, int]] = []
-        # Inlined geo.haversine_m with the query-side terms hoisted; the operation order is
-        # kept identical so distances are bit-for-bit equal to haversine_m's.
-        sin = math.sin
-        p1 = lat * _RAD
-        c1 = math.cos(p1)
-        cos = math.cos
-        asin = math.asin
-        sqrt = math.sqrt
-        two_r = 2.0 * EARTH_RADIUS_M
+        rec = self._rec
+        unpack = _REC.unpack_from
         lim = math.inf if radius_m is None else radius_m
-        for row in rows:
-            p2 = row[0] * _RAD
-            s_dp = sin((p2 - p1) * 0.5)
-            s_dl = sin((row[1] - lng) * _RAD * 0.5)
-            a = s_dp * s_dp + c1 * cos(p2) * s_dl * s_dl
-            d = two_r * asin(sqrt(a if a < 1.0 else 1.0))
-            if d > lim:
-                continue
-            slot = int(row[4])  # _F_SLOT
-            keyed.append((d, -row[5], -row[6], users[slot], slot))  # type: ignore[arg-type]
+        keyed = []
+        for slot in slots:
+            plat, plng, _ts, rating, acc, _capf, _cell = unpack(rec, slot * _REC_SIZE)
+            d = haversine_m(lat, lng, plat, plng)
+            if d <= lim:
+                keyed.append((d, -rating, -acc, users[slot], slot))
         keyed.sort()
-        return keyed
+        return keyed  # type: ignore[return-value]
 
     def _finish(
         self,
@@ -680,18 +636,26 @@ class ProviderIndex:
             if len(keyed) >= k:
                 hint[0] = keyed[k - 1][0]
             return None  # an unsearched cell could still hold something at least as good
-        # ProviderState for the final k only (inlined _state: this runs k times per query).
-        rec = self._rec
+        return self._states([e[0] for e in keyed[:k]], [e[4] for e in keyed[:k]])
+
+    def _rank_key(self, slot: int) -> tuple[float, float]:
+        _lat, _lng, _ts, rating, acc, _capf, _cell = _REC.unpack_from(self._rec, slot * _REC_SIZE)
+        return -rating, -acc
+
+    def _states(self, dists: list[float], slots: list[int]) -> list[tuple[float, ProviderState]]:
+        """(distance, ProviderState) pairs; inlines _state (this runs k times per query)."""
+        users = self._users
         cats = self._cats
         zones = self._zones
+        rec = self._rec
         unpack = _REC.unpack_from
         new = _new_state
         out = []
-        for d, _r, _a, user, slot in keyed[:k]:
-            lat, lng, _ets, ts, _slot, rating, acc, capf, cell = unpack(rec, slot * _REC_SIZE)
+        for d, slot in zip(dists, slots, strict=True):
+            lat, lng, ts, rating, acc, capf, cell = unpack(rec, slot * _REC_SIZE)
             out.append((d, new(ProviderState, (
-                user, lat, lng, capf >= 0, cats[slot], capf if capf >= 0 else ~capf,
-                rating, acc, zones[slot], ts, f"{cell:x}",
+                users[slot], lat, lng, capf >= 0, cats[slot], capf if capf >= 0 else ~capf, rating, acc,
+                zones[slot], ts, f"{cell:x}",
             ))))
         return out
 
@@ -774,13 +738,20 @@ class ProviderIndex:
         r["lat"] = lat
         r["lng"] = lng
         r["ts"] = ts
-        r["ets"] = np.where(avail & (cap > 0), ts, -np.inf)
-        r["slot"] = np.arange(n, dtype=np.float64)
         r["rating"] = np.frombuffer(p["rating"], dtype=np.float64)
         r["acc"] = np.frombuffer(p["acc"], dtype=np.float64)
         r["capf"] = np.where(avail, cap, ~cap)
         r["cell"] = cells
         idx._rec = bytearray(recs.tobytes())
+        hot = np.zeros((cap_n, 4), dtype=np.float64)
+        hot[n:, 3] = -np.inf
+        la = np.radians(lat)
+        lo = np.radians(lng)
+        hot[:n, 0] = np.cos(la) * np.cos(lo)
+        hot[:n, 1] = np.cos(la) * np.sin(lo)
+        hot[:n, 2] = np.sin(la)
+        hot[:n, 3] = np.where(avail & (cap > 0), ts, -np.inf)
+        idx._hot = bytearray(hot.tobytes())
         idx._cap_n = cap_n
         del recs, r
         cat_table = [idx._intern_cats(t) for t in p["cat_table"]]
@@ -802,12 +773,9 @@ class ProviderIndex:
             sc = cells[slots]
             starts = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
             ends = np.append(starts[1:], slots.size).tolist()
-            cb: dict[int, array[int]] = {}
             raw = slots.astype(np.int64).tobytes()
-            for s, e, c in zip(starts.tolist(), ends, sc[starts].tolist(), strict=True):
-                a: array[int] = array("q")
-                a.frombytes(raw[8 * s:8 * e])
-                cb[c] = a
-            idx._buckets[cat] = cb
+            idx._buckets[cat] = {
+                c: raw[8 * s:8 * e] for s, e, c in zip(starts.tolist(), ends, sc[starts].tolist(), strict=True)
+            }
             idx._cat_count[cat] = int(slots.size)
         return idx
