@@ -377,6 +377,9 @@ class FakeUpstream:
             await self._sleep(request, float(fault.get("seconds", 3600)))
         delay = float(fault.get("delay", self.delay_s)) if kind == "slow" else self.delay_s
         after = int(fault.get("after", 0))
+        # Token i leaves at start + i * delay (an absolute schedule): a late wake-up does not push
+        # every later token back, so stream lengths do not drift with this server's load.
+        start = time.monotonic()
         for i, tok in enumerate(tokens):
             if i == after and kind == "cut":
                 # Drop the TCP connection mid-body: the client sees an incomplete chunked response.
@@ -390,7 +393,7 @@ class FakeUpstream:
                 await resp.write_eof()
                 raise _Done()
             if delay and i:
-                await self._sleep(request, delay)
+                await self._sleep(request, start + i * delay - time.monotonic())
             await self._write(request, resp, encode(tok))
 
 

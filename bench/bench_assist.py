@@ -4,18 +4,26 @@
 
 Both sides stream chat completions through the official openai SDK from the same fake upstream
 (`ai_assist.fake_upstream`, started here as a separate process so it does not share this
-process's CPU). The concurrent streams are half direct, half relay, interleaved in time, so both
-sides see the same load and noise. "total" is the time from the
-request to the end of the answer (the `done` event for the relay), "first" the time to the first
-text delta. Budget: relay p50 overhead at most 2 ms in total and 5 ms to the first token.
-Transcripts go to var/bench-assist.sqlite3 unless DATABASE_URL is set.
+process's CPU; it sends token i at start + i * delay, so a stream's length does not drift with
+load). "total" is the time from the request to the end of the answer (the `done` event for the
+relay), "first" the time to the first text delta.
+
+Paired design: 200 pairs in flight (200 relay streams through this process at once, plus their
+200 direct twins), each pair one direct and one relay request started in the same event-loop turn
+(which goes first alternates), so both see the same moment of load; the overhead is the median
+of the per-pair differences (relay minus direct), which cancels the load noise common to both.
+The difference of the two sides' p50s is printed too. A sequential
+calibration with a zero-delay upstream measures the relay's own cost per request with nothing
+else running. Budget: relay p50 overhead at most 2 ms in total and 5 ms to the first token, at
+200 concurrent relay streams. Transcripts go to var/bench-assist.sqlite3 unless DATABASE_URL is
+set.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import random
 import socket
 import statistics
 import subprocess
@@ -134,31 +142,43 @@ async def relay_one(n: int, prompt: str, out: Samples, written: list[bool]) -> N
     out.first.append(((sink.first or sink.end) - sink.t0) * 1000)
 
 
-async def run_mixed(n_per_side: int, concurrency: int, client: Any, direct: Samples, via_relay: Samples,
-                    written: list[bool], ramp_s: float = 0.0) -> float:
-    """`concurrency` workers running direct and relay requests mixed: both sides share the same
-    moment, load, client pool and upstream, so machine noise hits them alike."""
+async def run_pairs(n_pairs: int, concurrency: int, client: Any, direct: Samples, via_relay: Samples,
+                    written: list[bool], diffs: Samples, ramp_s: float = 0.0) -> float:
+    """`concurrency` workers, each running one direct and one relay request at a time, started
+    together; per-pair differences go to `diffs` (pairs where either side failed are skipped)."""
     prompt = "please draft a short reply confirming the plumber visit tomorrow morning"
-    counter = iter(range(10**9))
-
-    # The kind of each request is drawn at random (seeded): neither side is tied to a phase of the
-    # workers' cycle, so queueing in the SDK's pool and the OS scheduler falls on both alike.
-    kinds = ["direct"] * n_per_side + ["relay"] * n_per_side
-    random.Random(7).shuffle(kinds)
-    pending = iter(kinds)
+    pending = iter(range(n_pairs))
+    workers = max(1, concurrency)
 
     async def worker(w: int) -> None:
         # Staggered starts: 200 streams opened in the same millisecond measure the burst, not the relay.
-        await asyncio.sleep(ramp_s * w / concurrency)
-        for kind in pending:
-            if kind == "direct":
-                await direct_one(client, prompt, direct)
+        await asyncio.sleep(ramp_s * w / workers)
+        for n in pending:
+            d, r = Samples(), Samples()
+            if n % 2:
+                await asyncio.gather(direct_one(client, prompt, d), relay_one(n, prompt, r, written))
             else:
-                await relay_one(next(counter), prompt, via_relay, written)
+                await asyncio.gather(relay_one(n, prompt, r, written), direct_one(client, prompt, d))
+            direct.errors += d.errors
+            via_relay.errors += r.errors
+            direct.total += d.total
+            direct.first += d.first
+            via_relay.total += r.total
+            via_relay.first += r.first
+            if d.total and r.total:
+                diffs.total.append(r.total[0] - d.total[0])
+                diffs.first.append(r.first[0] - d.first[0])
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    await asyncio.gather(*(worker(w) for w in range(workers)))
     return time.perf_counter() - t0
+
+
+def _set_delay(base_url: str, delay_ms: float) -> None:
+    req = urllib.request.Request(base_url.removesuffix("/v1") + "/_config", method="POST",
+                                 data=json.dumps({"delay_ms": delay_ms}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).close()
 
 
 async def bench(args: argparse.Namespace, base_url: str) -> int:
@@ -171,36 +191,44 @@ async def bench(args: argparse.Namespace, base_url: str) -> int:
     # One client (one connection pool) for both sides, built exactly as the relay builds its own.
     client = provider._make(KEY)
     provider.use_client(client)
-    direct, via_relay = Samples(), Samples()
+    direct, via_relay, diffs = Samples(), Samples(), Samples()
     written: list[bool] = []
     ramp = args.tokens * args.delay_ms / 1000
-    # Sequential calibration: the relay's own cost per request with nothing else running.
+    # Sequential calibration against a zero-delay upstream: the relay's own cost per request.
     cal_d, cal_r = Samples(), Samples()
-    for i in range(args.calibrate):
-        await direct_one(client, "calibration prompt", cal_d)
-        await relay_one(i, "calibration prompt", cal_r, [])
+    if args.calibrate:
+        _set_delay(base_url, 0.0)
+        for i in range(args.calibrate):
+            await direct_one(client, "calibration prompt", cal_d)
+            await relay_one(i, "calibration prompt", cal_r, [])
+        _set_delay(base_url, args.delay_ms)
     # Warm both paths (connection pools, imports, the transcript writer) and discard.
-    await run_mixed(args.concurrency, args.concurrency, client, Samples(), Samples(), [], ramp)
-    elapsed = await run_mixed(args.requests, args.concurrency, client, direct, via_relay, written, ramp)
-    print(f"assist relay bench: {args.requests} requests per side, {args.concurrency} concurrent streams "
-          f"(direct and relay mixed at random), {args.tokens} tokens/answer, "
+    await run_pairs(args.concurrency, args.concurrency, client, Samples(), Samples(), [], Samples(), ramp)
+    elapsed = await run_pairs(args.requests, args.concurrency, client, direct, via_relay, written, diffs, ramp)
+    print(f"assist relay bench: {args.requests} pairs (one direct and one relay request started together), "
+          f"{args.concurrency} pairs in flight ({args.concurrency} concurrent relay streams), "
+          f"{args.tokens} tokens/answer, "
           f"{args.delay_ms:g} ms between tokens, {elapsed:.1f} s")
     print(f"{'':8} {'total p50':>10} {'total p99':>10} {'first p50':>10} {'first p99':>10} errors   (ms)")
     for name, s in (("direct", direct), ("relay", via_relay)):
         print(f"{name:8} {pct(s.total, 50):10.2f} {pct(s.total, 99):10.2f} {pct(s.first, 50):10.2f} "
               f"{pct(s.first, 99):10.2f} {s.errors}")
-    over_total = pct(via_relay.total, 50) - pct(direct.total, 50)
-    over_first = pct(via_relay.first, 50) - pct(direct.first, 50)
-    print(f"overhead p50: total {over_total:+.2f} ms (budget {BUDGET_TOTAL_MS} ms), "
-          f"first token {over_first:+.2f} ms (budget {BUDGET_FIRST_MS} ms); "
-          f"p99: total {pct(via_relay.total, 99) - pct(direct.total, 99):+.2f} ms, "
+    over_total = pct(diffs.total, 50)
+    over_first = pct(diffs.first, 50)
+    print(f"overhead, median of the {len(diffs.total)} paired differences: total {over_total:+.2f} ms "
+          f"(budget {BUDGET_TOTAL_MS} ms), first token {over_first:+.2f} ms (budget {BUDGET_FIRST_MS} ms); "
+          f"p90 of the differences: total {pct(diffs.total, 90):+.2f} ms, first {pct(diffs.first, 90):+.2f} ms")
+    print(f"difference of the sides' p50s: total {pct(via_relay.total, 50) - pct(direct.total, 50):+.2f} ms, "
+          f"first token {pct(via_relay.first, 50) - pct(direct.first, 50):+.2f} ms; "
+          f"of their p99s: total {pct(via_relay.total, 99) - pct(direct.total, 99):+.2f} ms, "
           f"first token {pct(via_relay.first, 99) - pct(direct.first, 99):+.2f} ms")
     print(f"transcripts written: {sum(written)} of {len(written)} relay requests; "
           f"stdev of totals: direct {statistics.pstdev(direct.total):.1f} ms, "
           f"relay {statistics.pstdev(via_relay.total):.1f} ms")
     if args.calibrate:
-        print(f"sequential ({args.calibrate} pairs, one stream at a time): overhead p50 total "
-              f"{pct(cal_r.total, 50) - pct(cal_d.total, 50):+.2f} ms, first token "
+        print(f"sequential, zero-delay upstream ({args.calibrate} pairs, one stream at a time): total p50 "
+              f"direct {pct(cal_d.total, 50):.2f} ms, relay {pct(cal_r.total, 50):.2f} ms "
+              f"(overhead {pct(cal_r.total, 50) - pct(cal_d.total, 50):+.2f} ms); first token overhead "
               f"{pct(cal_r.first, 50) - pct(cal_d.first, 50):+.2f} ms")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.2f} at the end")
@@ -213,11 +241,12 @@ async def bench(args: argparse.Namespace, base_url: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--requests", type=int, default=1000, help="per side")
+    parser.add_argument("--concurrency", type=int, default=200, help="pairs in flight = concurrent relay streams")
+    parser.add_argument("--requests", type=int, default=1000, help="pairs (one direct, one relay)")
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--delay-ms", type=float, default=100.0, help="fake upstream delay between tokens")
-    parser.add_argument("--calibrate", type=int, default=50, help="sequential pairs measured first (0: skip)")
+    parser.add_argument("--calibrate", type=int, default=100,
+                        help="sequential pairs against a zero-delay upstream, measured first (0: skip)")
     parser.add_argument("--no-check", action="store_true", help="exit 0 even over budget")
     args = parser.parse_args()
     port = _free_port()
