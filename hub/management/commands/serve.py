@@ -7,6 +7,7 @@ SIGTERM: stop accepting, close every socket with 1012, finish in-flight commits,
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -38,6 +39,11 @@ class Command(BaseCommand):
 
         # Before listening: a process must not take requests it cannot serve yet (see hub.tasks).
         tasks.run_startup()
+        # Everything loaded so far (Django, the apps, numba, the matcher) lives as long as the
+        # process: move it out of the cyclic GC's reach. A full collection walking it stalled the
+        # event loop for ~250 ms, the whole p99 of publish-to-delivery at 2,000 publications/s.
+        gc.collect()
+        gc.freeze()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if opts["reuse_port"]:
