@@ -37,8 +37,6 @@ import numpy as np
 from h3.api import basic_int as h3i
 
 from matching.geo import EARTH_RADIUS_M, haversine_m
-from matching.kernels import nearest_rows as _nearest_rows
-from matching.kernels import rank as _rank
 
 __all__ = ["ProviderIndex", "ProviderState"]
 
@@ -98,6 +96,19 @@ _HOT_SIZE = _HOT.size  # 32: a cache line holds two, and none straddles one
 # Absolute error bound on a computed dot product of two computed unit vectors (a few ulps of 1,
 # with a 10x margin): candidates within it of a cut are kept, so rounding never drops one.
 _DOT_SLACK = 1e-14
+
+
+# The compiled kernels (matching.kernels), bound on first use: importing numba costs ~0.3 s and
+# ~140 MB, which processes that never search (manage.py commands) should not pay.
+_nearest_rows: Any = None
+_rank: Any = None
+
+
+def _load_kernels() -> None:
+    global _nearest_rows, _rank
+    from matching import kernels
+
+    _nearest_rows, _rank = kernels.nearest_rows, kernels.rank
 
 
 def _without(data: bytes, packed: bytes) -> bytes:
@@ -556,6 +567,8 @@ class ProviderIndex:
         if views is None:
             views = self._search_views()
         hot, recf = views
+        if _rank is None:
+            _load_kernels()
         # Candidates below this dot product are outside the radius (up to the slack).
         floor = -2.0 if radius_m is None else _m_to_dot(radius_m) - _DOT_SLACK
         cand = np.frombuffer(b"".join(parts), dtype=np.int64)

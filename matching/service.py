@@ -28,7 +28,6 @@ from django.db.models import F
 
 from core.audit import record
 from core.errors import bad_request, not_found
-from matching import kernels
 from matching.index import ProviderIndex
 from matching.index import ProviderState as IndexedProvider
 from matching.models import ProviderState, Zone, ZoneAssignment, acceptance_rate
@@ -244,6 +243,8 @@ class Matcher:
         with self._start_lock:
             if self.loaded:
                 return self
+            from matching import kernels  # numba: loaded here, by processes that serve searches
+
             kernels.warm_up()  # compile or load the search kernels now, not on the first query
             # Subscribe first, then load: a change racing the load is applied twice, never missed.
             self.sync.start()
