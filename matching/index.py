@@ -9,7 +9,10 @@ Pure Python + numpy + h3, no Django. Memory layout (a million providers in ~250 
   - the 56-byte record (_REC): lat, lng, ts, rating, acceptance, capacity, cell;
 * per category, per H3 cell, a bucket = ``bytes`` of native int64 slots (8 bytes per entry;
   immutable, so a query's ``bytes.join`` needs no copy-out, and header and data share one
-  allocation: one cache miss per cell visited, not three as with array('q')).
+  allocation: one cache miss per cell visited, not three as with array('q')); kept at two
+  levels, the index resolution and its parent (res - 1, cells 7x larger). A search uses the
+  coarse level for a category whose occupied cells hold fewer than ``coarse_below`` providers on
+  average: sparse supply then needs a few large cells instead of dozens of nearly empty ones.
 
 A location update that stays in its cell (the common case) rewrites both records' position
 fields: no bucket work at all. Buckets change only when the cell or the categories change.
@@ -29,6 +32,7 @@ import math
 import struct
 import sys
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -55,6 +59,10 @@ except ImportError:  # pragma: no cover - other h3 builds
 def _disk(cell: int, r: int) -> list[int]:
     """Every cell within r rings (h3's compiled grid_disk returns a buffer; tolist is C-level)."""
     return memoryview(_grid_disk(cell, r)).tolist()  # type: ignore[arg-type]
+
+
+def _disk_array(cell: int, r: int) -> array[int]:
+    return array("Q", memoryview(_grid_disk(cell, r)))  # type: ignore[arg-type]
 _HALF_RAD = math.pi / 360.0  # degrees -> radians, halved (haversine works on half-angles)
 _RAD = math.pi / 180.0
 _NEG_INF = -math.inf
@@ -73,6 +81,10 @@ _CACHE_CELLS = 100_000
 # First disk radius a category's search tries before it has learnt from earlier queries, and the
 # most it starts with (later rings are chosen from the density seen, see nearest()).
 _START_RINGS = 1
+# Disks of r < _CACHED_DISKS rings are cached per cell, up to _DISK_CACHE_CELLS cells per r (at
+# most ~40 MB in all; Greater London's ~21,000 cells fit).
+_CACHED_DISKS = 5
+_DISK_CACHE_CELLS = 30_000
 _MAX_START_RINGS = 3
 
 # Per-provider record: 7 eight-byte fields, native byte order, no padding.
@@ -111,14 +123,25 @@ def _load_kernels() -> None:
     _nearest_rows, _rank = kernels.nearest_rows, kernels.rank
 
 
-def _without(data: bytes, packed: bytes) -> bytes:
-    """A bucket without one 8-byte entry (only 8-byte-aligned matches count)."""
+def _take_out(buckets: dict[int, bytes], cell: int, packed: bytes) -> None:
+    """Remove one 8-byte entry from a cell's bucket (only 8-byte-aligned matches count)."""
+    data = buckets[cell]
     i = data.find(packed)
     while i % 8:
         if i < 0:
             raise KeyError("slot not in its bucket")
         i = data.find(packed, i + 1)
-    return data[:i] + data[i + 8:]
+    if len(data) == 8:
+        del buckets[cell]
+    else:
+        buckets[cell] = data[:i] + data[i + 8:]
+
+
+def _parent_cell(cell: Any, res: int) -> Any:
+    """H3 cellToParent by bit arithmetic (resolution field, then the finer digits set to 7);
+    works on ints and on numpy int64 arrays alike. tests/matching/test_index.py checks it."""
+    low = (1 << (3 * (15 - res))) - 1
+    return (cell & ~(0xF << 52) & ~low) | (res << 52) | low
 
 
 def _unit(lat: float, lng: float) -> tuple[float, float, float]:
@@ -190,10 +213,18 @@ class ProviderIndex:
         clock: Callable[[], float] = time.time,
         max_rings: int = 100,
         initial_capacity: int = 1024,
+        coarse_below: float = 3.0,
     ) -> None:
         if not 0 <= res <= 15:
             raise ValueError("res must be in 0..15")
         self.res = res
+        # Searches use the res - 1 buckets for a category averaging fewer providers than this per
+        # occupied cell (0: never; the answer is the same either way, only the cost differs).
+        self.coarse_below = float(coarse_below) if res > 0 else 0.0
+        # _parent_cell(cell, res - 1) as two masks (at res 0 the "parent" is the cell itself).
+        low = (1 << (3 * (16 - res))) - 1 if res else 0
+        self._pclear = ~(0xF << 52) & ~low if res else -1
+        self._pset = ((res - 1) << 52) | low if res else 0
         self.stale_after_s = float(stale_after_s)
         self.clock = clock
         self.max_rings = max_rings
@@ -202,15 +233,21 @@ class ProviderIndex:
         self._free: list[int] = []
         self._cats: list[tuple[str, ...]] = []
         self._zones: list[tuple[str, ...]] = []
-        # category -> cell -> bytes of int64 slots (unordered; rebuilt on append/remove).
+        # category -> cell -> bytes of int64 slots (unordered; rebuilt on append/remove), at res
+        # and at res - 1 (the parent cells).
         self._buckets: dict[str, dict[int, bytes]] = {}
+        self._coarse: dict[str, dict[int, bytes]] = {}
         # Bucket entries per category: once a search has gathered all of them it can stop.
         self._cat_count: dict[str, int] = {}
         self._cat_intern: dict[Any, tuple[str, ...]] = {(): ()}
         self._zone_intern: dict[Any, tuple[str, ...]] = {(): ()}
         self._geom: dict[int, tuple[float, float, float]] = {}
-        # category -> moving average of the disk radius that answered (where searches start).
-        self._start_r: dict[str, float] = {}
+        # Per r < _CACHED_DISKS: cell -> its disk of r rings (8 bytes a cell): every query in a
+        # cell starts from the same disks, and h3's grid_disk costs more than the lookup.
+        self._disks: list[dict[int, array[int]]] = [{} for _ in range(_CACHED_DISKS)]
+        # (category, coarse) -> moving average of the disk radius that answered (where searches
+        # start).
+        self._start_r: dict[tuple[str, bool], float] = {}
         cap = max(16, initial_capacity)
         self._cap_n = cap
         self._rec = bytearray(_REC_SIZE * cap)
@@ -260,42 +297,45 @@ class ProviderIndex:
             self._zone_intern[key] = got
         return got
 
+    def _parent(self, cell: int) -> int:
+        return (cell & self._pclear) | self._pset  # _parent_cell(cell, res - 1), inlined
+
     def _bucket_add(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
-        buckets = self._buckets
         counts = self._cat_count
         packed = _Q.pack(slot)
+        parent = self._parent(cell)
         for c in cats:
             counts[c] = counts.get(c, 0) + 1
-            cb = buckets.get(c)
-            if cb is None:
-                cb = buckets[c] = {}
-            cb[cell] = cb.get(cell, b"") + packed
+            for level, key in ((self._buckets, cell), (self._coarse, parent)):
+                cb = level.get(c)
+                if cb is None:
+                    cb = level[c] = {}
+                cb[key] = cb.get(key, b"") + packed
 
     def _bucket_remove(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
-        buckets = self._buckets
         counts = self._cat_count
         packed = _Q.pack(slot)
+        parent = self._parent(cell)
         for c in cats:
             counts[c] -= 1
-            cb = buckets[c]
-            rest = _without(cb[cell], packed)
-            if rest:
-                cb[cell] = rest
-            else:
-                del cb[cell]
+            _take_out(self._buckets[c], cell, packed)
+            _take_out(self._coarse[c], parent, packed)
 
     def _move(self, slot: int, old_cell: int, cell: int) -> None:
-        """Same categories, new cell: move the slot between buckets."""
-        buckets = self._buckets
+        """Same categories, new cell: move the slot between buckets (coarse ones only when the
+        parent cell changes too)."""
         packed = _Q.pack(slot)
+        clear, put = self._pclear, self._pset
+        old_parent, parent = (old_cell & clear) | put, (cell & clear) | put
+        buckets = self._buckets
         for c in self._cats[slot]:
             cb = buckets[c]
-            rest = _without(cb[old_cell], packed)
-            if rest:
-                cb[old_cell] = rest
-            else:
-                del cb[old_cell]
+            _take_out(cb, old_cell, packed)
             cb[cell] = cb.get(cell, b"") + packed
+            if parent != old_parent:
+                cb = self._coarse[c]
+                _take_out(cb, old_parent, packed)
+                cb[parent] = cb.get(parent, b"") + packed
         _Q.pack_into(self._rec, slot * _REC_SIZE + _OFF_CELL, cell)
 
     # ------------------------------------------------------------------ writes
@@ -489,7 +529,9 @@ class ProviderIndex:
         if radius_m is not None and not radius_m >= 0:
             return []
         min_ts = (self.clock() if now is None else now) - self.stale_after_s
-        cell0 = _latlng_to_cell(lat, lng, self.res)
+        fine = self._buckets[category]
+        coarse = total < self.coarse_below * len(fine)
+        cell0 = _latlng_to_cell(lat, lng, self.res - 1 if coarse else self.res)
         g = self._geom.get(cell0)
         clat, clng, half_e = self._cell_geom(cell0) if g is None else g
         d0 = haversine_m(lat, lng, clat, clng)
@@ -498,7 +540,7 @@ class ProviderIndex:
             # Smallest r with bound(r) >= radius_m: beyond it nothing can be within the radius.
             need = math.ceil(((radius_m + d0) / half_e - 1.0) / 3.0)
             max_r = min(max_r, max(0, need))
-        get = self._buckets[category].get
+        get = (self._coarse[category] if coarse else fine).get
         # Area of one cell (regular hexagon with the unscaled shortest edge), used only by the
         # density estimates that choose r; correctness never depends on it.
         cell_area = 2.598 * (half_e * 2.0 / _EDGE_SAFETY) ** 2
@@ -507,9 +549,19 @@ class ProviderIndex:
         # failed evaluation: the k-th candidate found so far can only get nearer).
         hint = [0.0]
         q = _unit(lat, lng)
-        r = min(max_r, int(self._start_r.get(category, _START_RINGS)))
+        level = (category, coarse)
+        r = min(max_r, int(self._start_r.get(level, _START_RINGS)))
         while True:
-            parts: list[bytes] = list(filter(None, map(get, _disk(cell0, r))))
+            if r < _CACHED_DISKS:
+                cache = self._disks[r]
+                cells: Any = cache.get(cell0)
+                if cells is None:
+                    if len(cache) >= _DISK_CACHE_CELLS:
+                        cache.clear()
+                    cells = cache[cell0] = _disk_array(cell0, r)
+            else:
+                cells = _disk(cell0, r)
+            parts: list[bytes] = list(filter(None, map(get, cells)))
             count = sum(map(len, parts)) >> 3
             bound = (3 * r + 1) * half_e - d0
             # Also final once every provider of the category has been gathered (sparse supply).
@@ -521,7 +573,7 @@ class ProviderIndex:
                 if count >= k and bound > hint[0] and bound >= expect:
                     res = self._evaluate(lat, lng, q, parts, k, bound, False, radius_m, accept, min_ts, memo, hint)
                     if res:
-                        self._learn_start(category, r)
+                        self._learn_start(level, r)
                         return res
                     expect = hint[0]
                 if expect < bound or expect == math.inf:  # nothing here, or too few eligible
@@ -533,13 +585,13 @@ class ProviderIndex:
             if count == 0:
                 return []
             res = self._evaluate(lat, lng, q, parts, k, bound, True, radius_m, accept, min_ts, memo, hint)
-            self._learn_start(category, r)
+            self._learn_start(level, r)
             return res or []
 
-    def _learn_start(self, category: str, r: int) -> None:
+    def _learn_start(self, level: tuple[str, bool], r: int) -> None:
         """Moving average of the disk radius that answered, where the next search starts."""
-        prev = self._start_r.get(category, float(_START_RINGS))
-        self._start_r[category] = min(0.75 * prev + 0.25 * r, float(_MAX_START_RINGS))
+        prev = self._start_r.get(level, float(_START_RINGS))
+        self._start_r[level] = min(0.75 * prev + 0.25 * r, float(_MAX_START_RINGS))
 
     def _evaluate(
         self,
@@ -718,6 +770,7 @@ class ProviderIndex:
         stale_after_s: float | None = None,
         res: int | None = None,
         max_rings: int = 100,
+        coarse_below: float = 3.0,
     ) -> ProviderIndex:
         """Rebuild an index from :meth:`snapshot` output (cells are recomputed if res differs)."""
         p = msgpack.unpackb(data, raw=False)
@@ -732,6 +785,7 @@ class ProviderIndex:
             stale_after_s=p["stale_after_s"] if stale_after_s is None else stale_after_s,
             clock=clock,
             max_rings=max_rings,
+            coarse_below=coarse_below,
             initial_capacity=16,
         )
         cap_n = max(16, n)
@@ -775,20 +829,25 @@ class ProviderIndex:
         idx._users = list(users)
         # One int object per slot, shared by the user map (saves memory).
         idx._slot = dict(zip(users, range(n), strict=True))
+        parents = _parent_cell(cells, res - 1) if res else cells
         # Buckets, one category at a time: group that category's slots by cell with a stable sort.
         for cat in sorted({c for t in cat_table for c in t}):
             ids = [i for i, t in enumerate(cat_table) if cat in t]
             slots = np.flatnonzero(np.isin(cat_ids, ids))
             if slots.size == 0:
                 continue
-            order = np.argsort(cells[slots], kind="stable")
-            slots = slots[order]
-            sc = cells[slots]
-            starts = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
-            ends = np.append(starts[1:], slots.size).tolist()
-            raw = slots.astype(np.int64).tobytes()
-            idx._buckets[cat] = {
-                c: raw[8 * s:8 * e] for s, e, c in zip(starts.tolist(), ends, sc[starts].tolist(), strict=True)
-            }
+            idx._buckets[cat] = _group(slots, cells)
+            idx._coarse[cat] = _group(slots, parents)
             idx._cat_count[cat] = int(slots.size)
         return idx
+
+
+def _group(slots: np.ndarray, cells: np.ndarray) -> dict[int, bytes]:
+    """Buckets {cell: bytes of slots} for these slots, given every slot's cell."""
+    order = np.argsort(cells[slots], kind="stable")
+    slots = slots[order]
+    sc = cells[slots]
+    starts = np.flatnonzero(np.concatenate(([True], sc[1:] != sc[:-1])))
+    ends = np.append(starts[1:], slots.size).tolist()
+    raw = slots.astype(np.int64).tobytes()
+    return {c: raw[8 * s:8 * e] for s, e, c in zip(starts.tolist(), ends, sc[starts].tolist(), strict=True)}

@@ -112,6 +112,12 @@ def test_many_moves_keep_buckets_consistent() -> None:
     total = sum(len(e) // 8 for b in idx._buckets.values() for e in b.values())
     assert total == sum(len(idx.get(u).categories) for u in pos)  # type: ignore[union-attr]
     assert sum(idx._cat_count.values()) == total
+    # The coarse level holds the same entries, each under the parent of its cell.
+    for cat, cells in idx._buckets.items():
+        fine = sorted((h3i.cell_to_parent(c, idx.res - 1), s) for c, e in cells.items()
+                      for s in memoryview(e).cast("q").tolist())
+        coarse = sorted((c, s) for c, e in idx._coarse[cat].items() for s in memoryview(e).cast("q").tolist())
+        assert fine == coarse
     for u, (lat, lng) in pos.items():
         s = idx.get(u)
         assert s is not None and (s.lat, s.lng) == (lat, lng)
@@ -388,6 +394,8 @@ def scenario(draw: st.DrawFn) -> dict:
         "radius": radius,
         "accept": draw(st.sampled_from([None, "odd", "zone"])),
         "moves": moves,
+        # Searched at res - 1 (always), at res (never) or by the density rule.
+        "coarse_below": draw(st.sampled_from([0.0, math.inf, 3.0])),
     }
 
 
@@ -396,7 +404,8 @@ def scenario(draw: st.DrawFn) -> dict:
 def test_nearest_matches_brute_force(sc: dict) -> None:
     now = 1_000_000.0
     # Enough rings to span Greater London at any tested res, so radius=None is exact too.
-    idx = ProviderIndex(res=sc["res"], stale_after_s=300.0, clock=lambda: now, max_rings=2000)
+    idx = ProviderIndex(res=sc["res"], stale_after_s=300.0, clock=lambda: now, max_rings=2000,
+                        coarse_below=sc["coarse_below"])
     provs = sc["providers"]
     for u, p in provs.items():
         idx.update(u, p["lat"], p["lng"], p["available"], p["cats"], p["capacity"], p["rating"],
@@ -419,11 +428,12 @@ def test_nearest_matches_brute_force(sc: dict) -> None:
     assert [(d, s.user) for d, s in got] == want
 
 
-def test_dense_random_matches_brute_force() -> None:
-    """Larger uniform + clustered population, many queries (fixed seed, fast)."""
+@pytest.mark.parametrize("coarse_below", [0.0, math.inf])
+def test_dense_random_matches_brute_force(coarse_below: float) -> None:
+    """Larger uniform + clustered population, many queries (fixed seed, fast), at both levels."""
     rng = random.Random(99)
     now = 5_000.0
-    idx = ProviderIndex(clock=lambda: now)
+    idx = ProviderIndex(clock=lambda: now, coarse_below=coarse_below)
     provs: dict[str, dict] = {}
     hubs = [(rng.uniform(*LAT), rng.uniform(*LNG)) for _ in range(5)]
     for i in range(6000):
@@ -493,3 +503,40 @@ def test_hot_path_toggles_availability_and_keeps_capacity() -> None:
     assert users(idx.nearest(*Q, "x")) == ["u"]
     back = ProviderIndex.restore(idx.snapshot(), clock=idx.clock)
     assert back.get("u") == s
+
+
+def test_per_cell_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matching.index as mi
+
+    monkeypatch.setattr(mi, "_DISK_CACHE_CELLS", 5)
+    idx, _ = make()
+    idx.update("u1", 51.5, -0.1, True, ["a"])
+    for i in range(40):  # 40 query points ~1 km apart: 40 different cells
+        assert idx.nearest(51.3 + 0.01 * i, -0.1, "a", k=1)
+    assert all(len(c) <= 5 for c in idx._disks)
+
+
+def test_parent_cell_arithmetic_matches_h3() -> None:
+    import numpy as np
+
+    from matching.index import _parent_cell
+
+    rng = random.Random(3)
+    for _ in range(300):
+        lat, lng = rng.uniform(-89, 89), rng.uniform(-180, 180)
+        res = rng.randint(1, 15)
+        cell = h3i.latlng_to_cell(lat, lng, res)
+        for p in range(res):
+            assert _parent_cell(cell, p) == h3i.cell_to_parent(cell, p)
+        assert _parent_cell(np.array([cell], dtype=np.int64), res - 1).tolist() == [h3i.cell_to_parent(cell, res - 1)]
+
+
+def test_density_rule_picks_the_level() -> None:
+    idx, _ = make()
+    for i in range(20):  # sparse: one provider per cell, far apart
+        idx.update(f"s{i}", 51.3 + 0.01 * i, -0.1, True, ["sparse"])
+    for i in range(200):  # dense: 200 providers in a few cells
+        idx.update(f"d{i}", 51.5 + 0.00001 * i, -0.1, True, ["dense"])
+    idx.nearest(51.4, -0.1, "sparse", k=3)
+    idx.nearest(51.5, -0.1, "dense", k=3)
+    assert ("sparse", True) in idx._start_r and ("dense", False) in idx._start_r
