@@ -1,6 +1,7 @@
 """Test helpers: a real daphne hub in a subprocess and a real WebSocket client."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -13,6 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -314,3 +316,39 @@ class ThrowawayPostgres:
 def migrate(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT,
                    env={**os.environ, **env}, check=True)
+
+
+_own_db_seq = itertools.count(1)
+
+
+@contextlib.contextmanager
+def own_database() -> Iterator[str]:
+    """DATABASE_URL of a fresh, migrated database beside the session's (same server, or a new
+    SQLite file), dropped afterwards. For hub processes whose sweeps must not meet the rows of
+    other tests' processes (the session hub sweeps offers with its own settings)."""
+    url = os.environ["DATABASE_URL"]
+    n = next(_own_db_seq)
+    if url.startswith(("postgres://", "postgresql://")):
+        import psycopg
+
+        base, _, name = url.rpartition("/")
+        # Ends in _<pid> like the session database, so conftest's clean-up of dead runs applies.
+        own = f"{name.partition('_hub_')[0]}_hub_own{n}_{os.getpid()}"
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{own}"')
+        own_url = f"{base}/{own}"
+        try:
+            migrate({"DATABASE_URL": own_url})
+            yield own_url
+        finally:
+            with psycopg.connect(url, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)')
+    else:
+        path = ROOT / "var" / f"test-{os.getpid()}-own{n}.sqlite3"
+        own_url = f"sqlite:///{path}"
+        try:
+            migrate({"DATABASE_URL": own_url})
+            yield own_url
+        finally:
+            for p in path.parent.glob(path.name + "*"):
+                p.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from tests.support import HubClient, HubServer, ReplyError, http_json, mint
+from tests.support import HubClient, HubServer, ReplyError, http_json, mint, own_database
 
 
 def uid(prefix: str) -> str:
@@ -57,17 +57,20 @@ def square(lat: float, lng: float, d: float = 0.05) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def hubs() -> Iterator[tuple[HubServer, HubServer]]:
-    env = {"HUB_OFFER_FANOUT": "4", "HUB_OFFER_TTL_S": "2"}
-    a, b = HubServer(env=env), HubServer(env=env)
-    a.start()
-    try:
-        b.start()
-    except Exception:
+    # Their own database: the session hub (default 30 s offer TTL) would otherwise sweep these
+    # bookings too, and an offer it re-made would outlive this module's 2 s TTL.
+    with own_database() as db:
+        env = {"HUB_OFFER_FANOUT": "4", "HUB_OFFER_TTL_S": "2", "DATABASE_URL": db}
+        a, b = HubServer(env=env), HubServer(env=env)
+        a.start()
+        try:
+            b.start()
+        except Exception:
+            a.stop()
+            raise
+        yield a, b
         a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+        b.stop()
 
 
 def test_zones_rest_and_cross_process_accept_race(hubs: tuple[HubServer, HubServer]) -> None:
