@@ -9,10 +9,12 @@ Pure Python + numpy + h3, no Django. Memory layout (a million providers in ~250 
   - the 56-byte record (_REC): lat, lng, ts, rating, acceptance, capacity, cell;
 * per category, per H3 cell, a bucket = ``bytes`` of native int64 slots (8 bytes per entry;
   immutable, so a query's ``bytes.join`` needs no copy-out, and header and data share one
-  allocation: one cache miss per cell visited, not three as with array('q')); kept at two
-  levels, the index resolution and its parent (res - 1, cells 7x larger). A search uses the
-  coarse level for a category whose occupied cells hold fewer than ``coarse_below`` providers on
-  average: sparse supply then needs a few large cells instead of dozens of nearly empty ones.
+  allocation: one cache miss per cell visited, not three as with array('q')). A category whose
+  occupied cells hold fewer than ``coarse_below`` providers on average is searched in buckets of
+  the parent cells (res - 1, 7x larger): sparse supply then needs a few large cells instead of
+  dozens of nearly empty ones. Those coarse buckets exist only while a category is sparse (built
+  by its first sparse search, dropped once it is twice as dense), so dense categories do not pay
+  for keeping them on every move.
 
 A location update that stays in its cell (the common case) rewrites both records' position
 fields: no bucket work at all. Buckets change only when the cell or the categories change.
@@ -138,8 +140,8 @@ def _take_out(buckets: dict[int, bytes], cell: int, packed: bytes) -> None:
 
 
 def _parent_cell(cell: Any, res: int) -> Any:
-    """H3 cellToParent by bit arithmetic (resolution field, then the finer digits set to 7);
-    works on ints and on numpy int64 arrays alike. tests/matching/test_index.py checks it."""
+    """H3 cellToParent by bit arithmetic (resolution field, then the finer digits set to 7), a
+    few times faster than the h3 call. tests/matching/test_index.py checks it against h3."""
     low = (1 << (3 * (15 - res))) - 1
     return (cell & ~(0xF << 52) & ~low) | (res << 52) | low
 
@@ -221,10 +223,6 @@ class ProviderIndex:
         # Searches use the res - 1 buckets for a category averaging fewer providers than this per
         # occupied cell (0: never; the answer is the same either way, only the cost differs).
         self.coarse_below = float(coarse_below) if res > 0 else 0.0
-        # _parent_cell(cell, res - 1) as two masks (at res 0 the "parent" is the cell itself).
-        low = (1 << (3 * (16 - res))) - 1 if res else 0
-        self._pclear = ~(0xF << 52) & ~low if res else -1
-        self._pset = ((res - 1) << 52) | low if res else 0
         self.stale_after_s = float(stale_after_s)
         self.clock = clock
         self.max_rings = max_rings
@@ -236,7 +234,7 @@ class ProviderIndex:
         # category -> cell -> bytes of int64 slots (unordered; rebuilt on append/remove), at res
         # and at res - 1 (the parent cells).
         self._buckets: dict[str, dict[int, bytes]] = {}
-        self._coarse: dict[str, dict[int, bytes]] = {}
+        self._coarse: dict[str, dict[int, bytes]] = {}  # only for categories searched coarse
         # Bucket entries per category: once a search has gathered all of them it can stop.
         self._cat_count: dict[str, int] = {}
         self._cat_intern: dict[Any, tuple[str, ...]] = {(): ()}
@@ -298,44 +296,58 @@ class ProviderIndex:
         return got
 
     def _parent(self, cell: int) -> int:
-        return (cell & self._pclear) | self._pset  # _parent_cell(cell, res - 1), inlined
+        return _parent_cell(cell, self.res - 1)  # only called when res > 0 (coarse_below > 0)
 
     def _bucket_add(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
         counts = self._cat_count
         packed = _Q.pack(slot)
-        parent = self._parent(cell)
         for c in cats:
             counts[c] = counts.get(c, 0) + 1
-            for level, key in ((self._buckets, cell), (self._coarse, parent)):
-                cb = level.get(c)
-                if cb is None:
-                    cb = level[c] = {}
-                cb[key] = cb.get(key, b"") + packed
+            cb = self._buckets.get(c)
+            if cb is None:
+                cb = self._buckets[c] = {}
+            cb[cell] = cb.get(cell, b"") + packed
+            cb = self._coarse.get(c)
+            if cb is not None:
+                parent = self._parent(cell)
+                cb[parent] = cb.get(parent, b"") + packed
 
     def _bucket_remove(self, cell: int, cats: tuple[str, ...], slot: int) -> None:
         counts = self._cat_count
         packed = _Q.pack(slot)
-        parent = self._parent(cell)
         for c in cats:
             counts[c] -= 1
             _take_out(self._buckets[c], cell, packed)
-            _take_out(self._coarse[c], parent, packed)
+            cb = self._coarse.get(c)
+            if cb is not None:
+                _take_out(cb, self._parent(cell), packed)
+
+    def _coarse_buckets(self, category: str) -> dict[int, bytes]:
+        """The category's res - 1 buckets, built from the fine ones on first use."""
+        cb = self._coarse.get(category)
+        if cb is None:
+            parts: dict[int, list[bytes]] = {}
+            for cell, data in self._buckets[category].items():
+                parts.setdefault(self._parent(cell), []).append(data)
+            cb = self._coarse[category] = {p: b"".join(v) for p, v in parts.items()}
+        return cb
 
     def _move(self, slot: int, old_cell: int, cell: int) -> None:
         """Same categories, new cell: move the slot between buckets (coarse ones only when the
         parent cell changes too)."""
         packed = _Q.pack(slot)
-        clear, put = self._pclear, self._pset
-        old_parent, parent = (old_cell & clear) | put, (cell & clear) | put
         buckets = self._buckets
+        coarse = self._coarse
         for c in self._cats[slot]:
             cb = buckets[c]
             _take_out(cb, old_cell, packed)
             cb[cell] = cb.get(cell, b"") + packed
-            if parent != old_parent:
-                cb = self._coarse[c]
-                _take_out(cb, old_parent, packed)
-                cb[parent] = cb.get(parent, b"") + packed
+            if coarse and c in coarse:
+                old_parent, parent = self._parent(old_cell), self._parent(cell)
+                if parent != old_parent:
+                    cb = coarse[c]
+                    _take_out(cb, old_parent, packed)
+                    cb[parent] = cb.get(parent, b"") + packed
         _Q.pack_into(self._rec, slot * _REC_SIZE + _OFF_CELL, cell)
 
     # ------------------------------------------------------------------ writes
@@ -531,6 +543,8 @@ class ProviderIndex:
         min_ts = (self.clock() if now is None else now) - self.stale_after_s
         fine = self._buckets[category]
         coarse = total < self.coarse_below * len(fine)
+        if not coarse and category in self._coarse and total >= 2.0 * self.coarse_below * len(fine):
+            del self._coarse[category]  # dense again (hysteresis: no rebuild churn at the edge)
         cell0 = _latlng_to_cell(lat, lng, self.res - 1 if coarse else self.res)
         g = self._geom.get(cell0)
         clat, clng, half_e = self._cell_geom(cell0) if g is None else g
@@ -540,7 +554,7 @@ class ProviderIndex:
             # Smallest r with bound(r) >= radius_m: beyond it nothing can be within the radius.
             need = math.ceil(((radius_m + d0) / half_e - 1.0) / 3.0)
             max_r = min(max_r, max(0, need))
-        get = (self._coarse[category] if coarse else fine).get
+        get = (self._coarse_buckets(category) if coarse else fine).get
         # Area of one cell (regular hexagon with the unscaled shortest edge), used only by the
         # density estimates that choose r; correctness never depends on it.
         cell_area = 2.598 * (half_e * 2.0 / _EDGE_SAFETY) ** 2
@@ -829,7 +843,6 @@ class ProviderIndex:
         idx._users = list(users)
         # One int object per slot, shared by the user map (saves memory).
         idx._slot = dict(zip(users, range(n), strict=True))
-        parents = _parent_cell(cells, res - 1) if res else cells
         # Buckets, one category at a time: group that category's slots by cell with a stable sort.
         for cat in sorted({c for t in cat_table for c in t}):
             ids = [i for i, t in enumerate(cat_table) if cat in t]
@@ -837,7 +850,6 @@ class ProviderIndex:
             if slots.size == 0:
                 continue
             idx._buckets[cat] = _group(slots, cells)
-            idx._coarse[cat] = _group(slots, parents)
             idx._cat_count[cat] = int(slots.size)
         return idx
 

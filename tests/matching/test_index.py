@@ -97,7 +97,7 @@ def test_moves_between_cells() -> None:
 
 
 def test_many_moves_keep_buckets_consistent() -> None:
-    idx, _ = make()
+    idx, _ = make(coarse_below=math.inf)  # sparse by definition: coarse buckets kept too
     rng = random.Random(11)
     pos = {}
     for step in range(3000):
@@ -106,6 +106,9 @@ def test_many_moves_keep_buckets_consistent() -> None:
         cats = rng.choice([None, ["a"], ["a", "b"], ["b"]]) if step % 7 == 0 else None
         idx.update(u, lat, lng, True, cats)
         pos[u] = (lat, lng)
+        if step in (100, 2000):  # searches build the coarse buckets; later moves must keep them
+            idx.nearest(51.51, -0.12, "a")
+            idx.nearest(51.51, -0.12, "b")
         if step % 97 == 0:
             idx.remove(rng.choice(sorted(pos)))
             pos = {k: v for k, v in pos.items() if k in idx}
@@ -113,6 +116,7 @@ def test_many_moves_keep_buckets_consistent() -> None:
     assert total == sum(len(idx.get(u).categories) for u in pos)  # type: ignore[union-attr]
     assert sum(idx._cat_count.values()) == total
     # The coarse level holds the same entries, each under the parent of its cell.
+    assert set(idx._coarse) == {"a", "b"}
     for cat, cells in idx._buckets.items():
         fine = sorted((h3i.cell_to_parent(c, idx.res - 1), s) for c, e in cells.items()
                       for s in memoryview(e).cast("q").tolist())
@@ -517,8 +521,6 @@ def test_per_cell_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_parent_cell_arithmetic_matches_h3() -> None:
-    import numpy as np
-
     from matching.index import _parent_cell
 
     rng = random.Random(3)
@@ -528,7 +530,6 @@ def test_parent_cell_arithmetic_matches_h3() -> None:
         cell = h3i.latlng_to_cell(lat, lng, res)
         for p in range(res):
             assert _parent_cell(cell, p) == h3i.cell_to_parent(cell, p)
-        assert _parent_cell(np.array([cell], dtype=np.int64), res - 1).tolist() == [h3i.cell_to_parent(cell, res - 1)]
 
 
 def test_density_rule_picks_the_level() -> None:
@@ -540,3 +541,8 @@ def test_density_rule_picks_the_level() -> None:
     idx.nearest(51.4, -0.1, "sparse", k=3)
     idx.nearest(51.5, -0.1, "dense", k=3)
     assert ("sparse", True) in idx._start_r and ("dense", False) in idx._start_r
+    assert set(idx._coarse) == {"sparse"}  # built for the sparse category only
+    for i in range(200):  # the sparse category becomes dense: its coarse buckets go
+        idx.update(f"s{i + 100}", 51.3 + 0.00001 * i, -0.1, True, ["sparse"])
+    idx.nearest(51.3, -0.1, "sparse", k=3)
+    assert idx._coarse == {}
