@@ -65,7 +65,6 @@ def _disk(cell: int, r: int) -> list[int]:
 
 def _disk_array(cell: int, r: int) -> array[int]:
     return array("Q", memoryview(_grid_disk(cell, r)))  # type: ignore[arg-type]
-_HALF_RAD = math.pi / 360.0  # degrees -> radians, halved (haversine works on half-angles)
 _RAD = math.pi / 180.0
 _NEG_INF = -math.inf
 
