@@ -39,6 +39,10 @@ def run_startup() -> None:
             log.exception("start-up hook %s failed", name)
         else:
             log.info("start-up hook %s done in %.2f s", name, time.perf_counter() - t0)
+    # The hooks ran on what becomes the event-loop thread: leave no database connection there.
+    from django.db import connections
+
+    connections.close_all()
 
 
 def every(seconds: float, name: str) -> Callable[[Callable[[float], object]], Callable[[float], object]]:

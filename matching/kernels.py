@@ -1,9 +1,9 @@
 """Compiled inner loops of the provider index (numba, nopython mode; no Django, no Python objects).
 
 One call replaces a dozen small numpy calls per query: on a few hundred candidates their fixed
-costs, not the arithmetic, were most of a query's time. ``cache=True`` keeps the machine code
-in ``__pycache__``, so only the first process on a machine pays the compile (about a second);
-``warm_up()`` pays it at start-up instead of on the first query.
+costs, not the arithmetic, were most of a query's time. ``cache=True`` keeps the machine code in
+``__pycache__``, so only the first process on a machine pays the compile (about ten seconds;
+``make install`` does it); ``warm_up()`` pays it at start-up instead of on the first query.
 """
 
 from __future__ import annotations
