@@ -58,13 +58,23 @@ except ImportError:  # pragma: no cover - other h3 builds
     _latlng_to_cell = h3i.latlng_to_cell
 
 
-def _disk(cell: int, r: int) -> list[int]:
-    """Every cell within r rings (h3's compiled grid_disk returns a buffer; tolist is C-level)."""
-    return memoryview(_grid_disk(cell, r)).tolist()  # type: ignore[arg-type]
-
-
-def _disk_array(cell: int, r: int) -> array[int]:
+def _disk(cell: int, r: int) -> array[int]:
+    """Every cell within r rings (h3's compiled grid_disk returns a buffer; copied at C level)."""
     return array("Q", memoryview(_grid_disk(cell, r)))  # type: ignore[arg-type]
+
+
+def _intern(table: dict[Any, tuple[str, ...]], names: Iterable[str]) -> tuple[str, ...]:
+    """One shared sorted tuple per distinct set of names (categories, zones): a million providers
+    hold a few hundred tuples. A bare string is one name, not its letters."""
+    if isinstance(names, str):
+        names = (names,)
+    key = names if isinstance(names, (tuple, frozenset)) else tuple(names)
+    got = table.get(key)
+    if got is None:
+        got = tuple(sorted({sys.intern(str(n)) for n in key}))
+        got = table.setdefault(got, got)
+        table[key] = got
+    return got
 _RAD = math.pi / 180.0
 _NEG_INF = -math.inf
 
@@ -273,26 +283,10 @@ class ProviderIndex:
         return v
 
     def _intern_cats(self, categories: Iterable[str]) -> tuple[str, ...]:
-        if isinstance(categories, str):  # a bare string is one category, not its letters
-            categories = (categories,)
-        key = categories if isinstance(categories, (tuple, frozenset)) else tuple(categories)
-        got = self._cat_intern.get(key)
-        if got is None:
-            got = tuple(sorted({sys.intern(str(c)) for c in key}))
-            got = self._cat_intern.setdefault(got, got)
-            self._cat_intern[key] = got
-        return got
+        return _intern(self._cat_intern, categories)
 
     def _intern_zones(self, zones: Iterable[str]) -> tuple[str, ...]:
-        if isinstance(zones, str):
-            zones = (zones,)
-        key = zones if isinstance(zones, (tuple, frozenset)) else tuple(zones)
-        got = self._zone_intern.get(key)
-        if got is None:
-            got = tuple(sorted({sys.intern(str(z)) for z in key}))
-            got = self._zone_intern.setdefault(got, got)
-            self._zone_intern[key] = got
-        return got
+        return _intern(self._zone_intern, zones)
 
     def _parent(self, cell: int) -> int:
         return _parent_cell(cell, self.res - 1)  # only called when res > 0 (coarse_below > 0)
@@ -567,11 +561,11 @@ class ProviderIndex:
         while True:
             if r < _CACHED_DISKS:
                 cache = self._disks[r]
-                cells: Any = cache.get(cell0)
+                cells = cache.get(cell0)
                 if cells is None:
                     if len(cache) >= _DISK_CACHE_CELLS:
                         cache.clear()
-                    cells = cache[cell0] = _disk_array(cell0, r)
+                    cells = cache[cell0] = _disk(cell0, r)
             else:
                 cells = _disk(cell0, r)
             parts: list[bytes] = list(filter(None, map(get, cells)))
@@ -649,10 +643,10 @@ class ProviderIndex:
             sl = slots.tolist()
             dl = dists.tolist()
             if tie:  # equal (distance, rating, acceptance): the user id decides
-                users = self._users
-                keyed = sorted(zip(dl, sl, strict=True), key=lambda e: (e[0], *self._rank_key(e[1]), users[e[1]]))
+                keyed = sorted((d, -st.rating, -st.acceptance, st.user, slot)
+                               for (d, st), slot in zip(self._states(dl, sl), sl, strict=True))
                 dl = [e[0] for e in keyed]
-                sl = [e[1] for e in keyed]
+                sl = [e[4] for e in keyed]
             if not final and (len(sl) < k or dl[k - 1] >= bound):
                 if len(sl) >= k:
                     hint[0] = dl[k - 1]
@@ -716,26 +710,9 @@ class ProviderIndex:
             return None  # an unsearched cell could still hold something at least as good
         return self._states([e[0] for e in keyed[:k]], [e[4] for e in keyed[:k]])
 
-    def _rank_key(self, slot: int) -> tuple[float, float]:
-        _lat, _lng, _ts, rating, acc, _capf, _cell = _REC.unpack_from(self._rec, slot * _REC_SIZE)
-        return -rating, -acc
-
     def _states(self, dists: list[float], slots: list[int]) -> list[tuple[float, ProviderState]]:
-        """(distance, ProviderState) pairs; inlines _state (this runs k times per query)."""
-        users = self._users
-        cats = self._cats
-        zones = self._zones
-        rec = self._rec
-        unpack = _REC.unpack_from
-        new = _new_state
-        out = []
-        for d, slot in zip(dists, slots, strict=True):
-            lat, lng, ts, rating, acc, capf, cell = unpack(rec, slot * _REC_SIZE)
-            out.append((d, new(ProviderState, (
-                users[slot], lat, lng, capf >= 0, cats[slot], capf if capf >= 0 else ~capf, rating, acc,
-                zones[slot], ts, f"{cell:x}",
-            ))))
-        return out
+        state = self._state
+        return [(d, state(slot)) for d, slot in zip(dists, slots, strict=True)]
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> bytes:
