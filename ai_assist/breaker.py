@@ -201,10 +201,4 @@ _redis: dict[int, FailOpenBreakers] = {}
 def breakers() -> LocalBreakers | FailOpenBreakers:
     from core import redis as hubredis
 
-    client = hubredis.async_client()
-    if client is None:
-        return _local
-    b = _redis.get(id(client))
-    if b is None:
-        b = _redis[id(client)] = FailOpenBreakers(RedisBreakers(client))
-    return b
+    return hubredis.per_async_client(_redis, lambda c: FailOpenBreakers(RedisBreakers(c))) or _local

@@ -163,10 +163,4 @@ def limiter() -> LocalLimiter | FallbackLimiter:
     """The process's limiter: Redis-backed when REDIS_URL is set, else in-process."""
     from core import redis as hubredis
 
-    client = hubredis.async_client()
-    if client is None:
-        return _local
-    lim = _redis_limiters.get(id(client))
-    if lim is None:
-        lim = _redis_limiters[id(client)] = FallbackLimiter(RedisLimiter(client))
-    return lim
+    return hubredis.per_async_client(_redis_limiters, lambda c: FallbackLimiter(RedisLimiter(c))) or _local

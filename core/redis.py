@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 import redis.asyncio as aredis
 from django.conf import settings
+
+T = TypeVar("T")
 
 _sync: redis.Redis | None = None
 _async: dict[int, aredis.Redis] = {}
@@ -39,3 +43,15 @@ def async_client() -> aredis.Redis | None:
                                        health_check_interval=30)
         _async[id(loop)] = client
     return client
+
+
+def per_async_client(registry: dict[int, T], make: Callable[[aredis.Redis], T]) -> T | None:
+    """`make(client)` once per loop-bound client (see async_client), None without Redis: for
+    objects that wrap the client and keep state (breakers, limiters)."""
+    client = async_client()
+    if client is None:
+        return None
+    obj = registry.get(id(client))
+    if obj is None:
+        obj = registry[id(client)] = make(client)
+    return obj
