@@ -233,6 +233,16 @@ class Stats:
         self.errors = 0
         self.sent = 0
 
+    def ack(self, payload: bytes) -> bool:
+        """Count a publish reply (no JSON decode unless it is an error); True when it is an ack."""
+        if b'"ok":true' in payload[:40]:
+            self.acks += 1
+            return True
+        self.errors += 1
+        if self.errors <= 3:
+            sys.stderr.write(f"publish error: {payload[:300]!r}\n")
+        return False
+
 
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of another process (the server), from /proc; nan when unknown."""
@@ -275,6 +285,12 @@ class Publisher:
         self.channel = room
         self.prefix = b""
         self.seq_sent: dict[int, int] = {}
+
+    def release(self, window: int) -> None:
+        """One message left the window: wake the sender when there is room again."""
+        self.inflight -= 1
+        if self.inflight < window:
+            self.wake.set()
 
 
 # --- room setup -----------------------------------------------------------------------------------
@@ -366,16 +382,8 @@ async def run_deliveries(args: argparse.Namespace, paced: bool) -> dict[str, Any
                 p = pubs.get(id(ws))
                 if p is None:
                     return
-                # a publish ack: no JSON decode unless it is an error
-                if b'"ok":true' in payload[:40]:
-                    st.acks += 1
-                else:
-                    st.errors += 1
-                    if st.errors <= 3:
-                        sys.stderr.write(f"publish error: {payload[:300]!r}\n")
-                p.inflight -= 1
-                if p.inflight < args.window:
-                    p.wake.set()
+                st.ack(payload)
+                p.release(args.window)
             return
         # anchor: every frame is a delivery
         if st.counting:
@@ -384,9 +392,7 @@ async def run_deliveries(args: argparse.Namespace, paced: bool) -> dict[str, Any
             st.last_recv = now
         p = pubs.get(id(ws))
         if p is not None:
-            p.inflight -= 1
-            if p.inflight < args.window:
-                p.wake.set()
+            p.release(args.window)
 
     rooms = await setup_rooms(args, on_message)
     for socks in rooms:
@@ -511,16 +517,9 @@ async def run_acks(args: argparse.Namespace) -> dict[str, Any]:
     def on_message(ws: WS, payload: bytes, now: int) -> None:
         p = pubs.get(id(ws))
         if p is not None and st.counting and payload.startswith(REPLY_PREFIX):
-            if b'"ok":true' in payload[:40]:
-                st.acks += 1
+            if st.ack(payload):
                 st.lat.append(now - p.seq_sent.pop(int(payload[6:payload.index(b",", 6)]), now))
-            else:
-                st.errors += 1
-                if st.errors <= 3:
-                    sys.stderr.write(f"publish error: {payload[:300]!r}\n")
-            p.inflight -= 1
-            if p.inflight < args.window:
-                p.wake.set()
+            p.release(args.window)
             return
         if payload.startswith(REPLY_PREFIX):
             ws.resolve(payload)
