@@ -5,13 +5,13 @@
 Starts everything itself, in one run on this machine: a fresh Postgres database (created through
 the `test` database, migrated, dropped at the end), the hub (`manage.py serve`, daphne inside,
 DATABASE_URL=postgres and REDIS_URL set, so every publication is committed before it is acked
-and fanned out), and the two anchors from ../shared/anchors on daphne (`asgi_ceiling`, the bare
+and fanned out), and the two anchors in bench/anchors on daphne (`asgi_ceiling`, the bare
 ASGI broadcast; `plain_channels`, the Channels tutorial chat on the in-memory layer). The SAME
 load client (bench/loadclient.py, a separate process so this one's CPU does not count) runs
 against each; the table gives the figures, the targets and PASS/FAIL, with ratios against the
 anchors measured in this run. Exit status 0 whatever the outcome (a report, not a gate).
 
-Tests (issue 2; 20 rooms x 10 members):
+Tests (20 rooms x 10 members):
 1. fan-out: 500 messages per room (--quick: 100), one publisher per room with at most 50 in
    flight; deliveries/s = deliveries / (first send -> last delivery). Hub >= 10x plain Channels
    and >= 60 % of the ASGI ceiling. The plain anchor is capped at 30 s (quick: 10 s): its rate is
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-ANCHORS = (ROOT.parent / "shared" / "anchors").resolve()
+ANCHORS = ROOT / "bench" / "anchors"
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 DAPHNE = str(Path(PY).parent / "daphne")
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432").rstrip("/")
