@@ -5,6 +5,7 @@ so `make run` needs nothing but Python. Outside development HUB_SECRET is mandat
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -34,25 +35,82 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
 
 
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be 1/0 (or true/false), got {raw!r}")
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 HUB_ENV = os.environ.get("HUB_ENV", "production")
+if HUB_ENV not in ("production", "development", "test"):
+    raise ImproperlyConfigured(f"HUB_ENV must be production, development or test, got {HUB_ENV!r}")
 DEVELOPMENT = HUB_ENV in ("development", "test")
 DEV_SECRET = "dev-only-secret-never-use-in-production-0123456789"
-
-HUB_SECRET = os.environ.get("HUB_SECRET", "")
-if not HUB_SECRET:
-    if not DEVELOPMENT:
-        raise ImproperlyConfigured(
-            "HUB_SECRET is not set. Set HUB_SECRET (32+ random bytes) or HUB_ENV=development for local use."
-        )
-    HUB_SECRET = DEV_SECRET
-elif len(HUB_SECRET) < 32 and not DEVELOPMENT:
-    raise ImproperlyConfigured("HUB_SECRET must be at least 32 characters outside development")
-
-SECRET_KEY = HUB_SECRET
-DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
 HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = env_int("PORT", 8000)
+
+# The development secret is in the source: it signs tokens only for a development hub that
+# listens on a loopback address (serve checks its --host the same way).
+HUB_SECRET = os.environ.get("HUB_SECRET", "") or (DEV_SECRET if DEVELOPMENT else "")
+if not HUB_SECRET:
+    raise ImproperlyConfigured(
+        "HUB_SECRET is not set: set HUB_SECRET (32+ random characters), or HUB_ENV=development for local use")
+USING_DEV_SECRET = HUB_SECRET == DEV_SECRET
+if USING_DEV_SECRET and not DEVELOPMENT:
+    raise ImproperlyConfigured("HUB_SECRET is the development secret, which is refused outside development")
+if USING_DEV_SECRET and not is_loopback(HOST):
+    raise ImproperlyConfigured(
+        f"the development secret is refused on a non-loopback HOST ({HOST}); set HUB_SECRET")
+if len(HUB_SECRET) < 32 and not DEVELOPMENT:
+    raise ImproperlyConfigured("HUB_SECRET must be at least 32 characters outside development")
+
+# Django's own signing key (sessions, CSRF of the admin) is not the token secret: a leak of one must
+# not forge the other.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEVELOPMENT:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is not set (50+ random characters, not HUB_SECRET)")
+    SECRET_KEY = "dev-only-django-key-" + "x" * 40
+elif not DEVELOPMENT and (len(SECRET_KEY) < 50 or SECRET_KEY == HUB_SECRET):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be 50+ characters and differ from HUB_SECRET")
+
+# Token policy (hub.credentials): optional issuer/audience checks, a longest lifetime.
+HUB_TOKEN_ISSUER = os.environ.get("HUB_TOKEN_ISSUER", "")
+HUB_TOKEN_AUDIENCE = os.environ.get("HUB_TOKEN_AUDIENCE", "")
+HUB_TOKEN_MAX_TTL_S = env_int("HUB_TOKEN_MAX_TTL_S", 24 * 3600)
+# Outside development /metrics is never open: this token, or an admin/service JWT.
+HUB_METRICS_TOKEN = os.environ.get("HUB_METRICS_TOKEN", "")
+
+DEBUG = DEVELOPMENT and env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients).
+if env_bool("HUB_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEVELOPMENT)
+# Load balancers and scrapers probe over plain HTTP inside the private network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEVELOPMENT)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEVELOPMENT)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEVELOPMENT else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -74,6 +132,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # For the admin's cookie session; the token-authenticated API views are csrf_exempt.
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

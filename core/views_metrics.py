@@ -1,13 +1,11 @@
 """GET /metrics: the Prometheus text exposition (see core/metrics.py and docs/operations.md).
 
-Open by default (bind the hub to a private network, or block /metrics at the proxy). With
-HUB_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <HUB_METRICS_TOKEN>` or an
-admin/service JWT.
+A scrape sends `Authorization: Bearer <HUB_METRICS_TOKEN>` or an admin/service JWT of the hub.
+Only a development hub without HUB_METRICS_TOKEN serves it to anyone.
 """
 from __future__ import annotations
 
 import hmac
-import os
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -17,19 +15,19 @@ from core import metrics as hub_metrics
 
 
 def _allowed(request: HttpRequest) -> bool:
-    expected = os.environ.get("HUB_METRICS_TOKEN", "")
-    if not expected:
+    expected: str = settings.HUB_METRICS_TOKEN
+    if not expected and settings.DEVELOPMENT:
         return True
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return False
     token = header[7:].strip()
-    if hmac.compare_digest(token.encode(), expected.encode()):
+    if expected and hmac.compare_digest(token.encode(), expected.encode()):
         return True
-    from hub import auth
+    from hub import auth, credentials
 
     try:
-        claims = auth.verify(token, settings.HUB_SECRET)
+        claims = credentials.verify(token)
     except auth.TokenError:
         return False
     return claims.role in ("admin", auth.SERVICE_ROLE)

@@ -18,6 +18,25 @@ class TokenError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """What a deployment demands of a token beyond its signature and expiry.
+
+    `issuer` / `audience`: when set, the `iss` / `aud` claims must match. `max_ttl_s`: a token may not
+    live longer than this (from `iat`, and from now), so a leaked long-lived token is refused.
+    `require_tenant`: outside development a token without a `tenant` claim is refused instead of
+    landing in the `default` tenant.
+    """
+
+    issuer: str | None = None
+    audience: str | None = None
+    max_ttl_s: int | None = None
+    require_tenant: bool = False
+
+
+OPEN = Policy()
+
+
+@dataclass(frozen=True, slots=True)
 class Claims:
     user: str
     role: str
@@ -26,18 +45,24 @@ class Claims:
 
 
 def mint(user: str, role: str, secret: str, tenant: str = "default", ttl: int = 3600,
-         now: float | None = None) -> str:
+         now: float | None = None, issuer: str | None = None, audience: str | None = None) -> str:
     if role not in ALL_ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ALL_ROLES)}")
     if not user:
         raise ValueError("user must not be empty")
     issued = int(now if now is not None else time.time())
-    payload = {"sub": user, "role": role, "tenant": tenant, "iat": issued, "exp": issued + int(ttl)}
+    payload: dict[str, object] = {"sub": user, "role": role, "tenant": tenant, "iat": issued,
+                                   "exp": issued + int(ttl)}
+    if issuer:
+        payload["iss"] = issuer
+    if audience:
+        payload["aud"] = audience
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def verify(token: object, secret: str) -> Claims:
-    """Signature, algorithm (HS256 only: `none` and others refused), expiry and claim types."""
+def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None = None) -> Claims:
+    """Signature, algorithm (HS256 only: `none` and others refused), expiry, claim types, and the
+    deployment's `policy` (issuer, audience, longest lifetime, tenant claim)."""
     if not isinstance(token, str) or not token or len(token) > 4096:
         raise TokenError("token must be a non-empty string")
     try:
@@ -47,12 +72,21 @@ def verify(token: object, secret: str) -> Claims:
     if header.get("alg") != ALGORITHM:
         raise TokenError("token algorithm not accepted")
     try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                             options={"require": ["exp", "sub", "role"]})
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], issuer=policy.issuer, audience=policy.audience,
+            options={"require": ["exp", "sub", "role"], "verify_aud": policy.audience is not None})
     except jwt.ExpiredSignatureError as exc:
         raise TokenError("token expired") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise TokenError("token issuer not accepted") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise TokenError("token audience not accepted") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"token lacks the {exc.claim!r} claim") from exc
     except jwt.PyJWTError as exc:
         raise TokenError("invalid token") from exc
+    if policy.require_tenant and "tenant" not in payload:
+        raise TokenError("token lacks the 'tenant' claim")
     sub, role, tenant, exp = payload.get("sub"), payload.get("role"), payload.get("tenant", "default"), payload["exp"]
     if not isinstance(sub, str) or not sub or len(sub) > 128 or ":" in sub:
         raise TokenError("invalid sub claim")
@@ -62,4 +96,10 @@ def verify(token: object, secret: str) -> Claims:
         raise TokenError("invalid tenant claim")
     if not isinstance(exp, int):
         raise TokenError("invalid exp claim")
+    if policy.max_ttl_s is not None:
+        current = now if now is not None else time.time()
+        iat = payload.get("iat")
+        # Measured from now as well as from `iat`: an old `iat` must not excuse a far-off `exp`.
+        if exp - current > policy.max_ttl_s or (isinstance(iat, int) and exp - iat > policy.max_ttl_s):
+            raise TokenError(f"token lifetime exceeds {policy.max_ttl_s} s")
     return Claims(user=sub, role=role, tenant=tenant, exp=exp)

@@ -19,7 +19,7 @@ from django.conf import settings
 from core import audit, metrics
 from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, HubError
 from core.logs import request_id
-from hub import auth, channels, codec, rpc, store
+from hub import auth, channels, codec, credentials, rpc, store
 from hub.limits import TokenBucket
 from hub.rpc import Caller, run_sync
 from hub.sink import Sink
@@ -172,7 +172,7 @@ class Connection:
 
     def do_connect(self, cid: int, token: str) -> None:
         try:
-            claims = auth.verify(token, settings.HUB_SECRET)
+            claims = credentials.verify(token)
         except auth.TokenError as exc:
             self.error(cid, HubError(UNAUTHORIZED, str(exc)))
             self.close(CLOSE_AUTH)
@@ -196,7 +196,7 @@ class Connection:
     def do_refresh(self, cid: int, token: str) -> None:
         assert self.caller is not None
         try:
-            claims = auth.verify(token, settings.HUB_SECRET)
+            claims = credentials.verify(token)
             if (claims.user, claims.role, claims.tenant) != (self.caller.user, self.caller.role, self.caller.tenant):
                 raise auth.TokenError("token is for another identity")
             if claims.exp < self.exp:

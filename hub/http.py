@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -16,7 +15,7 @@ from core import audit
 from core import redis as hubredis
 from core.errors import BAD_REQUEST, HTTP_STATUS, UNAUTHORIZED, HubError
 from core.logs import request_id
-from hub import auth, codec, rpc
+from hub import auth, codec, credentials, rpc
 from hub.channels import split
 from hub.rpc import Caller
 
@@ -36,7 +35,7 @@ def authenticate(request: HttpRequest) -> Caller:
     if not header.startswith("Bearer "):
         raise HubError(UNAUTHORIZED, "missing bearer token")
     try:
-        claims = auth.verify(header[7:].strip(), settings.HUB_SECRET)
+        claims = credentials.verify(header[7:].strip())
     except auth.TokenError as exc:
         raise HubError(UNAUTHORIZED, str(exc)) from exc
     rid = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)

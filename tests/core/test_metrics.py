@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from core import metrics, views_metrics
@@ -111,20 +111,20 @@ def _get(path: str = "/metrics", **headers: Any) -> Any:
     return asyncio.run(views_metrics.metrics(request))
 
 
-def test_view_serves_exposition(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HUB_METRICS_TOKEN", raising=False)
+@override_settings(HUB_METRICS_TOKEN="")
+def test_view_serves_exposition() -> None:
     resp = _get()
     assert resp.status_code == 200
     assert resp["Content-Type"].startswith("text/plain")
     assert b"hub_open_sockets" in resp.content and b"hub_commands_total" in resp.content
 
 
-def test_view_token(monkeypatch: pytest.MonkeyPatch) -> None:
+@override_settings(HUB_METRICS_TOKEN="scrape-token-0123456789")
+def test_view_token() -> None:
     from django.conf import settings
 
     from hub import auth
 
-    monkeypatch.setenv("HUB_METRICS_TOKEN", "scrape-token-0123456789")
     assert _get().status_code == 401
     assert _get(HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert _get(HTTP_AUTHORIZATION="Bearer scrape-token-0123456789").status_code == 200
@@ -132,6 +132,18 @@ def test_view_token(monkeypatch: pytest.MonkeyPatch) -> None:
     customer = auth.mint("c", "customer", settings.HUB_SECRET)
     assert _get(HTTP_AUTHORIZATION=f"Bearer {admin}").status_code == 200
     assert _get(HTTP_AUTHORIZATION=f"Bearer {customer}").status_code == 401
+
+
+@override_settings(HUB_METRICS_TOKEN="", DEVELOPMENT=False)
+def test_view_is_closed_outside_development_without_a_token() -> None:
+    from django.conf import settings
+
+    from hub import auth
+
+    assert _get().status_code == 401
+    assert _get(HTTP_AUTHORIZATION="Bearer ").status_code == 401
+    admin = auth.mint("ops", "admin", settings.HUB_SECRET, tenant="t1")
+    assert _get(HTTP_AUTHORIZATION=f"Bearer {admin}").status_code == 200
 
 
 _WORKER = textwrap.dedent("""

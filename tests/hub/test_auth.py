@@ -61,3 +61,39 @@ def test_garbage_is_refused(token):
 def test_mint_refuses_unknown_role():
     with pytest.raises(ValueError):
         auth.mint("u1", "superuser", SECRET)
+
+
+def test_policy_checks_issuer_and_audience():
+    policy = auth.Policy(issuer="https://auth.example", audience="hub")
+    good = auth.mint("u1", "customer", SECRET, issuer="https://auth.example", audience="hub")
+    assert auth.verify(good, SECRET, policy).user == "u1"
+    for token, reason in [
+        (auth.mint("u1", "customer", SECRET, issuer="https://evil.example", audience="hub"), "issuer"),
+        (auth.mint("u1", "customer", SECRET, audience="hub"), "iss"),
+        (auth.mint("u1", "customer", SECRET, issuer="https://auth.example", audience="other"), "audience"),
+        (auth.mint("u1", "customer", SECRET, issuer="https://auth.example"), "aud"),
+    ]:
+        with pytest.raises(auth.TokenError, match=reason):
+            auth.verify(token, SECRET, policy)
+    # Without a policy, iss/aud claims are not checked (a token minted for an audience still works).
+    assert auth.verify(auth.mint("u1", "customer", SECRET, audience="x"), SECRET).user == "u1"
+
+
+def test_policy_caps_the_lifetime():
+    policy = auth.Policy(max_ttl_s=3600)
+    assert auth.verify(auth.mint("u1", "customer", SECRET, ttl=3600), SECRET, policy).user == "u1"
+    with pytest.raises(auth.TokenError, match="lifetime"):
+        auth.verify(auth.mint("u1", "customer", SECRET, ttl=3601), SECRET, policy)
+    # An old `iat` does not excuse an `exp` far in the future, nor does leaving `iat` out.
+    now = int(time.time())
+    for claims in ({"iat": now - 10 * 86400, "exp": now + 2 * 3600}, {"exp": now + 2 * 3600}):
+        token = jwt.encode({"sub": "u1", "role": "customer", "tenant": "t", **claims}, SECRET, algorithm="HS256")
+        with pytest.raises(auth.TokenError, match="lifetime"):
+            auth.verify(token, SECRET, policy)
+
+
+def test_policy_can_require_the_tenant_claim():
+    token = jwt.encode({"sub": "u1", "role": "customer", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    assert auth.verify(token, SECRET).tenant == "default"
+    with pytest.raises(auth.TokenError, match="tenant"):
+        auth.verify(token, SECRET, auth.Policy(require_tenant=True))

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hub import auth
+from hub import auth, credentials
 
 
 class Command(BaseCommand):
@@ -22,8 +21,7 @@ class Command(BaseCommand):
         if opts["ttl"] <= 0:
             raise CommandError("--ttl must be positive")
         try:
-            token = auth.mint(opts["user"], opts["role"], settings.HUB_SECRET, tenant=opts["tenant"],
-                              ttl=opts["ttl"])
+            token = credentials.mint(opts["user"], opts["role"], tenant=opts["tenant"], ttl=opts["ttl"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(token)

@@ -84,8 +84,8 @@ def table() -> str:
             out.append(f"| `{route}` | {_roles_cells(roles)} | same check as `{method}` |")
     everyone = set(ROLES)
     out += [
-        f"| `GET /metrics` | {_roles_cells({'admin', auth.SERVICE_ROLE})} | open when `HUB_METRICS_TOKEN` is "
-        "unset; when set, that token or an admin/service token |",
+        f"| `GET /metrics` | {_roles_cells({'admin', auth.SERVICE_ROLE})} | `HUB_METRICS_TOKEN` or an "
+        "admin/service token; open only on a development hub without `HUB_METRICS_TOKEN` |",
         f"| `GET /healthz` | {_roles_cells(everyone)} | no token needed |",
         f"| `GET /readyz` | {_roles_cells(everyone)} | no token needed |",
         f"| `GET /api/openapi.json` | {_roles_cells(everyone)} | no token needed |",

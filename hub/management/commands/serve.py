@@ -15,7 +15,9 @@ import socket
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+from core.settings import is_loopback
 
 log = logging.getLogger("hub.serve")
 
@@ -30,6 +32,10 @@ class Command(BaseCommand):
                             help="SO_REUSEPORT: several processes share one address")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if settings.USING_DEV_SECRET and not is_loopback(opts["host"]):
+            # The development secret is public: a hub reachable from outside must have its own.
+            raise CommandError(f"the development secret is refused on a non-loopback address ({opts['host']}); "
+                               "set HUB_SECRET")
         # Importing daphne.server installs Twisted's asyncio reactor (unless one already is).
         from daphne.server import Server
         from twisted.internet import reactor

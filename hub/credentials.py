@@ -1,0 +1,32 @@
+"""The deployment's tokens: `hub.auth` with the secret and the policy taken from settings.
+
+Every place that accepts a token (connect, refresh, HTTP, /metrics) verifies through here, so the
+issuer, audience, longest lifetime and tenant rule are the same everywhere.
+"""
+from __future__ import annotations
+
+from functools import cache
+
+from django.conf import settings
+
+from hub import auth
+
+
+@cache
+def policy() -> auth.Policy:
+    return auth.Policy(
+        issuer=settings.HUB_TOKEN_ISSUER or None,
+        audience=settings.HUB_TOKEN_AUDIENCE or None,
+        max_ttl_s=settings.HUB_TOKEN_MAX_TTL_S,
+        require_tenant=not settings.DEVELOPMENT,
+    )
+
+
+def verify(token: object) -> auth.Claims:
+    return auth.verify(token, settings.HUB_SECRET, policy())
+
+
+def mint(user: str, role: str, tenant: str = "default", ttl: int = 3600) -> str:
+    """A token this deployment accepts (development, tests, `mint_token`)."""
+    return auth.mint(user, role, settings.HUB_SECRET, tenant=tenant, ttl=ttl,
+                     issuer=settings.HUB_TOKEN_ISSUER or None, audience=settings.HUB_TOKEN_AUDIENCE or None)
