@@ -1,14 +1,26 @@
-"""Chat rooms: `rooms.create`, membership, and the `chat:<room>` namespace."""
+"""Chat rooms: `rooms.create`, `rooms.list`, membership, and the `chat:<room>` namespace.
+
+A new room is announced to its other members with a `room.new` publication on their `user:`
+channels, committed with the room. A direct room is one per pair of users: asking again (in either
+order) returns the existing room and announces nothing.
+"""
 from __future__ import annotations
 
+import base64
+from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from core.errors import bad_request
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method
-from rooms.models import Room, RoomMember
+from hub.store import append
+from rooms.models import Room, RoomKind, RoomMember, pair_key
+
+LIST_LIMIT = 50
+LIST_MAX = 100
 
 
 def is_member(room_id: str, user: str) -> bool:
@@ -27,7 +39,23 @@ register(Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
                    can_signal=_member_hook, admin_read=True))
 
 
-@method("rooms.create", roles=USERS, summary="Create a chat room with members (the caller joins).",
+def epoch_ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def _room_item(room: Room, people: list[str]) -> dict[str, Any]:
+    return {"room": room.id, "kind": room.kind, "ref": room.ref, "members": sorted(people),
+            "created_by": room.created_by, "created_at": epoch_ms(room.created_at)}
+
+
+ROOM_ITEM = {"type": "object", "properties": {
+    "room": {"type": "string"}, "kind": {"enum": ["direct", "booking"]}, "ref": {"type": "string"},
+    "members": {"type": "array", "items": {"type": "string"}}, "created_by": {"type": "string"},
+    "created_at": {"type": "integer", "description": "ms since the epoch"}}}
+
+
+@method("rooms.create", roles=USERS,
+        summary="Create a chat room with members (the caller joins); a direct room is one per pair.",
         params={"type": "object", "additionalProperties": False, "required": ["members", "kind"],
                 "properties": {
                     "members": {"type": "array", "minItems": 1, "maxItems": 100,
@@ -35,13 +63,82 @@ register(Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
                                           "pattern": "^[^:]+$"}},
                     "kind": {"enum": ["direct", "booking"]},
                     "ref": {"type": "string", "maxLength": 128}}},
-        result={"type": "object", "properties": {"room": {"type": "string"}}})
+        result={"type": "object", "properties": {
+            "room": {"type": "string"}, "members": {"type": "array", "items": {"type": "string"}},
+            "created": {"type": "boolean", "description": "false when an existing direct room came back"}}})
 def create_room(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     people = sorted(set(params["members"]) | {caller.user})
-    if params["kind"] == "direct" and len(people) != 2:
-        raise bad_request("a direct room has exactly two members")
+    kind = params["kind"]
+    if kind == RoomKind.DIRECT:
+        if len(people) != 2:
+            raise bad_request("a direct room has exactly two members")
+        key = pair_key(*people)
+        existing = Room.objects.filter(tenant=caller.tenant, pair_key=key).first()
+        if existing is not None:
+            return {"room": existing.id, "members": people, "created": False}
+        try:
+            room = _create(caller, kind, params.get("ref", ""), people, key)
+        except IntegrityError:
+            # The other member asked at the same moment and committed first: theirs is the room.
+            existing = Room.objects.filter(tenant=caller.tenant, pair_key=key).first()
+            if existing is None:
+                raise
+            return {"room": existing.id, "members": people, "created": False}
+    else:
+        room = _create(caller, kind, params.get("ref", ""), people, None)
+    return {"room": room.id, "members": people, "created": True}
+
+
+def _create(caller: Caller, kind: str, ref: str, people: list[str], key: str | None) -> Room:
     with transaction.atomic():
-        room = Room.objects.create(kind=params["kind"], ref=params.get("ref", ""), tenant=caller.tenant,
-                                   created_by=caller.user)
+        room = Room.objects.create(kind=kind, ref=ref, tenant=caller.tenant, created_by=caller.user,
+                                   pair_key=key)
         RoomMember.objects.bulk_create([RoomMember(room=room, user=u) for u in people])
-    return {"room": room.id, "members": people}
+        item = _room_item(room, people)
+        note = {"kind": "room.new", "room": room.id, "room_kind": room.kind, "ref": room.ref,
+                "members": item["members"], "by": caller.user, "created_at": item["created_at"]}
+        for user in people:
+            if user != caller.user:
+                append(f"user:{user}", note)
+    return room
+
+
+def _cursor(room: Room) -> str:
+    raw = f"{room.created_at.isoformat()}|{room.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, room_id = raw.partition("|")
+        parsed = datetime.fromisoformat(when)
+    except ValueError as exc:
+        raise bad_request("cursor is not one this server gave") from exc
+    if not room_id or parsed.tzinfo is None:
+        raise bad_request("cursor is not one this server gave")
+    return parsed, room_id
+
+
+@method("rooms.list", roles=USERS, summary="The caller's rooms, newest first (pages of at most 100).",
+        params={"type": "object", "additionalProperties": False, "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
+            "cursor": {"type": "string", "minLength": 1, "maxLength": 200,
+                       "description": "`next` of the previous page"}}},
+        result={"type": "object", "properties": {
+            "rooms": {"type": "array", "items": ROOM_ITEM},
+            "next": {"type": ["string", "null"], "description": "cursor of the next page; null at the end"}}})
+def list_rooms(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    limit = params.get("limit", LIST_LIMIT)
+    rooms = Room.objects.filter(tenant=caller.tenant, members__user=caller.user)
+    if "cursor" in params:
+        when, room_id = _parse_cursor(params["cursor"])
+        rooms = rooms.filter(Q(created_at__lt=when) | Q(created_at=when, id__lt=room_id))
+    page = list(rooms.order_by("-created_at", "-id")[:limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    people: dict[str, list[str]] = {}
+    for room_id, user in RoomMember.objects.filter(room__in=[r.id for r in page]).values_list("room_id", "user"):
+        people.setdefault(room_id, []).append(user)
+    return {"rooms": [_room_item(r, people.get(r.id, [])) for r in page],
+            "next": _cursor(page[-1]) if more else None}

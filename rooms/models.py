@@ -1,6 +1,7 @@
 """Chat rooms and their members (jobs and calls live beside them)."""
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import ClassVar
 
@@ -23,6 +24,21 @@ class Room(models.Model):
     tenant = models.CharField(max_length=128, default="default")
     created_by = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Direct rooms only: a digest of the two members in sorted order, so one pair has one room even
+    # when both ask at once. Null for booking rooms, and for duplicates made before the constraint.
+    pair_key = models.CharField(max_length=64, null=True, blank=True, default=None)
+
+    class Meta:
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["tenant", "pair_key"], condition=models.Q(pair_key__isnull=False),
+                                    name="room_direct_pair_unique"),
+        ]
+
+
+def pair_key(a: str, b: str) -> str:
+    """The same key for (a, b) and (b, a); a digest keeps it short whatever the ids' length."""
+    first, second = sorted((a, b))
+    return hashlib.sha256(f"{len(first)}:{first}{second}".encode()).hexdigest()
 
 
 class RoomMember(models.Model):

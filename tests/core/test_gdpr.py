@@ -234,3 +234,18 @@ def test_erasure_reaches_a_running_hubs_hot_cache(live_hub) -> None:
     assert rec["recovered"] is True
     assert [p["offset"] for p in rec["pubs"]] == [1, 2, 3]
     assert all(p["data"] is None and p["from"] == "erased" for p in rec["pubs"])
+
+
+def test_erasure_drops_the_direct_pair_key() -> None:
+    """The pair key is derived from both ids: after erasure a new direct room for the pair is a new room."""
+    from core.management.commands.erase_user import erase
+    from hub.rpc import Caller
+    from rooms.chat import create_room
+    from rooms.models import Room
+
+    u, v = uid("u"), uid("v")
+    room = create_room(Caller(u, "customer", "t1"), {"members": [v], "kind": "direct"})["room"]
+    erase(u)
+    assert Room.objects.get(pk=room).pair_key is None
+    again = create_room(Caller(u, "customer", "t1"), {"members": [v], "kind": "direct"})
+    assert again["created"] is True and again["room"] != room

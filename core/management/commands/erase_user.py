@@ -130,6 +130,8 @@ def erase_rooms(user: str, pseudonym: str) -> dict[str, int]:
     except ImportError:
         return {}
     Room.objects.filter(created_by=user).update(created_by=pseudonym)
+    # A direct room's pair key is derived from the user's id: it goes with the membership.
+    Room.objects.filter(members__user=user, pair_key__isnull=False).update(pair_key=None)
     deleted, _ = RoomMember.objects.filter(user=user).delete()
     return {"room_memberships": deleted}
 
