@@ -24,12 +24,21 @@ kind) or queued per provider with `POST /_faults {"openai": [fault, ...], "anthr
   {"kind": "cut", "after": 3}            the connection is dropped after 3 text chunks
   {"kind": "malformed", "after": 2}      an unparseable chunk after 2 text chunks
   {"kind": "error_event", "after": 2}    an in-stream error (Anthropic overloaded_error event)
+  {"kind": "truncate", "after": 3}       the body ends cleanly after 3 text chunks with no end marker
+                                         (OpenAI: no finish_reason chunk, no [DONE]; Anthropic: no
+                                         message_delta/message_stop); with `after` >= tokens every
+                                         token is sent and only the end marker is missing (Anthropic:
+                                         message_delta with its stop_reason, but no message_stop)
+  {"kind": "length", "tokens": 5}        a whole answer cut by the output limit (finish_reason
+                                         "length" / stop_reason "max_tokens")
+  {"kind": "filtered", "tokens": 5}      a whole answer stopped by the content filter (finish_reason
+                                         "content_filter" / stop_reason "refusal")
   {"kind": "slow", "delay": 0.2}         each token delayed
   {"kind": "ok", "tokens": 50}           a normal answer of that many tokens
 `POST /_config {"tokens", "delay_ms", "valid_keys": {"openai": [..]}}` changes the defaults
 (with valid_keys set, any other key gets a 401 that, like the real APIs, quotes the key it got);
 `GET /_stats` returns per-provider counts (requests, completed, disconnects (the client hung up),
-cuts, open streams, faults applied, error statuses) and
+cuts, truncated (ended cleanly without an end marker), open streams, faults applied, error statuses) and
 key fingerprints (sha256 prefix, never the key); `POST /_reset` clears faults, stats and config.
 """
 from __future__ import annotations
@@ -62,6 +71,19 @@ class _Done(Exception):
     """The stream ended on purpose after an injected in-stream error."""
 
 
+class _Truncated(Exception):
+    """The body ended cleanly on purpose before the end marker (a `truncate` fault)."""
+
+
+# The end reason (OpenAI finish_reason, Anthropic stop_reason) of a whole answer, by fault kind.
+_ENDS = {"length": ("length", "max_tokens"), "filtered": ("content_filter", "refusal")}
+
+
+def _end_reason(kind: str, provider: str) -> str:
+    openai_reason, anthropic_reason = _ENDS.get(kind, ("stop", "end_turn"))
+    return openai_reason if provider == "openai" else anthropic_reason
+
+
 class _Tally:
     """Counts one streamed answer: open while it runs, then completed, cut or disconnected."""
 
@@ -78,6 +100,8 @@ class _Tally:
             st["completed"] += 1
         elif issubclass(kind, _Cut):
             st["cuts"] += 1
+        elif issubclass(kind, _Truncated):
+            st["truncated"] += 1
         elif issubclass(kind, (Disconnected, asyncio.CancelledError)):
             st["disconnects"] += 1
         else:
@@ -122,8 +146,8 @@ class FakeUpstream:
         self.tokens, self.delay_s, self.valid_keys = self.default_tokens, self.default_delay_s, {}
         for q in self.faults.values():
             q.clear()
-        self.stats = {p: {"requests": 0, "completed": 0, "disconnects": 0, "cuts": 0, "open": 0, "faults": [],
-                          "status": {}, "keys": [], "models": []} for p in PROVIDERS}
+        self.stats = {p: {"requests": 0, "completed": 0, "disconnects": 0, "cuts": 0, "truncated": 0, "open": 0,
+                          "faults": [], "status": {}, "keys": [], "models": []} for p in PROVIDERS}
 
     def inject(self, provider: str, *faults: Any) -> None:
         self.faults[provider].extend(_fault(f) for f in faults)
@@ -262,7 +286,7 @@ class FakeUpstream:
                 "id": cid, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens),
                                                      "refusal": None},
-                             "logprobs": None, "finish_reason": "stop"}],
+                             "logprobs": None, "finish_reason": _end_reason(kind, "openai")}],
                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
                           "total_tokens": prompt_tokens + len(tokens)}})
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -283,7 +307,8 @@ class FakeUpstream:
             await self._write(request, resp, chunk({"role": "assistant", "content": "", "refusal": None}))
             await self._stream_tokens(request, resp, fault, tokens, lambda t: chunk({"content": t}),
                                       self._openai_stream_error)
-            await self._write(request, resp, chunk({}, "stop"))
+            await self._truncate_here(resp, kind)
+            await self._write(request, resp, chunk({}, _end_reason(kind, "openai")))
             if include_usage:
                 usage = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                          "system_fingerprint": "fp_fake", "service_tier": "default", "choices": [],
@@ -335,7 +360,8 @@ class FakeUpstream:
             st["completed"] += 1
             return web.json_response({
                 "id": mid, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": "".join(tokens)}], "stop_reason": "end_turn",
+                "content": [{"type": "text", "text": "".join(tokens)}],
+                "stop_reason": _end_reason(kind, "anthropic"),
                 "stop_sequence": None, "usage": usage})
         resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream",
                                                        "Cache-Control": "no-cache",
@@ -356,13 +382,22 @@ class FakeUpstream:
                 lambda: ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
             await self._write(request, resp, ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
             await self._write(request, resp, ev("message_delta", {
-                "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "type": "message_delta",
+                "delta": {"stop_reason": _end_reason(kind, "anthropic"), "stop_sequence": None},
                 "usage": {"output_tokens": len(tokens)}}))
+            await self._truncate_here(resp, kind)
             await self._write(request, resp, ev("message_stop", {"type": "message_stop"}))
             await resp.write_eof()
         return resp
 
     # --- shared stream body -------------------------------------------------------------------
+
+    @staticmethod
+    async def _truncate_here(resp: web.StreamResponse, kind: str) -> None:
+        """For a `truncate` fault: end the body cleanly here (what a proxy timing out does)."""
+        if kind == "truncate":
+            await resp.write_eof()
+            raise _Truncated()
 
     @staticmethod
     def _status(st: dict[str, Any], resp: web.Response) -> web.Response:
@@ -392,6 +427,8 @@ class FakeUpstream:
                 await self._write(request, resp, stream_error())
                 await resp.write_eof()
                 raise _Done()
+            if i == after and kind == "truncate":
+                await self._truncate_here(resp, kind)
             if delay and i:
                 await self._sleep(request, start + i * delay - time.monotonic())
             await self._write(request, resp, encode(tok))

@@ -29,6 +29,7 @@ class Transcript(models.Model):
     first_token_ms = models.IntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     error_code = models.CharField(max_length=32, blank=True, default="")
+    finish = models.CharField(max_length=16, blank=True, default="")  # ok only: stop | length | content_filter
     created_at = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -41,6 +42,6 @@ class Transcript(models.Model):
             "provider": self.provider, "model": self.model, "attempts": self.attempts,
             "fallbacks": self.fallbacks, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
             "latency_ms": self.latency_ms, "first_token_ms": self.first_token_ms,
-            "outcome": self.outcome, "error_code": self.error_code or None,
+            "outcome": self.outcome, "error_code": self.error_code or None, "finish": self.finish or None,
             "created_at": self.created_at.isoformat(),
         }

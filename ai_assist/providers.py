@@ -1,5 +1,11 @@
 """AI providers behind one shape: `stream(request, usage)` yields text deltas and fills `usage`.
 
+A stream counts as complete only on positive evidence from the provider: OpenAI, a choice with a
+non-null `finish_reason`; Anthropic, `message_stop` after a `message_delta` carrying a
+`stop_reason`. Both SDKs end iteration silently when the body just stops (a proxy or load balancer
+timing out does that), so a stream without that evidence raises a retryable `truncated` Failure
+after its last delta. A complete stream sets `usage.finish` to stop, length or content_filter.
+
 - OpenAIProvider: chat completions streaming through the official `openai` SDK (AsyncOpenAI).
 - AnthropicProvider: messages streaming through the official `anthropic` SDK (AsyncAnthropic).
 - OfflineProvider: deterministic, no network; used only when no real provider is configured.
@@ -30,11 +36,17 @@ from ai_assist.keys import KeySource
 
 OFFLINE = "offline"
 
+# Why a complete answer ended (the `finish` of the done push).
+STOP, LENGTH, CONTENT_FILTER = "stop", "length", "content_filter"
+_OPENAI_FINISH = {"length": LENGTH, "content_filter": CONTENT_FILTER}
+_ANTHROPIC_FINISH = {"max_tokens": LENGTH, "model_context_window_exceeded": LENGTH, "refusal": CONTENT_FILTER}
+
 
 @dataclass
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    finish: str = ""  # set only once the provider confirmed the end of the answer
 
     def as_dict(self) -> dict[str, int]:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
@@ -156,6 +168,12 @@ def classify(provider: str, exc: BaseException) -> Failure:
     return Failure(provider, "error", retryable=False, message=f"{provider} failed ({type(exc).__name__})")
 
 
+def truncated(provider: str) -> Failure:
+    """The body ended without the provider's end marker: part of an answer, never a whole one."""
+    return Failure(provider, "truncated", retryable=True,
+                   message=f"{provider} ended the stream before the answer was complete")
+
+
 class Provider:
     name = ""
     model = ""
@@ -214,6 +232,7 @@ class OpenAIProvider(_SdkProvider):
         s = await self.client().chat.completions.create(
             model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
             max_completion_tokens=req.max_tokens)
+        finish: str | None = None
         try:
             async for chunk in s:
                 if chunk.usage is not None:
@@ -222,8 +241,13 @@ class OpenAIProvider(_SdkProvider):
                 for choice in chunk.choices:
                     if choice.delta is not None and choice.delta.content:
                         yield choice.delta.content
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
         finally:
             await s.close()  # closes the HTTP response: a cancelled stream frees the upstream at once
+        if finish is None:
+            raise truncated(self.name)
+        usage.finish = _OPENAI_FINISH.get(finish, STOP)
 
 
 class AnthropicProvider(_SdkProvider):
@@ -237,6 +261,8 @@ class AnthropicProvider(_SdkProvider):
         s = await self.client().messages.create(
             model=self.model, max_tokens=req.max_tokens, stream=True,
             messages=[{"role": "user", "content": req.user_text()}], **kwargs)
+        stop_reason: str | None = None
+        finish = ""
         try:
             async for event in s:
                 etype = event.type
@@ -251,8 +277,16 @@ class AnthropicProvider(_SdkProvider):
                     usage.output_tokens = event.usage.output_tokens or usage.output_tokens
                     if event.usage.input_tokens:
                         usage.input_tokens = event.usage.input_tokens
+                    stop_reason = event.delta.stop_reason or stop_reason
+                elif etype == "message_stop":
+                    if stop_reason is not None:
+                        finish = _ANTHROPIC_FINISH.get(stop_reason, STOP)
+                    break  # nothing of the answer follows message_stop
         finally:
             await s.close()
+        if not finish:
+            raise truncated(self.name)
+        usage.finish = finish
 
 
 class OfflineProvider(Provider):
@@ -282,6 +316,7 @@ class OfflineProvider(Provider):
                 await asyncio.sleep(self.delay_s)
             usage.output_tokens = i + 1
             yield word if i == 0 else " " + word
+        usage.finish = STOP
 
 
 def build(cfg: AssistConfig) -> list[Provider]:

@@ -16,6 +16,9 @@ Policy, in order for each provider of AI_PROVIDERS that has a key:
   fallback: the same request would be refused everywhere.
 - a failure AFTER the first token -> the user gets an error push with incomplete: true. The
   relay never retries then and never splices a second provider's answer onto the first.
+- an answer is complete only when the provider said so (see providers.py): a body that just ends
+  is a `truncated` failure like any other, so half an answer is never presented as whole.
+- the final push goes out only after the transcript row is committed.
 The offline provider is used only when no real provider has a key.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -52,7 +56,7 @@ log = logging.getLogger("ai_assist.relay")
 class Sink(Protocol):
     def delta(self, assist: str, text: str) -> None: ...
 
-    def done(self, assist: str, provider: str, usage: dict[str, int]) -> None: ...
+    def done(self, assist: str, provider: str, usage: dict[str, int], finish: str) -> None: ...
 
     def error(self, assist: str, code: str, message: str, incomplete: bool) -> None: ...
 
@@ -66,8 +70,9 @@ class PushSink:
     def delta(self, assist: str, text: str) -> None:
         self.push({"push": "assist", "assist": assist, "delta": text})
 
-    def done(self, assist: str, provider: str, usage: dict[str, int]) -> None:
-        self.push({"push": "assist", "assist": assist, "done": True, "provider": provider, "usage": usage})
+    def done(self, assist: str, provider: str, usage: dict[str, int], finish: str) -> None:
+        self.push({"push": "assist", "assist": assist, "done": True, "provider": provider, "usage": usage,
+                   "finish": finish})
 
     def error(self, assist: str, code: str, message: str, incomplete: bool) -> None:
         frame: dict[str, Any] = {"push": "assist", "assist": assist, "error": {"code": code, "message": message}}
@@ -83,13 +88,14 @@ class CollectSink:
         self.parts: list[str] = []
         self.provider = ""
         self.usage: dict[str, int] = {}
+        self.finish = ""
         self.failure: tuple[str, str, bool] | None = None
 
     def delta(self, assist: str, text: str) -> None:
         self.parts.append(text)
 
-    def done(self, assist: str, provider: str, usage: dict[str, int]) -> None:
-        self.provider, self.usage = provider, usage
+    def done(self, assist: str, provider: str, usage: dict[str, int], finish: str) -> None:
+        self.provider, self.usage, self.finish = provider, usage, finish
 
     def error(self, assist: str, code: str, message: str, incomplete: bool) -> None:
         self.failure = (code, message, incomplete)
@@ -104,6 +110,7 @@ class AssistResult:
     assist: str
     outcome: str  # ok | error | incomplete | cancelled
     text: str = ""
+    finish: str = ""  # ok only: stop | length | content_filter
     provider: str = ""
     model: str = ""
     usage: Usage = field(default_factory=Usage)
@@ -291,6 +298,7 @@ class _Run:
         async for attempt in retrying:
             with attempt:
                 usage.input_tokens = usage.output_tokens = 0
+                usage.finish = ""
                 await self.attempt(p, usage, token)
 
 
@@ -298,8 +306,10 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
                      assist: str | None = None, room: str = "") -> AssistResult:
     """Answer one request: deltas, then done or error, go to `sink`; a transcript is written.
 
-    `caller` needs `.user` and `.tenant`. Cancelling the task stops the upstream stream (its HTTP
-    response is closed) and records a cancelled transcript; nothing more is sent to the sink.
+    The final `done`/`error` reaches the sink only after the transcript row is committed, so an
+    answer the user was told about survives the process being killed right after. `caller` needs
+    `.user` and `.tenant`. Cancelling the task stops the upstream stream (its HTTP response is
+    closed) and records a cancelled transcript; nothing more is sent to the sink.
     """
     cfg = config.get()
     assist = assist or uuid.uuid4().hex
@@ -308,49 +318,8 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
     run = _Run(assist, req, sink)
     result = AssistResult(assist=assist, outcome="error")
     usage = Usage()
-    last: Failure | None = None
-    bk = breakers()
     try:
-        for p in providers():
-            token = uuid.uuid4().hex
-            state = await bk.allow(p.name, token, probe_ttl_s=cfg.first_token_timeout_s + cfg.idle_timeout_s)
-            if state == OPEN:
-                run.fallbacks.append({"provider": p.name, "reason": "breaker_open"})
-                continue
-            run.breaker_opened = False
-            try:
-                await run.with_retries(p, usage, token, probe=state == PROBE)
-            except Failure as f:
-                last = f
-                if run.sent:
-                    result.provider, result.model = p.name, p.model
-                    result.outcome, result.error_code = "incomplete", UNAVAILABLE
-                    sink.error(assist, UNAVAILABLE, f"the answer was cut off: {f.message}", True)
-                    return result
-                if not f.fallback:
-                    await bk.release(p.name, token)
-                    result.provider, result.model = p.name, p.model
-                    result.error_code = BAD_REQUEST if f.kind == "bad_request" else INTERNAL
-                    sink.error(assist, result.error_code, f.message, False)
-                    return result
-                await bk.release(p.name, token)  # a probe whose failure did not count gives its lock back
-                run.fallbacks.append({"provider": p.name, "reason": f.kind, "status": f.status})
-                continue
-            except BaseException:
-                await asyncio.shield(bk.release(p.name, token))
-                raise
-            result.outcome, result.provider, result.model, result.usage = "ok", p.name, p.model, usage
-            sink.done(assist, p.name, usage.as_dict())
-            await bk.success(p.name, token)
-            return result
-        result.error_code = UNAVAILABLE
-        if last is None and not run.fallbacks:
-            sink.error(assist, UNAVAILABLE, "no AI provider is available", False)
-        elif last is None:
-            sink.error(assist, UNAVAILABLE, "every AI provider is temporarily switched off; retry later", False)
-        else:
-            sink.error(assist, UNAVAILABLE, f"no AI provider could answer (last: {last.message})", False)
-        return result
+        final = await _answer(run, result, usage)
     except asyncio.CancelledError:
         result.outcome = "cancelled"
         raise
@@ -364,20 +333,68 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
         if result.outcome != "ok":
             result.usage = usage
         await asyncio.shield(_finish(caller, room, prompt, context, result))
+    final()
+    return result
+
+
+async def _answer(run: _Run, result: AssistResult, usage: Usage) -> Callable[[], None]:
+    """Try the providers in order; fills `result` and returns the final sink call (not yet made)."""
+    assist, sink, cfg = run.assist, run.sink, run.cfg
+    last: Failure | None = None
+    bk = breakers()
+    for p in providers():
+        token = uuid.uuid4().hex
+        state = await bk.allow(p.name, token, probe_ttl_s=cfg.first_token_timeout_s + cfg.idle_timeout_s)
+        if state == OPEN:
+            run.fallbacks.append({"provider": p.name, "reason": "breaker_open"})
+            continue
+        run.breaker_opened = False
+        try:
+            await run.with_retries(p, usage, token, probe=state == PROBE)
+        except Failure as f:
+            last = f
+            if run.sent:
+                result.provider, result.model = p.name, p.model
+                result.outcome, result.error_code = "incomplete", UNAVAILABLE
+                return partial(sink.error, assist, UNAVAILABLE, f"the answer was cut off: {f.message}", True)
+            if not f.fallback:
+                await bk.release(p.name, token)
+                result.provider, result.model = p.name, p.model
+                result.error_code = BAD_REQUEST if f.kind == "bad_request" else INTERNAL
+                return partial(sink.error, assist, result.error_code, f.message, False)
+            await bk.release(p.name, token)  # a probe whose failure did not count gives its lock back
+            run.fallbacks.append({"provider": p.name, "reason": f.kind, "status": f.status})
+            continue
+        except BaseException:
+            await asyncio.shield(bk.release(p.name, token))
+            raise
+        result.outcome, result.provider, result.model, result.usage = "ok", p.name, p.model, usage
+        result.finish = usage.finish
+        await bk.success(p.name, token)
+        return partial(sink.done, assist, p.name, usage.as_dict(), usage.finish)
+    result.error_code = UNAVAILABLE
+    if last is None and not run.fallbacks:
+        message = "no AI provider is available"
+    elif last is None:
+        message = "every AI provider is temporarily switched off; retry later"
+    else:
+        message = f"no AI provider could answer (last: {last.message})"
+    return partial(sink.error, assist, UNAVAILABLE, message, False)
 
 
 async def _finish(caller: Any, room: str, prompt: str, context: list[dict[str, Any]],
                   result: AssistResult) -> None:
     user, tenant = str(caller.user), str(getattr(caller, "tenant", "") or "")
-    if result.outcome in ("ok", "incomplete", "cancelled"):
-        await _charge_tokens(user, tenant, result.usage.output_tokens)
     row = transcripts.build(
         assist=result.assist, user=user, tenant=tenant, room=room, prompt=prompt, context=context,
         answer=result.text, provider=result.provider, model=result.model, attempts=result.attempts,
         fallbacks=result.fallbacks, tokens_in=result.usage.input_tokens, tokens_out=result.usage.output_tokens,
         latency_ms=result.latency_ms, first_token_ms=result.first_token_ms, outcome=result.outcome,
-        error_code=result.error_code)
-    result.transcript_written = await transcripts.record(row)
+        error_code=result.error_code, finish=result.finish)
+    written = transcripts.record(row)
+    if result.outcome in ("ok", "incomplete", "cancelled"):
+        await _charge_tokens(user, tenant, result.usage.output_tokens)  # meanwhile the row is written
+    result.transcript_written = await written
     # Successes at DEBUG (the transcript has the details); anything else is worth a line at INFO.
     log.log(logging.DEBUG if result.outcome == "ok" else logging.INFO,
             "assist %s %s via %s in %d ms (%d attempts)", result.assist, result.outcome,

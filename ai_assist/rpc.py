@@ -2,7 +2,8 @@
 
 Over the socket `assist.ask` answers `{assist}` at once and the answer follows as `assist` pushes;
 the stream is cancelled when the socket closes or on `assist.cancel`. Over HTTP (no push) the
-request runs to completion and the result carries the whole answer: `{assist, text, provider, usage}`.
+request runs to completion and the result carries the whole answer:
+`{assist, text, provider, usage, finish}`.
 """
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ ASK_PARAMS = {
         summary="Ask the AI assistant; the answer streams as `assist` pushes (HTTP: returned whole).",
         result={"type": "object", "properties": {
             "assist": {"type": "string"}, "text": {"type": "string"}, "provider": {"type": "string"},
-            "usage": {"type": "object"}}})
+            "usage": {"type": "object"}, "finish": {"type": "string", "enum": ["stop", "length", "content_filter"]}}})
 async def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     prompt: str = params["prompt"]
     room: str = params.get("room", "")
@@ -131,7 +132,7 @@ async def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
             code, message, _ = sink.failure
             raise HubError(code, message)
         return {"assist": assist, "text": result.text, "provider": result.provider,
-                "usage": result.usage.as_dict()}
+                "usage": result.usage.as_dict(), "finish": result.finish}
     task = asyncio.get_running_loop().create_task(_stream(caller, prompt, context, room, assist),
                                                   name=f"assist-{assist}")
     _track(assist, caller, task)

@@ -38,13 +38,13 @@ class _Item:
 def build(*, assist: str, user: str, tenant: str, room: str, prompt: str, context: list[dict[str, Any]],
           answer: str, provider: str, model: str, attempts: int, fallbacks: list[dict[str, Any]],
           tokens_in: int, tokens_out: int, latency_ms: int, first_token_ms: int | None, outcome: str,
-          error_code: str = "") -> Transcript:
+          error_code: str = "", finish: str = "") -> Transcript:
     return Transcript(
         id=assist, user=user, tenant=tenant, room=room or "", prompt=redact(prompt),
         context=[{"from": m.get("from"), "text": redact(str(m.get("text", "")))} for m in context],
         answer=redact(answer), provider=provider, model=model, attempts=attempts, fallbacks=fallbacks,
         tokens_in=tokens_in, tokens_out=tokens_out, latency_ms=latency_ms, first_token_ms=first_token_ms,
-        outcome=outcome, error_code=error_code, created_at=timezone.now())
+        outcome=outcome, error_code=error_code, finish=finish, created_at=timezone.now())
 
 
 class _Writer:

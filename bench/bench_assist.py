@@ -116,7 +116,7 @@ class TimingSink:
         if self.first is None:
             self.first = time.perf_counter()
 
-    def done(self, assist: str, provider: str, usage: dict[str, int]) -> None:
+    def done(self, assist: str, provider: str, usage: dict[str, int], finish: str) -> None:
         self.end = time.perf_counter()
 
     def error(self, assist: str, code: str, message: str, incomplete: bool) -> None:

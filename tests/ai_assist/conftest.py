@@ -97,8 +97,8 @@ class RecordingSink:
         self.events.append(("delta", text))
         self.first_delta.set()
 
-    def done(self, assist: str, provider: str, usage: dict[str, int]) -> None:
-        self.events.append(("done", {"provider": provider, "usage": usage}))
+    def done(self, assist: str, provider: str, usage: dict[str, int], finish: str) -> None:
+        self.events.append(("done", {"provider": provider, "usage": usage, "finish": finish}))
 
     def error(self, assist: str, code: str, message: str, incomplete: bool) -> None:
         self.events.append(("error", {"code": code, "message": message, "incomplete": incomplete}))

@@ -15,7 +15,7 @@ def test_streams_answer_and_writes_transcript(assist: Relay) -> None:
     who = Who()
     result, sink = ask("draft a reply to alice", who)
     assert sink.final == ("done", {"provider": "openai", "usage": {"input_tokens": result.usage.input_tokens,
-                                                                    "output_tokens": 12}})
+                                                                    "output_tokens": 12}, "finish": "stop"})
     assert sink.text == expected_answer("draft a reply to alice")
     assert len([e for e in sink.events if e[0] == "delta"]) == 12
     assert result.transcript_written
@@ -53,7 +53,7 @@ def test_anthropic_529_and_overloaded_event_are_retried(assist: Relay) -> None:
     assist.fake.inject("anthropic", "529", {"kind": "error_event", "after": 0})
     result, sink = ask()
     assert sink.final == ("done", {"provider": "anthropic", "usage": {"input_tokens": result.usage.input_tokens,
-                                                                       "output_tokens": 12}})
+                                                                       "output_tokens": 12}, "finish": "stop"})
     assert result.attempts == 3
 
 

@@ -60,7 +60,7 @@ def test_socket_ask_streams_pushes(assist: Relay) -> None:
     assert all(p["push"] == "assist" and p["assist"] == res["assist"] for p in sc.pushes)
     assert "".join(p["delta"] for p in deltas) == expected_answer("hello there")
     assert sc.pushes[-1] == {"push": "assist", "assist": res["assist"], "done": True, "provider": "openai",
-                             "usage": sc.pushes[-1]["usage"]}
+                             "usage": sc.pushes[-1]["usage"], "finish": "stop"}
     assert sc.pushes[-1]["usage"]["output_tokens"] == 12
 
 
@@ -69,6 +69,7 @@ def test_http_ask_returns_the_whole_answer(assist: Relay) -> None:
     res = asyncio.run(rpc.call(caller, "assist.ask", {"prompt": "summarise"}))
     assert res["text"] == expected_answer("summarise") and res["provider"] == "openai"
     assert res["usage"]["output_tokens"] == 12 and Transcript.objects.filter(id=res["assist"]).exists()
+    assert res["finish"] == "stop"
     assist.fake.inject("openai", "400")
     with pytest.raises(HubError) as info:
         asyncio.run(rpc.call(caller, "assist.ask", {"prompt": "summarise"}))
