@@ -1,6 +1,7 @@
 """JWT HS256 tokens: minted for development, verified on connect/refresh and HTTP. No Django."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,10 @@ ROLES = ("customer", "serviceman", "provider", "enterprise", "admin")
 SERVICE_ROLE = "service"
 ALL_ROLES = ROLES + (SERVICE_ROLE,)
 ALGORITHM = "HS256"
+# User ids and tenants end up inside channel names and Redis keys, whose separators (`:`, `|`, `/`,
+# spaces) they must never contain: one character set, checked wherever a token is made or read.
+USER_ID = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
+TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class TokenError(Exception):
@@ -48,8 +53,10 @@ def mint(user: str, role: str, secret: str, tenant: str = "default", ttl: int = 
          now: float | None = None, issuer: str | None = None, audience: str | None = None) -> str:
     if role not in ALL_ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ALL_ROLES)}")
-    if not user:
-        raise ValueError("user must not be empty")
+    if not USER_ID.fullmatch(user):
+        raise ValueError("user ids are 1-128 characters of A-Z a-z 0-9 . _ @ + -")
+    if not TENANT_ID.fullmatch(tenant):
+        raise ValueError("tenants are 1-64 characters of A-Z a-z 0-9 . _ -")
     issued = int(now if now is not None else time.time())
     payload: dict[str, object] = {"sub": user, "role": role, "tenant": tenant, "iat": issued,
                                    "exp": issued + int(ttl)}
@@ -88,12 +95,12 @@ def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None 
     if policy.require_tenant and "tenant" not in payload:
         raise TokenError("token lacks the 'tenant' claim")
     sub, role, tenant, exp = payload.get("sub"), payload.get("role"), payload.get("tenant", "default"), payload["exp"]
-    if not isinstance(sub, str) or not sub or len(sub) > 128 or ":" in sub:
-        raise TokenError("invalid sub claim")
+    if not isinstance(sub, str) or not USER_ID.fullmatch(sub):
+        raise TokenError("invalid sub claim: 1-128 characters of A-Z a-z 0-9 . _ @ + -")
     if role not in ALL_ROLES:
         raise TokenError("invalid role claim")
-    if not isinstance(tenant, str) or len(tenant) > 128:
-        raise TokenError("invalid tenant claim")
+    if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
+        raise TokenError("invalid tenant claim: 1-64 characters of A-Z a-z 0-9 . _ -")
     if not isinstance(exp, int):
         raise TokenError("invalid exp claim")
     if policy.max_ttl_s is not None:

@@ -44,6 +44,12 @@ def test_expired_token_is_refused():
     {"sub": "", "role": "customer"},
     {"sub": 5, "role": "customer"},
     {"sub": "a:b", "role": "customer"},
+    {"sub": "a|b", "role": "customer"},
+    {"sub": "a/b", "role": "customer"},
+    {"sub": "a b", "role": "customer"},
+    {"sub": "x" * 129, "role": "customer"},
+    {"sub": "u1", "role": "customer", "tenant": "t:1"},
+    {"sub": "u1", "role": "customer", "tenant": ""},
     {"role": "customer"},
 ])
 def test_bad_claims_are_refused(claims):
@@ -97,3 +103,10 @@ def test_policy_can_require_the_tenant_claim():
     assert auth.verify(token, SECRET).tenant == "default"
     with pytest.raises(auth.TokenError, match="tenant"):
         auth.verify(token, SECRET, auth.Policy(require_tenant=True))
+
+
+def test_mint_refuses_ids_outside_the_character_set():
+    for user, tenant in [("a:b", "t"), ("a b", "t"), ("", "t"), ("u", "t|x"), ("u", "")]:
+        with pytest.raises(ValueError):
+            auth.mint(user, "customer", SECRET, tenant=tenant)
+    assert auth.verify(auth.mint("sam.o@ex-1", "customer", SECRET), SECRET).user == "sam.o@ex-1"
