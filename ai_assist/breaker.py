@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ai_assist.ratelimit import redis_slot
+from core.ratelimit import redis_slot
 
 log = logging.getLogger("ai_assist.breaker")
 

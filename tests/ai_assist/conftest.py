@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from ai_assist import breaker, ratelimit, relay
+from ai_assist import breaker, relay
 from ai_assist.fake_upstream import FakeUpstreamServer
+from core import ratelimit
 
 OPENAI_KEY = "sk-test-openai-" + "a1b2c3d4e5f6a7b8c9d0"
 ANTHROPIC_KEY = "sk-ant-test-" + "f0e9d8c7b6a5f4e3d2c1"
@@ -38,7 +39,7 @@ def _clear_shared_state() -> None:
     hubredis._async.clear()
     client = hubredis.sync_client()
     if client is not None:
-        for pattern in ("{ai-br:*", "{ai-rl}:*"):
+        for pattern in ("{ai-br:*", "{rl}:*"):
             for key in client.scan_iter(match=pattern, count=500):
                 client.delete(key)
 

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from ai_assist import breaker, ratelimit, relay
+from ai_assist import breaker, relay
 from ai_assist.models import Transcript
+from core import ratelimit
 from tests.ai_assist.conftest import RecordingSink, Relay, Who, ask, expected_answer
 
 

@@ -1,4 +1,4 @@
-"""Per-user and per-tenant rate limits (requests and tokens per minute) with exact GCRA.
+"""Budgets per minute shared by every hub process (users, tenants, addresses) with exact GCRA.
 
 GCRA keeps one number per key, the theoretical arrival time (TAT). A limit of L per minute has an
 emission interval T = 60 s / L and a burst tolerance of 60 s: a request of cost n is allowed when
@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("ai_assist.ratelimit")
+log = logging.getLogger("core.ratelimit")
 
 PERIOD_US = 60_000_000
-KEY_PREFIX = "{ai-rl}:"  # one hash slot: the script touches several keys at once
+KEY_PREFIX = "{rl}:"  # one hash slot: the script touches several keys at once
 
 GCRA_LUA = """
 local t = redis.call('TIME')
