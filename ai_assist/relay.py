@@ -46,9 +46,9 @@ from ai_assist.providers import (
     build,
     classify,
 )
-from ai_assist.ratelimit import Limit, limiter
 from core import metrics
 from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAVAILABLE, HubError
+from core.ratelimit import Limit, limiter
 
 log = logging.getLogger("ai_assist.relay")
 

@@ -277,3 +277,95 @@ def test_redis_outage_fails_open(assist: Relay, caplog: pytest.LogCaptureFixture
         ratelimit._redis_limiters.clear()
     assert sink.final[0] == "done" and result.provider == "openai"
     assert "breaker state unavailable" in caplog.text and "limiting in-process" in caplog.text
+
+
+# --- complete only on positive evidence ---------------------------------------------------------
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_body_ending_cleanly_mid_answer_is_incomplete(assist: Relay, provider: str) -> None:
+    assist.configure(AI_PROVIDERS=provider)
+    assist.fake.inject(provider, {"kind": "truncate", "after": 4})
+    result, sink = ask("tell me about the booking")
+    kind, err = sink.final
+    assert kind == "error" and err["incomplete"] is True and err["code"] == "unavailable"
+    assert "before the answer was complete" in err["message"]
+    assert len([e for e in sink.events if e[0] == "delta"]) == 4
+    assert sink.text == expected_answer("tell me about the booking")[: len(sink.text)]
+    stats = assist.fake.stats()[provider]
+    assert stats["requests"] == 1 and stats["truncated"] == 1  # no retry after the first token
+    row = Transcript.objects.get(id=result.assist)
+    assert row.outcome == "incomplete" and row.answer == sink.text and row.finish == ""
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_every_token_but_no_end_marker_is_incomplete(assist: Relay, provider: str) -> None:
+    # OpenAI: no finish_reason chunk; Anthropic: message_delta with its stop_reason, but no message_stop.
+    assist.configure(AI_PROVIDERS=provider)
+    assist.fake.inject(provider, {"kind": "truncate", "after": 1000})
+    result, sink = ask("all of it")
+    assert sink.text == expected_answer("all of it")
+    assert sink.final[0] == "error" and sink.final[1]["incomplete"] is True
+    assert result.outcome == "incomplete"
+    assert Transcript.objects.get(id=result.assist).outcome == "incomplete"
+
+
+def test_clean_end_before_the_first_token_is_retried_then_falls_back(assist: Relay) -> None:
+    assist.fake.inject("openai", {"kind": "truncate", "after": 0})
+    result, sink = ask("again")
+    assert sink.final[0] == "done" and sink.final[1]["finish"] == "stop" and result.attempts == 2
+    assert sink.text == expected_answer("again")  # nothing of the empty attempt reached the user
+    assist.fake.inject("openai", *[{"kind": "truncate", "after": 0}] * 3)
+    result, sink = ask()
+    assert sink.final[0] == "done" and sink.final[1]["provider"] == "anthropic"
+    assert result.fallbacks == [{"provider": "openai", "reason": "truncated", "status": None}]
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize(("fault", "finish"), [("length", "length"), ("filtered", "content_filter")])
+def test_limit_or_filter_end_is_done_with_its_finish(assist: Relay, provider: str, fault: str,
+                                                     finish: str) -> None:
+    assist.configure(AI_PROVIDERS=provider)
+    assist.fake.inject(provider, {"kind": fault, "tokens": 5})
+    result, sink = ask("cut short")
+    assert sink.final[0] == "done" and sink.final[1]["finish"] == finish
+    assert sink.text == expected_answer("cut short", 5)
+    row = Transcript.objects.get(id=result.assist)
+    assert (row.outcome, row.finish) == ("ok", finish) and row.as_dict()["finish"] == finish
+
+
+class _CheckingSink(RecordingSink):
+    """Looks the transcript row up (from another thread, like another process would) at the final push."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.row_at_final: list[str | None] = []
+
+    def _look(self, assist: str) -> None:
+        import threading
+
+        def look() -> None:
+            from django.db import connection
+
+            row = Transcript.objects.filter(id=assist).values_list("outcome", flat=True).first()
+            self.row_at_final.append(row)
+            connection.close()
+
+        t = threading.Thread(target=look)
+        t.start()
+        t.join()
+
+    def done(self, assist: str, provider: str, usage: dict[str, int], finish: str) -> None:
+        self._look(assist)
+        super().done(assist, provider, usage, finish)
+
+    def error(self, assist: str, code: str, message: str, incomplete: bool) -> None:
+        self._look(assist)
+        super().error(assist, code, message, incomplete)
+
+
+def test_final_push_is_sent_only_after_the_transcript_is_committed(assist: Relay) -> None:
+    assist.fake.inject("openai", "ok", {"kind": "truncate", "after": 2}, "400")
+    for expected in ("ok", "incomplete", "error"):
+        sink = _CheckingSink()
+        asyncio.run(relay.run_assist(Who(), "hi", [], sink))
+        assert sink.row_at_final == [expected]
