@@ -54,7 +54,12 @@ class Command(BaseCommand):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if opts["reuse_port"]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((opts["host"], opts["port"]))
+        try:
+            sock.bind((opts["host"], opts["port"]))
+        except OSError as exc:
+            sock.close()
+            raise CommandError(f"cannot listen on {opts['host']}:{opts['port']}: {exc.strerror} "
+                               "(another hub running? set PORT or --port)") from exc
         sock.listen(1024)
         sock.setblocking(False)
         # Twisted adopts (dups) the descriptor and closes the original: hand it over for good.
