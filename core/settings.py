@@ -203,6 +203,11 @@ HUB_CALL_WINDOW_S = env_int("HUB_CALL_WINDOW_S", 600)
 HUB_IDEMPOTENCY_S = env_int("HUB_IDEMPOTENCY_S", 24 * 3600)
 HUB_BATCH_MAX = env_int("HUB_BATCH_MAX", 2000)
 HUB_DRAIN_S = env_float("HUB_DRAIN_S", 10)
+# Blocking rpc methods (ORM) run on their own bounded thread pool, one DB connection per thread.
+HUB_DOMAIN_WORKERS = max(1, env_int("HUB_DOMAIN_WORKERS", 8))
+HUB_DOMAIN_WAIT_S = env_float("HUB_DOMAIN_WAIT_S", 2.0)  # a call waits this long for a worker, then unavailable
+HUB_DOMAIN_QUEUE = max(0, env_int("HUB_DOMAIN_QUEUE", 500))  # calls waiting beyond this are refused at once
+HUB_DB_RETRIES = max(0, env_int("HUB_DB_RETRIES", 3))  # re-runs of an action after a deadlock/serialization failure
 
 # --- agora ---
 AGORA_DEV_APP_ID = "0" * 24 + "devdevdevdev"  # clearly marked development credentials

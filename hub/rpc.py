@@ -7,23 +7,39 @@
 
 A method function is sync (run in a worker thread, free to use the ORM) or async (run on the
 event loop; must not block). It raises core.errors.HubError for refusals.
+
+Sync methods run on the domain pool: HUB_DOMAIN_WORKERS threads per process (one database
+connection each), apart from the default executor that serves the socket path (subscribe checks,
+recovery reads), so slow domain work never starves those. When every worker is busy a call waits
+up to HUB_DOMAIN_WAIT_S (at most HUB_DOMAIN_QUEUE calls wait), then gets `unavailable` with
+`retry_after_ms`. A call whose socket closed while it waited is never started (its task is
+cancelled). A deadlock or serialization failure (SQLSTATE class 40) re-runs the whole action in a
+fresh transaction up to HUB_DB_RETRIES times; only a lost connection is "database unavailable".
 """
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import inspect
 import logging
+import random
+import time
+import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from jsonschema import Draft202012Validator
 
 from core import metrics
-from core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, HubError, unavailable
+from core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, UNAVAILABLE, HubError, unavailable
 from hub.auth import ALL_ROLES
+from hub.store import DB_DOWN, sqlstate
 
 log = logging.getLogger("hub.rpc")
 
@@ -117,14 +133,13 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
     try:
         if m.is_async:
             return await m.fn(caller, params)
-        return await run_sync(m.fn, caller, params)
+        return await run_domain(_attempts, name, m.fn, caller, params)
     except HubError:
         raise
-    except (OperationalError, InterfaceError) as exc:  # a worker's dead connection: dropped, retry works
-        log.warning("rpc %s: database unavailable: %s", name, type(exc).__name__)
-        raise unavailable("the database is unavailable; retry") from exc
+    except DB_DOWN as exc:
+        raise _db_error(name, exc) from exc
     except DatabaseError as exc:
-        log.exception("rpc %s: database error", name)
+        log.exception("rpc %s: database error (SQLSTATE %s)", name, sqlstate(exc))
         raise HubError(INTERNAL, "internal error") from exc
     except asyncio.CancelledError:
         raise
@@ -133,20 +148,180 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
         raise HubError(INTERNAL, "internal error") from exc
 
 
+# SQLSTATEs meaning the connection is gone (class 08, server shutting down) or the server is full.
+_LOST = ("08", "57P01", "57P02", "57P03")
+_RETRYABLE = "40"  # serialization_failure 40001, deadlock_detected 40P01, ...
+
+
+def _db_error(name: str, exc: BaseException) -> HubError:
+    state = sqlstate(exc)
+    kind = getattr(exc, "hub_statement", None) or "?"
+    if state is None or state.startswith(_LOST) or isinstance(exc, InterfaceError):
+        log.warning("rpc %s: database unavailable: %s (SQLSTATE %s, %s)", name, type(exc).__name__, state, kind)
+        return unavailable("the database is unavailable; retry")
+    if state.startswith((_RETRYABLE, "53")):  # still colliding after the retries, or out of resources
+        log.warning("rpc %s: gave up after retries: SQLSTATE %s on %s", name, state, kind)
+        return HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=200)
+    log.error("rpc %s: database error SQLSTATE %s on %s: %s", name, state, kind, exc)
+    return HubError(INTERNAL, "internal error")
+
+
+def _tag(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
+    """Name the statement kind (SELECT, INSERT, ...) on a failing query, for the log."""
+    try:
+        return execute(sql, params, many, context)
+    except DatabaseError as exc:
+        if not hasattr(exc, "hub_statement"):
+            exc.hub_statement = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"  # type: ignore[attr-defined]
+        raise
+
+
+def _attempts(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a domain action; a class-40 failure re-runs the whole action in a fresh transaction."""
+    retries = settings.HUB_DB_RETRIES
+    attempt = 0
+    while True:
+        try:
+            with connection.execute_wrapper(_tag):
+                return fn(*args)
+        except DB_DOWN as exc:
+            state = sqlstate(exc)
+            if (state is None or not state.startswith(_RETRYABLE) or attempt >= retries
+                    or connection.in_atomic_block):
+                raise
+            attempt += 1
+            log.warning("rpc %s: SQLSTATE %s on %s; re-running (attempt %d of %d)", name, state,
+                        getattr(exc, "hub_statement", "?"), attempt + 1, retries + 1)
+            time.sleep(random.uniform(0.001, 0.005 * 2 ** attempt))  # desynchronise the colliders
+
+
+# --- the domain pool ------------------------------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = weakref.WeakKeyDictionary()
+
+
+class _Gate:
+    """Admission to the domain pool on one event loop: a slot per worker, a bounded wait for one."""
+
+    def __init__(self, workers: int, wait_s: float, queue_max: int) -> None:
+        self.workers = workers
+        self.wait_s = wait_s
+        self.queue_max = queue_max
+        self.busy = 0
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.service_ms = 5.0  # moving average of a call's run time, for retry_after_ms
+
+    def busy_error(self) -> HubError:
+        metrics.command("rpc:saturated", UNAVAILABLE)
+        backlog = len(self.waiters) + 1
+        wait = int(min(5000, max(50, backlog * self.service_ms / self.workers)))
+        return HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=wait)
+
+    async def acquire(self) -> None:
+        if self.busy < self.workers and not self.waiters:
+            self.busy += 1
+            return
+        if len(self.waiters) >= self.queue_max or self.wait_s <= 0:
+            raise self.busy_error()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self.wait_s)
+        except BaseException as exc:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted a slot just as we gave up: pass it on
+            else:
+                fut.cancel()
+                try:
+                    self.waiters.remove(fut)
+                except ValueError:
+                    pass
+            if isinstance(exc, TimeoutError):
+                raise self.busy_error() from None
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes straight to the next waiter
+                return
+        self.busy -= 1
+
+    def done(self, t0: float) -> None:
+        self.service_ms += ((time.perf_counter() - t0) * 1000 - self.service_ms) * 0.1
+        self.release()
+
+
+def _pool() -> tuple[ThreadPoolExecutor, _Gate]:
+    global _executor
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = _Gate(settings.HUB_DOMAIN_WORKERS, settings.HUB_DOMAIN_WAIT_S,
+                                    settings.HUB_DOMAIN_QUEUE)
+        if _executor is None or _executor._max_workers != gate.workers:
+            _executor = ThreadPoolExecutor(gate.workers, thread_name_prefix="hub-domain")
+    assert _executor is not None
+    return _executor, gate
+
+
+def reset_pool() -> None:
+    """Forget the pool (tests that change HUB_DOMAIN_* settings); running work finishes on the old one."""
+    global _executor
+    _gates.clear()
+    _executor = None
+
+
+def pool_stats() -> dict[str, int]:
+    """This loop's pool: workers, busy, waiting (for /metrics and the capacity docs)."""
+    _ex, gate = _pool()
+    return {"workers": gate.workers, "busy": gate.busy, "waiting": len(gate.waiters)}
+
+
+async def run_domain(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking domain code on the domain pool (bounded wait for a worker, then unavailable)."""
+    executor, gate = _pool()
+    await gate.acquire()
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    ctx = contextvars.copy_context()
+    try:
+        cf: Future[Any] = executor.submit(ctx.run, _guarded, fn, *args)
+    except BaseException:
+        gate.release()
+        raise
+
+    def finished(_f: Future[Any]) -> None:
+        # The slot is freed when the thread is done, not when an impatient caller stops waiting.
+        try:
+            loop.call_soon_threadsafe(gate.done, t0)
+        except RuntimeError:  # the loop has closed (end of a test's asyncio.run)
+            pass
+
+    cf.add_done_callback(finished)
+    return await asyncio.wrap_future(cf)
+
+
 def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
-    except (OperationalError, InterfaceError):
+    except (OperationalError, InterfaceError, *DB_DOWN):
         # This worker thread keeps its connection; drop a broken one so the next call reconnects.
-        from django.db import connection
-
         try:
-            connection.close()
-        except Exception:  # noqa: BLE001 - closing a dead connection may itself fail
-            pass
+            usable = connection.connection is not None and connection.is_usable()
+        except Exception:  # noqa: BLE001 - a broken connection may fail any way
+            usable = False
+        if not usable:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may itself fail
+                pass
         raise
 
 
 def run_sync(fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-    """Run blocking (ORM) code in a worker thread; a dead DB connection is dropped on failure."""
+    """Run blocking (ORM) code in a worker thread of the default executor (the socket path's reads);
+    a dead DB connection is dropped on failure."""
     return sync_to_async(_guarded, thread_sensitive=False)(fn, *args)

@@ -7,6 +7,12 @@ Two write paths share the SQL here:
   commit together).
 Offsets come from `hub_stream.top`, bumped under the row lock in the committing transaction, so
 several processes publishing to one channel get distinct, gap-free offsets.
+
+Domain code opens its transaction with `store.atomic()`: appends made inside are collected and get
+their offsets in ONE sorted upsert just before commit, so a transaction holds the hot `hub_stream`
+rows (every provider's `user:` channel) for a moment, always in the same order: no deadlocks, no
+waits behind slow work. An append outside such a scope (inside a plain `transaction.atomic()`)
+bumps its channel at once, as before.
 """
 from __future__ import annotations
 
@@ -17,7 +23,8 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +115,76 @@ def on_domain_commit(hook: Callable[[list[Pub]], None]) -> None:
     _after_commit_hooks.append(hook)
 
 
+class _Scope(threading.local):
+    # Appends of the open store.atomic() block on this thread (Django connections are per thread).
+    pending: list[tuple[Callable[[], None], Pub, str]] | None = None
+
+
+_scope = _Scope()
+
+
+@contextmanager
+def atomic() -> Iterator[None]:
+    """`transaction.atomic()` for domain code; appends inside get their offsets just before commit.
+
+    Nested inside another block it is a plain savepoint (the outermost scope flushes).
+    """
+    if _scope.pending is not None or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    _scope.pending = []
+    try:
+        with transaction.atomic():
+            yield
+            _flush(_scope.pending)
+    finally:
+        _scope.pending = None
+
+
+def _flush(pending: list[tuple[Callable[[], None], Pub, str]]) -> None:
+    if not pending:
+        return
+    # An append inside a savepoint that rolled back lost its on_commit entry: it is not published.
+    live = {id(entry[1]) for entry in connection.run_on_commit}
+    items = [(pub, body) for hook, pub, body in pending if id(hook) in live]
+    if not items:
+        return
+    counts: dict[str, int] = {}
+    for pub, _body in items:
+        counts[pub.channel] = counts.get(pub.channel, 0) + 1
+    with connection.cursor() as cursor:
+        tops = assign_offsets(cursor, counts)
+        next_off = {ch: top - counts[ch] + 1 for ch, (top, _e) in tops.items()}
+        rows: list[tuple[str, int, int, str | None, str]] = []
+        pubs: list[Pub] = []
+        for pub, body in items:
+            off = next_off[pub.channel]
+            next_off[pub.channel] = off + 1
+            pub.offset, pub.epoch = off, tops[pub.channel][1]
+            rows.append((pub.channel, off, pub.ts, pub.sender, body))
+            pubs.append(pub)
+        insert_rows(cursor, rows)
+    transaction.on_commit(lambda: _notify(pubs))
+
+
 def append(channel: str, data: Any, sender: str | None = None) -> Pub:
-    """Append one publication inside the caller's transaction; delivered after it commits."""
+    """Append one publication inside the caller's transaction; delivered after it commits.
+
+    Inside `store.atomic()` the offset is assigned at commit: read `pub.offset` after the block.
+    """
     body = orjson.dumps(data).decode()
     ts = now_ms()
+    pending = _scope.pending
+    if pending is not None and connection.in_atomic_block:
+        pub = Pub(channel, 0, "", ts, sender, data)
+
+        def hook() -> None:
+            """A distinct on_commit entry per append: Django drops it with a rolled-back savepoint."""
+
+        transaction.on_commit(hook)
+        pending.append((hook, pub, body))
+        return pub
     with transaction.atomic():
         with connection.cursor() as cursor:
             top, epoch = assign_offsets(cursor, {channel: 1})[channel]
@@ -119,6 +192,16 @@ def append(channel: str, data: Any, sender: str | None = None) -> Pub:
     pub = Pub(channel, top, epoch, ts, sender, data)
     transaction.on_commit(lambda: _notify([pub]))
     return pub
+
+
+def sqlstate(exc: BaseException | None) -> str | None:
+    """The SQLSTATE of a database error (Django wraps psycopg's error as __cause__), or None."""
+    while exc is not None:
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+        exc = exc.__cause__
+    return None
 
 
 CONTROL_CHANNEL = "hub:ctl"

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from core import metrics
 from core.errors import bad_request, conflict, forbidden, not_found
-from hub.store import append
+from hub.store import append, atomic
 from matching import service
 from matching.models import (
     Assignment,
@@ -79,7 +79,7 @@ def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: st
     m = matcher()
     zone = m.lookup_zone(lat, lng, category)
     now = timezone.now()
-    with transaction.atomic():
+    with atomic():
         b = Booking.objects.create(customer=actor.user, tenant=actor.tenant, category=category, lat=lat,
                                    lng=lng, mode=mode, at=when, crew=crew, zone=zone)
         offered = _top_up(b, now) if zone is not None else 0
@@ -159,7 +159,7 @@ def _my_offer(b: Booking, user: str) -> Offer:
 
 def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
-    with transaction.atomic():
+    with atomic():
         b = _locked(booking_id)
         offer = _my_offer(b, actor.user)
         if offer.status == OfferStatus.ACCEPTED:
@@ -204,7 +204,7 @@ def _fill(b: Booking, now: datetime) -> None:
 
 def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
-    with transaction.atomic():
+    with atomic():
         b = _locked(booking_id)
         offer = _my_offer(b, actor.user)
         if offer.status == OfferStatus.DECLINED:
@@ -262,7 +262,7 @@ def sweep(now: float | datetime | None = None) -> int:
 
 
 def _expire_booking(booking_id: str, when: datetime) -> int:
-    with transaction.atomic():
+    with atomic():
         b = (Booking.objects.select_for_update(skip_locked=True)
              .filter(id=booking_id).first())
         if b is None:

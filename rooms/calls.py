@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from core import metrics
@@ -28,7 +27,7 @@ from core.audit import record
 from core.errors import CONFLICT, HubError, bad_request, conflict, forbidden, not_found
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method, run_sync
-from hub.store import append
+from hub.store import append, atomic
 from rooms import agora
 from rooms.chat import is_member, members
 from rooms.models import (
@@ -212,7 +211,7 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         raise bad_request("nobody else is in this room")
     now = timezone.now()
     call_id = new_id()
-    with transaction.atomic():
+    with atomic():
         busy = {u for u in others if in_active_call(u)}
         call = Call.objects.create(id=call_id, tenant=caller.tenant, room=room, caller=caller.user,
                                    media=media, channel=agora.channel_name(call_id))
@@ -238,7 +237,7 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         params=_CALL, result=_AGORA_RESULT)
 def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     now = timezone.now()
-    with transaction.atomic():
+    with atomic():
         call, me = _load(caller, params.get("call"))
         if call.status == CallStatus.ENDED:
             raise conflict(f"the call has ended ({call.outcome})")
@@ -268,7 +267,7 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         result={"type": "object", "properties": {"call": {"type": "string"}, "status": {"type": "string"}}})
 def decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     now = timezone.now()
-    with transaction.atomic():
+    with atomic():
         call, me = _load(caller, params.get("call"))
         if call.status == CallStatus.ENDED:
             raise conflict(f"the call has ended ({call.outcome})")
@@ -291,7 +290,7 @@ def decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
             "call": {"type": "string"}, "outcome": {"type": "string"}, "duration_s": {"type": "integer"}}})
 def end(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     now = timezone.now()
-    with transaction.atomic():
+    with atomic():
         call, me = _load(caller, params.get("call"))
         if call.status == CallStatus.ENDED:
             raise conflict(f"the call has already ended ({call.outcome})")
@@ -350,7 +349,7 @@ def expire_invites(now: datetime | float | None = None, calls: Collection[str] |
     call_ids = list(pending.values_list("call_id", flat=True).distinct()[:SWEEP_BATCH])
     moved = 0
     for call_id in call_ids:
-        with transaction.atomic():
+        with atomic():
             call = Call.objects.select_for_update().filter(pk=call_id).first()
             if call is None:
                 continue
@@ -424,7 +423,7 @@ def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[st
             continue
         if at - call.offline_since < limit:
             continue
-        with transaction.atomic():
+        with atomic():
             locked = Call.objects.select_for_update().filter(pk=call.pk, status=CallStatus.ACTIVE,
                                                              offline_since__isnull=False).first()
             if locked is None:

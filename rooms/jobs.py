@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -25,7 +25,7 @@ from core.audit import record
 from core.errors import bad_request, conflict, forbidden, not_found
 from hub.channels import Namespace, register
 from hub.rpc import PROVIDERS, USERS, Caller, method
-from hub.store import append
+from hub.store import append, atomic
 from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
 
 log = logging.getLogger("rooms.jobs")
@@ -247,7 +247,7 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         currency = "GBP"  # a UK marketplace: a bare budget is in pence
     # The matcher runs before our transaction: a failure or slow query there must not hold locks.
     candidates = [u for u in _candidates(float(lat), float(lng), category) if u != caller.user]
-    with transaction.atomic():
+    with atomic():
         job = Job.objects.create(tenant=caller.tenant, owner=caller.user, owner_role=caller.role, title=title,
                                  description=description, category=category, lat=float(lat),
                                  lng=float(lng), budget=budget, currency=currency)
@@ -279,7 +279,7 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(note, str) or len(note) > 2000:
         raise bad_request("note must be a string of at most 2000 characters")
     try:
-        with transaction.atomic():
+        with atomic():
             job = _load(caller, params.get("job"), lock=True)
             if job.owner == caller.user:
                 raise forbidden("you cannot bid on your own job")
@@ -311,7 +311,7 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     bid_id = params.get("bid")
     if not isinstance(bid_id, str) or not bid_id:
         raise bad_request("bid must be a bid id")
-    with transaction.atomic():
+    with atomic():
         job = _load(caller, params.get("job"), lock=True)
         if OWNER not in actors_of(job, caller):
             raise forbidden("only the job's owner accepts a bid")
@@ -342,7 +342,7 @@ def _simple_transition(action: str) -> Any:
         reason = ""
         if action == "cancel":
             reason = _text(params, "reason", 1000)
-        with transaction.atomic():
+        with atomic():
             job, _ = _transition(caller, params.get("job"), action, reason=reason)
         return {"job": job.id, "status": job.status}
 
@@ -378,7 +378,7 @@ def _writable(job: Job) -> None:
                                                  "offset": {"type": "integer"}}})
 def comment(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     text = _text(params, "text", 4000)
-    with transaction.atomic():
+    with atomic():
         job = _load(caller, params.get("job"))
         if caller.role != "admin" and not is_member(job, caller.user):
             raise forbidden("only people on the job may comment; providers ask a query first")
@@ -398,7 +398,7 @@ def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     if caller.role not in PROVIDERS:
         raise forbidden("only providers ask queries")
     text = _text(params, "text", 4000)
-    with transaction.atomic():
+    with atomic():
         job = _load(caller, params.get("job"))
         if job.owner == caller.user:
             raise forbidden("you cannot ask about your own job")
@@ -422,7 +422,7 @@ def answer(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     query_id = params.get("query")
     if not isinstance(query_id, str) or not query_id:
         raise bad_request("query must be a query id")
-    with transaction.atomic():
+    with atomic():
         job = _load(caller, params.get("job"))
         if job.owner != caller.user:
             raise forbidden("only the job's owner answers queries")
