@@ -3,18 +3,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ai_assist.fake_upstream import FakeUpstreamServer
+from ai_assist.models import Transcript
 from tests.ai_assist.conftest import OPENAI_KEY, expected_answer
 from tests.support import HubClient, HubServer, mint, uid
-
-ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not (ROOT / "hub" / "management" / "commands" / "serve.py").exists(),
-                                reason="the hub's serve command is not there yet")
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +81,31 @@ def test_room_context_refused_for_non_members(assist_hub: HubServer) -> None:
         assert info.value.code == "forbidden"
         res = a.rpc("assist.ask", prompt="what did they say?", room=room, context=5)
         assert _collect(a, res["assist"])[-1]["done"] is True
+
+
+def test_clean_end_mid_answer_reaches_the_user_as_incomplete(assist_hub: HubServer,
+                                                             fake_server: FakeUpstreamServer) -> None:
+    fake_server.reset()
+    fake_server.inject("openai", {"kind": "truncate", "after": 3})
+    with HubClient(assist_hub.url, mint(uid())) as client:
+        res = client.rpc("assist.ask", prompt="where is my plumber")
+        pushes = _collect(client, res["assist"])
+    final = pushes[-1]
+    assert [p for p in pushes if "delta" in p] == pushes[:-1] and len(pushes) == 4
+    assert final["incomplete"] is True and final["error"]["code"] == "unavailable" and "done" not in final
+    text = "".join(p["delta"] for p in pushes[:-1])
+    assert text == expected_answer("where is my plumber")[: len(text)]
+    row = Transcript.objects.get(id=res["assist"])  # committed before the final push went out
+    assert row.outcome == "incomplete" and row.answer == text
+
+
+def test_length_limited_answer_is_done_with_its_finish(assist_hub: HubServer,
+                                                       fake_server: FakeUpstreamServer) -> None:
+    fake_server.reset()
+    fake_server.inject("openai", {"kind": "length", "tokens": 4})
+    with HubClient(assist_hub.url, mint(uid())) as client:
+        res = client.rpc("assist.ask", prompt="go on")
+        pushes = _collect(client, res["assist"])
+    assert pushes[-1]["done"] is True and pushes[-1]["finish"] == "length"
+    row = Transcript.objects.get(id=res["assist"])
+    assert (row.outcome, row.finish, row.answer) == ("ok", "length", expected_answer("go on", 4))
