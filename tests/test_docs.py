@@ -22,9 +22,18 @@ OUTSIDE = (re.compile(re.escape("../" + "shared")), re.compile(re.escape("/" + "
 ISSUE_REF = re.compile(r"\bissue[ \t]+#?\d+\b|\bthe issue[ \t]+notes\b", re.IGNORECASE)
 
 
+UNTRACKED_DIRS = {".git", ".venv", "var", "__pycache__", "reports", ".mypy_cache", ".ruff_cache"}
+
+
 def tracked(*patterns: str) -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "-z", "--", *patterns], cwd=ROOT, capture_output=True,
-                         check=True).stdout.decode()
+    """The repository's files (git ls-files); in a copy without .git, every file outside build dirs."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", *patterns], cwd=ROOT, capture_output=True,
+                             check=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for p in ROOT.rglob("*") if p.is_file()
+                 and not UNTRACKED_DIRS & set(p.relative_to(ROOT).parts)]
+        return [p for p in files if not patterns or any(p.match(pat) for pat in patterns)]
     return [ROOT / name for name in out.split("\0") if name and (ROOT / name).is_file()]
 
 
