@@ -36,10 +36,15 @@ CLOSE_EXPIRED = 4002
 CLOSE_SLOW = 4009
 CLOSE_PROTOCOL = 4010
 
+# Refused frames are logged at most once per connection per this many seconds (with a count), so a
+# broken or hostile client cannot flood the log.
+BAD_FRAME_LOG_S = 10.0
+
 
 class Connection:
     __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
-                 "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "__weakref__")
+                 "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
+                 "bad_unlogged", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -51,6 +56,8 @@ class Connection:
         self.subs: set[str] = set()
         self.bucket = TokenBucket(settings.HUB_COMMANDS_PER_S, settings.HUB_COMMAND_BURST)
         self.bad = 0
+        self.bad_log_at = 0.0  # monotonic time before which refusals are counted, not logged
+        self.bad_unlogged = 0
         self.closed = False
         loop = engine.loop
         self.timer: asyncio.TimerHandle | None = loop.call_later(
@@ -136,10 +143,26 @@ class Connection:
             self.error(cid, HubError(BAD_REQUEST, "already connected"))
 
     def bad_frame(self, message: str, cid: int | None) -> None:
+        """Answer `bad_request` where the frame had a usable id; count it either way (close 4010 at the limit)."""
         self.bad += 1
         if cid is not None:
             self.error(cid, HubError(BAD_REQUEST, message))
-        if self.bad >= self.engine.max_bad:
+        metrics.command("bad_frame", BAD_REQUEST)
+        closing = self.bad >= self.engine.max_bad
+        now = time.monotonic()
+        if now >= self.bad_log_at or closing:
+            self.bad_log_at = now + BAD_FRAME_LOG_S
+            skipped, self.bad_unlogged = self.bad_unlogged, 0
+            who = self.caller.user if self.caller is not None else None
+            log.info("client %s: bad frame refused (%s): %s; %d bad of %d allowed%s%s", self.client,
+                     f"answered bad_request to id {cid}" if cid is not None else "no usable id, no reply",
+                     message, self.bad, self.engine.max_bad,
+                     f", {skipped} more since the last line" if skipped else "",
+                     ", closing with 4010" if closing else "",
+                     extra={"event": "bad_frame", "code": BAD_REQUEST, "user": who})
+        else:
+            self.bad_unlogged += 1
+        if closing:
             self.close(CLOSE_PROTOCOL)
 
     def spawn(self, cid: int, coro: Any, name: str) -> None:

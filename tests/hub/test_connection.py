@@ -1,5 +1,6 @@
 """Protocol v1 over a real socket against a live daphne hub: commands, limits, refusals."""
 import json
+import re
 import time
 
 import msgpack
@@ -222,3 +223,73 @@ def test_admin_read_of_a_foreign_room_is_allowed_and_audited(live_hub):
     assert AuditLog.objects.filter(action="channel.admin_read", actor=admin, target=ch).exists()
     with pytest.raises(ReplyError):
         a.call("publish", channel=ch, data={"x": 1})  # reading is not joining
+
+
+# --- bad frames: a reply wherever an id can be read, a rate-limited log line, 4010 at the limit --------
+
+WITH_ID = [
+    {"id": 11},
+    {"id": 12, "cmd": "explode"},
+    {"id": 13, "cmd": "subscribe", "channel": 5},
+    {"id": 14, "cmd": "rpc", "method": "rooms.list", "params": [1]},
+    {"id": 15, "cmd": "publish", "channel": "user:x"},
+    {"id": 16, "cmd": "history", "channel": "user:x", "limit": "ten"},
+    {"id": 17, "cmd": "publish", "channel": "chat:x", "data": {"n": 2**60}},
+    {"id": 18, "cmd": "connect", "token": 5},
+]
+WITHOUT_ID = [[1, 2], {"cmd": "presence", "channel": "user:x"}, {"id": "7", "cmd": "presence"},
+              {"id": 0, "cmd": "explode"}, {"id": -3}, {"id": 1.5}, {"id": True}, {"id": 2**53}]
+
+
+def encode(frame: object, binary: bool) -> str | bytes:
+    return msgpack.packb(frame, use_bin_type=True) if binary else json.dumps(frame)
+
+
+def bad_frame_lines(hub: HubServer, client: str, want: int, timeout: float = 5) -> list[dict]:
+    deadline = time.time() + timeout
+    while True:
+        lines = [json.loads(line) for line in hub.log_path.read_text(errors="replace").splitlines()
+                 if line.startswith("{") and f"client {client}: bad frame" in line]
+        if len(lines) >= want or time.time() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "msgpack"])
+def test_bad_frames_with_an_id_get_bad_request_the_rest_count_to_4010(live_hub, binary):
+    c = HubClient(live_hub.url, mint(uid()), binary=binary)
+    unreadable = [b"\xc1", msgpack.packb({1: 2})] if binary else ["{broken", "", '{"id": 1, "cmd": NaN}']
+    for frame in WITH_ID:
+        c.send_raw(encode(frame, binary))
+    for frame in WITHOUT_ID:
+        c.send_raw(encode(frame, binary))
+    for raw in unreadable:
+        c.send_raw(raw)
+    for frame in WITH_ID:
+        reply = c.wait_reply(frame["id"])
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_request", frame
+    # Frames without a usable id were counted, not answered; the socket still serves.
+    sent = len(WITH_ID) + len(WITHOUT_ID) + len(unreadable)
+    assert sent < 20
+    assert c.call("presence", channel=f"user:{c.hello['user']}") == {"members": []}
+    assert set(c.replies) == set() and c.pushes.empty()
+    for _ in range(20 - sent):
+        c.send_raw(unreadable[0])
+    assert c.wait_closed()[0] == 4010
+    # Logged, rate-limited: the first refusal and the closing one, the rest counted in between.
+    lines = bad_frame_lines(live_hub, c.hello["client"], 2)
+    assert 2 <= len(lines) < 20
+    assert lines[0]["event"] == "bad_frame" and lines[0]["code"] == "bad_request"
+    assert lines[0]["user"] == c.hello["user"] and "answered bad_request to id 11" in lines[0]["msg"]
+    assert "1 bad of 20 allowed" in lines[0]["msg"]
+    assert "20 bad of 20 allowed" in lines[-1]["msg"] and "closing with 4010" in lines[-1]["msg"]
+    logged_between = sum(int(m.group(1)) for line in lines
+                         if (m := re.search(r"(\d+) more since the last line", line["msg"])))
+    assert len(lines) + logged_between == 20
+
+
+def test_a_bad_frame_before_connect_is_answered_and_connect_still_works(live_hub):
+    c = HubClient(live_hub.url)
+    c.send_raw(json.dumps({"id": 1, "cmd": "connect"}))
+    assert c.wait_reply(1)["error"]["code"] == "bad_request"
+    assert c.call("connect", token=mint(uid()))["role"] == "customer"
