@@ -1,9 +1,11 @@
-"""Drills with a real hub process: kill -9 mid-stream and right after the final push. Every answer
-the user was told about (done or incomplete) has exactly one transcript row; a stream killed mid-way
-has none claiming it complete."""
+"""Drills with a real hub process: kill -9 mid-stream and right after the final push, with the
+database up and with it stopped (its own throwaway Postgres). Every answer the user was told about
+(done or incomplete) has exactly one transcript row; a stream killed mid-way has none claiming it
+complete."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from ai_assist.fake_upstream import FakeUpstreamServer
 from ai_assist.models import Transcript
 from tests.ai_assist.conftest import OPENAI_KEY
-from tests.support import HubClient, HubServer, mint, uid
+from tests.support import HubClient, HubServer, ThrowawayPostgres, migrate, mint, uid
 
 pytestmark = pytest.mark.services
 
@@ -97,3 +99,44 @@ def test_kill_9_mid_stream_and_right_after_the_final_push(fake_server: FakeUpstr
     counts = {i: Transcript.objects.filter(id=i).count() for i in (cut, running, partial, whole, after)}
     assert counts == {cut: 0, running: 0, partial: 1, whole: 1, after: 1}
     assert Transcript.objects.filter(user=user).count() == 3
+
+
+def test_rows_spilled_while_the_database_is_down_are_recovered_at_start_up(
+        fake_server: FakeUpstreamServer, tmp_path: Path) -> None:
+    import psycopg
+
+    fake_server.reset()
+    pg = ThrowawayPostgres()
+    pg.init()
+    pg.start()
+    try:
+        migrate({"DATABASE_URL": pg.url})
+        env = {**_env(fake_server), "DATABASE_URL": pg.url, "AI_TRANSCRIPT_SPILL_DIR": str(tmp_path)}
+        hub = HubServer(env=env)
+        hub.start()
+        try:
+            client = HubClient(hub.url, mint(uid("drill")))
+            pg.stop()
+            fake_server.inject("openai", "ok", {"kind": "truncate", "after": 2})
+            whole = client.rpc("assist.ask", prompt="the database is down")["assist"]
+            whole_text, whole_final = _final(client, whole)
+            partial = client.rpc("assist.ask", prompt="and this one is cut")["assist"]
+            partial_text, partial_final = _final(client, partial)
+            hub.kill()  # the rows exist only in the spill file now
+            client.close()
+        finally:
+            hub.stop()
+        assert whole_final["done"] is True and partial_final["incomplete"] is True
+        assert len(list(tmp_path.glob("*.jsonl"))) == 1
+        pg.start()
+        for _ in range(2):  # a second start-up finds nothing left to write
+            hub = HubServer(env=env)
+            hub.start()
+            hub.stop()
+        with psycopg.connect(pg.url) as conn:
+            rows = conn.execute("SELECT id, outcome, answer FROM ai_assist_transcript WHERE id = ANY(%s)",
+                                [[whole, partial]]).fetchall()
+        assert sorted(rows) == sorted([(whole, "ok", whole_text), (partial, "incomplete", partial_text)])
+        assert list(tmp_path.glob("*.jsonl")) == []
+    finally:
+        pg.destroy()

@@ -1,15 +1,20 @@
 """Transcripts: redaction on write, no secrets anywhere, retention, export and erasure."""
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
+import os
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.db import OperationalError
 from django.utils import timezone
 
+from ai_assist import transcripts
 from ai_assist.models import Transcript
 from ai_assist.transcripts import erase_user_transcripts, export_user_transcripts
 from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, Who, ask
@@ -88,3 +93,89 @@ def test_purge_command(monkeypatch: pytest.MonkeyPatch) -> None:
     call_command("purge_transcripts", "--days", "0", stdout=io.StringIO())
     assert not Transcript.objects.filter(user=user).exists()
     assert old.id not in set(Transcript.objects.values_list("id", flat=True))
+
+
+# --- durability: a row the database refused waits in the spill file -----------------------------
+
+@pytest.fixture()
+def spill(assist: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh writer (no spill file yet) spilling into its own directory."""
+    directory = tmp_path / "spill"
+    assist.configure(AI_TRANSCRIPT_SPILL_DIR=str(directory))
+    monkeypatch.setattr(transcripts, "_writer", None)
+    return directory
+
+
+def _refuse_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+
+    def refuse(rows: list[Transcript]) -> None:
+        calls.append(len(rows))
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(transcripts, "_insert", refuse)
+    return calls
+
+
+def test_refused_row_is_spilled_before_the_final_push_then_written(spill: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real_insert = transcripts._insert
+    calls = _refuse_writes(monkeypatch)
+    first, sink = ask("the database is down")
+    assert sink.final[0] == "done" and first.transcript_written and calls == [1, 1, 1]
+    assert not Transcript.objects.filter(id=first.assist).exists()
+    (spilled,) = spill.glob("*.jsonl")
+    assert first.assist in spilled.read_text() and "the database is down" in spilled.read_text()
+    monkeypatch.setattr(transcripts, "_insert", real_insert)
+    second, _ = ask("it is back")  # the next batch that goes through takes the spilled row along
+    rows = {r.id: r for r in Transcript.objects.filter(id__in=[first.assist, second.assist])}
+    assert set(rows) == {first.assist, second.assist}
+    assert (rows[first.assist].outcome, rows[first.assist].answer) == ("ok", sink.text)
+    assert rows[first.assist].created_at < rows[second.assist].created_at
+    assert spilled.read_text() == ""
+
+
+def test_no_database_and_no_spill_directory_loses_the_row_but_not_the_answer(
+        assist: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "a-file").write_text("")
+    assist.configure(AI_TRANSCRIPT_SPILL_DIR=str(tmp_path / "a-file" / "spill"))
+    monkeypatch.setattr(transcripts, "_writer", None)
+    _refuse_writes(monkeypatch)
+    result, sink = ask()
+    assert sink.final[0] == "done" and not result.transcript_written
+    assert "transcripts lost" in caplog.text
+
+
+def _spill_file(directory: Path, rows: list[Transcript], tail: bytes = b"") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"host-{uuid.uuid4().hex[:6]}.jsonl"
+    path.write_bytes(b"".join(transcripts._to_line(r) for r in rows) + tail)
+    return path
+
+
+def _built(user: str, outcome: str = "ok") -> Transcript:
+    return transcripts.build(assist=uuid.uuid4().hex, user=user, tenant="t", room="", prompt="p",
+                             context=[{"from": "bob", "text": "hi"}], answer="a", provider="openai",
+                             model="m", attempts=1, fallbacks=[], tokens_in=1, tokens_out=2, latency_ms=3,
+                             first_token_ms=1, outcome=outcome, finish="stop" if outcome == "ok" else "")
+
+
+def test_recover_spilled_writes_a_dead_process_file_once(spill: Path) -> None:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    rows = [_built(user), _built(user, "incomplete"), _built(user)]
+    Transcript.objects.bulk_create([rows[2]])  # already written before the process died
+    dead = _spill_file(spill, rows, tail=b'{"id": "torn-by-the-cr')
+    alive = _spill_file(spill, [_built(user)])
+    fd = os.open(alive, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a live process holds its own file
+    try:
+        assert transcripts.recover_spilled() == 3
+        assert transcripts.recover_spilled() == 0
+    finally:
+        os.close(fd)
+    assert not dead.exists() and alive.exists()
+    got = {r.id: r for r in Transcript.objects.filter(user=user)}
+    assert set(got) == {r.id for r in rows}
+    assert got[rows[1].id].outcome == "incomplete" and got[rows[0].id].context == [{"from": "bob", "text": "hi"}]
+    assert transcripts.recover_spilled() == 1  # the owner is gone now
+    assert Transcript.objects.filter(user=user).count() == 4
