@@ -1,0 +1,228 @@
+"""hub.rpc: the domain pool (bounded, back-pressure, cancelled waiters never run) and database errors."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from django.db import OperationalError, connection, transaction
+from django.test import override_settings
+
+from core.errors import HubError
+from core.models import Publication
+from hub import rpc, store
+from hub.rpc import Caller, method
+from rooms.models import Job, JobComment
+from tests.support import HubClient, HubServer, mint, uid
+
+attempts: dict[str, int] = {}
+ran: list[str] = []
+release = threading.Event()
+started = threading.Event()
+
+
+def collide(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    """Appends, then fails with a real deadlock SQLSTATE the first `fail` times."""
+    key = params["key"]
+    attempts[key] = attempts.get(key, 0) + 1
+    with store.atomic():
+        store.append(f"user:{key}", {"attempt": attempts[key]})
+        if attempts[key] <= params["fail"]:
+            with connection.cursor() as cursor:
+                cursor.execute("DO $$ BEGIN RAISE EXCEPTION 'collided' USING ERRCODE = '40P01'; END $$")
+    return {"attempts": attempts[key]}
+
+
+def lost(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+def block(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    ran.append(params.get("tag", ""))
+    started.set()
+    release.wait(10)
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def test_methods() -> Iterator[None]:
+    """Methods registered for this module only (the registry is otherwise the documented API)."""
+    names = {"tests.collide": collide, "tests.lost": lost, "tests.block": block}
+    for name, fn in names.items():
+        method(name, roles=("customer",), http=False)(fn)
+    yield
+    for name in names:
+        rpc.REGISTRY.pop(name, None)
+
+
+def caller() -> Caller:
+    return Caller(uid(), "customer", "t1")
+
+
+def stored(channel: str) -> list[Any]:
+    return [orjson.loads(r.data) for r in Publication.objects.filter(channel=channel).order_by("offset")]
+
+
+@pytest.fixture
+def tiny_pool() -> Iterator[None]:
+    release.clear()
+    started.clear()
+    ran.clear()
+    with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=0.3, HUB_DOMAIN_QUEUE=10):
+        rpc.reset_pool()
+        yield
+    release.set()
+    rpc.reset_pool()
+
+
+@pytest.mark.services
+def test_deadlock_reruns_the_whole_action(caplog: pytest.LogCaptureFixture) -> None:
+    key = uid()
+    with caplog.at_level(logging.WARNING, logger="hub.rpc"):
+        result = asyncio.run(rpc.call(caller(), "tests.collide", {"key": key, "fail": 2}))
+    assert result == {"attempts": 3}
+    # The failed attempts rolled back: only the third one's publication exists.
+    assert stored(f"user:{key}") == [{"attempt": 3}]
+    assert "SQLSTATE 40P01 on DO" in caplog.text
+
+
+@pytest.mark.services
+def test_deadlock_retries_are_bounded_then_busy() -> None:
+    key = uid()
+    with override_settings(HUB_DB_RETRIES=2), pytest.raises(HubError) as info:
+        asyncio.run(rpc.call(caller(), "tests.collide", {"key": key, "fail": 100}))
+    assert attempts[key] == 3
+    assert info.value.code == "unavailable"
+    assert info.value.retry_after_ms is not None  # contention, not a database outage
+    assert "database" not in info.value.message
+    assert stored(f"user:{key}") == []
+
+
+def test_lost_connection_is_database_unavailable() -> None:
+    with pytest.raises(HubError) as info:
+        asyncio.run(rpc.call(caller(), "tests.lost", {}))
+    assert info.value.code == "unavailable"
+    assert info.value.message == "the database is unavailable; retry"
+
+
+def test_saturated_pool_refuses_after_a_bounded_wait(tiny_pool: None) -> None:
+    async def scenario() -> tuple[HubError, float]:
+        first = asyncio.create_task(rpc.call(caller(), "tests.block", {"tag": "first"}))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+        t0 = time.monotonic()
+        try:
+            await rpc.call(caller(), "tests.block", {"tag": "second"})
+        except HubError as exc:
+            refused, waited = exc, time.monotonic() - t0
+        else:
+            raise AssertionError("a call was admitted beyond the pool")
+        release.set()
+        await first
+        return refused, waited
+
+    exc, waited = asyncio.run(scenario())
+    assert exc.code == "unavailable"
+    assert exc.retry_after_ms is not None and exc.retry_after_ms > 0
+    assert waited >= 0.25  # it waited for a worker before refusing
+    assert ran == ["first"]
+
+
+def test_full_queue_refuses_at_once(tiny_pool: None) -> None:
+    async def scenario() -> HubError:
+        with override_settings(HUB_DOMAIN_QUEUE=0, HUB_DOMAIN_WAIT_S=30):
+            rpc.reset_pool()
+            first = asyncio.create_task(rpc.call(caller(), "tests.block", {"tag": "first"}))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+            try:
+                await asyncio.wait_for(rpc.call(caller(), "tests.block", {"tag": "second"}), 5)
+            except HubError as exc:
+                release.set()
+                await first
+                return exc
+        raise AssertionError("admitted")
+
+    exc = asyncio.run(scenario())
+    assert exc.code == "unavailable" and exc.retry_after_ms
+    assert ran == ["first"]
+
+
+def test_cancelled_waiter_never_runs(tiny_pool: None) -> None:
+    async def scenario() -> None:
+        with override_settings(HUB_DOMAIN_WAIT_S=30):
+            rpc.reset_pool()
+            first = asyncio.create_task(rpc.call(caller(), "tests.block", {"tag": "first"}))
+            await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+            queued = asyncio.create_task(rpc.call(caller(), "tests.block", {"tag": "gone"}))
+            await asyncio.sleep(0.1)
+            queued.cancel()  # what the socket does to its tasks when it closes
+            release.set()
+            await first
+            after = await rpc.call(caller(), "tests.block", {"tag": "after"})  # the slot came back
+            assert after == {}
+
+    asyncio.run(scenario())
+    assert ran == ["first", "after"]
+
+
+# --- against a live hub ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_worker_hub() -> Iterator[HubServer]:
+    server = HubServer(env={"HUB_DOMAIN_WORKERS": "1", "HUB_DOMAIN_WAIT_S": "0.5"})
+    server.start()
+    yield server
+    server.stop()
+
+
+def _job(owner: str, tenant: str) -> str:
+    return Job.objects.create(tenant=tenant, owner=owner, owner_role="customer", title="t", category="c",
+                              lat=51.5, lng=-0.1).id
+
+
+@pytest.mark.services
+def test_saturated_hub_answers_busy_and_the_socket_path_keeps_going(one_worker_hub: HubServer) -> None:
+    tenant, owner, prov = uid("t"), uid("o"), uid("p")
+    job = _job(owner, tenant)
+    with HubClient(one_worker_hub.url, mint(owner, "customer", tenant)) as o, \
+            HubClient(one_worker_hub.url, mint(prov, "provider", tenant)) as p:
+        room = "chat:" + o.rpc("rooms.create", members=[uid()], kind="booking")["room"]
+        o.call("subscribe", channel=room)
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=job)  # the bid below waits on this row
+            bid = p.send("rpc", method="jobs.bid", params={"job": job, "amount": 100, "currency": "GBP"})
+            time.sleep(0.3)
+            reply = o.request("rpc", method="jobs.get", params={"job": job})
+            assert reply["ok"] is False
+            assert reply["error"]["code"] == "unavailable"
+            assert reply["error"]["retry_after_ms"] > 0
+            # Publishes and history do not wait for domain workers.
+            assert o.call("publish", channel=room, data={"text": "still here"}, timeout=2)["offset"] >= 1
+            assert o.call("history", channel=room, limit=5, timeout=2)["pubs"]
+        assert p.wait_reply(bid)["ok"] is True
+
+
+@pytest.mark.services
+def test_queued_call_of_a_closed_socket_is_not_run(one_worker_hub: HubServer) -> None:
+    tenant, owner, prov = uid("t"), uid("o"), uid("p")
+    job = _job(owner, tenant)
+    with HubClient(one_worker_hub.url, mint(prov, "provider", tenant)) as p:
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=job)
+            bid = p.send("rpc", method="jobs.bid", params={"job": job, "amount": 100, "currency": "GBP"})
+            time.sleep(0.2)
+            o = HubClient(one_worker_hub.url, mint(owner, "customer", tenant))
+            o.send("rpc", method="jobs.comment", params={"job": job, "text": "never"})
+            time.sleep(0.1)
+            o.close()
+            time.sleep(0.2)
+        assert p.wait_reply(bid)["ok"] is True
+    time.sleep(0.5)
+    assert not JobComment.objects.filter(job_id=job).exists()
+    with HubClient(one_worker_hub.url, mint(owner, "customer", tenant)) as o:
+        o.rpc("jobs.comment", job=job, text="now")  # the same call from an open socket runs
+    assert list(JobComment.objects.filter(job_id=job).values_list("text", flat=True)) == ["now"]
