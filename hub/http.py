@@ -1,19 +1,27 @@
-"""HTTP: every rpc method under /api/<method>, the OpenAPI schema, health, server-side publish."""
+"""HTTP: every rpc method under /api/<method>, the OpenAPI schema, health, server-side publish.
+
+Every response carries `X-Request-Id` (the client's when it is a sane token, else a new one); the
+same id is in the logs and audit rows of the request. Unknown paths under /api/ are JSON 404s.
+"""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core import audit
 from core import redis as hubredis
-from core.errors import BAD_REQUEST, HTTP_STATUS, UNAUTHORIZED, HubError
+from core.errors import BAD_REQUEST, HTTP_STATUS, NOT_FOUND, UNAUTHORIZED, HubError
 from core.logs import request_id
 from hub import auth, codec, credentials, rpc
 from hub.channels import split
@@ -21,6 +29,61 @@ from hub.rpc import Caller
 
 log = logging.getLogger("hub.http")
 MAX_BODY = 256 * 1024
+# A client's X-Request-Id is kept only when it cannot smuggle anything into logs or headers.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_id_of(request: HttpRequest) -> str:
+    """The request's id: set by RequestIdMiddleware, else the client's (when sane), else a new one."""
+    rid = getattr(request, "request_id", None)
+    if rid is None:
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(8)
+        request.request_id = rid  # type: ignore[attr-defined]
+    return str(rid)
+
+
+class RequestIdMiddleware:
+    """Outermost middleware: a request id on every response and in the logs; one log line per request
+    (INFO in development, DEBUG otherwise so production logs stay quiet; 5xx always WARNING)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        t0 = self._start(request)
+        return self._finish(request, self.get_response(request), t0)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        t0 = self._start(request)
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponse]] = self.get_response
+        return self._finish(request, await get_response(request), t0)
+
+    @staticmethod
+    def _start(request: HttpRequest) -> float:
+        request_id.set(request_id_of(request))
+        return time.perf_counter()
+
+    @staticmethod
+    def _finish(request: HttpRequest, response: HttpResponse, t0: float) -> HttpResponse:
+        rid = request_id_of(request)
+        response["X-Request-Id"] = rid
+        ms = (time.perf_counter() - t0) * 1000
+        status = response.status_code
+        level = logging.WARNING if status >= 500 else logging.INFO if settings.DEVELOPMENT else logging.DEBUG
+        if log.isEnabledFor(level):
+            # The path only: a query string may carry personal data.
+            log.log(level, "%s %s %d %.1f ms", request.method, request.path, status, ms,
+                    extra={"event": "http", "code": str(status), "duration_ms": round(ms, 1)})
+        return response
 
 
 def error_response(err: HubError) -> JsonResponse:
@@ -38,7 +101,7 @@ def authenticate(request: HttpRequest) -> Caller:
         claims = credentials.verify(header[7:].strip())
     except auth.TokenError as exc:
         raise HubError(UNAUTHORIZED, str(exc)) from exc
-    rid = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
+    rid = request_id_of(request)
     request_id.set(rid)
     return Caller(claims.user, claims.role, claims.tenant, None, rid)
 
@@ -59,10 +122,26 @@ def json_body(request: HttpRequest, max_bytes: int = MAX_BODY) -> Any:
     return body
 
 
+def not_allowed(allowed: str) -> JsonResponse:
+    resp = JsonResponse({"error": {"code": BAD_REQUEST, "message": f"method not allowed: use {allowed}"}},
+                        status=405)
+    resp["Allow"] = allowed
+    return resp
+
+
+@csrf_exempt
+async def api_not_found(request: HttpRequest) -> HttpResponse:
+    """Every /api/ path no route serves: a JSON 404 (not Django's HTML page)."""
+    return error_response(HubError(NOT_FOUND, f"no such endpoint: {request.path[:200]}"))
+
+
 @csrf_exempt
 async def rpc_view(request: HttpRequest, name: str) -> HttpResponse:
+    known = rpc.REGISTRY.get(name)
+    if known is None or not known.http:
+        return error_response(HubError(NOT_FOUND, f"no rpc method {name[:100]!r} (see /api/openapi.json)"))
     if request.method != "POST":
-        return error_response(HubError(BAD_REQUEST, "use POST"))
+        return not_allowed("POST")
     try:
         caller = authenticate(request)
         result = await rpc.call(caller, name, json_body(request))
@@ -75,7 +154,7 @@ async def rpc_view(request: HttpRequest, name: str) -> HttpResponse:
 async def publish_view(request: HttpRequest) -> HttpResponse:
     """Server-side publish for backend services (role `service` or `admin`); audited."""
     if request.method != "POST":
-        return error_response(HubError(BAD_REQUEST, "use POST"))
+        return not_allowed("POST")
     try:
         caller = authenticate(request)
         if caller.role not in (auth.SERVICE_ROLE, "admin"):

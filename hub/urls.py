@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from hub import http
 
@@ -8,4 +8,6 @@ urlpatterns = [
     path("api/openapi.json", http.openapi_view),
     path("api/publish", http.publish_view),
     path("api/<str:name>", http.rpc_view),
+    # Last: anything else under /api/ is a JSON 404 (routes included before hub.urls come first).
+    re_path(r"^api(?:/|$)", http.api_not_found),
 ]
