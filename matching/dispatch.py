@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from core import metrics
 from core.errors import bad_request, conflict, forbidden, not_found
+from core.times import epoch_ms
 from hub.store import append, atomic
 from matching import service
 from matching.models import (
@@ -61,7 +62,9 @@ def booking_dict(b: Booking, providers: list[str] | None = None) -> dict[str, An
     return {"booking": b.id, "status": b.status, "customer": b.customer, "category": b.category,
             "lat": b.lat, "lng": b.lng, "mode": b.mode, "at": iso(b.at), "crew": b.crew, "zone": b.zone,
             "accepted": b.accepted, "providers": providers, "created_at": iso(b.created_at),
-            "assigned_at": iso(b.assigned_at), "unfilled_at": iso(b.unfilled_at)}
+            "assigned_at": iso(b.assigned_at), "unfilled_at": iso(b.unfilled_at),
+            "at_ms": epoch_ms(b.at), "created_at_ms": epoch_ms(b.created_at),
+            "assigned_at_ms": epoch_ms(b.assigned_at), "unfilled_at_ms": epoch_ms(b.unfilled_at)}
 
 
 # --- creating and offering --------------------------------------------------------------------
@@ -79,13 +82,35 @@ def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: st
     m = matcher()
     zone = m.lookup_zone(lat, lng, category)
     now = timezone.now()
+    # A new booking has no offers yet: the first round is searched before the transaction opens,
+    # so the transaction is a handful of inserts (no matching while it is open).
+    found = m.search(lat, lng, category, k=crew * offer_fanout(), zone=zone, exclude={actor.user},
+                     at=when if mode == BookingMode.SCHEDULED else None,
+                     radius_m=crew_radius_m() if crew > 1 else None)[1] if zone is not None else []
     with atomic():
         b = Booking.objects.create(customer=actor.user, tenant=actor.tenant, category=category, lat=lat,
-                                   lng=lng, mode=mode, at=when, crew=crew, zone=zone)
-        offered = _top_up(b, now) if zone is not None else 0
-        if zone is None:
+                                   lng=lng, mode=mode, at=when, crew=crew, zone=zone,
+                                   first_offered_at=now if found else None)
+        if found:
+            _offer(b, found, 1, now)
+        else:
             _close_unfilled(b, now, [])
-    return {"booking": b.id, "status": b.status, "zone": zone, "offered": offered}
+    return {"booking": b.id, "status": b.status, "zone": zone, "offered": len(found)}
+
+
+def _offer(b: Booking, found: list[Any], rnd: int, now: datetime) -> list[Offer]:
+    """Offers to the found providers in round `rnd`, each told on its `user:` channel."""
+    expires = now + timedelta(seconds=offer_ttl_s())
+    made = Offer.objects.bulk_create([
+        Offer(booking=b, provider=f.user, round=rnd, distance_m=f.distance_m, offered_at=now,
+              expires_at=expires) for f in found])
+    for o in made:
+        metrics.offer("offered")
+        append(f"user:{o.provider}", {
+            "kind": "offer", "booking": b.id, "category": b.category, "lat": b.lat, "lng": b.lng,
+            "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
+            "distance_m": o.distance_m, "at_ms": epoch_ms(b.at), "expires_at_ms": epoch_ms(expires)})
+    return made
 
 
 def _pending_count(b: Booking) -> int:
@@ -113,19 +138,9 @@ def _top_up(b: Booking, now: datetime) -> int:
             at=b.at if b.mode == BookingMode.SCHEDULED else None,
             radius_m=crew_radius_m() if b.crew > 1 else None)
         if found:
-            expires = now + timedelta(seconds=offer_ttl_s())
             rnd = (Offer.objects.filter(booking=b).order_by("-round").values_list("round", flat=True)
                    .first() or 0) + 1
-            made = Offer.objects.bulk_create([
-                Offer(booking=b, provider=f.user, round=rnd, distance_m=f.distance_m, offered_at=now,
-                      expires_at=expires) for f in found])
-            for _ in made:
-                metrics.offer("offered")
-            for o in made:
-                append(f"user:{o.provider}", {
-                    "kind": "offer", "booking": b.id, "category": b.category, "lat": b.lat, "lng": b.lng,
-                    "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
-                    "distance_m": o.distance_m})
+            made = _offer(b, found, rnd, now)
             if b.first_offered_at is None:
                 b.first_offered_at = now
                 Booking.objects.filter(id=b.id).update(first_offered_at=now)
@@ -230,7 +245,8 @@ def get_booking(actor: Actor, booking_id: str) -> dict[str, Any]:
     out = booking_dict(b)
     mine = Offer.objects.filter(booking=b, provider=actor.user).first()
     if mine is not None:
-        out["offer"] = {"status": mine.status, "expires_at": iso(mine.expires_at)}
+        out["offer"] = {"status": mine.status, "expires_at": iso(mine.expires_at),
+                        "expires_at_ms": epoch_ms(mine.expires_at)}
     return out
 
 

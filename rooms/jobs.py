@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -90,13 +90,23 @@ def _text(params: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def _load(caller: Caller, job_id: Any, *, lock: bool = False) -> Job:
-    """The job in the caller's tenant; another tenant's job is indistinguishable from a missing one."""
+def _load(caller: Caller, job_id: Any, *, lock: bool = False, share: bool = False) -> Job:
+    """The job in the caller's tenant; another tenant's job is indistinguishable from a missing one.
+
+    `lock` takes the row for a state change; `share` (Postgres) only keeps it from changing until
+    commit, so many bids on one job proceed together while a transition waits for them.
+    """
     if not isinstance(job_id, str) or not job_id:
         raise bad_request("job must be a job id")
     qs = Job.objects.filter(pk=job_id, tenant=caller.tenant)
     if lock:
         qs = qs.select_for_update()
+    elif share and connection.vendor == "postgresql":
+        found = list(Job.objects.raw(f"SELECT * FROM {Job._meta.db_table} WHERE id = %s AND tenant = %s "
+                                     "FOR SHARE", [job_id, caller.tenant]))
+        if not found:
+            raise not_found(f"no job {job_id}")
+        return found[0]
     job = qs.first()
     if job is None:
         raise not_found(f"no job {job_id}")
@@ -280,7 +290,7 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         raise bad_request("note must be a string of at most 2000 characters")
     try:
         with atomic():
-            job = _load(caller, params.get("job"), lock=True)
+            job = _load(caller, params.get("job"), share=True)
             if job.owner == caller.user:
                 raise forbidden("you cannot bid on your own job")
             if job.status != OPEN:
