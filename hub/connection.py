@@ -208,7 +208,8 @@ class Connection:
                              on_close=self.close_callbacks.append)
         self._arm_expiry(claims.exp)
         self.reply(cid, {"client": self.client, "user": claims.user, "role": claims.role,
-                         "tenant": claims.tenant, "expires_at": claims.exp, "ping_s": settings.HUB_PING_S})
+                         "tenant": claims.tenant, "expires_at": claims.exp, "expires_at_ms": claims.exp * 1000,
+                         "ping_s": settings.HUB_PING_S})
 
     def _arm_expiry(self, exp: int) -> None:
         self.exp = exp
@@ -232,7 +233,7 @@ class Connection:
             self.error(cid, HubError(UNAUTHORIZED, str(exc)))
             return
         self._arm_expiry(claims.exp)
-        self.reply(cid, {"expires_at": claims.exp})
+        self.reply(cid, {"expires_at": claims.exp, "expires_at_ms": claims.exp * 1000})
 
     def do_publish(self, cid: int, cmd: dict[str, Any]) -> None:
         channel: str = cmd["channel"]

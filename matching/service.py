@@ -28,6 +28,7 @@ from django.db.models import F
 
 from core.audit import record
 from core.errors import bad_request, not_found
+from core.times import epoch_ms
 from matching.index import ProviderIndex
 from matching.index import ProviderState as IndexedProvider
 from matching.models import ProviderState, Zone, ZoneAssignment, acceptance_rate
@@ -207,7 +208,8 @@ def zone_dict(z: Zone) -> dict[str, Any]:
     return {"id": z.id, "name": z.name, "categories": list(z.categories), "geometry": z.geometry,
             "active": z.active, "version": z.version,
             "created_at": z.created_at.isoformat() if z.created_at else None,
-            "updated_at": z.updated_at.isoformat() if z.updated_at else None}
+            "updated_at": z.updated_at.isoformat() if z.updated_at else None,
+            "created_at_ms": epoch_ms(z.created_at), "updated_at_ms": epoch_ms(z.updated_at)}
 
 
 # --- the matcher ------------------------------------------------------------------------------

@@ -45,9 +45,11 @@ def credentials() -> tuple[str, str, bool]:
 
 
 def build_token(channel: str, uid: int, now: float | None = None) -> dict[str, Any]:
-    """A publisher RTC token for `uid` on `channel`: {app_id, channel, uid, token, expires_at[, development]}.
+    """A publisher RTC token for `uid` on `channel`:
+    {app_id, channel, uid, token, expires_at, expires_at_ms[, development]}.
 
-    `expires_at` is in seconds since the epoch (the token's privilege expiry).
+    `expires_at` is in seconds since the epoch (the token's privilege expiry, as Agora counts it);
+    `expires_at_ms` the same instant in milliseconds, the protocol's unit for times.
     """
     if not 0 < uid <= UID_MAX:
         raise ValueError("uid must be a nonzero 32-bit unsigned integer")
@@ -55,7 +57,7 @@ def build_token(channel: str, uid: int, now: float | None = None) -> dict[str, A
     expires_at = int(now if now is not None else time.time()) + ttl_s()
     token = RtcTokenBuilder.buildTokenWithUid(app_id, certificate, channel, uid, Role_Publisher, expires_at)
     out: dict[str, Any] = {"app_id": app_id, "channel": channel, "uid": uid, "token": token,
-                           "expires_at": expires_at}
+                           "expires_at": expires_at, "expires_at_ms": expires_at * 1000}
     if dev:
         out["development"] = True
     return out

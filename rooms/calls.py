@@ -25,6 +25,7 @@ from django.utils import timezone
 from core import metrics
 from core.audit import record
 from core.errors import CONFLICT, HubError, bad_request, conflict, forbidden, not_found
+from core.times import epoch_ms
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method, run_sync
 from hub.store import append, atomic
@@ -185,7 +186,8 @@ _AGORA_RESULT = {"type": "object", "properties": {
     "call": {"type": "string"},
     "agora": {"type": "object", "properties": {
         "app_id": {"type": "string"}, "channel": {"type": "string"}, "uid": {"type": "integer"},
-        "token": {"type": "string"}, "expires_at": {"type": "integer"}, "development": {"type": "boolean"}}}}}
+        "token": {"type": "string"}, "expires_at": {"type": "integer"}, "expires_at_ms": {"type": "integer"},
+        "development": {"type": "boolean"}}}}}
 
 
 @method("calls.start", roles=USERS, summary="Call the other members of a chat room (video or voice).",
@@ -305,7 +307,8 @@ def end(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 
 @method("calls.renew", roles=USERS, summary="A fresh Agora token for a call you are in.", params=_CALL,
         result={"type": "object", "properties": {"token": {"type": "string"},
-                                                 "expires_at": {"type": "integer"}}})
+                                                 "expires_at": {"type": "integer"},
+                                                 "expires_at_ms": {"type": "integer"}}})
 def renew(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     call, me = _load(caller, params.get("call"), lock=False)
     if call.status == CallStatus.ENDED:
@@ -328,6 +331,8 @@ def describe(call: Call) -> dict[str, Any]:
     return {"call": call.id, "room": call.room_id, "media": call.media, "caller": call.caller,
             "status": call.status, "outcome": call.outcome or None, "started_at": iso(call.started_at),
             "answered_at": iso(call.answered_at), "ended_at": iso(call.ended_at),
+            "started_at_ms": epoch_ms(call.started_at), "answered_at_ms": epoch_ms(call.answered_at),
+            "ended_at_ms": epoch_ms(call.ended_at),
             "duration_s": call.duration_s, "ended_by": call.ended_by or None,
             "participants": [{"user": p.user, "uid": int(p.uid), "status": p.status, "busy": p.busy,
                               "caller": p.is_caller}

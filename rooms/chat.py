@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from core.errors import bad_request
+from core.times import epoch_ms
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method
 from hub.store import append
@@ -37,10 +38,6 @@ def _member_hook(caller: Caller, ident: str) -> bool:
 
 register(Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
                    can_signal=_member_hook, admin_read=True))
-
-
-def epoch_ms(when: datetime) -> int:
-    return int(when.timestamp() * 1000)
 
 
 def _room_item(room: Room, people: list[str]) -> dict[str, Any]:
