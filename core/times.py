@@ -10,7 +10,3 @@ from datetime import datetime
 def epoch_ms(when: datetime | None) -> int | None:
     """An aware datetime as whole milliseconds since the epoch; None stays None."""
     return None if when is None else int(when.timestamp() * 1000)
-
-
-def seconds_to_ms(seconds: int) -> int:
-    return int(seconds) * 1000
