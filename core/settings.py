@@ -204,6 +204,14 @@ HUB_CALL_WINDOW_S = env_int("HUB_CALL_WINDOW_S", 600)
 HUB_IDEMPOTENCY_S = env_int("HUB_IDEMPOTENCY_S", 24 * 3600)
 HUB_BATCH_MAX = env_int("HUB_BATCH_MAX", 2000)
 HUB_DRAIN_S = env_float("HUB_DRAIN_S", 10)
+
+# --- HTTP budgets (hub.guard) ---
+HUB_HTTP_MAX_BODY_BYTES = env_int("HUB_HTTP_MAX_BODY_BYTES", 1024 * 1024)
+HUB_HTTP_REQUEST_TIMEOUT_S = env_float("HUB_HTTP_REQUEST_TIMEOUT_S", 10)
+HUB_HTTP_PER_MIN = env_int("HUB_HTTP_PER_MIN", 600)
+HUB_HTTP_ANON_PER_MIN = env_int("HUB_HTTP_ANON_PER_MIN", 120)
+# Proxies (addresses or networks) whose X-Forwarded-For names the client; unset: the peer is the client.
+HUB_TRUSTED_PROXIES = env_list("HUB_TRUSTED_PROXIES", "")
 # Blocking rpc methods (ORM) run on their own bounded thread pool, one DB connection per thread.
 HUB_DOMAIN_WORKERS = max(1, env_int("HUB_DOMAIN_WORKERS", 8))
 HUB_DOMAIN_WAIT_S = env_float("HUB_DOMAIN_WAIT_S", 2.0)  # a call waits this long for a worker, then unavailable

@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HUB_ENV", "test")
 os.environ.setdefault("HUB_SECRET", "test-secret-0123456789-0123456789-abcdef")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+# Django's test client calls itself "testserver".
+os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 
 
 def _pid_alive(pid: str) -> bool:

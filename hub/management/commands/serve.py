@@ -42,6 +42,9 @@ class Command(BaseCommand):
 
         from asgi import application
         from hub import tasks
+        from hub.guard import install_daphne_guards
+
+        install_daphne_guards()
 
         # Before listening: a process must not take requests it cannot serve yet (see hub.tasks).
         tasks.run_startup()
