@@ -52,6 +52,7 @@ RUN = os.environ.get("LOADTEST_RUN", "") or secrets.token_hex(3)
 CATEGORY = os.environ.get("LOADTEST_CATEGORY", "loadtest-plumbing")
 CHAT_GROUP = int(os.environ.get("LOADTEST_CHAT_GROUP", "3"))
 ACCEPT_SHARE = float(os.environ.get("LOADTEST_ACCEPT_SHARE", "0.8"))
+RPC_RETRIES = int(os.environ.get("LOADTEST_RPC_RETRIES", "3"))  # for `unavailable` + retry_after_ms
 # A box in central London; the setup creates a zone over it serving CATEGORY.
 BOX = (51.49, -0.16, 51.53, -0.08)  # lat_min, lng_min, lat_max, lng_max
 ZONE_GEOMETRY = {"type": "Polygon", "coordinates": [[
@@ -162,7 +163,21 @@ class HubUser(User):
     def rpc(self, method: str, params: dict[str, Any], ok_codes: tuple[str, ...] = (), timeout: float = 15) -> Any:
         assert self.sock is not None
         sock = self.sock
-        return self.timed("RPC", method, lambda: sock.rpc(method, params, timeout=timeout), ok_codes)
+
+        def call() -> Any:
+            # As the protocol asks: `unavailable` with retry_after_ms (the hub shedding load) is retried
+            # after that delay, a few times; the request's time includes the waits.
+            for attempt in range(RPC_RETRIES + 1):
+                try:
+                    return sock.rpc(method, params, timeout=timeout)
+                except HubError as exc:
+                    if exc.code != "unavailable" or exc.retry_after_ms is None or attempt == RPC_RETRIES:
+                        raise
+                    self.fire("RPC", f"{method}:retried", 0)
+                    time.sleep(exc.retry_after_ms / 1000 * random.uniform(1.0, 1.5))
+            raise AssertionError("unreachable")
+
+        return self.timed("RPC", method, call, ok_codes)
 
     # --- socket lifecycle ---
 

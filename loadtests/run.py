@@ -164,6 +164,8 @@ def locust_args() -> list[str]:
     if os.environ.get("LOCUST_SHAPE") != "step":
         args += ["-u", os.environ.get("LOCUST_USERS", "20"), "-r", os.environ.get("LOCUST_SPAWN_RATE", "5"),
                  "-t", os.environ.get("LOCUST_RUN_TIME", "30s")]
+    else:
+        args.append("--csv-full-history")  # per-name p95 over time: where the knee is (loadtests.knee)
     return args
 
 

@@ -26,10 +26,11 @@ RECENT = 256
 
 
 class HubError(Exception):
-    def __init__(self, code: str, message: str = "") -> None:
+    def __init__(self, code: str, message: str = "", retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
 
 
 class Closed(Exception):
@@ -150,7 +151,9 @@ class HubSocket:
         assert waiter.value is not None
         if not waiter.value.get("ok"):
             err = waiter.value.get("error") or {}
-            raise HubError(str(err.get("code")), str(err.get("message", "")))
+            retry = err.get("retry_after_ms")
+            raise HubError(str(err.get("code")), str(err.get("message", "")),
+                           retry if isinstance(retry, int) else None)
         return waiter.value["result"]
 
     def call(self, cmd: str, timeout: float = 10, on_reply: Callable[[dict[str, Any]], None] | None = None,

@@ -99,3 +99,20 @@ def test_tracker_tail_and_merge() -> None:
     master.merge(totals.snapshot())
     master.merge({"duplicated": 1, "unknown": 5})
     assert master.snapshot()["lost"] == 2 and master.snapshot()["duplicated"] == 1 and master.bad
+
+
+def test_knee_is_the_first_step_with_a_slow_name() -> None:
+    from loadtests.knee import knee, steps
+
+    def row(users: int, ts: int, name: str, p95: str) -> dict[str, str]:
+        return {"User Count": str(users), "Timestamp": str(ts), "Name": name, "95%": p95}
+
+    rows = [row(100, 0, "jobs.bid", "900"),  # before the step settled: ignored
+            row(100, 20, "jobs.bid", "120"), row(100, 20, "assist", "5000"),  # whole AI answer: left out
+            row(200, 40, "jobs.bid", "300"), row(200, 60, "jobs.bid", "1400"), row(200, 60, "publish", "20"),
+            row(300, 80, "jobs.bid", "N/A"), row(300, 100, "jobs.bid", "2000")]
+    by_users = steps(rows, settle_s=10)
+    assert by_users == {100: {"jobs.bid": 120.0}, 200: {"jobs.bid": 1400.0, "publish": 20.0},
+                        300: {"jobs.bid": 2000.0}}
+    assert knee(by_users, 1000) == (200, "jobs.bid", 1400.0)
+    assert knee(by_users, 5000) is None
