@@ -195,6 +195,12 @@ HUB_COMMAND_BURST = env_int("HUB_COMMAND_BURST", 40)
 HUB_MAX_SUBSCRIPTIONS = env_int("HUB_MAX_SUBSCRIPTIONS", 128)
 HUB_MAX_QUEUE_BYTES = env_int("HUB_MAX_QUEUE_BYTES", 1024 * 1024)
 HUB_MAX_FRAME_BYTES = env_int("HUB_MAX_FRAME_BYTES", 64 * 1024)
+# A subscribe (recovery) or history reply carries at most this much; past it recovery says
+# `recovered: false` and history returns fewer publications with `truncated: true`.
+HUB_MAX_REPLY_BYTES = env_int("HUB_MAX_REPLY_BYTES", HUB_MAX_QUEUE_BYTES // 2)
+# Hot cache of the newest publications: per channel, and for all channels of a process.
+HUB_CACHE_BYTES = env_int("HUB_CACHE_BYTES", 256 * 1024)
+HUB_CACHE_TOTAL_BYTES = env_int("HUB_CACHE_TOTAL_BYTES", 256 * 1024 * 1024)
 HUB_CONNECT_TIMEOUT_S = env_float("HUB_CONNECT_TIMEOUT_S", 10)
 HUB_MAX_BAD_FRAMES = env_int("HUB_MAX_BAD_FRAMES", 20)
 HUB_PING_S = env_int("HUB_PING_S", 25)
@@ -206,7 +212,7 @@ HUB_BATCH_MAX = env_int("HUB_BATCH_MAX", 2000)
 HUB_DRAIN_S = env_float("HUB_DRAIN_S", 10)
 
 # --- HTTP budgets (hub.guard) ---
-HUB_HTTP_MAX_BODY_BYTES = env_int("HUB_HTTP_MAX_BODY_BYTES", 1024 * 1024)
+HUB_HTTP_MAX_BODY_BYTES = env_int("HUB_HTTP_MAX_BODY_BYTES", 2 * 1024 * 1024)  # the zones REST limit
 HUB_HTTP_REQUEST_TIMEOUT_S = env_float("HUB_HTTP_REQUEST_TIMEOUT_S", 10)
 HUB_HTTP_PER_MIN = env_int("HUB_HTTP_PER_MIN", 600)
 HUB_HTTP_ANON_PER_MIN = env_int("HUB_HTTP_ANON_PER_MIN", 120)

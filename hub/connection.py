@@ -352,17 +352,21 @@ class Connection:
             raise HubError(BAD_REQUEST, "limit is at most 100")
         after, before = cmd.get("after"), cmd.get("before")
 
-        def read() -> tuple[int, str, list[Any]]:
+        def read() -> tuple[int, str, list[Any], bool]:
             top, epoch = store.head(channel)
-            # Without `after`, the newest `limit` before `before` (or the top).
-            pubs = store.read(channel, epoch, after or 0, before, limit, newest=after is None)
-            return top, epoch, pubs
+            # Without `after`, the newest `limit` before `before` (or the top); at most one reply's bytes.
+            pubs, cut = store.read_bounded(channel, epoch, after or 0, before, limit, self.engine.max_reply,
+                                           newest=after is None)
+            return top, epoch, pubs, cut
 
         try:
-            top, epoch, pubs = await run_sync(read)
+            top, epoch, pubs, cut = await run_sync(read)
         except Exception as exc:
             raise HubError("unavailable", "history is unavailable; retry") from exc
-        return {"offset": top, "epoch": epoch, "pubs": [p.as_item() for p in pubs]}
+        reply: dict[str, Any] = {"offset": top, "epoch": epoch, "pubs": [p.as_item() for p in pubs]}
+        if cut:
+            reply["truncated"] = True  # fewer than `limit` fitted: page on with after/before
+        return reply
 
     async def do_presence(self, cmd: dict[str, Any]) -> dict[str, Any]:
         assert self.caller is not None

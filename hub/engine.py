@@ -34,14 +34,16 @@ GAP_WAIT_S = 0.03
 
 
 class ChannelState:
-    __slots__ = ("name", "epoch", "delivered", "subs", "cache", "pending", "filling", "ready")
+    __slots__ = ("name", "epoch", "delivered", "subs", "cache", "cache_bytes", "pending", "filling", "ready")
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name = name
         self.epoch = ""
         self.delivered = 0
         self.subs: dict[Connection, None] = {}
-        self.cache: deque[Pub] = deque(maxlen=CACHE_SIZE)
+        # The newest publications, for recovery without the database: bounded in count and bytes.
+        self.cache: deque[Pub] = deque()
+        self.cache_bytes = 0
         self.pending: dict[int, Pub] = {}
         self.filling = False
         self.ready: asyncio.Future[None] = loop.create_future()
@@ -67,6 +69,12 @@ class Engine:
         self.max_queue = settings.HUB_MAX_QUEUE_BYTES
         self.max_frame = settings.HUB_MAX_FRAME_BYTES
         self.max_bad = settings.HUB_MAX_BAD_FRAMES
+        # A subscribe/history reply stays well under the outbound queue limit, so a reader that
+        # recovers while publications keep arriving is never cut off as a slow consumer.
+        self.max_reply = settings.HUB_MAX_REPLY_BYTES
+        self.cache_cap = settings.HUB_CACHE_BYTES
+        self.cache_total_cap = settings.HUB_CACHE_TOTAL_BYTES
+        self.cache_total = 0
         self.stats = {"published": 0, "delivered": 0, "slow_consumers": 0, "recovered": 0,
                       "not_recovered": 0, "gap_fills": 0}
         if settings.REDIS_URL:
@@ -99,6 +107,8 @@ class Engine:
         """Forget hot copies of publications (after an erasure): recovery then reads the database."""
         for st in self.channels.values():
             st.cache.clear()
+            st.cache_bytes = 0
+        self.cache_total = 0
 
     # --- subscribe / unsubscribe ---------------------------------------------------------
 
@@ -146,9 +156,12 @@ class Engine:
         if pubs is None:
             target = st.delivered
             try:
-                pubs = await run_sync(store.read, st.name, st.epoch, offset, target + 1, target - offset)
+                pubs, cut = await run_sync(store.read_bounded, st.name, st.epoch, offset, target + 1,
+                                           target - offset, self.max_reply)
             except Exception as exc:
                 raise unavailable("history is unavailable; retry") from exc
+            if cut:
+                return False, []  # more than one reply may carry: the client pages with history
             if [p.offset for p in pubs] != list(range(offset + 1, target + 1)):
                 return False, []  # purged: older than retention
             # Anything delivered while we read comes from the cache, which always holds the newest.
@@ -156,6 +169,8 @@ class Engine:
             if extra is None:
                 return False, []
             pubs += extra
+        if sum(p.size() for p in pubs) > self.max_reply:
+            return False, []
         if pubs and pubs[0].ts < (time.time() - window_s) * 1000:
             return False, []
         return True, pubs
@@ -167,6 +182,7 @@ class Engine:
         st.subs.pop(conn, None)
         if not st.subs and st.ready.done():
             del self.channels[channel]
+            self.cache_total -= st.cache_bytes
             self.loop.create_task(self.broker.unsubscribe(channel))
 
     # --- publish ----------------------------------------------------------------------------
@@ -273,8 +289,8 @@ class Engine:
 
     def _emit(self, st: ChannelState, pub: Pub) -> None:
         st.delivered = pub.offset
-        st.cache.append(pub)
         if not st.subs:
+            self._cache(st, pub)
             return
         metrics.delivery_latency(time.time() - pub.ts / 1000)
         max_queue = self.max_queue
@@ -289,6 +305,21 @@ class Engine:
             sink.write_frame(pub.wire(binary), pub.frame(binary), binary)
             n += 1
         self.stats["delivered"] += n
+        self._cache(st, pub)  # after the writes: its size comes from a frame already built
+
+    def _cache(self, st: ChannelState, pub: Pub) -> None:
+        size = pub.size()
+        cache = st.cache
+        cache.append(pub)
+        st.cache_bytes += size
+        self.cache_total += size
+        # Oldest first out: past the channel's count or bytes, or past the process's total (then
+        # the channel that grows gives way, down to its newest publication).
+        while len(cache) > 1 and (len(cache) > CACHE_SIZE or st.cache_bytes > self.cache_cap
+                                  or self.cache_total > self.cache_total_cap):
+            old = cache.popleft().size()
+            st.cache_bytes -= old
+            self.cache_total -= old
 
     # --- ephemeral: signals, join/leave ---------------------------------------------------
 

@@ -27,7 +27,7 @@ def ws_frame(payload: bytes, binary: bool) -> bytes:
 
 class Pub:
     __slots__ = ("channel", "offset", "epoch", "ts", "sender", "_data", "_json", "_msgpack", "_wire_json",
-                 "_wire_msgpack")
+                 "_wire_msgpack", "_size")
 
     def __init__(self, channel: str, offset: int, epoch: str, ts: int, sender: str | None, data: Any,
                  json_frame: bytes | None = None) -> None:
@@ -41,6 +41,7 @@ class Pub:
         self._msgpack: bytes | None = None
         self._wire_json: bytes | None = None
         self._wire_msgpack: bytes | None = None
+        self._size = 0
 
     @classmethod
     def from_json_frame(cls, channel: str, offset: int, epoch: str, ts: int, sender: str | None,
@@ -73,6 +74,14 @@ class Pub:
         if self._json is None:
             self._json = orjson.dumps(self.as_push())
         return self._json
+
+    def size(self) -> int:
+        """Bytes this publication takes in a frame, fixed at first ask (caches and replies count it):
+        whichever encoding was already built, so counting costs no extra encode on the fan-out path."""
+        if not self._size:
+            frame = self._json if self._json is not None else self._msgpack
+            self._size = len(frame if frame is not None else self.frame(False))
+        return self._size
 
     def wire(self, binary: bool) -> bytes:
         if binary:

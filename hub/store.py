@@ -297,6 +297,42 @@ def read(channel: str, epoch: str, after: int = 0, before: int | None = None, li
             for o, ts, s, d in rows]
 
 
+# Bytes a publication adds to a reply beyond its data (channel, offset, epoch, ts, from, keys).
+ITEM_OVERHEAD = 128
+
+
+def read_bounded(channel: str, epoch: str, after: int, before: int | None, limit: int, max_bytes: int,
+                 newest: bool = False) -> tuple[list[Pub], bool]:
+    """Like `read`, but at most `max_bytes` of publications (data plus ITEM_OVERHEAD each): returns
+    (pubs, cut), `cut` when more were there within `limit`. The database sums the sizes, so rows
+    past the budget are never sent to this process."""
+    size = "octet_length(data)" if _is_pg() else "length(CAST(data AS BLOB))"
+    order = "DESC" if newest else "ASC"
+    where = 'channel = %s AND "offset" > %s'
+    params: list[Any] = [channel, after]
+    if before is not None:
+        where += ' AND "offset" < %s'
+        params.append(before)
+    sql = (
+        f'SELECT o, ts, sender, data, run FROM ('
+        f' SELECT o, ts, sender, data, size, SUM(size) OVER (ORDER BY o {order} ROWS UNBOUNDED PRECEDING) AS run'
+        f' FROM (SELECT "offset" AS o, ts, sender, data, COALESCE({size}, 4) + {ITEM_OVERHEAD} AS size'
+        f'       FROM hub_publication WHERE {where} ORDER BY "offset" {order} LIMIT %s) AS page'
+        f') AS sized WHERE run - size <= %s ORDER BY o {order}')
+    params += [limit, max_bytes]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    cut = bool(rows) and int(rows[-1][4]) > max_bytes  # the first row past the budget, not kept
+    if cut:
+        rows.pop()
+    if newest:
+        rows.reverse()
+    pubs = [Pub(channel, int(o), epoch, int(ts), s, orjson.loads(d) if d is not None else None)
+            for o, ts, s, d, _run in rows]
+    return pubs, cut
+
+
 def psycopg_errors() -> tuple[type[BaseException], ...]:
     # COPY goes through the raw psycopg cursor, whose errors Django does not wrap.
     try:

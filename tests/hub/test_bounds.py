@@ -1,0 +1,137 @@
+"""Nothing a client asks for grows a hub's memory without bound: replies and caches count bytes."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from hub import engine as engine_mod
+from hub import store
+from hub.pubs import Pub
+from tests.support import HubClient, HubServer, mint, uid
+
+BIG = "x" * 60_000  # one publication's data: ~60 KiB, under the 64 KiB frame limit
+
+
+def fill(channel: str, count: int, data: object = None) -> None:
+    for _ in range(count):
+        with transaction.atomic():
+            store.append(channel, {"text": BIG} if data is None else data)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_read_bounded_stops_at_the_budget() -> None:
+    channel = f"chat:{uid('r')}"
+    fill(channel, 10, {"text": "y" * 10_000})
+    _top, epoch = store.head(channel)
+    pubs, cut = store.read_bounded(channel, epoch, 0, None, 100, 35_000)
+    assert cut and [p.offset for p in pubs] == [1, 2, 3]
+    newest, cut = store.read_bounded(channel, epoch, 0, None, 100, 35_000, newest=True)
+    assert cut and [p.offset for p in newest] == [8, 9, 10]
+    everything, cut = store.read_bounded(channel, epoch, 0, None, 100, 10**9)
+    assert not cut and len(everything) == 10
+    five, cut = store.read_bounded(channel, epoch, 0, None, 5, 10**9)
+    assert not cut and [p.offset for p in five] == [1, 2, 3, 4, 5]
+
+
+def test_the_hot_cache_is_bounded_in_bytes_per_channel_and_per_process() -> None:
+    async def run() -> None:
+        eng = engine_mod.Engine(asyncio.get_running_loop())
+        try:
+            eng.cache_cap, eng.cache_total_cap = 300_000, 500_000
+            a = engine_mod.ChannelState("chat:a", eng.loop)
+            b = engine_mod.ChannelState("chat:b", eng.loop)
+            for i in range(1, 21):
+                eng._emit(a, Pub("chat:a", i, "e", 0, None, {"text": BIG}))
+            assert a.cache_bytes <= 300_000 and len(a.cache) == 4
+            assert [p.offset for p in a.cache] == [17, 18, 19, 20]  # the newest stay
+            for i in range(1, 21):
+                eng._emit(b, Pub("chat:b", i, "e", 0, None, {"text": BIG}))
+            assert eng.cache_total <= 500_000 + 61_000 and eng.cache_total == a.cache_bytes + b.cache_bytes
+            assert b.cached_after(19) and b.cached_after(0) is None  # too far back: the database answers
+        finally:
+            eng.writer.stop()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def bounded_hub() -> Iterator[HubServer]:
+    server = HubServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_recovery_and_history_replies_stay_under_the_reply_limit(bounded_hub: HubServer) -> None:
+    owner, peer = uid(), uid()
+    with HubClient(bounded_hub.url, mint(owner)) as c:
+        room = c.rpc("rooms.create", members=[peer], kind="booking")["room"]
+        channel = f"chat:{room}"
+        fill(channel, 40)  # 2.4 MB: five times what one reply may carry
+        res = c.call("subscribe", channel=channel, since={"offset": 0, "epoch": c.call(
+            "history", channel=channel, limit=1)["epoch"]})
+        assert res["recovered"] is False and res["pubs"] == [] and res["offset"] == 40
+        page = c.call("history", channel=channel, limit=100)
+        assert page.get("truncated") is True and 0 < len(page["pubs"]) < 40
+        assert page["pubs"][-1]["offset"] == 40  # the newest that fit, in offset order
+        # Paging backwards reaches the start without any reply over the limit.
+        seen = {p["offset"] for p in page["pubs"]}
+        while min(seen) > 1:
+            older = c.call("history", channel=channel, limit=100, before=min(seen))
+            seen |= {p["offset"] for p in older["pubs"]}
+        assert seen == set(range(1, 41))
+
+
+def test_many_readers_recovering_a_large_room_keep_memory_flat(bounded_hub: HubServer) -> None:
+    """A drill in small: 30 sockets each recovering 300 publications of 60 KiB (18 MB) while a
+    member publishes. Unbounded, each reply alone would be 18 MB; here the hub's RSS stays within a
+    ceiling, no reader is cut, and every acknowledged publication reaches every reader."""
+    members = [uid() for _ in range(10)]
+    with HubClient(bounded_hub.url, mint(members[0])) as owner:
+        room = owner.rpc("rooms.create", members=members[1:], kind="booking")["room"]
+        channel = f"chat:{room}"
+        fill(channel, 300)
+        epoch = owner.call("history", channel=channel, limit=1)["epoch"]
+        before = rss_kib(bounded_hub.proc.pid)  # type: ignore[union-attr]
+        readers = [HubClient(bounded_hub.url, mint(m)) for m in members for _ in range(3)]
+        acked: list[int] = []
+        stop = threading.Event()
+
+        def publish() -> None:
+            while not stop.is_set():
+                acked.append(owner.call("publish", channel=channel, data={"n": len(acked)})["offset"])
+                time.sleep(0.02)
+
+        writer = threading.Thread(target=publish, daemon=True)
+        writer.start()
+        try:
+            ids = [r.send("subscribe", channel=channel, since={"offset": 0, "epoch": epoch}) for r in readers]
+            replies = [r.wait_reply(i, timeout=30) for r, i in zip(readers, ids, strict=True)]
+            assert all(rep["ok"] and rep["result"]["recovered"] is False for rep in replies)
+            time.sleep(1)
+        finally:
+            stop.set()
+            writer.join()
+        grown_mib = (rss_kib(bounded_hub.proc.pid) - before) / 1024  # type: ignore[union-attr]
+        assert grown_mib < 150, f"hub grew {grown_mib:.0f} MiB"
+        for reader, rep in zip(readers, replies, strict=True):
+            start = rep["result"]["offset"]
+            want = [o for o in acked if o > start]
+            got = [reader.next_push("pub", channel=channel, timeout=10)["offset"] for _ in want]
+            assert got == want
+            assert reader.closed is None
+            reader.close()
