@@ -242,3 +242,38 @@ def test_concurrent_sweeps_expire_once(area: str) -> None:
     # Re-offered once per booking to the next two (no duplicate offers despite four sweepers).
     for b in bookings:
         assert Offer.objects.filter(booking_id=b, status="pending").count() == 2
+
+
+def test_concurrent_bookings_offering_the_same_providers_in_opposite_orders(area: str) -> None:
+    """Bookings west and east of three providers offer them nearest first, so in opposite orders;
+    with each offer's offset taken as it was made, such transactions deadlocked."""
+    west, mid, east = uid("pw"), uid("pm"), uid("pe")
+    for user, dlng in ((west, -0.01), (mid, 0.0), (east, 0.01)):
+        service.update_provider(user, LAT, LNG + dlng, True, categories=[area])
+    sides = [-0.02, 0.02] * 4
+    barrier = threading.Barrier(len(sides))
+    results: list[Any] = []
+    lock = threading.Lock()
+
+    def book(dlng: float) -> None:
+        try:
+            barrier.wait()
+            try:
+                out: Any = dispatch.create_booking(who("customer"), area, LAT, LNG + dlng, "on_demand")
+            except Exception as exc:
+                out = exc
+            with lock:
+                results.append(out)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=book, args=(d,)) for d in sides]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r["offered"] if isinstance(r, dict) else r for r in results] == [3] * len(sides)
+    for user in (west, mid, east):
+        offsets = list(Publication.objects.filter(channel=f"user:{user}").order_by("offset")
+                       .values_list("offset", flat=True))
+        assert offsets == list(range(1, len(sides) + 1))  # gap-free, one per booking

@@ -298,3 +298,30 @@ def test_describe_is_the_call_record(tenant: str) -> None:
     assert got["outcome"] == "declined" and got["caller"] == alice.user and got["duration_s"] == 0
     assert [(p["user"], p["status"], p["caller"]) for p in got["participants"]] == [
         (alice.user, "joined", True), (bob.user, "declined", False)]
+
+
+def test_group_calls_ringing_the_same_people_at_once(tenant: str) -> None:
+    """Concurrent group calls to overlapping members all ring; each member's channel stays gap-free."""
+    members = people(tenant, 4)
+    rooms = [(m, room_of(m, *[o for o in members if o is not m])) for m in members]
+    barrier = threading.Barrier(len(rooms))
+    codes: list[str] = []
+
+    def ring(caller: Caller, room: str) -> None:
+        try:
+            barrier.wait()
+            codes.append(code_of(calls.start, caller, {"room": room, "media": "voice"}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ring, args=r) for r in rooms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == ["ok"] * len(rooms)
+    for m in members:  # everyone was invited by the three others; offsets gap-free
+        rows = list(Publication.objects.filter(channel=f"user:{m.user}").order_by("offset")
+                    .values_list("offset", "data"))
+        assert [o for o, _ in rows] == list(range(1, len(rows) + 1))
+        assert sum(orjson.loads(d)["kind"] == "call.invite" for _, d in rows) == len(members) - 1

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
+from django.db import connection
 
 from core.errors import HubError
 from core.models import AuditLog, Publication
@@ -399,3 +401,39 @@ def test_get_job_shows_members_their_view(tenant: str) -> None:
     assert len(jobs.get_job(owner, {"job": job})["bids"]) == 2
     assert [b["provider"] for b in jobs.get_job(p1, {"job": job})["bids"]] == [p1.user]
     assert code_of(jobs.get_job, Caller(uid("x"), "provider", tenant), {"job": job}) == "forbidden"
+
+
+@pytest.mark.services
+def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
+        monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+    """Bids only share-lock the job (they no longer queue behind each other); an accept still waits
+    for them, and a bid arriving after it is refused, never stored on an accepted job."""
+    owner = Caller(uid("cust"), "customer", tenant)
+    fake_matcher(monkeypatch, lambda: [])
+    job = post(owner, budget=10000, currency="GBP")
+    bidders = [Caller(uid("p"), "provider", tenant) for _ in range(8)]
+    barrier = threading.Barrier(len(bidders))
+    codes: list[str] = []
+
+    def place(p: Caller) -> None:
+        try:
+            barrier.wait()
+            codes.append(code_of(jobs.bid, p, {"job": job, "amount": 5000, "currency": "GBP"}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=place, args=(p,)) for p in bidders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert codes == ["ok"] * len(bidders)
+    offsets = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+                   .values_list("offset", flat=True))
+    assert offsets == list(range(1, len(bidders) + 1))  # one publication per bid, gap-free
+    first = Bid.objects.filter(job_id=job).order_by("created_at").first()
+    assert first is not None
+    jobs.accept(owner, {"job": job, "bid": first.id})
+    late = Caller(uid("p"), "provider", tenant)
+    assert code_of(jobs.bid, late, {"job": job, "amount": 5000, "currency": "GBP"}) == "conflict"
+    assert not Bid.objects.filter(job_id=job, provider=late.user).exists()
