@@ -39,12 +39,14 @@ CLOSE_PROTOCOL = 4010
 # Refused frames are logged at most once per connection per this many seconds (with a count), so a
 # broken or hostile client cannot flood the log.
 BAD_FRAME_LOG_S = 10.0
+# Failed `refresh` attempts a connection may make (each one audited) before it is closed with 4001.
+MAX_REFRESH_FAILURES = 3
 
 
 class Connection:
     __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
-                 "bad_unlogged", "__weakref__")
+                 "bad_unlogged", "refresh_failures", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -58,6 +60,7 @@ class Connection:
         self.bad = 0
         self.bad_log_at = 0.0  # monotonic time before which refusals are counted, not logged
         self.bad_unlogged = 0
+        self.refresh_failures = 0
         self.closed = False
         loop = engine.loop
         self.timer: asyncio.TimerHandle | None = loop.call_later(
@@ -227,6 +230,12 @@ class Connection:
                 raise auth.TokenError("token is older than the current one")
         except auth.TokenError as exc:
             caller = self.caller
+            self.refresh_failures += 1
+            if self.refresh_failures > MAX_REFRESH_FAILURES:
+                # Someone trying tokens on an open socket: stop answering (and auditing) them.
+                self.error(cid, HubError(UNAUTHORIZED, "too many failed refreshes"))
+                self.close(CLOSE_AUTH)
+                return
             self.engine.loop.create_task(audit.arecord(caller.user, "token.refresh_failed", self.client,
                                                        role=caller.role, tenant=caller.tenant,
                                                        reason=str(exc)))
@@ -306,18 +315,21 @@ class Connection:
             raise HubError("conflict", f"already subscribed to {channel}")
         if len(self.subs) >= settings.HUB_MAX_SUBSCRIPTIONS:
             raise HubError(TOO_LARGE, f"at most {settings.HUB_MAX_SUBSCRIPTIONS} subscriptions")
-        ns, via_admin = await channels.check_subscribe(self.caller, channel)
-        if via_admin:
-            await audit.arecord(self.caller.user, "channel.admin_read", channel, role=self.caller.role,
-                                tenant=self.caller.tenant)
-        self.subs.add(channel)  # reserved before the await so limits hold under pipelining
+        # Reserved before the first await: pipelined subscribes cannot pass the cap, nor take one
+        # channel twice.
+        self.subs.add(channel)
         try:
+            ns, via_admin = await channels.check_subscribe(self.caller, channel)
+            if via_admin:
+                await audit.arecord(self.caller.user, "channel.admin_read", channel, role=self.caller.role,
+                                    tenant=self.caller.tenant)
             window = ns.window_s or settings.HUB_HISTORY_DAYS * 86400
             result = await self.engine.attach(self, channel, cmd.get("since"), window)
         except BaseException:
             self.subs.discard(channel)
             raise
-        if self.closed:
+        if self.closed or channel not in self.subs:
+            # Closed, or unsubscribed while this subscribe was under way: no delivery, no presence.
             self.engine.detach(self, channel)
             return result
         if self.engine.presence.join(channel, self.caller.user, self.caller.role):
