@@ -47,7 +47,7 @@ class AssistConfig:
     transcript_days: int
     system_prompt: str
     offline_delay_s: float
-    transcript_spill_dir: str  # rows the database refused wait here (local disk) until written
+    transcript_journal_dir: str  # every transcript is journaled here (local disk) until committed
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -94,8 +94,8 @@ def load() -> AssistConfig:
         transcript_days=env_int("AI_TRANSCRIPT_DAYS", 30),
         system_prompt=os.environ.get("AI_SYSTEM_PROMPT", "") or DEFAULT_SYSTEM_PROMPT,
         offline_delay_s=env_float("AI_OFFLINE_DELAY_S", 0.0),
-        transcript_spill_dir=os.environ.get("AI_TRANSCRIPT_SPILL_DIR", "")
-        or str(settings.BASE_DIR / "var" / "assist-spill"),
+        transcript_journal_dir=os.environ.get("AI_TRANSCRIPT_JOURNAL_DIR", "")
+        or str(settings.BASE_DIR / "var" / "assist-journal"),
     )
 
 

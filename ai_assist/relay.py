@@ -18,7 +18,7 @@ Policy, in order for each provider of AI_PROVIDERS that has a key:
   relay never retries then and never splices a second provider's answer onto the first.
 - an answer is complete only when the provider said so (see providers.py): a body that just ends
   is a `truncated` failure like any other, so half an answer is never presented as whole.
-- the final push goes out only after the transcript row is committed.
+- the final push goes out only after the transcript row is journaled (transcripts.py).
 The offline provider is used only when no real provider has a key.
 """
 from __future__ import annotations
@@ -306,10 +306,11 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
                      assist: str | None = None, room: str = "") -> AssistResult:
     """Answer one request: deltas, then done or error, go to `sink`; a transcript is written.
 
-    The final `done`/`error` reaches the sink only after the transcript row is committed, so an
-    answer the user was told about survives the process being killed right after. `caller` needs
-    `.user` and `.tenant`. Cancelling the task stops the upstream stream (its HTTP response is
-    closed) and records a cancelled transcript; nothing more is sent to the sink.
+    The final `done`/`error` reaches the sink only after the transcript row is journaled (on disk),
+    so an answer the user was told about survives the process being killed right after; returns
+    once the row is committed (or after COMMIT_WAIT_S, the database being slow or down). `caller`
+    needs `.user` and `.tenant`. Cancelling the task stops the upstream stream (its HTTP response
+    is closed) and records a cancelled transcript; nothing more is sent to the sink.
     """
     cfg = config.get()
     assist = assist or uuid.uuid4().hex
@@ -318,6 +319,7 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
     run = _Run(assist, req, sink)
     result = AssistResult(assist=assist, outcome="error")
     usage = Usage()
+    final: Callable[[], None] | None = None
     try:
         final = await _answer(run, result, usage)
     except asyncio.CancelledError:
@@ -332,8 +334,11 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
         metrics.assist(result.provider or "none", result.latency_ms / 1000, fallback=bool(run.fallbacks))
         if result.outcome != "ok":
             result.usage = usage
-        await asyncio.shield(_finish(caller, room, prompt, context, result))
-    final()
+        committed = _record(caller, room, prompt, context, result)
+        if final is None:  # cancelled or failed: no final push follows
+            await asyncio.shield(_settle(caller, result, committed))
+    final()  # only now: the row is on disk before the user hears the answer is over
+    await asyncio.shield(_settle(caller, result, committed))
     return result
 
 
@@ -382,19 +387,32 @@ async def _answer(run: _Run, result: AssistResult, usage: Usage) -> Callable[[],
     return partial(sink.error, assist, UNAVAILABLE, message, False)
 
 
-async def _finish(caller: Any, room: str, prompt: str, context: list[dict[str, Any]],
-                  result: AssistResult) -> None:
-    user, tenant = str(caller.user), str(getattr(caller, "tenant", "") or "")
+def _record(caller: Any, room: str, prompt: str, context: list[dict[str, Any]],
+            result: AssistResult) -> asyncio.Future[bool]:
+    """Journal the transcript row (synchronously) and queue it for the database."""
     row = transcripts.build(
-        assist=result.assist, user=user, tenant=tenant, room=room, prompt=prompt, context=context,
-        answer=result.text, provider=result.provider, model=result.model, attempts=result.attempts,
-        fallbacks=result.fallbacks, tokens_in=result.usage.input_tokens, tokens_out=result.usage.output_tokens,
-        latency_ms=result.latency_ms, first_token_ms=result.first_token_ms, outcome=result.outcome,
-        error_code=result.error_code, finish=result.finish)
-    written = transcripts.record(row)
+        assist=result.assist, user=str(caller.user), tenant=str(getattr(caller, "tenant", "") or ""), room=room,
+        prompt=prompt, context=context, answer=result.text, provider=result.provider, model=result.model,
+        attempts=result.attempts, fallbacks=result.fallbacks, tokens_in=result.usage.input_tokens,
+        tokens_out=result.usage.output_tokens, latency_ms=result.latency_ms, first_token_ms=result.first_token_ms,
+        outcome=result.outcome, error_code=result.error_code, finish=result.finish)
+    result.transcript_written, committed = transcripts.record(row)
+    return committed
+
+
+COMMIT_WAIT_S = 5.0  # how long a finished request waits for its row's commit (it is journaled already)
+
+
+async def _settle(caller: Any, result: AssistResult, committed: asyncio.Future[bool]) -> None:
+    user, tenant = str(caller.user), str(getattr(caller, "tenant", "") or "")
     if result.outcome in ("ok", "incomplete", "cancelled"):
-        await _charge_tokens(user, tenant, result.usage.output_tokens)  # meanwhile the row is written
-    result.transcript_written = await written
+        await _charge_tokens(user, tenant, result.usage.output_tokens)
+    try:
+        await asyncio.wait_for(asyncio.shield(committed), COMMIT_WAIT_S)
+        result.transcript_written = True
+    except TimeoutError:
+        log.warning("assist %s: transcript not committed after %g s (journaled: %s)", result.assist,
+                    COMMIT_WAIT_S, result.transcript_written)
     # Successes at DEBUG (the transcript has the details); anything else is worth a line at INFO.
     log.log(logging.DEBUG if result.outcome == "ok" else logging.INFO,
             "assist %s %s via %s in %d ms (%d attempts)", result.assist, result.outcome,

@@ -1,36 +1,45 @@
 """Transcripts: written after each request (redacted), exported, erased and purged.
 
-Rows are written by one background thread per process in batches (one INSERT per batch), so 200
-concurrent streams do not queue 200 single-row transactions on the thread pool. `record()` returns
-an awaitable that resolves once the row is durable; the relay sends the final push only then.
+`record(row)` first appends the row to this process's journal file (one write(2), synchronously,
+on the caller's thread), then queues it for the database; the relay sends the final push after
+`record()` returned, so the row of every answer a user was told about is on disk before the user
+hears about it and survives the process being killed (kill -9, OOM, crash) from then on.
 
-Durable means committed to the database or, when the database refuses the batch (after a few
-tries), appended and fsynced to this process's spill file in AI_TRANSCRIPT_SPILL_DIR. The writer
-inserts its own spilled rows after its next successful batch; files of processes that died are
-inserted by `recover_spilled()` (at start-up, and by a periodic sweep). A process holds an
-exclusive flock on its spill file while it lives, so a file is only ever replayed by one process at
-a time, and inserts ignore rows already there (the assist id is the key): nothing is written twice.
+The database write is one background thread per process, in batches (one INSERT per batch), so 200
+concurrent streams do not queue 200 single-row transactions on the thread pool and the push does
+not wait for a commit. A batch the database refuses is retried with backoff until it goes in; the
+rows are in the journal meanwhile. Journal lines are dropped once their rows are committed (the
+file is emptied when nothing is outstanding, and rotated to a new segment under constant load).
 
-Every text field goes through `redact.redact` before it is queued: prompt, context and answer.
+Journal files of processes that are gone are inserted by `recover_journals()` at start-up (and by
+a periodic sweep). A process holds an exclusive flock on each of its journal files while it lives,
+so only files of dead processes are taken, and every insert ignores ids already there (the assist
+id is the primary key): replaying a file twice, or after part of it was written, writes nothing
+twice.
+
+Every text field goes through `redact.redact` before it is journaled: prompt, context and answer.
 Keys never reach this module: providers and the relay hand over names, counts and error kinds only.
 """
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import queue
 import socket
 import threading
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection
+from django.db.models.constants import OnConflict
 from django.utils import timezone
 
 from ai_assist import config
@@ -41,14 +50,10 @@ from hub.tasks import every, on_start
 log = logging.getLogger("ai_assist.transcripts")
 
 _BATCH = 500
-_FIELDS = [f.attname for f in Transcript._meta.concrete_fields]
-
-
-@dataclass
-class _Item:
-    row: Transcript
-    loop: asyncio.AbstractEventLoop | None
-    future: asyncio.Future[bool] | None
+_SEGMENT_ROWS = 10_000  # a journal segment still busy after this many rows is sealed and a new one begun
+_RETRY_MAX_S = 30.0
+_CONCRETE = list(Transcript._meta.concrete_fields)
+_FIELDS = [f.attname for f in _CONCRETE]
 
 
 def build(*, assist: str, user: str, tenant: str, room: str, prompt: str, context: list[dict[str, Any]],
@@ -64,8 +69,11 @@ def build(*, assist: str, user: str, tenant: str, room: str, prompt: str, contex
 
 
 def _insert(rows: list[Transcript]) -> None:
-    with transaction.atomic():
-        Transcript.objects.bulk_create(rows, batch_size=_BATCH, ignore_conflicts=True)
+    # One INSERT ... ON CONFLICT DO NOTHING in autocommit: a single round trip (bulk_create would add
+    # BEGIN and COMMIT), and ids already there are skipped, so a row is never written twice.
+    for start in range(0, len(rows), _BATCH):
+        Transcript._base_manager._insert(rows[start:start + _BATCH], fields=_CONCRETE,  # type: ignore[attr-defined]
+                                         on_conflict=OnConflict.IGNORE)
 
 
 def _to_line(row: Transcript) -> bytes:
@@ -82,40 +90,9 @@ def _from_lines(raw: bytes) -> list[Transcript]:
             data["created_at"] = datetime.fromisoformat(data["created_at"])
             rows.append(Transcript(**{k: v for k, v in data.items() if k in _FIELDS}))
         except (ValueError, TypeError, KeyError):
-            # Empty, or torn by a crash before its fsync returned: that answer's final push never went out.
+            # Empty, or torn by a crash mid-write: that answer's final push never went out.
             continue
     return rows
-
-
-class _Spill:
-    """This process's spill file, created on the first refused batch; flocked while the process lives."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        # Locked under a name recovery does not look at, then renamed: never seen unlocked.
-        tmp = self.path.with_suffix(".new")
-        self.fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        os.rename(tmp, self.path)
-        _fsync_dir(directory)  # the file's name survives a crash too
-        self.pending = False
-
-    def append(self, rows: list[Transcript]) -> None:
-        data = b"".join(_to_line(r) for r in rows)
-        while data:
-            data = data[os.write(self.fd, data):]
-        os.fsync(self.fd)
-        self.pending = True
-
-    def replay(self) -> int:
-        """Insert what this process spilled (the database took a batch again), then empty the file."""
-        rows = _from_lines(_read_all(self.fd))
-        _insert(rows)
-        os.ftruncate(self.fd, 0)
-        os.fsync(self.fd)
-        self.pending = False
-        return len(rows)
 
 
 def _read_all(fd: int) -> bytes:
@@ -127,18 +104,90 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+@dataclass(eq=False)
+class _Segment:
+    """One journal file of this process, flocked from creation until it is removed."""
+
+    path: Path
+    fd: int
+    lines: int = 0
+    outstanding: set[str] = field(default_factory=set)  # ids appended here and not committed yet
+
+    @classmethod
+    def create(cls, directory: Path) -> _Segment:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        # Locked under a name recovery does not look at, then renamed: never seen unlocked.
+        tmp = path.with_suffix(".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(tmp, path)
+        except OSError:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+        finally:
+            os.close(self.fd)
+
+
+class _Journal:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.lock = threading.Lock()
+        self.current: _Segment | None = None
+        self.sealed: list[_Segment] = []
+
+    def append(self, row: Transcript) -> _Segment:
+        """Write the row to the current segment (raises OSError when the disk refuses it)."""
+        line = _to_line(row)
+        with self.lock:
+            seg = self.current
+            if seg is None or seg.lines >= _SEGMENT_ROWS:
+                if seg is not None:
+                    self.sealed.append(seg)
+                seg = self.current = _Segment.create(self.directory)
+            data = line
+            while data:
+                data = data[os.write(seg.fd, data):]
+            seg.lines += 1
+            seg.outstanding.add(row.id)
+            return seg
+
+    def committed(self, done: list[tuple[_Segment, str]]) -> None:
+        """Forget committed rows: empty the current segment, remove sealed ones, once nothing is left."""
+        with self.lock:
+            for seg, rid in done:
+                seg.outstanding.discard(rid)
+            cur = self.current
+            if cur is not None and cur.lines and not cur.outstanding:
+                os.ftruncate(cur.fd, 0)
+                cur.lines = 0
+            for seg in [s for s in self.sealed if not s.outstanding]:
+                self.sealed.remove(seg)
+                seg.remove()
+
+    def paths(self) -> set[Path]:
+        with self.lock:
+            return {s.path for s in self.sealed} | ({self.current.path} if self.current else set())
+
+
+@dataclass
+class _Item:
+    row: Transcript
+    segment: _Segment | None  # None: the journal refused it, the database is all it has
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[bool] | None
 
 
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, journal: _Journal) -> None:
+        self.journal = journal
         self.queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self.spill: _Spill | None = None
         self.thread = threading.Thread(target=self._run, name="ai-transcripts", daemon=True)
         self.thread.start()
 
@@ -150,83 +199,41 @@ class _Writer:
                     items.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            ok = self._write([i.row for i in items])
+            self._write([i.row for i in items])
+            try:
+                self.journal.committed([(i.segment, i.row.id) for i in items if i.segment is not None])
+            except OSError as exc:  # the rows are in the database; a stale journal only costs a replay
+                log.warning("transcript journal not trimmed (%s)", type(exc).__name__)
             for item in items:
                 if item.loop is not None and item.future is not None and not item.loop.is_closed():
-                    item.loop.call_soon_threadsafe(_resolve, item.future, ok)
+                    item.loop.call_soon_threadsafe(_resolve, item.future, True)
 
-    def _write(self, rows: list[Transcript]) -> bool:
-        """True once the rows are durable: committed, or (the database refusing them) spilled to disk."""
-        for attempt in range(3):
+    @staticmethod
+    def _write(rows: list[Transcript]) -> None:
+        """Insert the batch, retrying with backoff until the database takes it (the journal has it meanwhile)."""
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                close_old_connections()
-                _insert(rows)
-                break
+                _insert(rows)  # a broken connection fails here and is closed below; no health-check query
+                return
             except Exception as exc:  # noqa: BLE001 - a transcript must never take the relay down
-                log.warning("transcript write failed (%s), attempt %d", type(exc).__name__, attempt + 1)
+                if attempt in (1, 3) or attempt % 20 == 0:
+                    log.warning("transcript write failed (%s), attempt %d; retrying", type(exc).__name__, attempt)
                 try:
                     connection.close()
                 except Exception:  # noqa: BLE001
                     pass
-        else:
-            return self._spill_rows(rows)
-        if self.spill is not None and self.spill.pending:
-            try:
-                n = self.spill.replay()
-                log.info("%d spilled transcripts written", n)
-            except Exception as exc:  # noqa: BLE001 - they stay in the file for the next batch
-                log.warning("spilled transcripts not written yet (%s)", type(exc).__name__)
-        return True
-
-    def _spill_rows(self, rows: list[Transcript]) -> bool:
-        try:
-            if self.spill is None:
-                self.spill = _Spill(Path(config.get().transcript_spill_dir))
-            self.spill.append(rows)
-        except OSError as exc:
-            log.error("%d transcripts lost: the database and the spill file both refused them (%s)",
-                      len(rows), type(exc).__name__)
-            return False
-        log.warning("%d transcripts spilled to %s until the database takes them", len(rows), self.spill.path.name)
-        return True
+            time.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
 
 
-def recover_spilled() -> int:
-    """Insert the spill files of processes that are gone (their flock is free); returns rows read."""
-    directory = Path(config.get().transcript_spill_dir)
-    own = _writer.spill.path if _writer is not None and _writer.spill is not None else None
-    total = 0
-    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
-        if path == own:
-            continue
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its process is alive and writes its rows itself
-            try:
-                if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                    continue  # replayed and removed by another process meanwhile
-            except FileNotFoundError:
-                continue
-            rows = _from_lines(_read_all(fd))
-            _insert(rows)
-            path.unlink()
-            total += len(rows)
-        finally:
-            os.close(fd)
-    if total:
-        log.info("%d spilled transcripts recovered", total)
-    return total
-
-
-# Before a process serves, and now and then, so a dead process's rows do not wait for a restart.
-on_start("ai_assist.transcripts")(recover_spilled)
-every(60, "ai_assist.transcripts")(lambda now: recover_spilled())
+def journal_dir() -> Path:
+    """AI_TRANSCRIPT_JOURNAL_DIR/<database>: a journal is only ever replayed into its own database."""
+    db = connection.settings_dict
+    key = hashlib.sha256(f"{db.get('ENGINE')}|{db.get('HOST')}|{db.get('PORT')}|{db.get('NAME')}".encode())
+    return Path(config.get().transcript_journal_dir) / key.hexdigest()[:16]
 
 
 def _resolve(fut: asyncio.Future[bool], ok: bool) -> None:
@@ -242,16 +249,66 @@ def _get_writer() -> _Writer:
     global _writer
     with _writer_lock:
         if _writer is None:
-            _writer = _Writer()
+            _writer = _Writer(_Journal(journal_dir()))
         return _writer
 
 
-def record(row: Transcript) -> asyncio.Future[bool]:
-    """Queue a row; the future (on the running loop) resolves True once committed, False if it failed."""
+def record(row: Transcript) -> tuple[bool, asyncio.Future[bool]]:
+    """Journal the row now, then queue it for the database.
+
+    Returns (journaled, committed): whether the row is on disk already (False only when the journal
+    refused it: logged, and the database write is then all there is), and a future on the running
+    loop that resolves (True) once the row is committed.
+    """
+    writer = _get_writer()
+    segment: _Segment | None = None
+    try:
+        segment = writer.journal.append(row)
+    except OSError as exc:
+        log.error("transcript %s not journaled (%s): it is lost if this process dies before the database "
+                  "write", row.id, type(exc).__name__)
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[bool] = loop.create_future()
-    _get_writer().queue.put(_Item(row, loop, fut))
-    return fut
+    writer.queue.put(_Item(row, segment, loop, fut))
+    return segment is not None, fut
+
+
+def recover_journals() -> int:
+    """Insert the journal files of processes that are gone (their flock is free); returns rows read."""
+    directory = journal_dir()
+    own = _writer.journal.paths() if _writer is not None else set()
+    total = 0
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
+        if path in own:
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process is alive and writes its rows itself
+            try:
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    continue  # recovered and removed by another process meanwhile
+            except FileNotFoundError:
+                continue
+            rows = _from_lines(_read_all(fd))
+            _insert(rows)
+            path.unlink()
+            total += len(rows)
+        finally:
+            os.close(fd)
+    if total:
+        log.info("%d journaled transcripts recovered", total)
+    return total
+
+
+# Before a process serves, and now and then, so a dead process's rows do not wait for a restart.
+on_start("ai_assist.transcripts")(recover_journals)
+every(60, "ai_assist.transcripts")(lambda now: recover_journals())
 
 
 # --- retention, export, erasure ---------------------------------------------------------------

@@ -6,12 +6,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
 
-from ai_assist import breaker, relay
+from ai_assist import breaker, relay, transcripts
 from ai_assist.fake_upstream import FakeUpstreamServer
 from core import ratelimit
 
@@ -79,6 +80,18 @@ def assist(fake_server: FakeUpstreamServer, monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         _clear_shared_state()
         relay.reset()
+
+
+@pytest.fixture()
+def journal(assist: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh transcript writer journaling under tmp_path; returns its journal directory."""
+    assist.configure(AI_TRANSCRIPT_JOURNAL_DIR=str(tmp_path / "journal"))
+    monkeypatch.setattr(transcripts, "_writer", None)
+    return transcripts.journal_dir()
+
+
+def journaled_ids(directory: Path) -> set[str]:
+    return {r.id for path in directory.glob("*.jsonl") for r in transcripts._from_lines(path.read_bytes())}
 
 
 @dataclass

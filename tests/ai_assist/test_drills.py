@@ -4,6 +4,7 @@ database up and with it stopped (its own throwaway Postgres). Every answer the u
 complete."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from tests.support import HubClient, HubServer, ThrowawayPostgres, migrate, mint
 pytestmark = pytest.mark.services
 
 
-def _env(fake: FakeUpstreamServer) -> dict[str, str]:
+def _env(fake: FakeUpstreamServer, journal: Path) -> dict[str, str]:
     return {"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": fake.openai_base_url, "ANTHROPIC_API_KEY": "",
             "OPENAI_API_KEY_FILE": "", "ANTHROPIC_API_KEY_FILE": "", "AI_PROVIDERS": "openai",
-            "AI_USER_RPM": "100"}
+            "AI_USER_RPM": "100", "AI_TRANSCRIPT_JOURNAL_DIR": str(journal)}
 
 
 def _final(client: HubClient, assist: str, timeout: float = 10) -> tuple[str, dict[str, Any]]:
@@ -44,13 +45,15 @@ def _deltas(client: HubClient, assist: str, n: int) -> None:
             pass
 
 
-def test_kill_9_mid_stream_and_right_after_the_final_push(fake_server: FakeUpstreamServer) -> None:
+def test_kill_9_mid_stream_and_right_after_the_final_push(fake_server: FakeUpstreamServer,
+                                                          tmp_path: Path) -> None:
     fake_server.reset()
+    env = _env(fake_server, tmp_path)
     slow = {"kind": "slow", "delay": 0.2, "tokens": 200}
     user = uid("drill")
 
     # 1. Killed mid-stream: the answer never finished, so no row may claim it did (and none is written).
-    hub = HubServer(env=_env(fake_server))
+    hub = HubServer(env=env)
     hub.start()
     try:
         fake_server.inject("openai", slow)
@@ -65,7 +68,7 @@ def test_kill_9_mid_stream_and_right_after_the_final_push(fake_server: FakeUpstr
 
     # 2. Killed right after the client got its final pushes (one incomplete, one done), while a
     # third answer is still streaming.
-    hub = HubServer(env=_env(fake_server))
+    hub = HubServer(env=env)
     hub.start()
     try:
         fake_server.inject("openai", slow, {"kind": "truncate", "after": 3}, "ok")
@@ -82,13 +85,10 @@ def test_kill_9_mid_stream_and_right_after_the_final_push(fake_server: FakeUpstr
         hub.stop()
     assert partial_final["incomplete"] is True and "error" in partial_final
     assert whole_final["done"] is True and whole_final["finish"] == "stop"
-    rows = {r.id: r for r in Transcript.objects.filter(id__in=[cut, running, partial, whole])}
-    assert set(rows) == {partial, whole}
-    assert (rows[partial].outcome, rows[partial].answer) == ("incomplete", partial_text)
-    assert (rows[whole].outcome, rows[whole].answer) == ("ok", whole_text)
 
-    # 3. A new process starting up writes nothing twice and nothing for the killed streams.
-    hub = HubServer(env=_env(fake_server))
+    # 3. A new process starts (recovering what the killed one had journaled but not committed):
+    # both answers have their row, exactly once; the killed streams have none; nothing is written twice.
+    hub = HubServer(env=env)
     hub.start()
     try:
         with HubClient(hub.url, mint(user)) as client:
@@ -96,12 +96,16 @@ def test_kill_9_mid_stream_and_right_after_the_final_push(fake_server: FakeUpstr
             assert _final(client, after)[1]["done"] is True
     finally:
         hub.stop()
+    rows = {r.id: r for r in Transcript.objects.filter(id__in=[cut, running, partial, whole])}
+    assert set(rows) == {partial, whole}
+    assert (rows[partial].outcome, rows[partial].answer) == ("incomplete", partial_text)
+    assert (rows[whole].outcome, rows[whole].answer) == ("ok", whole_text)
     counts = {i: Transcript.objects.filter(id=i).count() for i in (cut, running, partial, whole, after)}
     assert counts == {cut: 0, running: 0, partial: 1, whole: 1, after: 1}
     assert Transcript.objects.filter(user=user).count() == 3
 
 
-def test_rows_spilled_while_the_database_is_down_are_recovered_at_start_up(
+def test_rows_journaled_while_the_database_is_down_are_recovered_at_start_up(
         fake_server: FakeUpstreamServer, tmp_path: Path) -> None:
     import psycopg
 
@@ -111,7 +115,7 @@ def test_rows_spilled_while_the_database_is_down_are_recovered_at_start_up(
     pg.start()
     try:
         migrate({"DATABASE_URL": pg.url})
-        env = {**_env(fake_server), "DATABASE_URL": pg.url, "AI_TRANSCRIPT_SPILL_DIR": str(tmp_path)}
+        env = {**_env(fake_server, tmp_path), "DATABASE_URL": pg.url}
         hub = HubServer(env=env)
         hub.start()
         try:
@@ -122,12 +126,13 @@ def test_rows_spilled_while_the_database_is_down_are_recovered_at_start_up(
             whole_text, whole_final = _final(client, whole)
             partial = client.rpc("assist.ask", prompt="and this one is cut")["assist"]
             partial_text, partial_final = _final(client, partial)
-            hub.kill()  # the rows exist only in the spill file now
+            hub.kill()  # the rows exist only in the journal now
             client.close()
         finally:
             hub.stop()
         assert whole_final["done"] is True and partial_final["incomplete"] is True
-        assert len(list(tmp_path.glob("*.jsonl"))) == 1
+        (journal,) = tmp_path.glob("*/*.jsonl")
+        assert {whole, partial} <= {json.loads(line)["id"] for line in journal.read_text().splitlines()}
         pg.start()
         for _ in range(2):  # a second start-up finds nothing left to write
             hub = HubServer(env=env)
@@ -137,6 +142,6 @@ def test_rows_spilled_while_the_database_is_down_are_recovered_at_start_up(
             rows = conn.execute("SELECT id, outcome, answer FROM ai_assist_transcript WHERE id = ANY(%s)",
                                 [[whole, partial]]).fetchall()
         assert sorted(rows) == sorted([(whole, "ok", whole_text), (partial, "incomplete", partial_text)])
-        assert list(tmp_path.glob("*.jsonl")) == []
+        assert not journal.exists()
     finally:
         pg.destroy()

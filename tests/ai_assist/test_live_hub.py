@@ -37,6 +37,14 @@ def _collect(client: HubClient, assist: str, timeout: float = 10) -> list[dict[s
             return out
 
 
+def _row(assist: str) -> Transcript:
+    # Journaled before the final push; committed by the hub's writer a moment later.
+    deadline = time.time() + 5
+    while not Transcript.objects.filter(id=assist).exists() and time.time() < deadline:
+        time.sleep(0.02)
+    return Transcript.objects.get(id=assist)
+
+
 def _disconnects(fake: FakeUpstreamServer, want: int) -> int:
     deadline = time.time() + 5
     while fake.stats()["openai"]["disconnects"] < want and time.time() < deadline:
@@ -95,7 +103,7 @@ def test_clean_end_mid_answer_reaches_the_user_as_incomplete(assist_hub: HubServ
     assert final["incomplete"] is True and final["error"]["code"] == "unavailable" and "done" not in final
     text = "".join(p["delta"] for p in pushes[:-1])
     assert text == expected_answer("where is my plumber")[: len(text)]
-    row = Transcript.objects.get(id=res["assist"])  # committed before the final push went out
+    row = _row(res["assist"])
     assert row.outcome == "incomplete" and row.answer == text
 
 
@@ -107,5 +115,5 @@ def test_length_limited_answer_is_done_with_its_finish(assist_hub: HubServer,
         res = client.rpc("assist.ask", prompt="go on")
         pushes = _collect(client, res["assist"])
     assert pushes[-1]["done"] is True and pushes[-1]["finish"] == "length"
-    row = Transcript.objects.get(id=res["assist"])
+    row = _row(res["assist"])
     assert (row.outcome, row.finish, row.answer) == ("ok", "length", expected_answer("go on", 4))

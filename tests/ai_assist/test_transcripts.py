@@ -5,7 +5,9 @@ import fcntl
 import io
 import logging
 import os
+import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,10 +16,10 @@ from django.core.management import call_command
 from django.db import OperationalError
 from django.utils import timezone
 
-from ai_assist import transcripts
+from ai_assist import relay, transcripts
 from ai_assist.models import Transcript
 from ai_assist.transcripts import erase_user_transcripts, export_user_transcripts
-from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, Who, ask
+from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, Who, ask, journaled_ids
 
 
 def test_prompt_and_answer_are_redacted(assist: Relay) -> None:
@@ -95,16 +97,7 @@ def test_purge_command(monkeypatch: pytest.MonkeyPatch) -> None:
     assert old.id not in set(Transcript.objects.values_list("id", flat=True))
 
 
-# --- durability: a row the database refused waits in the spill file -----------------------------
-
-@pytest.fixture()
-def spill(assist: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh writer (no spill file yet) spilling into its own directory."""
-    directory = tmp_path / "spill"
-    assist.configure(AI_TRANSCRIPT_SPILL_DIR=str(directory))
-    monkeypatch.setattr(transcripts, "_writer", None)
-    return directory
-
+# --- durability: every row is journaled before the final push -----------------------------------
 
 def _refuse_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
@@ -114,39 +107,64 @@ def _refuse_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         raise OperationalError("connection refused")
 
     monkeypatch.setattr(transcripts, "_insert", refuse)
+    monkeypatch.setattr(relay, "COMMIT_WAIT_S", 0.2)
     return calls
 
 
-def test_refused_row_is_spilled_before_the_final_push_then_written(spill: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_rows_wait_in_the_journal_while_the_database_refuses_them(journal: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     real_insert = transcripts._insert
     calls = _refuse_writes(monkeypatch)
     first, sink = ask("the database is down")
-    assert sink.final[0] == "done" and first.transcript_written and calls == [1, 1, 1]
-    assert not Transcript.objects.filter(id=first.assist).exists()
-    (spilled,) = spill.glob("*.jsonl")
-    assert first.assist in spilled.read_text() and "the database is down" in spilled.read_text()
+    second, _ = ask("still down")
+    assert sink.final[0] == "done" and first.transcript_written and second.transcript_written
+    assert len(calls) >= 1 and not Transcript.objects.filter(id__in=[first.assist, second.assist]).exists()
+    assert journaled_ids(journal) == {first.assist, second.assist}
+    (path,) = journal.glob("*.jsonl")
+    assert "the database is down" in path.read_text()
+    monkeypatch.setattr(transcripts, "_insert", real_insert)  # the database is back: the writer's retry goes in
+    assert _eventually(lambda: Transcript.objects.filter(id__in=[first.assist, second.assist]).count() == 2)
+    row = Transcript.objects.get(id=first.assist)
+    assert (row.outcome, row.answer, row.finish) == ("ok", sink.text, "stop")
+    assert _eventually(lambda: path.stat().st_size == 0)  # committed rows leave the journal
+
+
+def test_journal_segments_rotate_and_go_once_committed(journal: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_insert = transcripts._insert
+    _refuse_writes(monkeypatch)
+    monkeypatch.setattr(transcripts, "_SEGMENT_ROWS", 2)
+    results = [ask(f"question {i}")[0] for i in range(5)]
+    assert len(list(journal.glob("*.jsonl"))) == 3  # 2 + 2 + 1 rows
+    assert journaled_ids(journal) == {r.assist for r in results}
     monkeypatch.setattr(transcripts, "_insert", real_insert)
-    second, _ = ask("it is back")  # the next batch that goes through takes the spilled row along
-    rows = {r.id: r for r in Transcript.objects.filter(id__in=[first.assist, second.assist])}
-    assert set(rows) == {first.assist, second.assist}
-    assert (rows[first.assist].outcome, rows[first.assist].answer) == ("ok", sink.text)
-    assert rows[first.assist].created_at < rows[second.assist].created_at
-    assert spilled.read_text() == ""
+    assert _eventually(lambda: Transcript.objects.filter(id__in=[r.assist for r in results]).count() == 5)
+    assert _eventually(lambda: [p.stat().st_size for p in journal.glob("*.jsonl")] == [0])
 
 
-def test_no_database_and_no_spill_directory_loses_the_row_but_not_the_answer(
+def test_no_database_and_no_journal_loses_the_row_but_not_the_answer(
         assist: Relay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "a-file").write_text("")
-    assist.configure(AI_TRANSCRIPT_SPILL_DIR=str(tmp_path / "a-file" / "spill"))
+    assist.configure(AI_TRANSCRIPT_JOURNAL_DIR=str(tmp_path / "a-file" / "journal"))
     monkeypatch.setattr(transcripts, "_writer", None)
+    real_insert = transcripts._insert
     _refuse_writes(monkeypatch)
     result, sink = ask()
     assert sink.final[0] == "done" and not result.transcript_written
-    assert "transcripts lost" in caplog.text
+    assert "not journaled" in caplog.text
+    monkeypatch.setattr(transcripts, "_insert", real_insert)  # the writer still has it in memory
+    assert _eventually(lambda: Transcript.objects.filter(id=result.assist).exists())
 
 
-def _spill_file(directory: Path, rows: list[Transcript], tail: bytes = b"") -> Path:
+def _journal_file(directory: Path, rows: list[Transcript], tail: bytes = b"") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"host-{uuid.uuid4().hex[:6]}.jsonl"
     path.write_bytes(b"".join(transcripts._to_line(r) for r in rows) + tail)
@@ -160,22 +178,29 @@ def _built(user: str, outcome: str = "ok") -> Transcript:
                              first_token_ms=1, outcome=outcome, finish="stop" if outcome == "ok" else "")
 
 
-def test_recover_spilled_writes_a_dead_process_file_once(spill: Path) -> None:
+def test_recover_journals_writes_a_dead_process_file_once(journal: Path) -> None:
     user = f"u{uuid.uuid4().hex[:8]}"
     rows = [_built(user), _built(user, "incomplete"), _built(user)]
-    Transcript.objects.bulk_create([rows[2]])  # already written before the process died
-    dead = _spill_file(spill, rows, tail=b'{"id": "torn-by-the-cr')
-    alive = _spill_file(spill, [_built(user)])
+    Transcript.objects.bulk_create([rows[2]])  # already committed before the process died
+    dead = _journal_file(journal, rows, tail=b'{"id": "torn-by-the-cr')
+    alive = _journal_file(journal, [_built(user)])
     fd = os.open(alive, os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # a live process holds its own file
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a live process holds its own files
     try:
-        assert transcripts.recover_spilled() == 3
-        assert transcripts.recover_spilled() == 0
+        assert transcripts.recover_journals() == 3
+        assert transcripts.recover_journals() == 0
     finally:
         os.close(fd)
     assert not dead.exists() and alive.exists()
     got = {r.id: r for r in Transcript.objects.filter(user=user)}
     assert set(got) == {r.id for r in rows}
     assert got[rows[1].id].outcome == "incomplete" and got[rows[0].id].context == [{"from": "bob", "text": "hi"}]
-    assert transcripts.recover_spilled() == 1  # the owner is gone now
+    assert transcripts.recover_journals() == 1  # its owner is gone now
     assert Transcript.objects.filter(user=user).count() == 4
+
+
+def test_recovery_leaves_this_process_journal_alone(journal: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_writes(monkeypatch)
+    result, _ = ask()
+    assert transcripts.recover_journals() == 0  # our own (flocked) file: the writer inserts it
+    assert journaled_ids(journal) == {result.assist}
