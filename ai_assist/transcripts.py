@@ -151,9 +151,18 @@ class _Journal:
                 if seg is not None:
                     self.sealed.append(seg)
                 seg = self.current = _Segment.create(self.directory)
-            data = line
-            while data:
-                data = data[os.write(seg.fd, data):]
+            end = os.lseek(seg.fd, 0, os.SEEK_END)
+            try:
+                data = line
+                while data:
+                    data = data[os.write(seg.fd, data):]
+            except OSError:
+                # Cut a partial line off, or the next row would be appended to it and unreadable too.
+                try:
+                    os.ftruncate(seg.fd, end)
+                except OSError:
+                    pass
+                raise
             seg.lines += 1
             seg.outstanding.add(row.id)
             return seg
@@ -278,7 +287,8 @@ def recover_journals() -> int:
     directory = journal_dir()
     own = _writer.journal.paths() if _writer is not None else set()
     total = 0
-    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else []:
+    paths = sorted(directory.glob("*.jsonl")) + sorted(directory.glob("*.new")) if directory.is_dir() else []
+    for path in paths:
         if path in own:
             continue
         try:
@@ -295,6 +305,7 @@ def recover_journals() -> int:
                     continue  # recovered and removed by another process meanwhile
             except FileNotFoundError:
                 continue
+            # (A .new file is one whose process died before naming it: it has no rows.)
             rows = _from_lines(_read_all(fd))
             _insert(rows)
             path.unlink()

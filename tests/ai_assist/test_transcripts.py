@@ -204,3 +204,31 @@ def test_recovery_leaves_this_process_journal_alone(journal: Path, monkeypatch: 
     result, _ = ask()
     assert transcripts.recover_journals() == 0  # our own (flocked) file: the writer inserts it
     assert journaled_ids(journal) == {result.assist}
+
+
+def test_a_partly_written_line_is_cut_off_and_the_next_row_stays_readable(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = transcripts._Journal(tmp_path)
+    first, torn, third = _built("u-torn"), _built("u-torn"), _built("u-torn")
+    journal.append(first)
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transcripts.os, "write", disk_full)
+    with pytest.raises(OSError):
+        journal.append(torn)
+    monkeypatch.setattr(transcripts.os, "write", real_write)
+    journal.append(third)
+    (path,) = tmp_path.glob("*.jsonl")
+    assert [r.id for r in transcripts._from_lines(path.read_bytes())] == [first.id, third.id]
+
+
+def test_recovery_removes_a_journal_never_named(journal: Path) -> None:
+    journal.mkdir(parents=True, exist_ok=True)
+    stale = journal / "host-1-abc.new"  # its process died between creating and naming it
+    stale.write_bytes(b"")
+    assert transcripts.recover_journals() == 0
+    assert not stale.exists()
