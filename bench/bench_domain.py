@@ -257,11 +257,19 @@ class Plan:
             from matching.models import Offer
 
             bookings = [r["booking"] for r in prior.get("bookings.create", []) if r and r.get("offered")]
-            first: dict[str, str] = {}
+            offered: dict[str, list[str]] = {}
             for booking, provider in (Offer.objects.filter(booking_id__in=bookings, status="pending")
-                                      .order_by("distance_m").values_list("booking_id", "provider")):
-                first.setdefault(booking, provider)
-            return [(p, "provider", {"booking": b}) for b, p in first.items()]
+                                      .values_list("booking_id", "provider")):
+                offered.setdefault(booking, []).append(provider)
+            # One acceptor per booking, spread over the providers (a provider's acceptance counter
+            # is one row: a single provider accepting everything would measure only that row).
+            load: Counter[str] = Counter()
+            out: list[Item] = []
+            for booking, offered_to in offered.items():
+                p = min(offered_to, key=lambda u: load[u])
+                load[p] += 1
+                out.append((p, "provider", {"booking": booking}))
+            return out
         if action == "calls.start":
             return [(c, "customer", {"room": self.rooms[c], "media": "voice"})
                     for c in (cs[i % len(cs)] for i in range(self.n // 2))]
@@ -333,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     db = f"bench_domain_{os.getpid()}_{secrets.token_hex(2)}"
     logdir = Path(tempfile.mkdtemp(prefix="bench-domain-"))
     env = dict(os.environ, HUB_ENV="test", HUB_SECRET=secret, DATABASE_URL=f"{PG}/{db}", REDIS_URL=REDIS,
-               HUB_COMMANDS_PER_S="1000000", HUB_COMMAND_BURST="1000000", PYTHONDONTWRITEBYTECODE="1")
+               HUB_COMMANDS_PER_S="1000000", HUB_COMMAND_BURST="1000000", PYTHONDONTWRITEBYTECODE="1",
+               # Every bench socket comes from one address: the per-address socket budgets would refuse them.
+               HUB_MAX_SOCKETS_PER_ADDRESS="1000000", HUB_NEW_SOCKETS_PER_ADDRESS_PER_S="1000000")
     import psycopg
     import redis
 

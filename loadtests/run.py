@@ -95,6 +95,8 @@ class Stack:
             "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1", "OPENAI_API_KEY": "sk-loadtest-fake-openai",
             "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{upstream_port}",
             "ANTHROPIC_API_KEY": "sk-ant-loadtest-fake-anthropic", "PYTHONDONTWRITEBYTECODE": "1",
+            # Every simulated user connects from this one address: per-address socket budgets off.
+            "HUB_MAX_SOCKETS_PER_ADDRESS": "1000000", "HUB_NEW_SOCKETS_PER_ADDRESS_PER_S": "1000000",
         })
         self.env = env
         print(f"loadtest: database {self.db_name}, redis {redis_url}, hubs on port {port}", flush=True)

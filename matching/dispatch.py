@@ -18,7 +18,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -194,26 +194,28 @@ def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
         metrics.offer("accepted")
         Assignment.objects.create(booking=b, provider=actor.user, accepted_at=now)
         service.record_offer_outcome(actor.user, "accepted")
-        b.refresh_from_db(fields=["accepted", "status"])
+        b.accepted += 1  # the row is ours (locked above): no need to read it back
         if b.accepted >= b.crew:
-            _fill(b, now)
+            _fill(b, now, [actor.user] if b.crew == 1 else None)
         transaction.on_commit(lambda: service.refresh_acceptance([actor.user]))
     return {"booking": b.id, "status": "accepted", "booking_status": b.status}
 
 
-def _fill(b: Booking, now: datetime) -> None:
+def _fill(b: Booking, now: datetime, providers: list[str] | None = None) -> None:
     Booking.objects.filter(id=b.id).update(status=BookingStatus.ASSIGNED, assigned_at=now)
     b.status, b.assigned_at = BookingStatus.ASSIGNED, now
-    withdrawn = list(Offer.objects.filter(booking=b, status=OfferStatus.PENDING)
-                     .values_list("provider", flat=True))
-    if withdrawn:
-        Offer.objects.filter(booking=b, status=OfferStatus.PENDING).update(
-            status=OfferStatus.WITHDRAWN, withdrawn_at=now)
-        for _ in withdrawn:
-            metrics.offer("withdrawn")
-        for p in withdrawn:
-            append(f"user:{p}", {"kind": "offer.withdrawn", "booking": b.id})
-    providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
+    # Withdraw what is still pending and learn whom to tell, in one statement.
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Offer._meta.db_table} SET status = %s, withdrawn_at = %s "
+                       "WHERE booking_id = %s AND status = %s RETURNING provider",
+                       [OfferStatus.WITHDRAWN, connection.ops.adapt_datetimefield_value(now), b.id,
+                        OfferStatus.PENDING])
+        withdrawn = sorted(row[0] for row in cursor.fetchall())
+    for p in withdrawn:
+        metrics.offer("withdrawn")
+        append(f"user:{p}", {"kind": "offer.withdrawn", "booking": b.id})
+    if providers is None:
+        providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
     append(f"user:{b.customer}", {"kind": "booking.assigned", "booking": b.id, "providers": providers})
 
 
