@@ -337,8 +337,10 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
         committed = _record(caller, room, prompt, context, result)
         if final is None:  # cancelled or failed: no final push follows
             await asyncio.shield(_settle(caller, result, committed))
-    final()  # only now: the row is on disk before the user hears the answer is over
-    await asyncio.shield(_settle(caller, result, committed))
+    try:
+        final()  # only now: the row is on disk before the user hears the answer is over
+    finally:
+        await asyncio.shield(_settle(caller, result, committed))
     return result
 
 
