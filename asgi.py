@@ -12,9 +12,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from hub.guard import GuardMiddleware  # noqa: E402
+from hub.http import RequestIds  # noqa: E402
 from hub.ws import websocket_app  # noqa: E402
 
 application = ProtocolTypeRouter({
-    "http": GuardMiddleware(get_asgi_application()),
+    "http": RequestIds(GuardMiddleware(get_asgi_application())),
     "websocket": URLRouter([path("ws", websocket_app)]),
 })

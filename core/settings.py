@@ -129,7 +129,6 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "hub.http.RequestIdMiddleware",  # outermost: every response gets X-Request-Id and one log line
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -256,7 +255,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
-        # hub.http logs every request once; Django's own 4xx warnings would repeat it (5xx still logged).
+        # hub.http.RequestIds logs every request once; Django's 4xx warnings would repeat it (5xx still are).
         "django.request": {"level": "ERROR"},
         "daphne": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
@@ -175,7 +176,8 @@ def install_daphne_guards() -> None:
         body = _error_body(code, message)
         channel.transport.write(
             f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n".encode() + body)
+            # Refused before the request reached the application: a fresh id (every response has one).
+            f"X-Request-Id: {secrets.token_hex(8)}\r\nConnection: close\r\n\r\n".encode() + body)
         channel.transport.loseConnection()
 
     class GuardedRequest(http_protocol.WebRequest):  # type: ignore[misc]

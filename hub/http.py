@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -31,59 +31,66 @@ log = logging.getLogger("hub.http")
 MAX_BODY = 256 * 1024
 # A client's X-Request-Id is kept only when it cannot smuggle anything into logs or headers.
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SCOPE_KEY = "hub.request_id"
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def sane_request_id(given: str) -> str:
+    """The client's id when it is a short plain token, else a new one."""
+    return given if REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(8)
 
 
 def request_id_of(request: HttpRequest) -> str:
-    """The request's id: set by RequestIdMiddleware, else the client's (when sane), else a new one."""
-    rid = getattr(request, "request_id", None)
+    """The request's id, as RequestIds chose it (a request that did not pass through it gets one now)."""
+    rid = getattr(request, "scope", {}).get(SCOPE_KEY) or getattr(request, "hub_request_id", None)
     if rid is None:
-        given = request.headers.get("X-Request-Id", "")
-        rid = given if REQUEST_ID_RE.fullmatch(given) else secrets.token_hex(8)
-        request.request_id = rid  # type: ignore[attr-defined]
+        rid = sane_request_id(request.headers.get("X-Request-Id", ""))
+        request.hub_request_id = rid  # type: ignore[attr-defined]
     return str(rid)
 
 
-class RequestIdMiddleware:
-    """Outermost middleware: a request id on every response and in the logs; one log line per request
-    (INFO in development, DEBUG otherwise so production logs stay quiet; 5xx always WARNING)."""
+class RequestIds:
+    """Outermost ASGI layer for HTTP: every response (the guard's refusals included) carries
+    `X-Request-Id`, the id is in the logs of the request, and each request is logged once: INFO in
+    development, DEBUG otherwise (production logs stay quiet), WARNING for 5xx."""
 
-    sync_capable = True
-    async_capable = True
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
 
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+                break
+        rid = sane_request_id(given)
+        request_id.set(rid)
+        t0 = time.perf_counter()
+        status = 0
 
-    def __call__(self, request: HttpRequest) -> Any:
-        if self.is_async:
-            return self._acall(request)
-        t0 = self._start(request)
-        return self._finish(request, self.get_response(request), t0)
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", rid.encode())]}
+            await send(message)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
-        t0 = self._start(request)
-        get_response: Callable[[HttpRequest], Awaitable[HttpResponse]] = self.get_response
-        return self._finish(request, await get_response(request), t0)
-
-    @staticmethod
-    def _start(request: HttpRequest) -> float:
-        request_id.set(request_id_of(request))
-        return time.perf_counter()
-
-    @staticmethod
-    def _finish(request: HttpRequest, response: HttpResponse, t0: float) -> HttpResponse:
-        rid = request_id_of(request)
-        response["X-Request-Id"] = rid
-        ms = (time.perf_counter() - t0) * 1000
-        status = response.status_code
-        level = logging.WARNING if status >= 500 else logging.INFO if settings.DEVELOPMENT else logging.DEBUG
-        if log.isEnabledFor(level):
-            # The path only: a query string may carry personal data.
-            log.log(level, "%s %s %d %.1f ms", request.method, request.path, status, ms,
-                    extra={"event": "http", "code": str(status), "duration_ms": round(ms, 1)})
-        return response
+        try:
+            await self.app({**scope, SCOPE_KEY: rid}, receive, send_with_id)
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            shown = status or 500  # no response started: the server answers 500 or drops the request
+            level = logging.WARNING if shown >= 500 else logging.INFO if settings.DEVELOPMENT else logging.DEBUG
+            if log.isEnabledFor(level):
+                # The path only: a query string may carry personal data.
+                log.log(level, "%s %s %d %.1f ms", scope.get("method", ""), scope.get("path", ""), shown, ms,
+                        extra={"event": "http", "code": str(shown), "duration_ms": round(ms, 1)})
 
 
 def error_response(err: HubError) -> JsonResponse:

@@ -132,3 +132,19 @@ def test_request_id_reaches_the_audit_row_and_each_request_is_logged(live_hub):
     assert [line["msg"].split()[:3] for line in lines] == [["POST", "/api/publish", "200"],
                                                           ["GET", "/api/rooms.list", "405"]]
     assert all(line["level"] == "INFO" and line["request_id"] == rid and "duration_ms" in line for line in lines)
+
+
+def test_a_request_refused_before_django_still_has_a_request_id(live_hub):
+    """The guard refuses an oversized body from its Content-Length alone, inside the server."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", live_hub.port, timeout=10)
+    conn.putrequest("POST", "/api/rooms.list")
+    conn.putheader("Content-Length", str(50 * 1024 * 1024))
+    conn.putheader("X-Request-Id", "mine-1")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413
+    rid = resp.getheader("X-Request-Id")
+    assert rid and re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid)
+    conn.close()
