@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import inspect
 import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,9 @@ class Method:
     summary: str = ""
     result: dict[str, Any] | None = None
     http: bool = True
+    # Calls with the same key (e.g. the job they write to) run one at a time per process; the others
+    # wait on the event loop rather than in a worker blocked on the same database row.
+    serial: Callable[[dict[str, Any]], str | None] | None = None
     validator: Draft202012Validator = field(init=False, repr=False)
     is_async: bool = field(init=False)
 
@@ -83,7 +87,8 @@ REGISTRY: dict[str, Method] = {}
 
 
 def method(name: str, roles: tuple[str, ...] | list[str], params: dict[str, Any] | None = None, *,
-           summary: str = "", result: dict[str, Any] | None = None, http: bool = True
+           summary: str = "", result: dict[str, Any] | None = None, http: bool = True,
+           serial: Callable[[dict[str, Any]], str | None] | None = None
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     unknown = set(roles) - set(ALL_ROLES)
     if unknown:
@@ -94,7 +99,7 @@ def method(name: str, roles: tuple[str, ...] | list[str], params: dict[str, Any]
         if name in REGISTRY and REGISTRY[name].fn is not fn:
             raise ValueError(f"rpc method {name} registered twice")
         REGISTRY[name] = Method(name, frozenset(roles), schema, fn,
-                                summary or (fn.__doc__ or "").strip().split("\n")[0], result, http)
+                                summary or (fn.__doc__ or "").strip().split("\n")[0], result, http, serial)
         return fn
 
     return register
@@ -133,7 +138,11 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
     try:
         if m.is_async:
             return await m.fn(caller, params)
-        return await run_domain(_attempts, name, m.fn, caller, params)
+        key = m.serial(params) if m.serial is not None else None
+        if key is None:
+            return await run_domain(_attempts, name, m.fn, caller, params)
+        async with _serial(key):
+            return await run_domain(_attempts, name, m.fn, caller, params)
     except HubError:
         raise
     except DB_DOWN as exc:
@@ -265,6 +274,31 @@ def _pool() -> tuple[ThreadPoolExecutor, _Gate]:
             _executor = ThreadPoolExecutor(gate.workers, thread_name_prefix="hub-domain")
     assert _executor is not None
     return _executor, gate
+
+
+SERIAL_WIDTH = 2  # per key and process: one call committing while the next prepares
+_keys: dict[str, asyncio.Semaphore] = {}
+
+
+@contextlib.asynccontextmanager
+async def _serial(key: str) -> AsyncIterator[None]:
+    """At most SERIAL_WIDTH calls per key at a time in this process; waiting is bounded like the pool's."""
+    sem = _keys.get(key)
+    if sem is None:
+        sem = _keys[key] = asyncio.Semaphore(SERIAL_WIDTH)
+    try:
+        try:
+            await asyncio.wait_for(sem.acquire(), settings.HUB_DOMAIN_WAIT_S)
+        except TimeoutError:
+            metrics.command("rpc:saturated", UNAVAILABLE)
+            raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100) from None
+        try:
+            yield
+        finally:
+            sem.release()
+    finally:
+        if sem._value == SERIAL_WIDTH and not sem._waiters and _keys.get(key) is sem:
+            del _keys[key]
 
 
 def reset_pool() -> None:

@@ -155,7 +155,8 @@ class HubUser(User):
             self.fire(rtype, name, ms, exc=exc)
             raise
         except Exception as exc:
-            self.fire(rtype, name, (time.perf_counter() - t0) * 1000, exc=exc)
+            if not (isinstance(exc, Closed) and getattr(self, "stopping", False)):
+                self.fire(rtype, name, (time.perf_counter() - t0) * 1000, exc=exc)
             raise
         self.fire(rtype, name, (time.perf_counter() - t0) * 1000, len(json.dumps(result)) if result else 0)
         return result
@@ -165,13 +166,14 @@ class HubUser(User):
         sock = self.sock
 
         def call() -> Any:
-            # As the protocol asks: `unavailable` with retry_after_ms (the hub shedding load) is retried
-            # after that delay, a few times; the request's time includes the waits.
+            # As the protocol asks: `unavailable` (the hub shedding load) or `rate_limited` with
+            # retry_after_ms is retried after that delay, a few times; the request's time includes the waits.
             for attempt in range(RPC_RETRIES + 1):
                 try:
                     return sock.rpc(method, params, timeout=timeout)
                 except HubError as exc:
-                    if exc.code != "unavailable" or exc.retry_after_ms is None or attempt == RPC_RETRIES:
+                    if (exc.code not in ("unavailable", "rate_limited") or exc.retry_after_ms is None
+                            or attempt == RPC_RETRIES):
                         raise
                     self.fire("RPC", f"{method}:retried", 0)
                     time.sleep(exc.retry_after_ms / 1000 * random.uniform(1.0, 1.5))
@@ -212,6 +214,7 @@ class HubUser(User):
         self.open()
 
     def on_stop(self) -> None:
+        self.stopping = True  # calls still in flight when this user's socket closes are not hub failures
         if self.sock is not None:
             time.sleep(1.0)  # let acknowledged publications arrive before the tail check
             missing = self.tracker.finish()

@@ -49,12 +49,31 @@ def block(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+running: dict[str, int] = {}
+peak: dict[str, int] = {}
+finished: list[str] = []
+count_lock = threading.Lock()
+
+
+def keyed(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    key = params["key"]
+    with count_lock:
+        running[key] = running.get(key, 0) + 1
+        peak[key] = max(peak.get(key, 0), running[key])
+    time.sleep(0.1)
+    with count_lock:
+        running[key] -= 1
+        finished.append(key)
+    return {}
+
+
 @pytest.fixture(autouse=True)
 def test_methods() -> Iterator[None]:
     """Methods registered for this module only (the registry is otherwise the documented API)."""
-    names = {"tests.collide": collide, "tests.lost": lost, "tests.block": block}
+    names = {"tests.collide": collide, "tests.lost": lost, "tests.block": block, "tests.keyed": keyed}
     for name, fn in names.items():
-        method(name, roles=("customer",), http=False)(fn)
+        method(name, roles=("customer",), http=False,
+               serial=(lambda p: str(p["key"])) if fn is keyed else None)(fn)
     yield
     for name in names:
         rpc.REGISTRY.pop(name, None)
@@ -226,3 +245,24 @@ def test_queued_call_of_a_closed_socket_is_not_run(one_worker_hub: HubServer) ->
     with HubClient(one_worker_hub.url, mint(owner, "customer", tenant)) as o:
         o.rpc("jobs.comment", job=job, text="now")  # the same call from an open socket runs
     assert list(JobComment.objects.filter(job_id=job).values_list("text", flat=True)) == ["now"]
+
+
+def test_calls_with_one_key_queue_outside_the_pool() -> None:
+    """Same-key calls (bids on one job) hold at most SERIAL_WIDTH workers; other calls still run."""
+    peak.clear()
+    finished.clear()
+
+    async def scenario() -> None:
+        with override_settings(HUB_DOMAIN_WORKERS=4, HUB_DOMAIN_WAIT_S=10):
+            rpc.reset_pool()
+            hot = [asyncio.create_task(rpc.call(caller(), "tests.keyed", {"key": "hot"})) for _ in range(6)]
+            await asyncio.sleep(0.01)
+            await rpc.call(caller(), "tests.keyed", {"key": "other"})
+            await asyncio.gather(*hot)
+        rpc.reset_pool()
+
+    asyncio.run(scenario())
+    assert peak["hot"] == rpc.SERIAL_WIDTH
+    assert finished.index("other") <= 3  # it did not queue behind the hot key's calls
+    assert finished.count("hot") == 6
+    assert rpc._keys == {}  # queues are dropped when empty
