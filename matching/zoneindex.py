@@ -19,12 +19,21 @@ about 2.5x fewer points reach shapely.
 Why the classification is safe: H3 children do not exactly tile their parent, so a cell above
 the lookup level "owns" the union of its lookup-level descendants, which sticks out of its
 hexagon by at most ~0.13 of its edge (measured). Such a cell is therefore only declared uniform
-when the zone boundary is farther than half its edge from its hexagon. Lookup-level cells are
-declared FULL/OUT only when the boundary
-is farther than 1e-6 degrees (~0.1 m) from the hexagon drawn through their vertices; the true H3
-cell (great-circle edges) deviates from that straight-edged polygon by well under a millimetre.
-Candidate coarse cells are h3's 'overlap' polyfill plus one ring of neighbours, so a cell whose
+when the zone boundary is farther than half its size (longest edge or centre-vertex distance)
+from its region. Lookup-level cells are declared FULL/OUT only when the boundary is farther than
+1e-6 degrees (~0.1 m) from their region. Candidate coarse cells are h3's 'overlap' polyfill plus
+the cells along the densely sampled zone boundary, plus one ring of neighbours, so a cell whose
 descendants reach into the zone cannot be missed.
+
+Anywhere on Earth: zones are plain lng/lat polygons (GeoJSON; one across the antimeridian is a
+MultiPolygon cut at +-180), and a cell's region is drawn in the same plane from its boundary:
+any number of vertices (pentagons; cells cut by an icosahedron edge get extra vertices), both
+copies of a cell that crosses the antimeridian, the whole cap beyond the lowest vertex for a cell
+around a pole. Cell edges are great-circle arcs: the margin grows by twice their measured bulge
+off the straight segments, and edges that bulge a lot (cells near a pole, very large cells) are
+first split along the arcs. h3's polyfill only sees pieces at most 90 degrees wide, which it reads
+as the same lng/lat polygons (never as crossing the antimeridian). The property test in
+tests/matching/test_zoneindex.py checks all this against shapely.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Any
 import h3
 import numpy as np
 import shapely
+import shapely.affinity
 from h3.api import basic_int as h3i
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
@@ -51,6 +61,13 @@ except ImportError:  # pragma: no cover - other h3 builds
 MAX_VERTICES = 10_000
 # Boundary margin (degrees) for declaring a fine cell FULL/OUT; see module docstring.
 _FINE_EPS_DEG = 1e-6
+# A cell's great-circle edges bulge off straight lng/lat segments by up to ``dev`` (measured at the
+# edge midpoints). While dev is under this fraction of the cell size the arcs are shallow, nearly
+# circular, and deviate most at their midpoints, so twice dev is added to the margin; beyond it
+# (cells near a pole, very large cells) the edges are first split along the arcs, at most
+# _MAX_SPLIT times. Splitting k times leaves about dev / k^2.
+_ARC_FLATNESS = 0.02
+_MAX_SPLIT = 32
 # Coarse-cell margin as a fraction of its longest edge (descendant overhang measured at <= 0.13).
 _COARSE_MARGIN = 0.5
 _FULL = True
@@ -170,25 +187,159 @@ class _Zone:
         return bool(shapely.intersects_xy(self.geom, lng, lat))
 
 
-def _hexes(cells: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shapely polygons (lng/lat) for cells, each cell's longest edge in degrees, and centres."""
-    if not cells:
-        e = np.empty(0)
-        return np.empty(0, dtype=object), e, e, e
-    bounds = [h3i.cell_to_boundary(c) for c in cells]
-    if all(len(b) == 6 for b in bounds):  # usual case: one vectorised call
-        pts = np.asarray(bounds, dtype=np.float64)[:, :, ::-1]  # (n, 6, [lng, lat])
-        polys = shapely.polygons(pts)
-        seg = np.roll(pts, -1, axis=1) - pts
-        edges = np.hypot(seg[:, :, 0], seg[:, :, 1]).max(axis=1)
-    else:  # pentagons (never near the UK, but stay general)
-        polys = shapely.polygons([[(lng, lat) for lat, lng in b] for b in bounds])
-        edges = np.array([
-            max(math.dist(b[i], b[(i + 1) % len(b)]) for i in range(len(b))) for b in bounds
-        ])
-    centres = np.asarray([h3i.cell_to_latlng(c) for c in cells], dtype=np.float64)
-    return polys, edges, centres[:, 1], centres[:, 0]
+def _to_xyz(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
+    la, ln = np.radians(lat), np.radians(lng)
+    return np.stack([np.cos(la) * np.cos(ln), np.cos(la) * np.sin(ln), np.sin(la)], axis=-1)
 
+
+def _to_latlng(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    return np.degrees(np.arctan2(z, np.hypot(x, y))), np.degrees(np.arctan2(y, x))
+
+
+def _chord_deviation(lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
+    """Per cell (rows), the largest lng/lat distance from a great-circle edge's midpoint to the
+    straight segment between its ends: how far the true cell strays from the straight-edged polygon."""
+    lat2, lng2 = np.roll(lat, -1, axis=1), np.roll(lng, -1, axis=1)
+    mlat, mlng = _to_latlng(_to_xyz(lat, lng) + _to_xyz(lat2, lng2))
+    mlng = lng + (mlng - lng + 180.0) % 360.0 - 180.0  # same side of the antimeridian as lng
+    ex, ey = lng2 - lng, lat2 - lat
+    cross = np.abs(ex * (mlat - lat) - ey * (mlng - lng))
+    return np.asarray((cross / np.maximum(np.hypot(ex, ey), 1e-300)).max(axis=1))
+
+
+def _splits(dev: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """How many pieces to split each cell's edges into along the arcs (1, 2, 4, ... _MAX_SPLIT)."""
+    need = np.sqrt(dev / np.maximum(_ARC_FLATNESS * size, 1e-300))
+    return np.where(need <= 1.0, 1, 2 ** np.ceil(np.log2(np.clip(need, 1.0, _MAX_SPLIT)))).astype(np.int64)
+
+
+def _densify(lat: np.ndarray, lng: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ring with k - 1 extra points along each great-circle edge (lng not unwrapped)."""
+    a = _to_xyz(lat, lng)
+    b = np.roll(a, -1, axis=0)
+    t = np.arange(k) / k
+    pts = a[:, None, :] * (1 - t)[None, :, None] + b[:, None, :] * t[None, :, None]  # chords, then
+    pts /= np.linalg.norm(pts, axis=-1, keepdims=True)  # projected onto the sphere (on the arc)
+    dlat, dlng = _to_latlng(pts.reshape(-1, 3))
+    return dlat, dlng
+
+
+def _unwrap(lng: np.ndarray) -> np.ndarray:
+    """Longitudes made continuous along the ring (consecutive steps within 180 degrees)."""
+    step = np.diff(lng)
+    step = (step + 180.0) % 360.0 - 180.0
+    return np.concatenate([lng[:1], lng[0] + np.cumsum(step)])
+
+
+def _odd_cell(boundary: tuple[tuple[float, float], ...]) -> tuple[BaseGeometry, float, float]:
+    """Region (lng/lat), size and extra margin of a cell the vectorised path does not handle:
+    pentagons and cells with distortion vertices (icosahedron edges), cells across the antimeridian,
+    cells around a pole, and cells so large that straight edges would be too far from the arcs."""
+    lat = np.array([p[0] for p in boundary])
+    lng = np.array([p[1] for p in boundary])
+    dev = float(_chord_deviation(lat[None, :], _unwrap(np.append(lng, lng[0]))[None, :-1])[0])
+    vlng = _unwrap(np.append(lng, lng[0]))[:-1]
+    size = float(max(np.hypot(np.diff(np.append(vlng, vlng[0])), np.diff(np.append(lat, lat[0]))).max(),
+                     np.hypot(vlng - vlng.mean(), lat - lat.mean()).max()))
+    k = int(_splits(np.array([dev]), np.array([size]))[0])
+    dlat, dlng = _densify(lat, lng, k)
+    ulng = _unwrap(np.append(dlng, dlng[0]))
+    if abs(ulng[-1] - ulng[0]) > 180.0:  # the ring winds around a pole: the cap beyond its lowest point
+        if lat.mean() > 0:
+            return shapely.box(-180.0, float(dlat.min()), 180.0, 90.0), 360.0, 0.0
+        return shapely.box(-180.0, -90.0, 180.0, float(dlat.max())), 360.0, 0.0
+    ring = np.column_stack([ulng[:-1], dlat])
+    region: BaseGeometry = Polygon(ring)
+    if ulng.min() < -180.0 or ulng.max() > 180.0:  # across the antimeridian: both copies
+        shift = 360.0 if ulng.min() < -180.0 else -360.0
+        region = MultiPolygon([region, shapely.affinity.translate(region, xoff=shift)])
+    vlng = _unwrap(np.append(lng, lng[0]))[:-1]
+    size = float(max(np.hypot(np.diff(np.append(vlng, vlng[0])), np.diff(np.append(lat, lat[0]))).max(),
+                     np.hypot(vlng - vlng.mean(), lat - lat.mean()).max()))
+    # A k-fold split leaves about dev / k^2 of arc deviation; count it twice.
+    return region, size, 2.0 * dev / (k * k)
+
+
+def _hexes(cells: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: region (lng/lat shapely geometry), size (longest edge or centre-vertex distance,
+    degrees), extra margin for the great-circle edges (degrees), and centre lng, lat."""
+    n = len(cells)
+    polys = np.empty(n, dtype=object)
+    sizes, extra = np.zeros(n), np.zeros(n)
+    if not n:
+        return polys, sizes, extra, np.empty(0), np.empty(0)
+    bounds = [h3i.cell_to_boundary(c) for c in cells]
+    plain = np.asarray([i for i, b in enumerate(bounds) if len(b) == 6], dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    if len(plain):  # usual case: hexagons, vectorised
+        pts = np.asarray([bounds[i] for i in plain], dtype=np.float64)[:, :, ::-1]  # (m, 6, [lng, lat])
+        lng, lat = pts[:, :, 0], pts[:, :, 1]
+        narrow = lng.max(axis=1) - lng.min(axis=1) <= 90.0  # else across the antimeridian or a pole
+        pts, lng, lat, plain = pts[narrow], lng[narrow], lat[narrow], plain[narrow]
+        dev = _chord_deviation(lat, lng)
+        seg = np.roll(pts, -1, axis=1) - pts
+        centre = pts.mean(axis=1, keepdims=True)
+        sizes[plain] = np.maximum(np.hypot(seg[:, :, 0], seg[:, :, 1]).max(axis=1),
+                                  np.hypot(*(pts - centre).transpose(2, 0, 1)).max(axis=1))
+        ks = _splits(dev, sizes[plain])
+        for k in np.unique(ks).astype(int).tolist():
+            sel = ks == k
+            ring = pts[sel] if k == 1 else _densify_rings(lat[sel], lng[sel], k)
+            polys[plain[sel]] = shapely.polygons(ring)
+            extra[plain[sel]] = 2.0 * dev[sel] / (k * k)
+        done[plain] = True
+    for i in np.flatnonzero(~done).tolist():
+        polys[i], sizes[i], extra[i] = _odd_cell(bounds[i])
+    centres = np.asarray([h3i.cell_to_latlng(c) for c in cells], dtype=np.float64)
+    return polys, sizes, extra, centres[:, 1], centres[:, 0]
+
+
+def _densify_rings(lat: np.ndarray, lng: np.ndarray, k: int) -> np.ndarray:
+    """(m, 6k, [lng, lat]): rings (rows) with k - 1 extra points along each great-circle edge,
+    longitudes kept on the side of each ring's first vertex."""
+    a = _to_xyz(lat, lng)
+    b = np.roll(a, -1, axis=1)
+    t = (np.arange(k) / k)[None, None, :, None]
+    p = a[:, :, None, :] * (1 - t) + b[:, :, None, :] * t
+    p /= np.linalg.norm(p, axis=-1, keepdims=True)
+    dlat, dlng = _to_latlng(p.reshape(len(lat), -1, 3))
+    dlng = lng[:, :1] + (dlng - lng[:, :1] + 180.0) % 360.0 - 180.0
+    return np.stack([dlng, dlat], axis=-1)
+
+
+def _bands(geom: BaseGeometry) -> list[BaseGeometry]:
+    """The zone cut into polygons at most 90 degrees of longitude wide."""
+    x0, _, x1, _ = geom.bounds
+    if x1 - x0 <= 90.0:
+        return [geom]
+    out: list[BaseGeometry] = []
+    for west in (-180.0, -90.0, 0.0, 90.0):
+        part = geom.intersection(shapely.box(west, -90.0, west + 90.0, 90.0))
+        out.extend(g for g in getattr(part, "geoms", [part]) if isinstance(g, Polygon) and not g.is_empty)
+    return out
+
+
+def _boundary_cells(geom: BaseGeometry, res: int) -> set[int]:
+    """Cells at ``res`` of points at most a quarter of a cell edge apart (on the ground) along every
+    ring of the zone. A segment's ground length is at most 111.32 km per degree of its lng/lat
+    length with the longitude part scaled by the largest cos(latitude) on it."""
+    step_km = h3.average_hexagon_edge_length(res, unit="km") / 4.0
+    out: set[int] = set()
+    parts = getattr(geom, "geoms", [geom])
+    for ring in [r for p in parts for r in (p.exterior, *p.interiors)]:
+        xy = np.asarray(ring.coords)[:, :2]
+        seg = np.diff(xy, axis=0)
+        lat0, lat1 = xy[:-1, 1], xy[1:, 1]
+        low = np.where(lat0 * lat1 <= 0.0, 0.0, np.minimum(np.abs(lat0), np.abs(lat1)))
+        km = 111.32 * np.hypot(seg[:, 1], seg[:, 0] * np.cos(np.radians(low)))
+        counts = np.maximum(1, np.ceil(km / step_km)).astype(np.int64)
+        which = np.repeat(np.arange(len(seg)), counts)
+        t = (np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)) / counts[which]
+        pts = xy[which] + seg[which] * t[:, None]
+        for x, y in pts.tolist():
+            out.add(_latlng_to_cell(y, x, res))
+    return out
 
 class ZoneIndex:
     """Exact point-in-zone lookup over many (possibly overlapping) service zones."""
@@ -286,19 +437,25 @@ class ZoneIndex:
             self._entry_cache.clear()
 
     def _classify(self, geom: BaseGeometry) -> dict[int, Any]:
-        shape = h3.geo_to_h3shape(shapely.geometry.mapping(geom))
-        cells = h3.h3shape_to_cells_experimental(shape, self.res, contain="overlap")
-        base = {h3.str_to_int(c) for c in cells}
-        if not base:  # paranoia: tiny shapes - seed from a representative point
-            p = geom.representative_point()
-            base = {h3i.latlng_to_cell(p.y, p.x, self.res)}
-        cand: set[int] = set()
-        for c in base:
-            cand.update(h3i.grid_disk(c, 1))
         boundary = geom.boundary
         shapely.prepare(geom)
         shapely.prepare(boundary)  # prepared dwithin is much faster than a full distance
-        return self._classify_level(geom, boundary, sorted(cand), 0)
+        return self._classify_level(geom, boundary, self._candidates(geom), 0)
+
+    def _candidates(self, geom: BaseGeometry) -> list[int]:
+        """Coarse cells that may hold part of the zone: h3's 'overlap' polyfill (fed pieces at most
+        90 degrees wide, which h3 reads as plain lng/lat polygons like shapely does, never as
+        crossing the antimeridian), the cells along the densely sampled boundary, then one ring of
+        neighbours around all of them."""
+        base: set[int] = set()
+        for piece in _bands(geom):
+            shape = h3.geo_to_h3shape(shapely.geometry.mapping(piece))
+            base.update(h3i.h3shape_to_cells_experimental(shape, self.res, contain="overlap"))
+        base.update(_boundary_cells(geom, self.res))
+        cand: set[int] = set()
+        for c in base:
+            cand.update(h3i.grid_disk(c, 1))
+        return sorted(cand)
 
     def _classify_level(self, geom: BaseGeometry, boundary: BaseGeometry, cells: list[int], lvl: int) -> dict[int, Any]:
         """cell -> _FULL | _PART (last level only) | dict child -> (same, one level deeper); OUT absent.
@@ -307,8 +464,9 @@ class ZoneIndex:
         by <= ~0.13 edge: above the last level it is uniform only if the boundary is farther than
         half an edge; at the last level the point's own cell is exact, so 1e-6 degrees suffice."""
         last = lvl == len(self._levels) - 1
-        hexes, edges, clng, clat = _hexes(cells)
-        near = shapely.dwithin(boundary, hexes, _FINE_EPS_DEG if last else _COARSE_MARGIN * edges).tolist()
+        hexes, sizes, extra, clng, clat = _hexes(cells)
+        margin = (_FINE_EPS_DEG if last else _COARSE_MARGIN * sizes) + extra
+        near = shapely.dwithin(boundary, hexes, margin).tolist()
         inside = shapely.intersects_xy(geom, clng, clat).tolist()
         out: dict[int, Any] = {}
         refine: list[int] = []
