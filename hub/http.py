@@ -209,7 +209,12 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         except Exception:  # noqa: BLE001
             checks["redis"] = False
     ok = all(checks.values())
-    return JsonResponse({"ok": ok, "checks": checks}, status=200 if ok else 503)
+    # Checks the apps registered (hub.ready): only critical ones can make the answer 503.
+    from hub.ready import run_checks
+
+    apps_ok, app_checks, details = run_checks()
+    ok = ok and apps_ok
+    return JsonResponse({**details, "ok": ok, "checks": {**checks, **app_checks}}, status=200 if ok else 503)
 
 
 async def openapi_view(request: HttpRequest) -> JsonResponse:
