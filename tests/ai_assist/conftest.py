@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +20,18 @@ from core import ratelimit
 
 OPENAI_KEY = "sk-test-openai-" + "a1b2c3d4e5f6a7b8c9d0"
 ANTHROPIC_KEY = "sk-ant-test-" + "f0e9d8c7b6a5f4e3d2c1"
+
+
+# Transcript journals of this session (this process and the hubs it starts) go to a directory of
+# its own, removed at the end, instead of piling up under var/ with one directory per test database.
+_JOURNALS = tempfile.mkdtemp(prefix="assist-journal-")
+os.environ["AI_TRANSCRIPT_JOURNAL_DIR"] = _JOURNALS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_journals() -> Iterator[None]:
+    yield
+    shutil.rmtree(_JOURNALS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +83,7 @@ def assist(fake_server: FakeUpstreamServer, monkeypatch: pytest.MonkeyPatch) -> 
     _clear_shared_state()
     r = Relay(fake_server, monkeypatch)
     for name in list(os.environ):
-        if name.startswith("AI_") or name.endswith("_API_KEY_FILE"):
+        if (name.startswith("AI_") or name.endswith("_API_KEY_FILE")) and name != "AI_TRANSCRIPT_JOURNAL_DIR":
             monkeypatch.delenv(name, raising=False)
     r.configure(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=fake_server.openai_base_url,
                 ANTHROPIC_API_KEY=ANTHROPIC_KEY, ANTHROPIC_BASE_URL=fake_server.anthropic_base_url,
