@@ -157,7 +157,7 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
         raise HubError(INTERNAL, "internal error") from exc
 
 
-# SQLSTATEs meaning the connection is gone (class 08, server shutting down) or the server is full.
+# SQLSTATEs meaning the connection is gone: class 08, or the server shutting down (57P01-57P03).
 _LOST = ("08", "57P01", "57P02", "57P03")
 _RETRYABLE = "40"  # serialization_failure 40001, deadlock_detected 40P01, ...
 
@@ -181,7 +181,9 @@ def _tag(execute: Callable[..., Any], sql: str, params: Any, many: bool, context
         return execute(sql, params, many, context)
     except DatabaseError as exc:
         if not hasattr(exc, "hub_statement"):
-            exc.hub_statement = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"  # type: ignore[attr-defined]
+            head = sql.lstrip()[:120]
+            kind = "offsets (hub_stream)" if "hub_stream" in head else (head.split(None, 1) or ["?"])[0].upper()
+            exc.hub_statement = kind  # type: ignore[attr-defined]
         raise
 
 

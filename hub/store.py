@@ -9,10 +9,11 @@ Offsets come from `hub_stream.top`, bumped under the row lock in the committing 
 several processes publishing to one channel get distinct, gap-free offsets.
 
 Domain code opens its transaction with `store.atomic()`: appends made inside are collected and get
-their offsets in ONE sorted upsert just before commit, so a transaction holds the hot `hub_stream`
-rows (every provider's `user:` channel) for a moment, always in the same order: no deadlocks, no
+their offsets (and, on Postgres, their rows) in ONE statement just before commit, the channels
+bumped in sorted order. A transaction so holds the hot `hub_stream` rows (every provider's `user:`
+channel) only for its last statement and the commit, always in the same order: no deadlocks, no
 waits behind slow work. An append outside such a scope (inside a plain `transaction.atomic()`)
-bumps its channel at once, as before.
+bumps its channel at once.
 """
 from __future__ import annotations
 
