@@ -275,7 +275,9 @@ def main() -> int:
     hub_env = dict(base_env)
     hub_env.update({"DATABASE_URL": f"{PG}/{db}", "REDIS_URL": REDIS, "DJANGO_SETTINGS_MODULE": "core.settings",
                     "HUB_COMMANDS_PER_S": "1000000", "HUB_COMMAND_BURST": "1000000",
-                    "HUB_MAX_QUEUE_BYTES": str(8 * 1024 * 1024)})
+                    "HUB_MAX_QUEUE_BYTES": str(8 * 1024 * 1024),
+                    # The load client opens every socket from one address: address budgets off.
+                    "HUB_MAX_SOCKETS_PER_ADDRESS": "0", "HUB_NEW_SOCKETS_PER_ADDRESS_PER_S": "0"})
     anchor_env = {k: v for k, v in base_env.items() if k not in ("DJANGO_SETTINGS_MODULE", "LAYER")}
     client_env = dict(base_env)
 

@@ -1,9 +1,9 @@
 """Budgets per minute shared by every hub process (users, tenants, addresses) with exact GCRA.
 
 GCRA keeps one number per key, the theoretical arrival time (TAT). A limit of L per minute has an
-emission interval T = 60 s / L and a burst tolerance of 60 s: a request of cost n is allowed when
-max(TAT, now) + n*T - now <= 60 s, and then TAT moves to that value. So at most L units go through
-at once, and the sustained rate is L per minute.
+emission interval T = 60 s / L and a burst tolerance B (60 s unless the limit says otherwise): a
+request of cost n is allowed when max(TAT, now) + n*T - now <= B, and then TAT moves to that value.
+So at most B/T units go through at once, and the sustained rate is L per minute.
 
 With Redis, ONE Lua script checks every key of a request and updates them all or none, using the
 Redis server clock (TIME) so hub processes with skewed clocks agree. Redis runs scripts one at a
@@ -71,16 +71,18 @@ def redis_slot() -> asyncio.Semaphore:
 @dataclass(frozen=True)
 class Limit:
     key: str  # e.g. "user:u1:rpm"
-    per_minute: int
+    per_minute: float
     cost: int
+    # How far ahead of the steady rate a burst may run: a whole minute's allowance by default.
+    burst_us: float = PERIOD_US
 
     @property
     def interval_us(self) -> float:
         return PERIOD_US / self.per_minute
 
     def impossible(self) -> bool:
-        """A single request costing more than the whole minute's allowance can never pass."""
-        return self.cost * self.interval_us > PERIOD_US
+        """A single request costing more than the whole burst allowance can never pass."""
+        return self.cost * self.interval_us > self.burst_us
 
 
 def _active(limits: list[Limit]) -> list[Limit]:
@@ -106,7 +108,7 @@ class LocalLimiter:
                 tat = max(self._tat.get(lim.key, 0.0), now)
                 nt = float(math.floor(tat + lim.cost * lim.interval_us))
                 new.append(nt)
-                wait = max(wait, nt - now - PERIOD_US)
+                wait = max(wait, nt - now - lim.burst_us)
             if wait > 0 and not force:
                 return math.ceil(wait / 1000)
             for lim, tat_new in zip(limits, new, strict=True):
@@ -132,7 +134,7 @@ class RedisLimiter:
             return 0
         args: list[Any] = ["1" if force else "0"]
         for lim in limits:
-            args += [repr(lim.interval_us), str(PERIOD_US), str(lim.cost)]
+            args += [repr(lim.interval_us), repr(lim.burst_us), str(lim.cost)]
         async with redis_slot():
             ok, wait_ms = await self.script(keys=[KEY_PREFIX + lim.key for lim in limits], args=args)
         return 0 if int(ok) == 1 else max(1, int(wait_ms))

@@ -35,6 +35,9 @@ CLOSE_AUTH = 4001
 CLOSE_EXPIRED = 4002
 CLOSE_SLOW = 4009
 CLOSE_PROTOCOL = 4010
+CLOSE_TOO_MANY = 4029  # the user (or address) holds as many sockets as allowed
+# Frames a client may send while its `connect` is still being admitted.
+HELD_FRAMES_MAX = 64
 
 # Refused frames are logged at most once per connection per this many seconds (with a count), so a
 # broken or hostile client cannot flood the log.
@@ -46,7 +49,7 @@ MAX_REFRESH_FAILURES = 3
 class Connection:
     __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
-                 "bad_unlogged", "refresh_failures", "__weakref__")
+                 "bad_unlogged", "refresh_failures", "who", "held", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -61,6 +64,9 @@ class Connection:
         self.bad_log_at = 0.0  # monotonic time before which refusals are counted, not logged
         self.bad_unlogged = 0
         self.refresh_failures = 0
+        self.who = ""  # tenant:user, the key of the user's budgets (hub.budgets)
+        # Frames that arrive while `connect` is taking the user's socket slot, replayed after it.
+        self.held: list[str | bytes] | None = None
         self.closed = False
         loop = engine.loop
         self.timer: asyncio.TimerHandle | None = loop.call_later(
@@ -106,6 +112,12 @@ class Connection:
         if size > limit:
             self.close(CLOSE_TOO_BIG)
             return
+        if self.held is not None:
+            if len(self.held) >= HELD_FRAMES_MAX:
+                self.close(CLOSE_PROTOCOL)
+                return
+            self.held.append(frame)
+            return
         if self.caller is None and self.bad == 0:
             self.binary = isinstance(frame, bytes)  # the first frame fixes the encoding
         try:
@@ -121,7 +133,7 @@ class Connection:
                 return
             self.do_connect(cid, cmd["token"])
             return
-        wait = self.bucket.take()
+        wait = self.bucket.take() or self.engine.budgets.take(self.who)
         if wait:
             metrics.rate_limited("command")
             self.error(cid, HubError(RATE_LIMITED, "too many commands", retry_after_ms=wait))
@@ -207,12 +219,49 @@ class Connection:
             self.error(cid, HubError(UNAUTHORIZED, "service tokens are for HTTP only"))
             self.close(CLOSE_AUTH)
             return
+        self.held = []
+        task = self.engine.loop.create_task(self._open(cid, claims))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _open(self, cid: int, claims: auth.Claims) -> None:
+        """Take one of the user's socket slots (all processes count), then answer `connect` and
+        run the frames that arrived meanwhile, in order."""
+        who = f"{claims.tenant}:{claims.user}"
+        budgets = self.engine.budgets
+        opening = asyncio.ensure_future(budgets.open_user(who))
+        try:
+            allowed = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The socket went away mid-way: give the slot back once it has been taken.
+            opening.add_done_callback(
+                lambda f: budgets.close_user(who) if not f.cancelled() and f.exception() is None and f.result()
+                else None)
+            raise
+        except Exception:  # a budget that cannot be read must not lock users out
+            log.exception("socket budget check failed")
+            allowed = True
+        if self.closed:
+            if allowed:
+                self.engine.budgets.close_user(who)
+            return
+        if not allowed:
+            self.held = None
+            limit = self.engine.budgets.per_user_sockets
+            self.error(cid, HubError(RATE_LIMITED, f"at most {limit} sockets per user; close one first",
+                                     retry_after_ms=5000))
+            self.close(CLOSE_TOO_MANY)
+            return
+        self.who = who
         self.caller = Caller(claims.user, claims.role, claims.tenant, self.client, push=self.send_obj,
                              on_close=self.close_callbacks.append)
         self._arm_expiry(claims.exp)
         self.reply(cid, {"client": self.client, "user": claims.user, "role": claims.role,
                          "tenant": claims.tenant, "expires_at": claims.exp, "expires_at_ms": claims.exp * 1000,
                          "ping_s": settings.HUB_PING_S})
+        held, self.held = self.held or [], None
+        for frame in held:
+            self.on_frame(frame)
 
     def _arm_expiry(self, exp: int) -> None:
         self.exp = exp
@@ -405,6 +454,9 @@ class Connection:
             for channel in list(self.subs):
                 self._leave(channel)
         self.subs.clear()
+        if self.who:
+            self.engine.budgets.close_user(self.who)
+            self.who = ""
         self.engine.conns.discard(self)
         callbacks, self.close_callbacks = self.close_callbacks, []
         for cb in callbacks:

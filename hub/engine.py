@@ -17,7 +17,7 @@ from django.conf import settings
 from core import metrics
 from core import redis as hubredis
 from core.errors import HubError, unavailable
-from hub import store
+from hub import budgets, store
 from hub.broker import LocalBroker, RedisBroker
 from hub.codec import encode
 from hub.presence import Presence
@@ -85,6 +85,7 @@ class Engine:
         else:
             self.broker = LocalBroker()
             self.presence = Presence(self.node, None, self._announce_remote)
+        self.budgets = budgets.make(self.node)
         self._started = False
 
     async def start(self) -> None:

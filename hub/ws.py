@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hub.connection import CLOSE_RESTART, Connection
+from hub.connection import CLOSE_RESTART, CLOSE_TOO_MANY, Connection
 from hub.engine import get_engine
+from hub.guard import client_address
 from hub.sink import make_sink
 
 log = logging.getLogger("hub.ws")
@@ -19,18 +20,26 @@ async def websocket_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if engine.draining:
         await send({"type": "websocket.close", "code": CLOSE_RESTART})
         return
-    await send({"type": "websocket.accept"})
-    conn = Connection(engine, make_sink(send))
-    engine.conns.add(conn)
+    address = client_address(scope)
+    if await engine.budgets.open_address(address):
+        # Refused before the handshake completes (HTTP 403): too many sockets from this address.
+        await send({"type": "websocket.close", "code": CLOSE_TOO_MANY})
+        return
     try:
-        while True:
-            event = await receive()
-            kind = event["type"]
-            if kind == "websocket.receive":
-                text = event.get("text")
-                conn.on_frame(text if text is not None else (event.get("bytes") or b""))
-            elif kind == "websocket.disconnect":
-                break
+        await send({"type": "websocket.accept"})
+        conn = Connection(engine, make_sink(send))
+        engine.conns.add(conn)
+        try:
+            while True:
+                event = await receive()
+                kind = event["type"]
+                if kind == "websocket.receive":
+                    text = event.get("text")
+                    conn.on_frame(text if text is not None else (event.get("bytes") or b""))
+                elif kind == "websocket.disconnect":
+                    break
+        finally:
+            conn.closed = True
+            conn.cleanup()
     finally:
-        conn.closed = True
-        conn.cleanup()
+        engine.budgets.close_address(address)

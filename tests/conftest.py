@@ -17,6 +17,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HUB_ENV", "test")
 os.environ.setdefault("HUB_SECRET", "test-secret-0123456789-0123456789-abcdef")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+# The suite opens sockets from one address far faster than any client would; the tests of the
+# address budgets start their own hubs with these set.
+os.environ.setdefault("HUB_MAX_SOCKETS_PER_ADDRESS", "0")
+os.environ.setdefault("HUB_NEW_SOCKETS_PER_ADDRESS_PER_S", "0")
+os.environ.setdefault("HUB_HTTP_ANON_PER_MIN", "0")
 # Django's test client calls itself "testserver".
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 
