@@ -1,5 +1,5 @@
 """The docs hold together: links resolve, nothing points outside the repository, and
-docs/protocol.md names every rpc method, namespace, error code and close code the code has."""
+docs/protocol.md names every rpc method (with its params), namespace, error code and close code the code has."""
 from __future__ import annotations
 
 import html
@@ -180,3 +180,23 @@ def test_protocol_lists_every_close_code() -> None:
     text = protocol_text()
     missing = sorted(c for c in codes if not re.search(rf"^\| {c} \|", text, re.MULTILINE))
     assert not missing, f"close codes not in the table of docs/protocol.md: {missing}"
+
+
+def test_protocol_gives_every_rpc_params_field() -> None:
+    """Each method's entry (from its bold name to the next method's) names every field of its params."""
+    from hub.rpc import REGISTRY
+
+    text = protocol_text()
+    starts = sorted((m.start(), m.group(1)) for m in re.finditer(r"\*\*`([a-z_]+\.[a-z_]+)`\*\*", text))
+    entries: dict[str, str] = {}
+    for (start, name), (end, _) in zip(starts, [*starts[1:], (len(text), "")], strict=True):
+        entries.setdefault(name, text[start:end])
+    missing: list[str] = []
+    for name, m in sorted(REGISTRY.items()):
+        entry = entries.get(name)
+        if entry is None:
+            missing.append(f"{name}: no **`{name}`** entry")
+            continue
+        missing += [f"{name}: {field}" for field in m.params.get("properties", {})
+                    if not re.search(rf"\b{re.escape(field)}\b", entry)]
+    assert not missing, "rpc params not described in docs/protocol.md:\n" + "\n".join(missing)
