@@ -1,5 +1,6 @@
 """The docs hold together: links resolve, nothing points outside the repository, and
-docs/protocol.md names every rpc method (with its params), namespace, error code and close code the code has."""
+docs/protocol.md names every rpc method (with its params), namespace, error code and close code
+the code has."""
 from __future__ import annotations
 
 import html
