@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +25,15 @@ def anchor(module: str) -> Iterator[int]:
     port = free_port()
     # The anchors never read the hub's settings; a leftover settings module must not leak in.
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LAYER")}
+    log = tempfile.TemporaryFile()  # a file, not a pipe: daphne's log lines can never block it
     proc = subprocess.Popen([str(DAPHNE), "-b", "127.0.0.1", "-p", str(port), f"{module}:application"],
-                            cwd=ANCHORS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            cwd=ANCHORS, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert proc.poll() is None, f"{module} exited:\n{proc.stdout.read().decode() if proc.stdout else ''}"
+            if proc.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"{module} exited:\n{log.read().decode(errors='replace')}")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     break
@@ -44,6 +48,7 @@ def anchor(module: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        log.close()
 
 
 @pytest.mark.parametrize("module", ["plain_channels", "asgi_ceiling"])
