@@ -15,13 +15,17 @@ Money is integer minor units (pence for GBP) with an ISO 4217 currency; floats a
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from typing import Any
 
-from django.db import IntegrityError, connection
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import record
+from core.domain_budgets import cap_open, per_minute
 from core.errors import bad_request, conflict, forbidden, not_found
 from hub.channels import Namespace, register
 from hub.rpc import PROVIDERS, USERS, Caller, method
@@ -29,6 +33,20 @@ from hub.store import append, atomic
 from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
 
 log = logging.getLogger("rooms.jobs")
+
+# Jobs seen past `open`, per process: a job never reopens, so a bid on one is refused without a
+# transaction (a new job's bid burst mostly arrives after its owner accepted one).
+_CLOSED_MAX = 10_000
+_closed: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()  # (tenant, job) -> (status, owner)
+_closed_lock = threading.Lock()
+
+
+def _remember_closed(tenant: str, job_id: str, status: str, owner: str) -> None:
+    with _closed_lock:
+        _closed[(tenant, job_id)] = (status, owner)
+        _closed.move_to_end((tenant, job_id))
+        while len(_closed) > _CLOSED_MAX:
+            _closed.popitem(last=False)
 
 # Plain strings (the values of rooms.models.JobStatus).
 OPEN, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED = "open", "accepted", "in_progress", "completed", "cancelled"
@@ -194,6 +212,8 @@ def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
         data["bid"] = job.accepted_bid
         data["provider"] = job.provider
     append(_channel(job), data)
+    closed = (caller.tenant, job.id, to, job.owner)
+    transaction.on_commit(lambda: _remember_closed(*closed))
     return job, from_status
 
 
@@ -258,6 +278,9 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     # The matcher runs before our transaction: a failure or slow query there must not hold locks.
     candidates = [u for u in _candidates(float(lat), float(lng), category) if u != caller.user]
     with atomic():
+        cap_open("jobs", caller.tenant, caller.user,
+                 Job.objects.filter(tenant=caller.tenant, owner=caller.user, status=OPEN),
+                 settings.HUB_MAX_OPEN_JOBS_PER_USER, "jobs (still open to bids)")
         job = Job.objects.create(tenant=caller.tenant, owner=caller.user, owner_role=caller.role, title=title,
                                  description=description, category=category, lat=float(lat),
                                  lng=float(lng), budget=budget, currency=currency)
@@ -291,12 +314,21 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     note = params.get("note", "")
     if not isinstance(note, str) or len(note) > 2000:
         raise bad_request("note must be a string of at most 2000 characters")
+    job_id = params.get("job")
+    seen = _closed.get((caller.tenant, job_id)) if isinstance(job_id, str) else None
+    if seen is not None:
+        if seen[1] == caller.user:
+            raise forbidden("you cannot bid on your own job")
+        raise conflict(f"the job is {seen[0]}; bids are closed")
+    # Before the transaction: a provider past their budget changes nothing and tells nobody.
+    per_minute("bids", caller.tenant, caller.user, settings.HUB_BIDS_PER_MIN, "bids")
     try:
         with atomic():
             job = _load(caller, params.get("job"), share=True)
             if job.owner == caller.user:
                 raise forbidden("you cannot bid on your own job")
             if job.status != OPEN:
+                _remember_closed(caller.tenant, job.id, job.status, job.owner)
                 raise conflict(f"the job is {job.status}; bids are closed")
             if job.currency and currency != job.currency:
                 raise bad_request(f"this job is priced in {job.currency}")

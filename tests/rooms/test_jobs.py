@@ -437,3 +437,25 @@ def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
     late = Caller(uid("p"), "provider", tenant)
     assert code_of(jobs.bid, late, {"job": job, "amount": 5000, "currency": "GBP"}) == "conflict"
     assert not Bid.objects.filter(job_id=job, provider=late.user).exists()
+
+
+def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
+        monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+    owner = Caller(uid("cust"), "customer", tenant)
+    fake_matcher(monkeypatch, lambda: [])
+    job = post(owner, budget=10000, currency="GBP")
+    first = Caller(uid("p"), "provider", tenant)
+    winner = jobs.bid(first, {"job": job, "amount": 5000, "currency": "GBP"})["bid"]
+    jobs.accept(owner, {"job": job, "bid": winner})
+    late = Caller(uid("p"), "provider", tenant)
+
+    def no_database(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the job was read from the database")
+
+    monkeypatch.setattr(jobs, "_load", no_database)
+    with pytest.raises(HubError) as info:
+        jobs.bid(late, {"job": job, "amount": 5000, "currency": "GBP"})
+    assert info.value.code == "conflict" and "accepted" in info.value.message
+    # Another tenant's bid on the same id is not told the job exists: it goes to the database.
+    with pytest.raises(AssertionError):
+        jobs.bid(Caller(late.user, "provider", uid("t")), {"job": job, "amount": 5000, "currency": "GBP"})
