@@ -25,6 +25,7 @@ install: $(VENV)/.installed kernels
 # Embedded default: SQLite, in-process broker and state, offline AI provider.
 run: install
 	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py migrate --verbosity 0
+	@if [ "$${HUB_ENV:-development}" = development ]; then HUB_ENV=development $(PY) manage.py load_demo; fi
 	@echo "development token (customer 'dev-customer'):"
 	@HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py mint_token --user dev-customer --role customer --ttl 86400
 	@echo

@@ -13,10 +13,10 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from core.audit import record
+from core.errors import HubError
 from matching import rpc as _methods  # noqa: F401 - registers the rpc methods (see apps.ready)
 from matching import service
 from matching.models import Assignment, Booking, Offer, ProviderState, Zone, ZoneAssignment
-from matching.zoneindex import GeometryError, validate_geometry
 
 
 class ZoneForm(forms.ModelForm):
@@ -27,9 +27,9 @@ class ZoneForm(forms.ModelForm):
     def clean_geometry(self) -> Any:
         geometry = self.cleaned_data["geometry"]
         try:
-            validate_geometry(geometry)
-        except GeometryError as exc:
-            raise forms.ValidationError(str(exc)) from exc
+            service.prepare_zone_geometry(geometry)  # the index must be able to load it: else not saved
+        except HubError as exc:
+            raise forms.ValidationError(exc.message) from exc
         return geometry
 
     def clean_categories(self) -> Any:

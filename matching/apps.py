@@ -6,4 +6,9 @@ class MatchingConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers providers.*, match.find, bookings.*, offers.*, zones.* and the offer sweep.
-        from matching import rpc  # noqa: F401
+        from hub.ready import register_check
+        from matching import rpc, service  # noqa: F401 - importing rpc registers the methods
+
+        # Not critical: a bad stored zone is the same in every process, so taking processes out of
+        # the load balancer would not fix it; it is reported (bad_zones) and the others serve.
+        register_check("zones", service.zones_ready, critical=False)

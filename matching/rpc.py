@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from core import metrics
+from core.domain_budgets import per_minute
 from hub.rpc import PROVIDERS, USERS, Caller, method
 from matching import dispatch, service
 from matching.service import WEEKDAYS
@@ -73,8 +76,11 @@ def providers_update(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
             "zone": {"type": ["string", "null"]},
             "providers": {"type": "array", "items": {"type": "object", "properties": {
                 "user": {"type": "string"}, "distance_m": {"type": "number"},
-                "score": {"type": "number"}}}}}})
+                "score": {"type": "number"}}}},
+            "reason": {"enum": [None, service.OUTSIDE_ZONES, service.NO_PROVIDER_AVAILABLE]}}})
 def match_find(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    # One budget over all of the user's sockets and processes: nobody sweeps the map for providers.
+    per_minute("match_find", caller.tenant, caller.user, settings.HUB_MATCH_FIND_PER_MIN, "match.find calls")
     with metrics.timer(metrics.match_latency):
         return service.find(params["lat"], params["lng"], params["category"], k=params.get("k", 10),
                             crew=params.get("crew", 1))

@@ -32,7 +32,7 @@ from core.times import epoch_ms
 from matching.index import ProviderIndex
 from matching.index import ProviderState as IndexedProvider
 from matching.models import ProviderState, Zone, ZoneAssignment, acceptance_rate
-from matching.zoneindex import GeometryError, ZoneIndex, validate_geometry
+from matching.zoneindex import GeometryError, PreparedZone, ZoneIndex
 
 log = logging.getLogger("matching.service")
 
@@ -43,6 +43,7 @@ STALE_AFTER_S = 300.0
 RATING_WEIGHT = 0.05
 ACCEPTANCE_WEIGHT = 0.1
 DEFAULT_ACCEPTANCE = acceptance_rate(0, 0, 0)
+ZONE_RES = 8  # the zone index's coarse H3 resolution (see matching.zoneindex)
 
 
 def conf(name: str, default: float) -> float:
@@ -226,9 +227,11 @@ class Matcher:
         from matching.sync import Sync
 
         self.lock = threading.RLock()
-        self.zones = ZoneIndex(res=8)
+        self.zones = ZoneIndex(res=ZONE_RES)
         self.providers = self._new_provider_index()
         self.zone_meta: dict[str, ZoneMeta] = {}
+        # Stored zones the index could not load (id -> version): skipped, logged, shown on /readyz.
+        self.bad_zones: dict[str, int] = {}
         self.assigned: dict[str, frozenset[str]] = {}
         self.schedules: dict[str, tuple[Window, ...]] = {}
         self.raw_schedules: dict[str, list[dict[str, Any]] | None] = {}
@@ -262,20 +265,25 @@ class Matcher:
 
     # -- zones -------------------------------------------------------------------------------
     def load_zones(self) -> None:
+        """Index every stored zone. One the index cannot load is logged and skipped (listed on
+        /readyz): the others load and serve."""
         rows = list(Zone.objects.all())
         with self.lock:
-            fresh = ZoneIndex(res=8)
+            fresh = ZoneIndex(res=ZONE_RES)
             meta: dict[str, ZoneMeta] = {}
+            bad: dict[str, int] = {}
             for z in rows:
                 try:
                     fresh.put(z.id, z.geometry, list(z.categories), active=z.active)
-                except GeometryError:
-                    log.exception("zone %s has an invalid stored geometry; skipped", z.id)
+                except Exception:  # one bad zone must not stop the others loading
+                    log.exception("zone %s (version %s) cannot be indexed; skipped", z.id, z.version)
+                    bad[z.id] = z.version
                     continue
                 meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version)
             self.zones = fresh
             self.zone_meta = meta
-        log.info("matching: %d zones loaded", len(meta))
+            self.bad_zones = bad
+        log.info("matching: %d zones loaded, %d skipped", len(meta), len(bad))
 
     def reload_zone(self, zone_id: str) -> None:
         """Apply the database's current row for one zone (a broadcast said it changed)."""
@@ -294,6 +302,7 @@ class Matcher:
         current = dict(Zone.objects.values_list("id", "version"))
         with self.lock:
             known = {zid: m.version for zid, m in self.zone_meta.items()}
+            known.update(self.bad_zones)  # a bad zone is retried when its version changes, not every time
         for zid in set(known) - set(current):
             with self.lock:
                 self._drop_zone(zid)
@@ -301,11 +310,22 @@ class Matcher:
             if known.get(zid) != version:
                 self.reload_zone(zid)
 
-    def _put_zone(self, z: Zone) -> None:
-        self.zones.put(z.id, z.geometry, list(z.categories), active=z.active)
+    def _put_zone(self, z: Zone, prepared: PreparedZone | None = None) -> bool:
+        """Index one zone row; False (logged, listed on /readyz, out of the index) if it cannot be."""
+        try:
+            self.zones.put(z.id, z.geometry, list(z.categories), active=z.active, prepared=prepared)
+        except Exception:  # a stored zone that cannot be indexed must not break its callers
+            log.exception("zone %s (version %s) cannot be indexed; skipped", z.id, z.version)
+            if self.zone_meta.pop(z.id, None) is not None:
+                self.zones.remove(z.id)  # its previous version no longer matches the database
+            self.bad_zones[z.id] = z.version
+            return False
+        self.bad_zones.pop(z.id, None)
         self.zone_meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version)
+        return True
 
     def _drop_zone(self, zone_id: str) -> None:
+        self.bad_zones.pop(zone_id, None)
         if self.zone_meta.pop(zone_id, None) is not None:
             self.zones.remove(zone_id)
         for user, zs in list(self.assigned.items()):
@@ -488,9 +508,25 @@ def update_provider(user: str, lat: float, lng: float, available: bool, categori
     return matcher().update_provider(user, lat, lng, available, categories, capacity, schedule)
 
 
+# Why match.find answered no provider (its "reason"; null when there are providers).
+OUTSIDE_ZONES = "outside_zones"  # no active zone serving the category covers the point
+NO_PROVIDER_AVAILABLE = "no_provider_available"  # a zone, but nobody (or no full crew) can go
+
+
 def find(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) -> dict[str, Any]:
     zone_id, found = matcher().search(lat, lng, category, k=k, crew=crew)
-    return {"zone": zone_id, "providers": [m.as_dict() for m in found]}
+    reason = None if found else (OUTSIDE_ZONES if zone_id is None else NO_PROVIDER_AVAILABLE)
+    return {"zone": zone_id, "providers": [m.as_dict() for m in found], "reason": reason}
+
+
+def zones_ready() -> tuple[bool, dict[str, Any]]:
+    """Readiness check (hub.ready): passes when this process has loaded its zones and none was
+    skipped; `bad_zones` lists the stored zones the index could not load."""
+    m = _matcher
+    if m is None or not m.loaded:
+        return False, {"bad_zones": []}
+    bad = sorted(list(m.bad_zones))  # no lock: readyz runs on the event loop; list(dict) is atomic
+    return not bad, {"bad_zones": bad}
 
 
 def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> list[str]:
@@ -534,23 +570,31 @@ def set_rating(user: str, rating: float, actor: Actor | None = None) -> None:
 
 # --- zone CRUD --------------------------------------------------------------------------------
 
-def _check_zone_fields(name: Any, categories: Any, geometry: Any) -> list[str]:
+def prepare_zone_geometry(geometry: Any) -> PreparedZone:
+    """Validate a zone geometry and build its index entry, before anything is stored: a zone that
+    this index cannot load is refused (bad_request), never committed."""
+    try:
+        return ZoneIndex(res=ZONE_RES).prepare(geometry)
+    except GeometryError as exc:
+        raise bad_request(f"geometry: {exc}") from exc
+    except Exception as exc:  # the index failed on a valid geometry: refuse it, keep the process up
+        log.exception("zone geometry refused: the zone index cannot load it")
+        raise bad_request(f"geometry: the zone index cannot load this geometry ({type(exc).__name__})") from exc
+
+
+def _check_zone_fields(name: Any, categories: Any, geometry: Any) -> tuple[list[str], PreparedZone]:
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise bad_request("name: a non-empty string of at most 200 characters")
     if (not isinstance(categories, list) or not categories or len(categories) > 100
             or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in categories)):
         raise bad_request("categories: a non-empty list of category names (1-64 characters)")
-    try:
-        validate_geometry(geometry)
-    except GeometryError as exc:
-        raise bad_request(f"geometry: {exc}") from exc
-    return sorted(set(categories))
+    return sorted(set(categories)), prepare_zone_geometry(geometry)
 
 
-def _zone_committed(z: Zone) -> None:
+def _zone_committed(z: Zone, prepared: PreparedZone | None = None) -> None:
     m = matcher()
     with m.lock:
-        m._put_zone(z)
+        m._put_zone(z, prepared)
     m.sync.zone_changed(z.id)
 
 
@@ -563,14 +607,14 @@ def _zone_deleted(zone_id: str) -> None:
 
 def create_zone(actor: Actor, name: str, categories: list[str], geometry: dict[str, Any],
                 active: bool = True) -> dict[str, Any]:
-    cats = _check_zone_fields(name, categories, geometry)
+    cats, prepared = _check_zone_fields(name, categories, geometry)
     matcher()
     with transaction.atomic():
         z = Zone.objects.create(name=name.strip(), categories=cats, geometry=geometry, active=bool(active),
                                 created_by=actor.user)
         record(actor.user, "zones.create", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
                categories=cats, active=z.active)
-        transaction.on_commit(lambda: _zone_committed(z))
+        transaction.on_commit(lambda: _zone_committed(z, prepared))
     return zone_dict(z)
 
 
@@ -593,7 +637,7 @@ def get_zone(zone_id: str) -> dict[str, Any]:
 
 def replace_zone(actor: Actor, zone_id: str, name: str, categories: list[str], geometry: dict[str, Any],
                  active: bool = True) -> dict[str, Any]:
-    cats = _check_zone_fields(name, categories, geometry)
+    cats, prepared = _check_zone_fields(name, categories, geometry)
     matcher()
     with transaction.atomic():
         z = Zone.objects.select_for_update().filter(id=zone_id).first()
@@ -604,7 +648,7 @@ def replace_zone(actor: Actor, zone_id: str, name: str, categories: list[str], g
         z.save()
         record(actor.user, "zones.replace", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
                categories=cats, active=z.active, version=z.version)
-        transaction.on_commit(lambda: _zone_committed(z))
+        transaction.on_commit(lambda: _zone_committed(z, prepared))
     return zone_dict(z)
 
 

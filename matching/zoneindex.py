@@ -51,7 +51,7 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-__all__ = ["GeometryError", "ZoneIndex", "validate_geometry", "MAX_VERTICES"]
+__all__ = ["GeometryError", "PreparedZone", "ZoneIndex", "validate_geometry", "MAX_VERTICES"]
 
 try:  # the compiled function directly: h3's int API wraps it in an identity Python function
     from h3._cy import latlng_to_cell as _latlng_to_cell
@@ -166,6 +166,17 @@ def validate_geometry(geojson: Mapping[str, Any], uk_swap_check: bool = True) ->
     if geom.area <= 0.0:
         raise GeometryError("invalid geometry: zero area")
     return geom
+
+
+class PreparedZone:
+    """A validated, classified geometry (ZoneIndex.prepare), ready to be put under any zone id."""
+
+    __slots__ = ("geom", "cells", "levels")
+
+    def __init__(self, geom: BaseGeometry, cells: dict[int, Any], levels: tuple[int, ...]) -> None:
+        self.geom = geom
+        self.cells = cells
+        self.levels = levels
 
 
 class _Zone:
@@ -390,18 +401,28 @@ class ZoneIndex:
     def _parent(self, fine_cell: int) -> int:
         return (fine_cell & self._keep) | self._or
 
+    def prepare(self, geometry_geojson: Mapping[str, Any]) -> PreparedZone:
+        """Validate and classify a geometry for this index: the heavy half of put, which touches no
+        state (safe outside any lock, e.g. before the zone is committed). Raises GeometryError."""
+        geom = validate_geometry(geometry_geojson)
+        cells = self._classify(geom)
+        shapely.prepare(geom)
+        return PreparedZone(geom, cells, tuple(self._levels))
+
     def put(
         self,
         zone_id: str,
         geometry_geojson: Mapping[str, Any],
         categories: Iterable[str],
         active: bool = True,
+        prepared: PreparedZone | None = None,
     ) -> None:
-        """Add or replace a zone. Raises GeometryError (nothing changes) for bad geometry."""
-        geom = validate_geometry(geometry_geojson)
-        cells = self._classify(geom)
-        shapely.prepare(geom)
-        zone = _Zone(zone_id, geom, frozenset(categories), bool(active), cells)
+        """Add or replace a zone (``prepared``: from prepare() with this geometry, which then is not
+        classified again). Raises GeometryError (nothing changes) for bad geometry."""
+        if prepared is None or prepared.levels != tuple(self._levels):
+            prepared = self.prepare(geometry_geojson)
+        cells = prepared.cells
+        zone = _Zone(zone_id, prepared.geom, frozenset(categories), bool(active), cells)
         old = self._zones.get(zone_id)
         affected = set(cells)
         if old is not None:

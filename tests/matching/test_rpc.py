@@ -103,7 +103,8 @@ def test_update_find_book_accept_over_rpc() -> None:
     assert first["distance_m"] == pytest.approx(111.2, abs=0.2)
     assert call("enterprise", "match.find", {"lat": LAT, "lng": LNG, "category": cat, "k": 1})["providers"] \
         == [first]
-    assert call("admin", "match.find", {"lat": 0, "lng": 0, "category": cat}) == {"zone": None, "providers": []}
+    assert call("admin", "match.find", {"lat": 0, "lng": 0, "category": cat}) == {"zone": None, "providers": [],
+                                                                                  "reason": "outside_zones"}
     crew = call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat, "crew": 2})
     assert [p["user"] for p in crew["providers"]] == [p1, p2]
     assert call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat, "crew": 3})["providers"] == []
