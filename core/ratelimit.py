@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from core.errors import RATE_LIMITED, TOO_LARGE, HubError
+
 log = logging.getLogger("core.ratelimit")
 
 PERIOD_US = 60_000_000
@@ -40,6 +42,7 @@ for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   local nt = math.floor(tat + cost * interval)
+  if nt < now then nt = now end
   new[i] = nt
   local over = nt - now - tolerance
   if over > wait then wait = over end
@@ -86,8 +89,9 @@ class Limit:
 
 
 def _active(limits: list[Limit]) -> list[Limit]:
-    # A limit of 0 (or less) is switched off; a cost of 0 consumes nothing.
-    return [lim for lim in limits if lim.per_minute > 0 and lim.cost > 0]
+    # A limit of 0 (or less) is switched off; a cost of 0 consumes nothing; a negative cost gives
+    # units back (never beyond a full allowance: the arrival time does not go below now).
+    return [lim for lim in limits if lim.per_minute > 0 and lim.cost != 0]
 
 
 class LocalLimiter:
@@ -106,7 +110,7 @@ class LocalLimiter:
             wait = 0.0
             for lim in limits:
                 tat = max(self._tat.get(lim.key, 0.0), now)
-                nt = float(math.floor(tat + lim.cost * lim.interval_us))
+                nt = max(now, float(math.floor(tat + lim.cost * lim.interval_us)))
                 new.append(nt)
                 wait = max(wait, nt - now - lim.burst_us)
             if wait > 0 and not force:
@@ -132,12 +136,17 @@ class RedisLimiter:
         limits = _active(limits)
         if not limits:
             return 0
-        args: list[Any] = ["1" if force else "0"]
-        for lim in limits:
-            args += [repr(lim.interval_us), repr(lim.burst_us), str(lim.cost)]
         async with redis_slot():
-            ok, wait_ms = await self.script(keys=[KEY_PREFIX + lim.key for lim in limits], args=args)
+            ok, wait_ms = await self.script(keys=[KEY_PREFIX + lim.key for lim in limits],
+                                            args=_script_args(limits, force))
         return 0 if int(ok) == 1 else max(1, int(wait_ms))
+
+
+def _script_args(limits: list[Limit], force: bool) -> list[Any]:
+    args: list[Any] = ["1" if force else "0"]
+    for lim in limits:
+        args += [repr(lim.interval_us), repr(lim.burst_us), str(lim.cost)]
+    return args
 
 
 class FallbackLimiter:
@@ -166,3 +175,43 @@ def limiter() -> LocalLimiter | FallbackLimiter:
     from core import redis as hubredis
 
     return hubredis.per_async_client(_redis_limiters, lambda c: FallbackLimiter(RedisLimiter(c))) or _local
+
+
+# --- from worker threads (sync rpc methods) -------------------------------------------------
+
+_sync_scripts: dict[int, Any] = {}
+
+
+def acquire_sync(limits: list[Limit], force: bool = False) -> int:
+    """`limiter().acquire` for blocking code (sync rpc methods run in worker threads): the same
+    script through the sync Redis client, so every process shares the budget; in-process without
+    Redis, and while Redis cannot be reached. 0 when admitted, else milliseconds to wait."""
+    from redis.exceptions import RedisError
+
+    from core import redis as hubredis
+
+    limits = _active(limits)
+    if not limits:
+        return 0
+    client = hubredis.sync_client()
+    if client is None:
+        return _local.acquire_sync(limits, force)
+    script = _sync_scripts.get(id(client))
+    if script is None:
+        script = _sync_scripts[id(client)] = client.register_script(GCRA_LUA)
+    try:
+        ok, wait_ms = script(keys=[KEY_PREFIX + lim.key for lim in limits], args=_script_args(limits, force))
+    except (TimeoutError, RedisError, OSError) as exc:
+        log.warning("rate limit state unavailable (%s): limiting in-process", type(exc).__name__)
+        return _local.acquire_sync(limits, force)
+    return 0 if int(ok) == 1 else max(1, int(wait_ms))
+
+
+def enforce_sync(limits: list[Limit], message: str) -> None:
+    """acquire_sync, refusing with `rate_limited` (and retry_after_ms) when a limit is spent; a
+    request that can never fit (cost over the whole burst) is `too_large` instead."""
+    if any(lim.impossible() for lim in _active(limits)):
+        raise HubError(TOO_LARGE, f"{message}: more than the whole budget at once")
+    wait = acquire_sync(limits)
+    if wait:
+        raise HubError(RATE_LIMITED, message, retry_after_ms=wait)

@@ -208,6 +208,9 @@ HUB_HISTORY_DAYS = env_int("HUB_HISTORY_DAYS", 1)
 HUB_CALL_WINDOW_S = env_int("HUB_CALL_WINDOW_S", 600)
 HUB_IDEMPOTENCY_S = env_int("HUB_IDEMPOTENCY_S", 24 * 3600)
 HUB_BATCH_MAX = env_int("HUB_BATCH_MAX", 2000)
+# Publications waiting for the group commit, per process: past either, publishes get unavailable.
+HUB_MAX_PENDING_PUBLICATIONS = env_int("HUB_MAX_PENDING_PUBLICATIONS", 50_000)
+HUB_MAX_PENDING_BYTES = env_int("HUB_MAX_PENDING_BYTES", 128 * 1024 * 1024)
 HUB_DRAIN_S = env_float("HUB_DRAIN_S", 10)
 
 # --- what one user / one address may hold, across processes (hub.budgets) ---
@@ -216,6 +219,15 @@ HUB_MAX_SOCKETS_PER_ADDRESS = env_int("HUB_MAX_SOCKETS_PER_ADDRESS", 256)
 HUB_NEW_SOCKETS_PER_ADDRESS_PER_S = env_float("HUB_NEW_SOCKETS_PER_ADDRESS_PER_S", 20)
 HUB_USER_COMMANDS_PER_S = env_float("HUB_USER_COMMANDS_PER_S", 2 * HUB_COMMANDS_PER_S)
 HUB_USER_COMMAND_BURST = env_int("HUB_USER_COMMAND_BURST", 2 * HUB_COMMAND_BURST)
+
+# --- domain budgets: what one user may set in motion for others, across processes (core.domain_budgets) ---
+# Open things are counted in the database; rates are per minute (bursts of a minute's worth). 0 = off.
+HUB_MAX_OPEN_BOOKINGS_PER_USER = env_int("HUB_MAX_OPEN_BOOKINGS_PER_USER", 5)  # still offering
+HUB_MAX_OPEN_JOBS_PER_USER = env_int("HUB_MAX_OPEN_JOBS_PER_USER", 20)  # custom jobs still open to bids
+HUB_BIDS_PER_MIN = env_int("HUB_BIDS_PER_MIN", 30)  # jobs.bid per provider
+HUB_CALL_INVITES_PER_MIN = env_int("HUB_CALL_INVITES_PER_MIN", 30)  # people rung by one caller
+HUB_MAX_CALL_PEOPLE = env_int("HUB_MAX_CALL_PEOPLE", 8)  # room members, caller included, calls.start rings
+HUB_MATCH_FIND_PER_MIN = env_int("HUB_MATCH_FIND_PER_MIN", 60)  # match.find per user
 
 # --- HTTP budgets (hub.guard) ---
 HUB_HTTP_MAX_BODY_BYTES = env_int("HUB_HTTP_MAX_BODY_BYTES", 2 * 1024 * 1024)  # the zones REST limit

@@ -105,7 +105,7 @@ class UserCommands:
 
     def __init__(self) -> None:
         self.tokens = 0.0
-        self.refill: asyncio.Task[None] | None = None
+        self.refill: asyncio.Task[bool] | None = None
         self.conns = 0
         self.wait_ms = 0  # what the shared budget said at the last refused lease
         self.retry_at = 0.0  # loop time before which no new lease is asked for
@@ -164,7 +164,10 @@ class Budgets:
         if entry is not None:
             entry.conns -= 1
             if entry.conns <= 0:
-                del self.users[who]  # the unspent lease is forgotten: the shared budget counted it
+                del self.users[who]
+                unspent = int(entry.tokens)
+                if unspent > 0:  # given back, so a reconnecting user starts with what they had
+                    asyncio.get_running_loop().create_task(self._refund(who, unspent))
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -200,6 +203,14 @@ class Budgets:
             entry.wait_ms = 0
         entry.refill = None
         return not wait
+
+
+    async def _refund(self, who: str, tokens: int) -> None:
+        try:
+            await ratelimit.limiter().acquire(
+                [ratelimit.Limit(f"cmd:{who}", self.rate * 60, -tokens, burst_us=self.burst_us)])
+        except Exception:  # the budget refills on its own anyway
+            log.warning("command budget refund failed", exc_info=True)
 
 
 def make(node: str) -> Budgets:

@@ -18,6 +18,7 @@ bumps its channel at once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import queue
@@ -100,6 +101,13 @@ def claim_keys(cursor: Any, keyed: list[tuple[str, str]], ts: int) -> dict[tuple
         for ch, key, off in cursor.fetchall():
             out[(ch, key)] = int(off)
     return out
+
+
+def sender_key(sender: str | None, key: str) -> str:
+    """Idempotency keys belong to their sender: the same key from two members of a channel is two
+    keys, so nobody can swallow another's publish by guessing its key. Stored as a digest (48
+    characters, within the column's 64) of the sender and the client's key."""
+    return hashlib.blake2b(f"{sender or ''}\x00{key}".encode(), digest_size=24).hexdigest()
 
 
 def set_key_offsets(cursor: Any, offsets: list[tuple[int, str, str]]) -> None:
@@ -364,6 +372,9 @@ class Pending:
     result: tuple[Pub, bool] | None = field(default=None)
 
 
+PENDING_RETRY_MS = 250
+
+
 class Writer:
     """Group commit: one thread drains the queue into one transaction per batch.
 
@@ -376,7 +387,12 @@ class Writer:
         self.on_batch = on_batch
         self.queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self.inflight = 0
+        self.inflight_bytes = 0
         self.batch_max = settings.HUB_BATCH_MAX  # read once: settings access is slow on a hot loop
+        # Past these, publishes are refused (unavailable, retry_after_ms) instead of piling up in
+        # memory while the database falls behind.
+        self.max_pending = settings.HUB_MAX_PENDING_PUBLICATIONS
+        self.max_pending_bytes = settings.HUB_MAX_PENDING_BYTES
         self.idle = asyncio.Event()
         self.idle.set()
         self.thread = threading.Thread(target=self._run, name=f"hub-writer-{os.getpid()}", daemon=True)
@@ -384,7 +400,18 @@ class Writer:
 
     def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
                future: asyncio.Future[tuple[Pub, bool]] | None = None, conn: Any = None, cid: int = 0) -> None:
+        if self.inflight >= self.max_pending or self.inflight_bytes >= self.max_pending_bytes:
+            busy = unavailable("the hub is behind on commits; retry shortly")
+            busy.retry_after_ms = PENDING_RETRY_MS
+            if conn is not None:
+                conn.publish_done(cid, None, busy, time.perf_counter())
+            elif future is not None:
+                future.set_exception(busy)
+            return
+        if key is not None:
+            key = sender_key(sender, key)
         self.inflight += 1
+        self.inflight_bytes += len(body)
         self.idle.clear()
         self.queue.put(Pending(channel, data, body, sender, key, future, conn, cid, time.perf_counter()))
 
@@ -495,8 +522,10 @@ class Writer:
 
     def _complete(self, batch: list[Pending], error: HubError | None) -> None:
         self.inflight -= len(batch)
+        self.inflight_bytes -= sum(len(p.body) for p in batch)
         if self.inflight <= 0:
             self.inflight = 0
+            self.inflight_bytes = 0
             self.idle.set()
         if error is None:
             self.on_batch(batch)

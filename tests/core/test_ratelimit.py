@@ -110,3 +110,31 @@ def test_two_os_processes_share_the_limit() -> None:
     # 500 requests/min, but 120 tokens/min at 3 tokens a request admits only 40: the tighter wins,
     # and a request refused on tokens consumes no request allowance (all or nothing).
     assert sum(counts) == 40, counts
+
+
+def test_a_negative_cost_gives_units_back_up_to_a_full_allowance() -> None:
+    lim = LocalLimiter()
+    now = 1_000_000_000.0
+    assert lim.acquire_sync([Limit("give", 60, 60)], now_us=now) == 0  # the whole minute's burst
+    assert lim.acquire_sync([Limit("give", 60, 1)], now_us=now) > 0
+    assert lim.acquire_sync([Limit("give", 60, -10)], now_us=now) == 0
+    assert lim.acquire_sync([Limit("give", 60, 10)], now_us=now) == 0
+    assert lim.acquire_sync([Limit("give", 60, 1)], now_us=now) > 0
+    # Giving back more than was spent leaves a full allowance, not more.
+    assert lim.acquire_sync([Limit("give", 60, -1000)], now_us=now) == 0
+    assert lim.acquire_sync([Limit("give", 60, 61)], now_us=now) > 0
+
+
+@needs_redis
+def test_redis_refund_matches_the_local_one() -> None:
+    async def run() -> list[int]:
+        client = aredis.Redis.from_url(REDIS_URL)
+        limiter = RedisLimiter(client)
+        key = f"give-{uuid.uuid4().hex}"
+        out = [await limiter.acquire([Limit(key, 60, 60)]), await limiter.acquire([Limit(key, 60, 1)]),
+               await limiter.acquire([Limit(key, 60, -1000)]), await limiter.acquire([Limit(key, 60, 60)])]
+        await client.aclose()
+        return out
+
+    first, over, refund, again = asyncio.run(run())
+    assert first == 0 and over > 0 and refund == 0 and again == 0

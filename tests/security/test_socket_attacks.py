@@ -70,3 +70,44 @@ def test_refresh_guessing_is_cut_off(live_hub) -> None:
     # Each refused attempt before the cut-off is audited; the ones after it are not answered at all.
     time.sleep(0.5)
     assert AuditLog.objects.filter(actor=user, action="token.refresh_failed").count() == 3
+
+
+def test_a_member_cannot_swallow_anothers_publish_by_guessing_its_key(live_hub) -> None:
+    owner, peer = uid(), uid()
+    with HubClient(live_hub.url, mint(owner)) as a, HubClient(live_hub.url, mint(peer)) as b:
+        room = a.rpc("rooms.create", members=[peer], kind="booking")["room"]
+        channel = f"chat:{room}"
+        first = b.call("publish", channel=channel, data={"text": "squatting"}, key="msg-1")["offset"]
+        mine = a.call("publish", channel=channel, data={"text": "real"}, key="msg-1")["offset"]
+        assert mine != first  # the owner's publish happened
+        assert a.call("publish", channel=channel, data={"text": "retry"}, key="msg-1")["offset"] == mine
+        texts = [p["data"]["text"] for p in a.call("history", channel=channel)["pubs"]]
+        assert texts == ["squatting", "real"]
+
+
+@pytest.fixture(scope="module")
+def backlogged_hub() -> Iterator[HubServer]:
+    server = HubServer(env={"HUB_MAX_PENDING_PUBLICATIONS": "5", "HUB_COMMANDS_PER_S": "10000",
+                            "HUB_COMMAND_BURST": "10000"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_publishes_past_the_commit_backlog_are_refused_not_queued(backlogged_hub: HubServer) -> None:
+    owner = uid()
+    with HubClient(backlogged_hub.url, mint(owner)) as a:
+        room = a.rpc("rooms.create", members=[uid()], kind="booking")["room"]
+        channel = f"chat:{room}"
+        a.call("publish", channel=channel, data={"n": -1})  # the channel is known: later publishes go inline
+        ids = [a.send("publish", channel=channel, data={"n": i}) for i in range(300)]
+        replies = [a.wait_reply(i) for i in ids]
+    busy = [r["error"] for r in replies if not r["ok"]]
+    acked = [r["result"]["offset"] for r in replies if r["ok"]]
+    assert busy and all(e["code"] == "unavailable" and e["retry_after_ms"] > 0 for e in busy)
+    # What was acknowledged is stored, in order; what was refused is not.
+    with HubClient(backlogged_hub.url, mint(owner)) as b:
+        stored = [p["offset"] for p in b.call("history", channel=channel, after=1, limit=100)["pubs"]]
+    assert stored == acked[:100] and len(acked) + len(busy) == 300
