@@ -343,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, HUB_ENV="test", HUB_SECRET=secret, DATABASE_URL=f"{PG}/{db}", REDIS_URL=REDIS,
                HUB_COMMANDS_PER_S="1000000", HUB_COMMAND_BURST="1000000", PYTHONDONTWRITEBYTECODE="1",
                # Every bench socket comes from one address: the per-address socket budgets would refuse them.
-               HUB_MAX_SOCKETS_PER_ADDRESS="1000000", HUB_NEW_SOCKETS_PER_ADDRESS_PER_S="1000000")
+               HUB_MAX_SOCKETS_PER_ADDRESS="1000000", HUB_NEW_SOCKETS_PER_ADDRESS_PER_S="1000000",
+               # Per-user domain budgets off (0): 50 users make thousands of calls in seconds here.
+               HUB_MAX_OPEN_BOOKINGS_PER_USER="0", HUB_MAX_OPEN_JOBS_PER_USER="0", HUB_BIDS_PER_MIN="0",
+               HUB_CALL_INVITES_PER_MIN="0", HUB_MATCH_FIND_PER_MIN="0")
     import psycopg
     import redis
 

@@ -97,6 +97,10 @@ class Stack:
             "ANTHROPIC_API_KEY": "sk-ant-loadtest-fake-anthropic", "PYTHONDONTWRITEBYTECODE": "1",
             # Every simulated user connects from this one address: per-address socket budgets off.
             "HUB_MAX_SOCKETS_PER_ADDRESS": "1000000", "HUB_NEW_SOCKETS_PER_ADDRESS_PER_S": "1000000",
+            # The scenario's providers bid on every job they are told of and customers book and search
+            # every few seconds, beyond the per-user domain budgets: those are off (0) here.
+            "HUB_MAX_OPEN_BOOKINGS_PER_USER": "0", "HUB_MAX_OPEN_JOBS_PER_USER": "0", "HUB_BIDS_PER_MIN": "0",
+            "HUB_CALL_INVITES_PER_MIN": "0", "HUB_MATCH_FIND_PER_MIN": "0",
         })
         self.env = env
         print(f"loadtest: database {self.db_name}, redis {redis_url}, hubs on port {port}", flush=True)
