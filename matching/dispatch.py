@@ -18,11 +18,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from core import metrics
+from core.domain_budgets import cap_open
 from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub.store import append, atomic
@@ -88,6 +90,9 @@ def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: st
                      at=when if mode == BookingMode.SCHEDULED else None,
                      radius_m=crew_radius_m() if crew > 1 else None)[1] if zone is not None else []
     with atomic():
+        cap_open("bookings", actor.tenant, actor.user,
+                 Booking.objects.filter(tenant=actor.tenant, customer=actor.user, status=BookingStatus.OFFERING),
+                 settings.HUB_MAX_OPEN_BOOKINGS_PER_USER, "bookings (still offering)")
         b = Booking.objects.create(customer=actor.user, tenant=actor.tenant, category=category, lat=lat,
                                    lng=lng, mode=mode, at=when, crew=crew, zone=zone,
                                    first_offered_at=now if found else None)

@@ -24,7 +24,8 @@ from django.utils import timezone
 
 from core import metrics
 from core.audit import record
-from core.errors import CONFLICT, HubError, bad_request, conflict, forbidden, not_found
+from core.domain_budgets import per_minute
+from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method, run_sync
@@ -218,6 +219,13 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     others = sorted(people - {caller.user})
     if not others:
         raise bad_request("nobody else is in this room")
+    # Before anything is written: a room of made-up ids, or one call after another, must not ring
+    # an unbounded number of people.
+    most = settings.HUB_MAX_CALL_PEOPLE
+    if most > 0 and len(people) > most:
+        raise HubError(TOO_LARGE, f"a call takes at most {most} people; this room has {len(people)}")
+    per_minute("call_invites", caller.tenant, caller.user, settings.HUB_CALL_INVITES_PER_MIN, "call invites",
+               cost=len(others))
     now = timezone.now()
     call_id = new_id()
     with atomic():

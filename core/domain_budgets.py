@@ -1,0 +1,55 @@
+"""Domain budgets: how much one user may set in motion for other people (docs/operations.md).
+
+Two kinds, both per user within a tenant and shared by every hub process:
+
+- rates (bids, call invites, match.find per minute): core.ratelimit's GCRA, in Redis when
+  REDIS_URL is set. `per_minute` refuses with `rate_limited` and `retry_after_ms` before the
+  caller changes anything.
+- counts of open things (bookings, custom jobs): counted in the database inside the transaction
+  that would add one, under a per-user lock, so two concurrent creates cannot both pass a cap of
+  one. `cap_open` refuses with `conflict`; raised inside the transaction, it rolls everything back.
+
+A limit of 0 (or less) switches a budget off.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from core import ratelimit
+from core.errors import conflict
+from core.ratelimit import Limit
+
+
+def per_minute(name: str, tenant: str, user: str, limit: float, what: str, cost: int = 1) -> None:
+    """Spend `cost` of the user's `name` budget of `limit` a minute (bursts of a minute's worth)."""
+    ratelimit.enforce_sync([Limit(f"dom:{name}:{tenant}:{user}", limit, cost)],
+                           f"too many {what}: at most {limit:g} a minute")
+
+
+def lock_user(scope: str, tenant: str, user: str) -> None:
+    """Serialise one user's `scope` changes until the transaction ends (call inside one).
+
+    Postgres: a transaction-scoped advisory lock on a 64-bit hash of the key; read-committed
+    statements after it see whatever the previous holder committed. SQLite transactions begin
+    IMMEDIATE (core.settings), so writers are serialised already.
+    """
+    assert connection.in_atomic_block, "lock_user outside a transaction would be released at once"
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2b(f"{scope}\0{tenant}\0{user}".encode(), digest_size=8).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+
+
+def cap_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: int, what: str) -> None:
+    """Refuse (`conflict`) when the user already has `limit` open `what`; call inside the
+    transaction that adds one, before adding it. Holds the user's lock until commit."""
+    if limit <= 0:
+        return
+    lock_user(scope, tenant, user)
+    held = open_rows[:limit].count()
+    if held >= limit:
+        raise conflict(f"you already have {held} open {what}, the most allowed; wait for one to close")
