@@ -158,3 +158,21 @@ def test_set_rating_changes_score() -> None:
     call("admin", "providers.set_rating", {"provider": p, "rating": 5})
     after = call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat})["providers"][0]["score"]
     assert after == pytest.approx(before - 0.25)
+
+
+def test_match_find_reason_over_a_live_socket(live_hub: Any) -> None:
+    from tests.support import HubClient, mint
+
+    cat = uid("cat")
+    with HubClient(live_hub.url, mint("ops", "admin")) as ops, \
+            HubClient(live_hub.url, mint(uid("c"), "customer")) as customer, \
+            HubClient(live_hub.url, mint(uid("p"), "provider")) as provider:
+        assert customer.rpc("match.find", lat=LAT, lng=LNG, category=cat) == {
+            "zone": None, "providers": [], "reason": "outside_zones"}
+        zone = ops.rpc("zones.create", name="Reason", categories=[cat], geometry=square(LAT, LNG))
+        assert customer.rpc("match.find", lat=LAT, lng=LNG, category=cat) == {
+            "zone": zone["id"], "providers": [], "reason": "no_provider_available"}
+        provider.rpc("providers.update", lat=LAT, lng=LNG, available=True, categories=[cat])
+        found = customer.rpc("match.find", lat=LAT, lng=LNG, category=cat)
+        assert found["zone"] == zone["id"] and found["reason"] is None and len(found["providers"]) == 1
+        ops.rpc("zones.delete", id=zone["id"])

@@ -311,3 +311,83 @@ def test_candidates_for_job() -> None:
         service.update_provider(u, 51.3 + 0.001 * i, -0.3, True, categories=[cat])
     assert service.candidates_for_job(51.3, -0.3, cat, limit=2) == users[:2]
     assert service.candidates_for_job(10.0, 10.0, cat) == []
+
+
+BOWTIE = {"type": "Polygon", "coordinates": [[[0.0, 51.0], [1.0, 52.0], [1.0, 51.0], [0.0, 52.0], [0.0, 51.0]]]}
+
+
+def test_a_stored_zone_the_index_cannot_load_is_skipped_and_reported() -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    good = service.create_zone(SystemActor(), "Good", [cat], square(51.45, -0.2))
+    bad = Zone.objects.create(name="Bad", categories=[cat], geometry=BOWTIE)  # bypasses validation
+    try:
+        m = Matcher(use_redis=False)
+        m.load_zones()
+        assert m.bad_zones == {bad.id: 1} and bad.id not in m.zone_meta
+        assert m.lookup_zone(51.45, -0.2, cat) == good["id"]
+        assert m.search(51.45, -0.2, cat)[0] == good["id"]  # searching works, nothing raises
+        # Reconciling does not retry an unchanged bad zone; a fixed version is loaded.
+        m.reconcile_zones()
+        assert m.bad_zones == {bad.id: 1}
+        Zone.objects.filter(id=bad.id).update(geometry=square(51.7, -0.2), version=2)
+        m.reconcile_zones()
+        assert m.bad_zones == {} and m.lookup_zone(51.7, -0.2, cat) == bad.id
+        # A broadcast of a bad new version takes the old one out of the index (it no longer matches
+        # the database) and reports it.
+        Zone.objects.filter(id=bad.id).update(geometry=BOWTIE, version=3)
+        m.reload_zone(bad.id)
+        assert m.bad_zones == {bad.id: 3} and m.lookup_zone(51.7, -0.2, cat) is None
+        # Deleted: no longer reported.
+        Zone.objects.filter(id=bad.id).delete()
+        m.reconcile_zones()
+        assert m.bad_zones == {}
+    finally:
+        Zone.objects.filter(id=bad.id).delete()
+        service.delete_zone(SystemActor(), good["id"])
+
+
+def test_zones_ready_reports_bad_zones(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = Matcher(use_redis=False)
+    monkeypatch.setattr(service, "_matcher", m)
+    assert service.zones_ready() == (False, {"bad_zones": []})  # not loaded yet
+    m.loaded = True
+    assert service.zones_ready() == (True, {"bad_zones": []})
+    m.bad_zones = {"zb": 2, "za": 1}
+    assert service.zones_ready() == (False, {"bad_zones": ["za", "zb"]})
+
+
+def test_find_says_why_it_is_empty() -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    assert service.find(10.0, 10.0, cat) == {"zone": None, "providers": [], "reason": "outside_zones"}
+    zone = service.create_zone(SystemActor(), "Z", [cat], square(51.2, -0.4))
+    assert service.find(51.2, -0.4, cat) == {"zone": zone["id"], "providers": [], "reason": "no_provider_available"}
+    user = f"p{uuid.uuid4().hex[:8]}"
+    service.update_provider(user, 51.2, -0.4, True, categories=[cat])
+    got = service.find(51.2, -0.4, cat)
+    assert got["reason"] is None and [p["user"] for p in got["providers"]] == [user]
+    assert service.find(51.2, -0.4, cat, crew=2)["reason"] == "no_provider_available"
+
+
+def test_any_index_failure_on_a_stored_zone_skips_only_that_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not only refused geometry: whatever the index raises for one zone (before this was fixed, a
+    # ValueError from cells with more than six vertices) leaves the others loaded.
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    good = service.create_zone(SystemActor(), "Good", [cat], square(51.40, -0.3))
+    other = service.create_zone(SystemActor(), "Other", [cat], square(51.65, -0.3))
+    real_put = service.ZoneIndex.put
+
+    def put(self: Any, zone_id: str, *args: Any, **kwargs: Any) -> None:
+        if zone_id == other["id"]:
+            raise ValueError("setting an array element with a sequence")
+        real_put(self, zone_id, *args, **kwargs)
+
+    monkeypatch.setattr(service.ZoneIndex, "put", put)
+    try:
+        m = Matcher(use_redis=False)
+        m.load_zones()
+        assert m.bad_zones == {other["id"]: 1}
+        assert m.lookup_zone(51.40, -0.3, cat) == good["id"] and m.lookup_zone(51.65, -0.3, cat) is None
+    finally:
+        monkeypatch.undo()
+        service.delete_zone(SystemActor(), good["id"])
+        service.delete_zone(SystemActor(), other["id"])

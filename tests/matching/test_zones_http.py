@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -9,8 +11,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
+from shapely.geometry import Point, shape
 
 from hub import auth
+from matching import service
+from matching.models import Zone
+from matching.zoneindex import ZoneIndex
 
 
 def token(role: str = "admin", user: str = "ops") -> str:
@@ -95,3 +101,69 @@ def test_bad_json_and_methods(client: Client) -> None:
     status, err = req(client, "PUT", "/api/zones/nosuchzone", {"name": "x", "categories": ["a"],
                                                                "geometry": square(0, 0)}, token())
     assert status == 404
+
+
+def km_square(lat: float, lng: float, half_km: float) -> dict[str, Any]:
+    d, dl = half_km / 111.32, half_km / (111.32 * math.cos(math.radians(lat)))
+    ring = [[lng - dl, lat - d], [lng + dl, lat - d], [lng + dl, lat + d], [lng - dl, lat + d], [lng - dl, lat - d]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def test_zone_across_an_icosahedron_edge_is_stored_and_indexed(client: Client) -> None:
+    # 2 km square at 48.9027 N, 3.0867 E: its cells near an icosahedron edge have extra vertices.
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    geometry = km_square(48.9027, 3.0867, 1.0)
+    status, zone = req(client, "POST", "/api/zones", {"name": "Edge", "categories": [cat], "geometry": geometry},
+                       token())
+    assert status == 201, zone
+    assert Zone.objects.get(id=zone["id"]).geometry == geometry
+    m = service.matcher()
+    geom = shape(geometry)
+    rng = random.Random(3)
+    x0, y0, x1, y1 = geom.bounds
+    for _ in range(2000):
+        lat, lng = rng.uniform(y0 - 0.005, y1 + 0.005), rng.uniform(x0 - 0.005, x1 + 0.005)
+        want = zone["id"] if geom.covers(Point(lng, lat)) else None
+        assert m.lookup_zone(lat, lng, cat) == want, (lat, lng)
+    assert service.find(48.9027, 3.0867, cat)["zone"] == zone["id"]
+    req(client, "DELETE", f"/api/zones/{zone['id']}", tok=token())
+
+
+BOWTIE = {"type": "Polygon", "coordinates": [[[0.0, 51.0], [1.0, 52.0], [1.0, 51.0], [0.0, 52.0], [0.0, 51.0]]]}
+
+
+def test_self_intersecting_zone_is_refused_and_nothing_stored(client: Client) -> None:
+    name = f"bowtie-{uuid.uuid4().hex[:8]}"
+    status, err = req(client, "POST", "/api/zones", {"name": name, "categories": ["a"], "geometry": BOWTIE},
+                      token())
+    assert status == 400 and err["error"]["code"] == "bad_request"
+    assert "Self-intersection" in err["error"]["message"]
+    assert not Zone.objects.filter(name=name).exists()
+
+
+def test_zone_the_index_cannot_load_is_refused_and_nothing_stored(
+        client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    status, zone = req(client, "POST", "/api/zones", {"name": "Kept", "categories": [cat],
+                                                      "geometry": square(51.50, -0.10)}, token())
+    assert status == 201
+
+    def cannot_load(self: ZoneIndex, geometry: Any) -> Any:
+        raise ValueError("setting an array element with a sequence")
+
+    monkeypatch.setattr(ZoneIndex, "prepare", cannot_load)
+    name = f"unloadable-{uuid.uuid4().hex[:8]}"
+    status, err = req(client, "POST", "/api/zones", {"name": name, "categories": [cat],
+                                                     "geometry": square(51.60, -0.10)}, token())
+    assert status == 400 and err["error"]["code"] == "bad_request"
+    assert err["error"]["message"].startswith("geometry: the zone index cannot load this geometry")
+    assert not Zone.objects.filter(name=name).exists()
+    # A replacement the index cannot load changes nothing either.
+    status, err = req(client, "PUT", f"/api/zones/{zone['id']}", {"name": "Moved", "categories": [cat],
+                                                                 "geometry": square(51.60, -0.10)}, token())
+    assert status == 400 and err["error"]["code"] == "bad_request"
+    row = Zone.objects.get(id=zone["id"])
+    assert (row.name, row.version, row.geometry) == ("Kept", 1, square(51.50, -0.10))
+    monkeypatch.undo()
+    assert service.matcher().lookup_zone(51.50, -0.10, cat) == zone["id"]
+    req(client, "DELETE", f"/api/zones/{zone['id']}", tok=token())
