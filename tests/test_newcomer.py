@@ -1,8 +1,8 @@
 """A newcomer's first half hour, end to end: `make run` from scratch, the README's commands, a client.
 
 `make run` runs as a subprocess on the embedded default (SQLite in a temporary directory, no Redis,
-no Postgres) on a spare port, with none of the test session's settings: it migrates, prints a
-development token and serves. The test then does what the README tells a newcomer to do.
+no Postgres) on a spare port, with none of the test session's settings: it migrates, loads the demo
+zones, prints a development token and serves. The test then does what the README tells a newcomer to do.
 """
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ def readme_client() -> str:
 
 def test_make_run_then_the_readme(make_run: MakeRun) -> None:
     run = make_run
+    run.wait_for(r"^demo: added 3 zones")  # make run loads the demo zones on a fresh database
     run.wait_for(r"^development token")
     token = run.next_line(60).strip()
     assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token), run.output()
@@ -142,6 +143,11 @@ def test_make_run_then_the_readme(make_run: MakeRun) -> None:
     assert b.next_push("pub", channel="user:bob", timeout=10)["data"]["room"] == first["room"]
     assert [r["room"] for r in me.rpc("rooms.list")["rooms"]] == [first["room"]]
     assert [r["room"] for r in b.rpc("rooms.list")["rooms"]] == [first["room"]]
+
+    # The demo data answers a match in central London (no providers yet, but the zone is found).
+    found = me.rpc("match.find", lat=51.51, lng=-0.12, category="electrical")
+    assert found["zone"] == "demo-central-london"
+    assert me.rpc("match.find", lat=51.54, lng=-0.14, category="plumbing")["zone"] == "demo-camden"
 
     # A bad frame with an id gets bad_request, and the socket carries on.
     me.send_raw(json.dumps({"id": 999, "cmd": "explode"}))
