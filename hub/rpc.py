@@ -71,9 +71,9 @@ class Method:
     summary: str = ""
     result: dict[str, Any] | None = None
     http: bool = True
-    # Calls with the same key (e.g. the job they write to) run one at a time per process; the others
-    # wait on the event loop rather than in a worker blocked on the same database row.
-    serial: Callable[[dict[str, Any]], str | None] | None = None
+    # Calls with the same key (e.g. the job they write to) run SERIAL_WIDTH at a time per process; the
+    # others wait on the event loop rather than in workers blocked on the same database row.
+    serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
     validator: Draft202012Validator = field(init=False, repr=False)
     is_async: bool = field(init=False)
 
@@ -88,7 +88,7 @@ REGISTRY: dict[str, Method] = {}
 
 def method(name: str, roles: tuple[str, ...] | list[str], params: dict[str, Any] | None = None, *,
            summary: str = "", result: dict[str, Any] | None = None, http: bool = True,
-           serial: Callable[[dict[str, Any]], str | None] | None = None
+           serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     unknown = set(roles) - set(ALL_ROLES)
     if unknown:
@@ -114,11 +114,24 @@ def check(caller: Caller, name: str, params: Any) -> Method:
         raise HubError(FORBIDDEN, f"{name} is not allowed for role {caller.role}")
     if not isinstance(params, dict):
         raise HubError(BAD_REQUEST, "params must be an object")
+    if _has_nul(params):
+        # Postgres text cannot hold U+0000: refused here rather than failing inside the method.
+        raise HubError(BAD_REQUEST, f"{name}: strings in params may not contain NUL (U+0000)")
     error = next(iter(m.validator.iter_errors(params)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "params"
         raise HubError(BAD_REQUEST, f"{name}: {where}: {error.message}"[:300])
     return m
+
+
+def _has_nul(value: Any) -> bool:
+    if type(value) is str:
+        return "\x00" in value
+    if type(value) is dict:
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if type(value) is list:
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 async def call(caller: Caller, name: str, params: Any) -> Any:
@@ -138,7 +151,7 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
     try:
         if m.is_async:
             return await m.fn(caller, params)
-        key = m.serial(params) if m.serial is not None else None
+        key = m.serial(caller, params) if m.serial is not None else None
         if key is None:
             return await run_domain(_attempts, name, m.fn, caller, params)
         async with _serial(key):

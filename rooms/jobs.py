@@ -295,10 +295,16 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 
 # --- bids ------------------------------------------------------------------------------------
 
+def _bid_queue(caller: Caller, params: dict[str, Any]) -> str | None:
+    """Bids on one job wait for each other per process; one on a job known closed skips the queue."""
+    job = params.get("job")
+    return None if (caller.tenant, job) in _closed else f"job:{job}"
+
+
 # A new job's bids come in a burst (every notified provider at once) and all write one channel,
 # whose counter row they take in turn at commit: they queue per job on the event loop, not in workers.
 @method("jobs.bid", roles=PROVIDERS, summary="Bid on an open job (replaces your earlier bid).",
-        serial=lambda params: f"job:{params.get('job')}",
+        serial=lambda caller, params: _bid_queue(caller, params),
         params={"type": "object", "additionalProperties": False, "required": ["job", "amount", "currency"],
                 "properties": {"job": _JOB_ID,
                                "amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},

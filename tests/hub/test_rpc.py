@@ -73,7 +73,7 @@ def test_methods() -> Iterator[None]:
     names = {"tests.collide": collide, "tests.lost": lost, "tests.block": block, "tests.keyed": keyed}
     for name, fn in names.items():
         method(name, roles=("customer",), http=False,
-               serial=(lambda p: str(p["key"])) if fn is keyed else None)(fn)
+               serial=(lambda _c, p: str(p["key"])) if fn is keyed else None)(fn)
     yield
     for name in names:
         rpc.REGISTRY.pop(name, None)
