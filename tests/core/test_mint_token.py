@@ -28,6 +28,7 @@ MINT = ("mint_token", "--user", "ada", "--role", "admin")
     ({}, "HUB_SECRET is not set"),
     ({"HUB_SECRET": "too-short"}, "HUB_SECRET must be at least 32 characters"),
     ({"HUB_ENV": "dev"}, "HUB_ENV must be production, development or test"),
+    ({"HUB_SECRET": "s" * 40}, "DJANGO_SECRET_KEY is not set"),
 ])
 def test_configuration_errors_are_one_line(args, env, says):
     run = manage(*args, **env)
@@ -65,3 +66,10 @@ def test_serve_on_a_busy_port_is_one_line():
     assert run.returncode != 0 and "Traceback" not in run.stderr
     last = run.stderr.strip().splitlines()[-1]  # after the start-up hooks' log lines
     assert last.startswith("CommandError: cannot listen on 127.0.0.1:") and "in use" in last
+
+
+def test_production_mints_with_the_hubs_secrets():
+    secret = "p" * 40
+    run = manage(*MINT, HUB_SECRET=secret, DJANGO_SECRET_KEY="k" * 60)
+    assert run.returncode == 0, run.stderr
+    assert auth.verify(run.stdout.strip(), secret).role == "admin"
