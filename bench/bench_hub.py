@@ -23,6 +23,9 @@ Tests (20 rooms x 10 members):
 4. idle: a fresh hub process; 10,000 sockets (quick: 2,000) each `connect`ed, held 60 s (quick:
    10 s, with HUB_PING_S=3 so pings do happen); hub VmRSS growth per socket <= 40 KiB, every
    socket still open and answering at the end, pings answered by the client.
+5. budgets: tests 1 and 3 run against the hub with every per-user and per-address budget checked
+   (set so they never refuse) and again against a second hub with them switched off; the hub keeps
+   >= 95 % of its fan-out and acks (hub/budgets.py, hub/guard.py: docs/operations.md).
 
 Environment: BENCH_PG (default postgres://postgres@127.0.0.1:5432), BENCH_REDIS (default
 redis://127.0.0.1:6379/14). `--profile DIR` records py-spy flame graphs of the hub during the
@@ -57,6 +60,7 @@ TARGET_VS_CEILING = 0.60
 TARGET_P99_MS = 20.0
 TARGET_ACKS = 10_000
 TARGET_KIB_PER_SOCKET = 40.0
+TARGET_BUDGETS = 0.95  # what every budget check together may cost (hub with them / without)
 
 
 def log(msg: str) -> None:
@@ -246,7 +250,7 @@ def main() -> int:
     ap.add_argument("--profile", metavar="DIR", help="py-spy flame graphs of the hub runs into DIR")
     ap.add_argument("--sockets", type=int, help="idle sockets (default 10,000; quick 2,000)")
     ap.add_argument("--hold", type=float, help="idle hold seconds (default 60; quick 10)")
-    ap.add_argument("--skip", default="", help="comma list of tests to skip: fanout,paced,acks,idle")
+    ap.add_argument("--skip", default="", help="comma list of tests to skip: fanout,paced,acks,budgets,idle")
     opts = ap.parse_args()
     quick = opts.quick
     skip = {s.strip() for s in opts.skip.split(",") if s.strip()}
@@ -276,8 +280,9 @@ def main() -> int:
     hub_env.update({"DATABASE_URL": f"{PG}/{db}", "REDIS_URL": REDIS, "DJANGO_SETTINGS_MODULE": "core.settings",
                     "HUB_COMMANDS_PER_S": "1000000", "HUB_COMMAND_BURST": "1000000",
                     "HUB_MAX_QUEUE_BYTES": str(8 * 1024 * 1024),
-                    # The load client opens every socket from one address: address budgets off.
-                    "HUB_MAX_SOCKETS_PER_ADDRESS": "0", "HUB_NEW_SOCKETS_PER_ADDRESS_PER_S": "0"})
+                    # The load client opens every socket from one address: the address budgets are
+                    # checked on every socket but set so they never refuse (test 5 prices them).
+                    "HUB_MAX_SOCKETS_PER_ADDRESS": "1000000", "HUB_NEW_SOCKETS_PER_ADDRESS_PER_S": "1000000"})
     anchor_env = {k: v for k, v in base_env.items() if k not in ("DJANGO_SETTINGS_MODULE", "LAYER")}
     client_env = dict(base_env)
 
@@ -313,7 +318,7 @@ def main() -> int:
         time.sleep(1.0)
 
         def client(name: str, mode: str, extra: list[str], timeout: float, profile: bool = False) -> dict[str, Any]:
-            kind = "hub" if name == "hub" else "anchor"
+            kind = "anchor" if name in ("ceiling", "plain") else "hub"
             pid = pids[name]
             if pid is None:
                 return {"error": f"{name} is not running"}
@@ -365,6 +370,21 @@ def main() -> int:
                                                                "--duration", str(acks_s)], 120, profile=True)
             results["acks_durable_rows"] = count_publications(db) - rows0
             log(f"  -> {fmt(res.get('acks_per_s'))} acks/s {res.get('error', '')}")
+
+        # --- 5. what the budgets cost: the same hub with every budget switched off ---------------------
+        if "budgets" not in skip:
+            bare_env = dict(hub_env, HUB_MAX_SOCKETS_PER_ADDRESS="0", HUB_NEW_SOCKETS_PER_ADDRESS_PER_S="0",
+                            HUB_MAX_SOCKETS_PER_USER="0", HUB_USER_COMMANDS_PER_S="0")
+            ports["bare"] = free_port()
+            bare = servers.start("bare", [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port",
+                                          str(ports["bare"])], ROOT, bare_env, ports["bare"])
+            pids["bare"] = bare.pid if bare else None
+            time.sleep(1.0)
+            log("budgets off: fan-out and acks")
+            results["fanout_bare"] = client("bare", "fanout", ["--rooms", "20", "--members", "10", "--messages",
+                                                               str(messages), "--window", "50"], 240)
+            results["acks_bare"] = client("bare", "acks", ["--rooms", "20", "--publishers", "100", "--window", "50",
+                                                           "--duration", str(acks_s)], 120)
 
         # the fan-out servers go away before the memory test
         servers.stop_all()
@@ -584,6 +604,23 @@ def print_table(results: dict[str, Any], notes: list[str], quick: bool, messages
                      f"(incl. 50 warm-up); pings answered {fmt(ri.get('pings_answered'))} (ping every "
                      f"{ri.get('ping_s')} s); probe replies {ri.get('probe_ok')}/{ri.get('probe_n')}; connect "
                      f"{fmt(ri.get('connect_s'), '.1f')} s" + (f"; ERROR {ri['error']}" if "error" in ri else "")))
+    fb, ab = results.get("fanout_bare"), results.get("acks_bare")
+    if fb is not None and ab is not None:
+        fh_rate, fb_rate = rate(fh) if fh else None, rate(fb)
+        ah, ab_rate = (ra or {}).get("acks_per_s"), ab.get("acks_per_s")
+        fan_ratio = fh_rate / fb_rate if fh_rate and fb_rate else None
+        ack_ratio = ah / ab_rate if ah and ab_rate else None
+        cpu_h, cpu_b = per_cpu(fh) if fh else None, per_cpu(fb)
+        rows.append(("5a budgets on / off: fan-out", fmt(None if fan_ratio is None else 100 * fan_ratio, ".0f") + " %",
+                     f">= {100 * TARGET_BUDGETS:.0f} %",
+                     verdict(None if fan_ratio is None else fan_ratio >= TARGET_BUDGETS),
+                     f"off: {fmt(fb_rate)} deliveries/s ({complete(fb)}); per server CPU-s on/off "
+                     f"{fmt(100 * cpu_h / cpu_b if cpu_h and cpu_b else None, '.0f')} %"))
+        rows.append(("5b budgets on / off: durable acks", fmt(None if ack_ratio is None else 100 * ack_ratio, ".0f")
+                     + " %", f">= {100 * TARGET_BUDGETS:.0f} %",
+                     verdict(None if ack_ratio is None else ack_ratio >= TARGET_BUDGETS),
+                     f"off: {fmt(ab_rate)} acks/s; errors {ab.get('errors', 0)}"
+                     + (f"; ERROR {ab['error']}" if "error" in ab else "")))
     title = (f"bench_hub ({'quick' if quick else 'full'}): 20 rooms x 10 members; fan-out {messages} msgs/room; "
              f"paced {paced_s:.0f} s; acks {acks_s:.0f} s; {sockets:,} idle sockets x {hold:.0f} s; wall {wall:.0f} s")
     head = ("figure", "measured", "target", "result", "details")
