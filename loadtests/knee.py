@@ -5,8 +5,9 @@
 
 Reads Locust's full stats history (written by `make loadtest` under LOCUST_SHAPE=step): for each
 user count, the worst current p95 (Locust's last-10-s window) per request name over the rows taken
-at that count, skipping the first `--settle-s` seconds of each step. `PUSH assist` (an AI answer's
-whole length) is left out; its first token counts. Prints one line per step and the knee.
+at that count, skipping the first `--settle-s` seconds of each step and everything once the user
+count falls (the run stopping). `PUSH assist` (an AI answer's whole length) is left out; its first
+token counts. Prints one line per step and the knee.
 """
 from __future__ import annotations
 
@@ -22,13 +23,17 @@ def steps(rows: list[dict[str, str]], settle_s: float = 10.0) -> dict[int, dict[
     """user count -> request name -> worst p95 (ms) seen at that count after it settled."""
     first_seen: dict[int, int] = {}
     out: dict[int, dict[str, float]] = {}
+    peak = 0
     for row in rows:
-        name = row.get("Name", "")
-        if not name or name == "Aggregated" or name in EXCLUDED or name.endswith(":retried"):
-            continue
         try:
             users, ts, p95 = int(row["User Count"]), int(row["Timestamp"]), row.get("95%", "N/A")
         except (KeyError, ValueError):
+            continue
+        if users < peak:
+            break  # the run is stopping: users leave with their calls cut short
+        peak = users
+        name = row.get("Name", "")
+        if not name or name == "Aggregated" or name in EXCLUDED or name.endswith(":retried"):
             continue
         first_seen.setdefault(users, ts)
         if ts - first_seen[users] < settle_s or p95 in ("N/A", ""):

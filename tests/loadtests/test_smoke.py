@@ -110,7 +110,8 @@ def test_knee_is_the_first_step_with_a_slow_name() -> None:
     rows = [row(100, 0, "jobs.bid", "900"),  # before the step settled: ignored
             row(100, 20, "jobs.bid", "120"), row(100, 20, "assist", "5000"),  # whole AI answer: left out
             row(200, 40, "jobs.bid", "300"), row(200, 60, "jobs.bid", "1400"), row(200, 60, "publish", "20"),
-            row(300, 80, "jobs.bid", "N/A"), row(300, 100, "jobs.bid", "2000")]
+            row(300, 80, "jobs.bid", "N/A"), row(300, 100, "jobs.bid", "2000"),
+            row(100, 120, "jobs.bid", "30000")]  # the run stopping: ignored
     by_users = steps(rows, settle_s=10)
     assert by_users == {100: {"jobs.bid": 120.0}, 200: {"jobs.bid": 1400.0, "publish": 20.0},
                         300: {"jobs.bid": 2000.0}}
