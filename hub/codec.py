@@ -14,7 +14,9 @@ import orjson
 
 MAX_SAFE_INT = 2**53 - 1  # what every JSON client (JavaScript included) reads exactly
 MAX_DEPTH = 32
-CHANNEL_RE = re.compile(r"^([a-z][a-z0-9_]{0,31}):([A-Za-z0-9_.@=-][A-Za-z0-9_.@=:-]{0,159})$")
+# \Z, not $: `$` also matches before a final newline, which would let "chat:r\n" through as a channel
+# distinct from "chat:r" but checked as room "r".
+CHANNEL_RE = re.compile(r"^([a-z][a-z0-9_]{0,31}):([A-Za-z0-9_.@=-][A-Za-z0-9_.@=:-]{0,159})\Z")
 
 _STR, _INT, _OBJ, _ANY, _SINCE = "string", "integer", "object", "any", "since"
 

@@ -103,3 +103,11 @@ def test_random_commands_never_crash(obj):
         except codec.FrameError:
             continue
         assert type(parsed["id"]) is int and parsed["cmd"] in codec.COMMANDS
+
+
+@pytest.mark.parametrize("channel", ["chat:r\n", "user:alice\n", "chat:r\r\n", "chat:r\n\n"])
+def test_a_channel_with_a_trailing_newline_is_refused(channel):
+    # `$` matched before a final newline: "chat:r\n" passed as a channel of its own, checked as room "r".
+    with pytest.raises(codec.FrameError, match="namespace:id"):
+        codec.parse(json.dumps({"id": 1, "cmd": "subscribe", "channel": channel}))
+    assert codec.CHANNEL_RE.match(channel) is None
