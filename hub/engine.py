@@ -122,12 +122,14 @@ class Engine:
             try:
                 await self.broker.subscribe(channel)
                 st.delivered, st.epoch = await run_sync(store.head, channel)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                # Cancelled too (the subscribing socket closed mid-way): a state left never ready
+                # would hang every later subscribe to this channel in this process.
                 if self.channels.get(channel) is st:
                     del self.channels[channel]
                 st.ready.set_exception(unavailable())
                 st.ready.exception()  # consumed: waiters get their own error
-                if isinstance(exc, HubError):
+                if isinstance(exc, (HubError, asyncio.CancelledError)):
                     raise
                 log.warning("attach %s failed: %s", channel, type(exc).__name__)
                 raise unavailable("the database is unavailable; retry") from exc

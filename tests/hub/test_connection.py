@@ -293,3 +293,41 @@ def test_a_bad_frame_before_connect_is_answered_and_connect_still_works(live_hub
     c.send_raw(json.dumps({"id": 1, "cmd": "connect"}))
     assert c.wait_reply(1)["error"]["code"] == "bad_request"
     assert c.call("connect", token=mint(uid()))["role"] == "customer"
+
+
+def test_a_subscribe_cancelled_while_its_channel_opens_does_not_wedge_the_channel():
+    """The socket that opens a channel closes mid-way (its subscribe is cancelled): later subscribes
+    to that channel used to wait forever on a state that never became ready."""
+    import asyncio
+
+    from hub import engine as engine_mod
+    from hub.broker import LocalBroker
+
+    gate = asyncio.Event()
+
+    class SlowBroker(LocalBroker):
+        async def subscribe(self, channel: str) -> None:
+            await gate.wait()
+
+    async def run() -> None:
+        eng = engine_mod.Engine(asyncio.get_running_loop())
+        eng.broker = SlowBroker()
+        channel = f"chat:{uid('r')}"
+        try:
+            opener = asyncio.create_task(eng.attach("closing socket", channel, None, 60))
+            await asyncio.sleep(0.01)
+            waiter = asyncio.create_task(eng.attach("waiting socket", channel, None, 60))
+            await asyncio.sleep(0.01)
+            opener.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await opener
+            with pytest.raises(Exception) as info:  # told to retry, not left waiting
+                await asyncio.wait_for(waiter, 5)
+            assert getattr(info.value, "code", None) == "unavailable"
+            gate.set()
+            result = await asyncio.wait_for(eng.attach("next socket", channel, None, 60), 5)
+            assert result["offset"] == 0 and "next socket" in eng.channels[channel].subs
+        finally:
+            eng.writer.stop()
+
+    asyncio.run(run())
