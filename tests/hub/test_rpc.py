@@ -266,3 +266,13 @@ def test_calls_with_one_key_queue_outside_the_pool() -> None:
     assert finished.index("other") <= 3  # it did not queue behind the hot key's calls
     assert finished.count("hot") == 6
     assert rpc._keys == {}  # queues are dropped when empty
+
+
+@pytest.mark.parametrize("params", [{"members": ["a\x00b"], "kind": "booking"},
+                                    {"members": ["bob"], "kind": "booking", "ref": "\x00"},
+                                    {"members": ["bob"], "kind": "booking", "x\x00": 1}])
+def test_nul_in_params_is_bad_request_before_the_method_runs(params: dict[str, Any]) -> None:
+    # Postgres text cannot hold U+0000: the insert used to fail inside the method, answered `internal`.
+    with pytest.raises(HubError) as info:
+        rpc.check(Caller(uid(), "customer", "t1"), "rooms.create", params)
+    assert info.value.code == "bad_request" and "NUL" in info.value.message
