@@ -138,3 +138,37 @@ def test_redis_refund_matches_the_local_one() -> None:
 
     first, over, refund, again = asyncio.run(run())
     assert first == 0 and over > 0 and refund == 0 and again == 0
+
+
+@needs_redis
+def test_the_sync_path_shares_the_redis_budget_and_limits_alone_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sync rpc methods (worker threads) spend the same budget as the async limiter; while Redis
+    cannot be reached they limit in-process rather than fail."""
+    import redis
+
+    from core import ratelimit
+    from core import redis as hubredis
+    from core.errors import HubError
+    from tests.support import free_port
+
+    key = f"dom-{uuid.uuid4().hex}"
+
+    async def spend() -> int:
+        client = aredis.Redis.from_url(REDIS_URL)
+        try:
+            return await RedisLimiter(client).acquire([Limit(key, 3, 2)])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(spend()) == 0
+    assert ratelimit.acquire_sync([Limit(key, 3, 1)]) == 0
+    with pytest.raises(HubError) as info:  # 3 a minute, spent over both paths
+        ratelimit.enforce_sync([Limit(key, 3, 1)], "too many")
+    assert info.value.code == "rate_limited" and (info.value.retry_after_ms or 0) > 0
+    with pytest.raises(HubError) as info:  # more than a whole minute's allowance at once
+        ratelimit.enforce_sync([Limit(f"dom-{uuid.uuid4().hex}", 3, 4)], "too many")
+    assert info.value.code == "too_large"
+
+    monkeypatch.setattr(hubredis, "sync_client", lambda: redis.Redis(port=free_port(), socket_connect_timeout=0.2))
+    alone = [Limit(f"dom-{uuid.uuid4().hex}", 2, 1)]
+    assert [ratelimit.acquire_sync(alone) == 0 for _ in range(3)] == [True, True, False]
