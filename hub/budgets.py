@@ -8,8 +8,8 @@
 - New sockets: at most `HUB_NEW_SOCKETS_PER_ADDRESS_PER_S` per address (core.ratelimit, shared).
 - Commands: every command of a user, on any socket and any process, spends from one budget of
   `HUB_USER_COMMANDS_PER_S` with bursts of `HUB_USER_COMMAND_BURST` (on top of each connection's
-  own limit). A process takes the budget from the shared GCRA (core.ratelimit) in leases: the
-  whole burst for the user's first socket there, then a fifth of a second's worth at a time, one
+  own limit). A process takes the budget from the shared GCRA (core.ratelimit) in leases: half
+  the burst for the user's first socket there, then a fifth of a second's worth at a time, one
   lease ahead of need. A command costs a local decrement; Redis sees a few calls a second per
   busy user; a user on several processes shares one budget (a lease another process could have
   used is at most a fifth of a second of it).
@@ -122,6 +122,7 @@ class Budgets:
         self.rate = rate
         self.burst = max(1, settings.HUB_USER_COMMAND_BURST)
         self.lease = min(self.burst, max(1, int(rate / LEASES_PER_S))) if rate > 0 else 0
+        self.first_lease = max(self.lease, self.burst // 2)
         self.burst_us = settings.HUB_USER_COMMAND_BURST / rate * 1_000_000 if rate > 0 else 0.0
 
     # --- sockets -----------------------------------------------------------------------------
@@ -151,9 +152,10 @@ class Budgets:
             entry = self.users[who] = UserCommands()
         entry.conns += 1
         if self.lease and entry.conns == 1:
-            # A first socket here starts with the whole burst, as a fresh bucket would (or one lease,
-            # when the user's other processes have spent the burst already).
-            if not await self._lease(who, entry, self.burst):
+            # A first socket here starts with half the burst (as much as one connection may send at
+            # once by default), leaving the other half for the user's sockets on other processes
+            # (a phone and a browser connecting together); one lease when even that is spent.
+            if not await self._lease(who, entry, self.first_lease):
                 await self._lease(who, entry, self.lease)
         return True
 

@@ -142,3 +142,13 @@ def test_new_sockets_per_address_are_paced() -> None:
         assert outcomes[:2] == ["open", "open"] and "refused" in outcomes
     finally:
         server.stop()
+
+
+def test_a_second_device_on_another_process_can_work_at_once(two_hubs: tuple[HubServer, HubServer]) -> None:
+    """The first socket's process leases only half the burst, so the user's phone and browser on two
+    processes both get commands through right after connecting."""
+    a, b = two_hubs
+    user = uid()
+    with HubClient(a.url, mint(user)) as phone, HubClient(b.url, mint(user)) as browser:
+        assert phone.call("presence", channel=f"user:{user}") is not None
+        assert browser.call("presence", channel=f"user:{user}") is not None
