@@ -72,7 +72,8 @@ class Method:
     result: dict[str, Any] | None = None
     http: bool = True
     # Calls with the same key (e.g. the job they write to) run SERIAL_WIDTH at a time per process; the
-    # others wait on the event loop rather than in workers blocked on the same database row.
+    # others wait on the event loop rather than in workers blocked on the same database row. Runs on
+    # the loop (must not block); it may raise HubError to refuse a call without taking a worker.
     serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
     validator: Draft202012Validator = field(init=False, repr=False)
     is_async: bool = field(init=False)

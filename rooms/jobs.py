@@ -295,10 +295,20 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 
 # --- bids ------------------------------------------------------------------------------------
 
-def _bid_queue(caller: Caller, params: dict[str, Any]) -> str | None:
-    """Bids on one job wait for each other per process; one on a job known closed skips the queue."""
+def _bid_queue(caller: Caller, params: dict[str, Any]) -> str:
+    """Bids on one job wait for each other per process; one on a job known closed is refused here,
+    on the event loop, without waiting for a worker."""
     job = params.get("job")
-    return None if (caller.tenant, job) in _closed else f"job:{job}"
+    _refuse_if_closed(caller, job)
+    return f"job:{job}"
+
+
+def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
+    seen = _closed.get((caller.tenant, job_id)) if isinstance(job_id, str) else None
+    if seen is not None:
+        if seen[1] == caller.user:
+            raise forbidden("you cannot bid on your own job")
+        raise conflict(f"the job is {seen[0]}; bids are closed")
 
 
 # A new job's bids come in a burst (every notified provider at once) and all write one channel,
@@ -320,12 +330,7 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     note = params.get("note", "")
     if not isinstance(note, str) or len(note) > 2000:
         raise bad_request("note must be a string of at most 2000 characters")
-    job_id = params.get("job")
-    seen = _closed.get((caller.tenant, job_id)) if isinstance(job_id, str) else None
-    if seen is not None:
-        if seen[1] == caller.user:
-            raise forbidden("you cannot bid on your own job")
-        raise conflict(f"the job is {seen[0]}; bids are closed")
+    _refuse_if_closed(caller, params.get("job"))
     # Before the transaction: a provider past their budget changes nothing and tells nobody.
     per_minute("bids", caller.tenant, caller.user, settings.HUB_BIDS_PER_MIN, "bids")
     try:

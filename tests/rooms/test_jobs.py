@@ -459,3 +459,24 @@ def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
     # Another tenant's bid on the same id is not told the job exists: it goes to the database.
     with pytest.raises(AssertionError):
         jobs.bid(Caller(late.user, "provider", uid("t")), {"job": job, "amount": 5000, "currency": "GBP"})
+
+
+def test_a_bid_on_a_job_known_closed_is_refused_before_the_queue(
+        monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+    """Over rpc the refusal comes from the queue key, on the event loop: no worker is taken."""
+    from hub import rpc
+
+    owner = Caller(uid("cust"), "customer", tenant)
+    fake_matcher(monkeypatch, lambda: [])
+    job = post(owner, budget=10000, currency="GBP")
+    first = Caller(uid("p"), "provider", tenant)
+    jobs.accept(owner, {"job": job, "bid": jobs.bid(first, {"job": job, "amount": 500, "currency": "GBP"})["bid"]})
+
+    async def no_worker(*args: Any) -> Any:
+        raise AssertionError("a worker was used")
+
+    monkeypatch.setattr(rpc, "run_domain", no_worker)
+    late = Caller(uid("p"), "provider", tenant)
+    with pytest.raises(HubError) as info:
+        asyncio.run(rpc.call(late, "jobs.bid", {"job": job, "amount": 500, "currency": "GBP"}))
+    assert info.value.code == "conflict"
