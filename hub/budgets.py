@@ -48,6 +48,7 @@ return total + 1
 """
 NODE_KEY_PREFIX = "hub:node:"
 LEASES_PER_S = 5  # a lease is a fifth of a second of the user's rate
+LINGER_S = 10.0  # how long a user's lease outlives their last socket on a process
 
 
 class SocketSlots:
@@ -151,7 +152,7 @@ class Budgets:
         if entry is None:
             entry = self.users[who] = UserCommands()
         entry.conns += 1
-        if self.lease and entry.conns == 1:
+        if self.lease and entry.conns == 1 and entry.tokens < 1:
             # A first socket here starts with half the burst (as much as one connection may send at
             # once by default), leaving the other half for the user's sockets on other processes
             # (a phone and a browser connecting together); one lease when even that is spent.
@@ -166,10 +167,17 @@ class Budgets:
         if entry is not None:
             entry.conns -= 1
             if entry.conns <= 0:
-                del self.users[who]
-                unspent = int(entry.tokens)
-                if unspent > 0:  # given back, so a reconnecting user starts with what they had
-                    asyncio.get_running_loop().create_task(self._refund(who, unspent))
+                # Kept a moment for a reconnect to this process (it finds its lease here), then
+                # forgotten and what was unspent given back to the shared budget.
+                asyncio.get_running_loop().call_later(LINGER_S, self._forget, who, entry)
+
+    def _forget(self, who: str, entry: UserCommands) -> None:
+        if entry.conns > 0 or self.users.get(who) is not entry:
+            return
+        del self.users[who]
+        unspent = int(entry.tokens)
+        if unspent > 0:
+            asyncio.get_running_loop().create_task(self._refund(who, unspent))
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -178,7 +186,7 @@ class Budgets:
         if not self.lease:
             return 0
         entry = self.users.get(who)
-        if entry is None:
+        if entry is None or entry.conns <= 0:
             return 0  # not opened through open_user (a socket closing): nothing to charge
         if entry.tokens >= 1:
             entry.tokens -= 1
