@@ -249,8 +249,8 @@ def _odd_cell(boundary: tuple[tuple[float, float], ...]) -> tuple[BaseGeometry, 
     cells around a pole, and cells so large that straight edges would be too far from the arcs."""
     lat = np.array([p[0] for p in boundary])
     lng = np.array([p[1] for p in boundary])
-    dev = float(_chord_deviation(lat[None, :], _unwrap(np.append(lng, lng[0]))[None, :-1])[0])
     vlng = _unwrap(np.append(lng, lng[0]))[:-1]
+    dev = float(_chord_deviation(lat[None, :], vlng[None, :])[0])
     size = float(max(np.hypot(np.diff(np.append(vlng, vlng[0])), np.diff(np.append(lat, lat[0]))).max(),
                      np.hypot(vlng - vlng.mean(), lat - lat.mean()).max()))
     k = int(_splits(np.array([dev]), np.array([size]))[0])
@@ -265,9 +265,6 @@ def _odd_cell(boundary: tuple[tuple[float, float], ...]) -> tuple[BaseGeometry, 
     if ulng.min() < -180.0 or ulng.max() > 180.0:  # across the antimeridian: both copies
         shift = 360.0 if ulng.min() < -180.0 else -360.0
         region = MultiPolygon([region, shapely.affinity.translate(region, xoff=shift)])
-    vlng = _unwrap(np.append(lng, lng[0]))[:-1]
-    size = float(max(np.hypot(np.diff(np.append(vlng, vlng[0])), np.diff(np.append(lat, lat[0]))).max(),
-                     np.hypot(vlng - vlng.mean(), lat - lat.mean()).max()))
     # A k-fold split leaves about dev / k^2 of arc deviation; count it twice.
     return region, size, 2.0 * dev / (k * k)
 
