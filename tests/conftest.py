@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HUB_ENV", "test")
 os.environ.setdefault("HUB_SECRET", "test-secret-0123456789-0123456789-abcdef")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+# Metrics in this process are per-process (a developer's exported multiprocess dir must not leak in).
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 # The suite opens sockets from one address far faster than any client would; the tests of the
 # address budgets start their own hubs with these set.
 os.environ.setdefault("HUB_MAX_SOCKETS_PER_ADDRESS", "0")

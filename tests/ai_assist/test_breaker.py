@@ -6,7 +6,6 @@ import os
 import time
 import uuid
 
-import pytest
 import redis.asyncio as aredis
 
 from ai_assist.breaker import CLOSED, OPEN, PROBE, LocalBreakers, RedisBreakers
@@ -69,7 +68,6 @@ def test_local_probe_lock_expires() -> None:
     asyncio.run(run())
 
 
-@pytest.mark.skipif(not REDIS_URL, reason="REDIS_URL not set")
 def test_redis_breaker_shared_by_two_clients() -> None:
     async def run() -> None:
         clients = [aredis.Redis.from_url(REDIS_URL) for _ in range(2)]

@@ -36,7 +36,8 @@ def value(snap: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
     return snap.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-pytestmark = pytest.mark.skipif(metrics.MULTIPROCESS, reason="per-process mode tests")
+# tests/conftest.py clears PROMETHEUS_MULTIPROC_DIR: the suite's own process counts per process; the
+# multiprocess tests below start workers that set it.
 
 
 def test_hooks_count_by_label() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from django.conf import settings
 
 from core import redis as hubredis
 from matching import service
@@ -16,7 +15,8 @@ from matching.models import Zone, ZoneAssignment
 from matching.service import Matcher, SystemActor
 from matching.sync import STATE_HASH
 
-needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs REDIS_URL")
+# Redis is part of the suite (make test): these fail, never skip, without it.
+needs_redis = pytest.mark.services
 
 
 def uid(prefix: str) -> str:
