@@ -229,6 +229,10 @@ HUB_CALL_INVITES_PER_MIN = env_int("HUB_CALL_INVITES_PER_MIN", 30)  # people run
 HUB_MAX_CALL_PEOPLE = env_int("HUB_MAX_CALL_PEOPLE", 8)  # room members, caller included, calls.start rings
 HUB_MATCH_FIND_PER_MIN = env_int("HUB_MATCH_FIND_PER_MIN", 60)  # match.find per user
 
+# What one service zone may cost the matcher's index (cells; matching.zoneindex.estimate_cells):
+# a larger zone is refused with bad_request before it is stored. 0 switches the cap off.
+HUB_ZONE_MAX_CELLS = env_int("HUB_ZONE_MAX_CELLS", 40_000)
+
 # --- HTTP budgets (hub.guard) ---
 HUB_HTTP_MAX_BODY_BYTES = env_int("HUB_HTTP_MAX_BODY_BYTES", 2 * 1024 * 1024)  # the zones REST limit
 HUB_HTTP_REQUEST_TIMEOUT_S = env_float("HUB_HTTP_REQUEST_TIMEOUT_S", 10)

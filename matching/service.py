@@ -227,7 +227,7 @@ class Matcher:
         from matching.sync import Sync
 
         self.lock = threading.RLock()
-        self.zones = ZoneIndex(res=ZONE_RES)
+        self.zones = ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS)
         self.providers = self._new_provider_index()
         self.zone_meta: dict[str, ZoneMeta] = {}
         # Stored zones the index could not load (id -> version): skipped, logged, shown on /readyz.
@@ -269,7 +269,7 @@ class Matcher:
         /readyz): the others load and serve."""
         rows = list(Zone.objects.all())
         with self.lock:
-            fresh = ZoneIndex(res=ZONE_RES)
+            fresh = ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS)
             meta: dict[str, ZoneMeta] = {}
             bad: dict[str, int] = {}
             for z in rows:
@@ -574,7 +574,7 @@ def prepare_zone_geometry(geometry: Any) -> PreparedZone:
     """Validate a zone geometry and build its index entry, before anything is stored: a zone that
     this index cannot load is refused (bad_request), never committed."""
     try:
-        return ZoneIndex(res=ZONE_RES).prepare(geometry)
+        return ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS).prepare(geometry)
     except GeometryError as exc:
         raise bad_request(f"geometry: {exc}") from exc
     except Exception as exc:  # the index failed on a valid geometry: refuse it, keep the process up

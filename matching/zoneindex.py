@@ -51,7 +51,8 @@ from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-__all__ = ["GeometryError", "PreparedZone", "ZoneIndex", "validate_geometry", "MAX_VERTICES"]
+__all__ = ["GeometryError", "PreparedZone", "ZoneIndex", "validate_geometry", "estimate_cells", "MAX_VERTICES",
+           "MAX_CELLS"]
 
 try:  # the compiled function directly: h3's int API wraps it in an identity Python function
     from h3._cy import latlng_to_cell as _latlng_to_cell
@@ -59,6 +60,11 @@ except ImportError:  # pragma: no cover - other h3 builds
     _latlng_to_cell = h3i.latlng_to_cell
 
 MAX_VERTICES = 10_000
+# What one zone may cost the index (estimate_cells): about a 150 km square at resolution 8, a few
+# seconds of classification. Larger zones are refused before they are stored, so no zone can make
+# every process spend minutes and gigabytes loading it at start-up.
+MAX_CELLS = 40_000
+KM_PER_DEGREE = 111.32
 # Boundary margin (degrees) for declaring a fine cell FULL/OUT; see module docstring.
 _FINE_EPS_DEG = 1e-6
 # A cell's great-circle edges bulge off straight lng/lat segments by up to ``dev`` (measured at the
@@ -349,15 +355,28 @@ def _boundary_cells(geom: BaseGeometry, res: int) -> set[int]:
             out.add(_latlng_to_cell(y, x, res))
     return out
 
+def estimate_cells(geom: BaseGeometry, res: int, fine_res: int) -> int:
+    """Cells a zone costs the index: its area in cells at ``res`` plus its boundary in cells at
+    ``fine_res`` (where classification work and memory go). Measured in an equal-area (sinusoidal)
+    projection of the densified outline, so it holds anywhere, poles included, within a few %."""
+    dense = shapely.segmentize(geom, 0.5)
+    projected = shapely.transform(dense, lambda xy: np.column_stack((
+        xy[:, 0] * np.cos(np.radians(xy[:, 1])) * KM_PER_DEGREE, xy[:, 1] * KM_PER_DEGREE)))
+    area_cells = projected.area / h3.average_hexagon_area(res, "km^2")
+    edge_cells = projected.length / h3.average_hexagon_edge_length(fine_res, "km")
+    return int(area_cells + edge_cells)
+
+
 class ZoneIndex:
     """Exact point-in-zone lookup over many (possibly overlapping) service zones."""
 
-    def __init__(self, res: int = 8, fine_res: int | None = None) -> None:
+    def __init__(self, res: int = 8, fine_res: int | None = None, max_cells: int = MAX_CELLS) -> None:
         fine = res + 2 if fine_res is None else fine_res
         if not (0 <= res <= fine <= 15):
             raise ValueError("need 0 <= res <= fine_res <= 15")
         self.res = res
         self.fine_res = fine
+        self.max_cells = max_cells
         # Lookup levels: res, fine_res, then up to _EXTRA_LEVELS finer ones used only next to zone
         # boundaries (each level refines only the cells of the previous one that the boundary
         # crosses, so geometry is needed for ever fewer points). Points are located at the last.
@@ -402,6 +421,10 @@ class ZoneIndex:
         """Validate and classify a geometry for this index: the heavy half of put, which touches no
         state (safe outside any lock, e.g. before the zone is committed). Raises GeometryError."""
         geom = validate_geometry(geometry_geojson)
+        cost = estimate_cells(geom, self.res, self.fine_res)
+        if self.max_cells and cost > self.max_cells:
+            raise GeometryError(f"zone too large for the index: about {cost:,} cells at resolution {self.res} "
+                                f"(at most {self.max_cells:,}); split it into smaller zones")
         cells = self._classify(geom)
         shapely.prepare(geom)
         return PreparedZone(geom, cells, tuple(self._levels))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from shapely.geometry import Point, Polygon, shape
 
 from matching.geo import destination
-from matching.zoneindex import MAX_VERTICES, GeometryError, ZoneIndex, validate_geometry
+from matching.zoneindex import MAX_VERTICES, GeometryError, ZoneIndex, estimate_cells, validate_geometry
 
 Q = (51.5074, -0.1278)
 
@@ -403,3 +403,31 @@ def test_index_matches_shapely_large_zones_coarse_cells(where: str) -> None:
         _check_against_shapely(ZoneIndex(res=2), g, seed)
 
     check()
+
+
+def _km_square(lat: float, lng: float, km: float) -> dict[str, Any]:
+    dlat = km / 111.32 / 2
+    dlng = km / (111.32 * math.cos(math.radians(lat))) / 2
+    ring = [[lng - dlng, lat - dlat], [lng + dlng, lat - dlat], [lng + dlng, lat + dlat],
+            [lng - dlng, lat + dlat], [lng - dlng, lat - dlat]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def test_estimate_counts_area_and_boundary_cells() -> None:
+    geom = validate_geometry(_km_square(51.5, -0.1, 40))
+    area = 40 * 40 / h3.average_hexagon_area(8, "km^2")
+    edge = 160 / h3.average_hexagon_edge_length(10, "km")
+    assert abs(estimate_cells(geom, 8, 10) - (area + edge)) < 0.05 * (area + edge)
+    # Equal-area at any latitude: the same 40 km square near the pole costs the same.
+    polar = validate_geometry(_km_square(80.0, 10.0, 40), uk_swap_check=False)
+    assert abs(estimate_cells(polar, 8, 10) - estimate_cells(geom, 8, 10)) < 0.05 * (area + edge)
+
+
+def test_a_zone_over_the_cost_cap_is_refused_before_any_work() -> None:
+    zi = ZoneIndex(res=8)
+    zi.prepare(_km_square(51.5, -0.1, 60))  # a county: fine
+    with pytest.raises(GeometryError, match="too large"):
+        zi.prepare(_km_square(51.5, -0.1, 200))
+    with pytest.raises(GeometryError, match="too large"):  # a continent would need ~150 GB unchecked
+        zi.prepare({"type": "Polygon", "coordinates": [[[-10, 35], [40, 35], [40, 70], [-10, 70], [-10, 35]]]})
+    assert ZoneIndex(res=3, max_cells=0).prepare(_km_square(51.5, -0.1, 200)).cells
