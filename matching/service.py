@@ -529,10 +529,13 @@ def zones_ready() -> tuple[bool, dict[str, Any]]:
     return not bad, {"bad_zones": bad}
 
 
-def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> list[str]:
-    """Provider ids who could take a custom job here (same filters as match.find), nearest first."""
-    _zone, found = matcher().search(lat, lng, category, k=limit)
-    return [m.user for m in found]
+def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> tuple[list[str], str | None]:
+    """Provider ids who could take a custom job here (same filters as match.find), nearest first,
+    and when there are none, why (match.find's reason)."""
+    zone, found = matcher().search(lat, lng, category, k=limit)
+    if found:
+        return [m.user for m in found], None
+    return [], OUTSIDE_ZONES if zone is None else NO_PROVIDER_AVAILABLE
 
 
 def record_offer_outcome(user: str, outcome: str) -> None:

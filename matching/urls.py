@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from core.errors import BAD_REQUEST, HubError
 from hub import rpc
-from hub.http import authenticate, error_response, json_body
+from hub.http import authenticate, error_response, json_body, not_allowed
 from hub.rpc import Caller
 from matching import rpc as _methods  # noqa: F401 - registers the zones.* methods this calls
 
@@ -71,7 +71,7 @@ async def zones_collection(request: HttpRequest) -> HttpResponse:
             if active is not None:
                 params["active"] = active
             return _json(await rpc.call(caller, "zones.list", params))
-        raise HubError(BAD_REQUEST, "use GET or POST")
+        return not_allowed("GET, POST")
     except HubError as err:
         return _error(err)
 
@@ -89,7 +89,7 @@ async def zone_item(request: HttpRequest, zone_id: str) -> HttpResponse:
             return _json(await rpc.call(caller, "zones.replace", {**body, "id": zone_id}))
         if request.method == "DELETE":
             return _json(await rpc.call(caller, "zones.delete", {"id": zone_id}))
-        raise HubError(BAD_REQUEST, "use GET, PUT or DELETE")
+        return not_allowed("GET, PUT, DELETE")
     except HubError as err:
         return _error(err)
 

@@ -222,8 +222,14 @@ def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
 _warned = False
 
 
-def _candidates(lat: float, lng: float, category: str) -> list[str]:
-    """Matched providers for a new job; [] when the matcher is unavailable or fails (never fatal)."""
+# Why a new job told nobody (`reason` in its result): match.find's words, plus the matcher's absence.
+NO_PROVIDER_AVAILABLE = "no_provider_available"
+MATCHER_UNAVAILABLE = "matcher_unavailable"
+
+
+def _candidates(lat: float, lng: float, category: str) -> tuple[list[str], str | None]:
+    """Matched providers for a new job and, when there are none, why (match.find's reasons, or
+    matcher_unavailable when the matcher is unavailable or fails: never fatal)."""
     try:
         from matching.service import candidates_for_job
     except Exception:  # noqa: BLE001 - ImportError, or a matcher that does not load: post the job regardless
@@ -231,15 +237,14 @@ def _candidates(lat: float, lng: float, category: str) -> list[str]:
         if not _warned:
             _warned = True
             log.warning("matching.service.candidates_for_job unavailable; job.new is not broadcast")
-        return []
+        return [], MATCHER_UNAVAILABLE
     try:
         found = candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES)
     except Exception:  # the job is still posted; only its broadcast is skipped
         log.exception("candidates_for_job failed; job.new not broadcast")
-        return []
-    if not isinstance(found, (list, tuple)):
-        return []
-    return [u for u in found if isinstance(u, str) and u][:MAX_CANDIDATES]
+        return [], MATCHER_UNAVAILABLE
+    users, reason = found
+    return [u for u in users if isinstance(u, str) and u][:MAX_CANDIDATES], reason
 
 
 _JOB_ID = {"type": "string", "minLength": 1, "maxLength": 32}
@@ -276,7 +281,10 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     if budget is not None and not currency:
         currency = "GBP"  # a UK marketplace: a bare budget is in pence
     # The matcher runs before our transaction: a failure or slow query there must not hold locks.
-    candidates = [u for u in _candidates(float(lat), float(lng), category) if u != caller.user]
+    found, reason = _candidates(float(lat), float(lng), category)
+    candidates = [u for u in found if u != caller.user]
+    if found and not candidates:
+        reason = NO_PROVIDER_AVAILABLE  # the only match was the poster
     with atomic():
         cap_open("jobs", caller.tenant, caller.user,
                  Job.objects.filter(tenant=caller.tenant, owner=caller.user, status=OPEN),
@@ -290,7 +298,8 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                 "lng": job.lng, "budget": budget, "currency": currency or None}
         for user in candidates:
             append(f"user:{user}", note)
-    return {"job": job.id, "status": job.status, "notified": len(candidates)}
+    # `reason` says why nobody was told (null when someone was): the same words as match.find.
+    return {"job": job.id, "status": job.status, "notified": len(candidates), "reason": reason}
 
 
 # --- bids ------------------------------------------------------------------------------------

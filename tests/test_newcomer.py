@@ -148,6 +148,11 @@ def test_make_run_then_the_readme(make_run: MakeRun) -> None:
     found = me.rpc("match.find", lat=51.51, lng=-0.12, category="electrical")
     assert found["zone"] == "demo-central-london"
     assert me.rpc("match.find", lat=51.54, lng=-0.14, category="plumbing")["zone"] == "demo-camden"
+    # Empty answers say why: nobody is online in the demo zones, and Paris is in none of them.
+    assert found["providers"] == [] and found["reason"] == "no_provider_available"
+    assert me.rpc("match.find", lat=48.85, lng=2.35, category="plumbing")["reason"] == "outside_zones"
+    job = me.rpc("jobs.create", title="Leaky tap", description="", category="plumbing", lat=51.51, lng=-0.12)
+    assert job["notified"] == 0 and job["reason"] == "no_provider_available"
 
     # A bad frame with an id gets bad_request, and the socket carries on.
     me.send_raw(json.dumps({"id": 999, "cmd": "explode"}))

@@ -305,12 +305,13 @@ def test_provider_state_flushes_to_db_and_restores() -> None:
 
 def test_candidates_for_job() -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
-    service.create_zone(SystemActor(), "Z", [cat], square(51.3, -0.3))
+    service.create_zone(SystemActor(), "Z", [cat, f"{cat}-empty"], square(51.3, -0.3))
     users = [f"p{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for i, u in enumerate(users):
         service.update_provider(u, 51.3 + 0.001 * i, -0.3, True, categories=[cat])
-    assert service.candidates_for_job(51.3, -0.3, cat, limit=2) == users[:2]
-    assert service.candidates_for_job(10.0, 10.0, cat) == []
+    assert service.candidates_for_job(51.3, -0.3, cat, limit=2) == (users[:2], None)
+    assert service.candidates_for_job(10.0, 10.0, cat) == ([], service.OUTSIDE_ZONES)
+    assert service.candidates_for_job(51.3, -0.3, f"{cat}-empty") == ([], service.NO_PROVIDER_AVAILABLE)
 
 
 BOWTIE = {"type": "Polygon", "coordinates": [[[0.0, 51.0], [1.0, 52.0], [1.0, 51.0], [0.0, 52.0], [0.0, 51.0]]]}

@@ -94,7 +94,9 @@ def test_bad_json_and_methods(client: Client) -> None:
     status, err = req(client, "POST", "/api/zones", raw=b"{nope", tok=token())
     assert status == 400 and err["error"]["code"] == "bad_request"
     status, err = req(client, "PATCH", "/api/zones/abc", {"name": "x"}, token())
-    assert status == 400
+    assert status == 405 and err["error"]["code"] == "bad_request"
+    assert client.patch("/api/zones/abc", HTTP_AUTHORIZATION=f"Bearer {token()}")["Allow"] == "GET, PUT, DELETE"
+    assert client.delete("/api/zones", HTTP_AUTHORIZATION=f"Bearer {token()}")["Allow"] == "GET, POST"
     status, err = req(client, "PUT", "/api/zones/abc", {"id": "other", "name": "x", "categories": ["a"],
                                                         "geometry": square(0, 0)}, token())
     assert status == 400

@@ -50,7 +50,8 @@ def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> lis
 
     def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> Any:
         seen.append((lat, lng, category, limit))
-        return fn()
+        users = fn()
+        return users, None if users else "no_provider_available"
 
     module = types.ModuleType("matching.service")
     module.candidates_for_job = candidates_for_job  # type: ignore[attr-defined]
@@ -89,8 +90,8 @@ def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
         monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
     owner = Caller(uid("cust"), "customer", tenant)
     monkeypatch.setitem(sys.modules, "matching.service", None)
-    assert jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0,
-                                   "lng": 0})["notified"] == 0
+    out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    assert out["notified"] == 0 and out["reason"] == "matcher_unavailable"
 
     def boom() -> list[str]:
         raise RuntimeError("matcher down")
@@ -98,6 +99,11 @@ def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
     fake_matcher(monkeypatch, boom)
     out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
     assert out["notified"] == 0 and Job.objects.filter(pk=out["job"]).exists()
+    assert out["reason"] == "matcher_unavailable"
+
+    fake_matcher(monkeypatch, lambda: [owner.user])  # the only provider found is the poster
+    out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    assert out["notified"] == 0 and out["reason"] == "no_provider_available"
 
 
 @pytest.mark.usefixtures("no_matcher")
