@@ -23,6 +23,12 @@ from core.errors import conflict
 from core.ratelimit import Limit
 
 
+async def aper_minute(name: str, tenant: str, user: str, limit: float, what: str, cost: int = 1) -> None:
+    """per_minute for async callers (the event loop's Redis client)."""
+    await ratelimit.enforce([Limit(f"dom:{name}:{tenant}:{user}", limit, cost)],
+                            f"too many {what}: at most {limit:g} a minute")
+
+
 def per_minute(name: str, tenant: str, user: str, limit: float, what: str, cost: int = 1) -> None:
     """Spend `cost` of the user's `name` budget of `limit` a minute (bursts of a minute's worth)."""
     ratelimit.enforce_sync([Limit(f"dom:{name}:{tenant}:{user}", limit, cost)],

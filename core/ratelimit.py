@@ -207,6 +207,15 @@ def acquire_sync(limits: list[Limit], force: bool = False) -> int:
     return 0 if int(ok) == 1 else max(1, int(wait_ms))
 
 
+async def enforce(limits: list[Limit], message: str) -> None:
+    """enforce_sync for the event loop (limiter().acquire)."""
+    if any(lim.impossible() for lim in _active(limits)):
+        raise HubError(TOO_LARGE, f"{message}: more than the whole budget at once")
+    wait = await limiter().acquire(limits)
+    if wait:
+        raise HubError(RATE_LIMITED, message, retry_after_ms=wait)
+
+
 def enforce_sync(limits: list[Limit], message: str) -> None:
     """acquire_sync, refusing with `rate_limited` (and retry_after_ms) when a limit is spent; a
     request that can never fit (cost over the whole burst) is `too_large` instead."""

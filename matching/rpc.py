@@ -10,8 +10,8 @@ from typing import Any
 from django.conf import settings
 
 from core import metrics
-from core.domain_budgets import per_minute
-from hub.rpc import PROVIDERS, USERS, Caller, method
+from core.domain_budgets import aper_minute
+from hub.rpc import PROVIDERS, USERS, Caller, method, run_sync
 from matching import dispatch, service
 from matching.service import WEEKDAYS
 
@@ -78,12 +78,16 @@ def providers_update(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                 "user": {"type": "string"}, "distance_m": {"type": "number"},
                 "score": {"type": "number"}}}},
             "reason": {"enum": [None, service.OUTSIDE_ZONES, service.NO_PROVIDER_AVAILABLE]}}})
-def match_find(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+async def match_find(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     # One budget over all of the user's sockets and processes: nobody sweeps the map for providers.
-    per_minute("match_find", caller.tenant, caller.user, settings.HUB_MATCH_FIND_PER_MIN, "match.find calls")
+    await aper_minute("match_find", caller.tenant, caller.user, settings.HUB_MATCH_FIND_PER_MIN,
+                      "match.find calls")
+    args = (params["lat"], params["lng"], params["category"], params.get("k", 10), params.get("crew", 1))
     with metrics.timer(metrics.match_latency):
-        return service.find(params["lat"], params["lng"], params["category"], k=params.get("k", 10),
-                            crew=params.get("crew", 1))
+        found = service.find_now(*args)  # on the loop: the search is cheaper than a thread hop
+        if found is None:  # the index is busy or not loaded yet: wait for it in a worker
+            found = await run_sync(service.find, *args)
+        return found
 
 
 @method("providers.assign_zone", roles=ADMIN,

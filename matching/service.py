@@ -519,6 +519,20 @@ def find(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) -> d
     return {"zone": zone_id, "providers": [m.as_dict() for m in found], "reason": reason}
 
 
+def find_now(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) -> dict[str, Any] | None:
+    """`find` without waiting: None when the matcher is not loaded yet or its lock is held (an
+    update, a zone load), so the caller can take the slow path (a worker thread) instead. A search is
+    tens of microseconds in memory: callers on the event loop run it here rather than pay a thread
+    hop that costs more than the search."""
+    m = _matcher
+    if m is None or not m.loaded or not m.lock.acquire(blocking=False):
+        return None
+    try:
+        return find(lat, lng, category, k=k, crew=crew)
+    finally:
+        m.lock.release()
+
+
 def zones_ready() -> tuple[bool, dict[str, Any]]:
     """Readiness check (hub.ready): passes when this process has loaded its zones and none was
     skipped; `bad_zones` lists the stored zones the index could not load."""

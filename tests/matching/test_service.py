@@ -392,3 +392,30 @@ def test_any_index_failure_on_a_stored_zone_skips_only_that_zone(monkeypatch: py
         monkeypatch.undo()
         service.delete_zone(SystemActor(), good["id"])
         service.delete_zone(SystemActor(), other["id"])
+
+
+def test_find_now_steps_aside_while_the_index_is_busy() -> None:
+    """The event loop searches in place only when nobody holds the index: it never waits on a lock
+    an update or a zone load holds (the rpc then searches in a worker thread)."""
+    import threading
+
+    cat = f"c{uuid.uuid4().hex[:8]}"
+    service.create_zone(SystemActor(), "Z", [cat], square(51.3, -0.3))
+    m = service.matcher()
+    assert service.find_now(51.3, -0.3, cat) == service.find(51.3, -0.3, cat)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with m.lock:
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    held.wait(10)
+    try:
+        assert service.find_now(51.3, -0.3, cat) is None
+    finally:
+        release.set()
+        worker.join()
+    assert service.find_now(51.3, -0.3, cat) is not None
