@@ -69,3 +69,20 @@ class AuditLog(models.Model):
 
     def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
         raise RuntimeError("audit rows are append-only")
+
+
+class TokenRevocation(models.Model):
+    """A revocation (hub.revocation): with `jti` empty, every token of (tenant, user) issued at or
+    before `not_before`; with `jti`, the one token of that tenant carrying it. `tenant` empty means
+    every tenant (an erasure, which knows the user id only)."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.CharField(max_length=64, blank=True, default="")
+    user = models.CharField(max_length=128, blank=True, default="")
+    jti = models.CharField(max_length=128, blank=True, default="")
+    not_before = models.BigIntegerField(default=0, help_text="seconds since the epoch")
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        db_table = "hub_revocation"

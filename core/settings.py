@@ -94,6 +94,9 @@ elif not DEVELOPMENT and (len(SECRET_KEY) < 50 or SECRET_KEY == HUB_SECRET):
 HUB_TOKEN_ISSUER = os.environ.get("HUB_TOKEN_ISSUER", "")
 HUB_TOKEN_AUDIENCE = os.environ.get("HUB_TOKEN_AUDIENCE", "")
 HUB_TOKEN_MAX_TTL_S = env_int("HUB_TOKEN_MAX_TTL_S", 24 * 3600)
+# Each process re-reads the revocation table this often (hub.revocation): the path for a revocation
+# whose Redis message was lost, and the only one between processes without Redis.
+HUB_REVOCATION_POLL_S = env_int("HUB_REVOCATION_POLL_S", 5)
 # Outside development /metrics is never open: this token, or an admin/service JWT.
 HUB_METRICS_TOKEN = os.environ.get("HUB_METRICS_TOKEN", "")
 

@@ -6,4 +6,4 @@ class HubConfig(AppConfig):
 
     def ready(self) -> None:
         # The hub's own namespaces and rpc methods; domain apps register theirs in their ready().
-        from hub import namespaces  # noqa: F401
+        from hub import namespaces, revocation  # noqa: F401

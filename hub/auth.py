@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,13 @@ class Claims:
     role: str
     tenant: str
     exp: int
+    # Issue time and token id, for revocation (hub.revocation): None when the token has none.
+    iat: int | None = None
+    jti: str | None = None
+
+
+# A token id is opaque to the hub; bounded so a revocation entry stays small.
+JTI = re.compile(r"[A-Za-z0-9._~+/=-]{1,128}")
 
 
 def mint(user: str, role: str, secret: str, tenant: str = "default", ttl: int = 3600,
@@ -59,7 +67,7 @@ def mint(user: str, role: str, secret: str, tenant: str = "default", ttl: int = 
         raise ValueError("tenants are 1-64 characters of A-Z a-z 0-9 . _ -")
     issued = int(now if now is not None else time.time())
     payload: dict[str, object] = {"sub": user, "role": role, "tenant": tenant, "iat": issued,
-                                   "exp": issued + int(ttl)}
+                                   "exp": issued + int(ttl), "jti": secrets.token_urlsafe(12)}
     if issuer:
         payload["iss"] = issuer
     if audience:
@@ -103,10 +111,13 @@ def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None 
         raise TokenError("invalid tenant claim: 1-64 characters of A-Z a-z 0-9 . _ -")
     if not isinstance(exp, int):
         raise TokenError("invalid exp claim")
+    iat, jti = payload.get("iat"), payload.get("jti")
+    if jti is not None and (not isinstance(jti, str) or not JTI.fullmatch(jti)):
+        raise TokenError("invalid jti claim: 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -")
     if policy.max_ttl_s is not None:
         current = now if now is not None else time.time()
-        iat = payload.get("iat")
         # Measured from now as well as from `iat`: an old `iat` must not excuse a far-off `exp`.
         if exp - current > policy.max_ttl_s or (isinstance(iat, int) and exp - iat > policy.max_ttl_s):
             raise TokenError(f"token lifetime exceeds {policy.max_ttl_s} s")
-    return Claims(user=sub, role=role, tenant=tenant, exp=exp)
+    return Claims(user=sub, role=role, tenant=tenant, exp=exp, iat=int(iat) if isinstance(iat, (int, float)) else None,
+                  jti=jti)

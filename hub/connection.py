@@ -19,7 +19,7 @@ from django.conf import settings
 from core import audit, metrics
 from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, HubError
 from core.logs import request_id
-from hub import auth, channels, codec, credentials, rpc, store
+from hub import auth, channels, codec, credentials, revocation, rpc, store
 from hub.limits import TokenBucket
 from hub.rpc import Caller, run_sync
 from hub.sink import Sink
@@ -49,7 +49,7 @@ MAX_REFRESH_FAILURES = 3
 class Connection:
     __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
-                 "bad_unlogged", "refresh_failures", "who", "held", "__weakref__")
+                 "bad_unlogged", "refresh_failures", "who", "held", "iat", "jti", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -58,6 +58,9 @@ class Connection:
         self.client = secrets.token_hex(8)
         self.caller: Caller | None = None
         self.exp = 0
+        # The current token's issue time and id: a revocation closes the sockets holding it.
+        self.iat: int | None = None
+        self.jti: str | None = None
         self.subs: set[str] = set()
         self.bucket = TokenBucket(settings.HUB_COMMANDS_PER_S, settings.HUB_COMMAND_BURST)
         self.bad = 0
@@ -245,6 +248,14 @@ class Connection:
             if allowed:
                 self.engine.budgets.close_user(who)
             return
+        if revocation.is_revoked(claims.tenant, claims.user, claims.iat, claims.jti):
+            # Revoked while the socket slot was being taken: close_revoked could not see it yet.
+            self.held = None
+            if allowed:
+                self.engine.budgets.close_user(who)
+            self.error(cid, HubError(UNAUTHORIZED, "token revoked"))
+            self.close(CLOSE_AUTH)
+            return
         if not allowed:
             self.held = None
             limit = self.engine.budgets.per_user_sockets
@@ -253,6 +264,7 @@ class Connection:
             self.close(CLOSE_TOO_MANY)
             return
         self.who = who
+        self.iat, self.jti = claims.iat, claims.jti
         self.caller = Caller(claims.user, claims.role, claims.tenant, self.client, push=self.send_obj,
                              on_close=self.close_callbacks.append)
         self._arm_expiry(claims.exp)
@@ -290,6 +302,7 @@ class Connection:
                                                        reason=str(exc)))
             self.error(cid, HubError(UNAUTHORIZED, str(exc)))
             return
+        self.iat, self.jti = claims.iat, claims.jti
         self._arm_expiry(claims.exp)
         self.reply(cid, {"expires_at": claims.exp, "expires_at_ms": claims.exp * 1000})
 

@@ -9,7 +9,7 @@ from functools import cache
 
 from django.conf import settings
 
-from hub import auth
+from hub import auth, revocation
 
 
 @cache
@@ -23,7 +23,10 @@ def policy() -> auth.Policy:
 
 
 def verify(token: object) -> auth.Claims:
-    return auth.verify(token, settings.HUB_SECRET, policy())
+    """Signature, policy, and revocation (an in-memory look-up, no query: hub.revocation)."""
+    claims = auth.verify(token, settings.HUB_SECRET, policy())
+    revocation.check(claims)
+    return claims
 
 
 def mint(user: str, role: str, tenant: str = "default", ttl: int = 3600) -> str:

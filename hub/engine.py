@@ -17,7 +17,7 @@ from django.conf import settings
 from core import metrics
 from core import redis as hubredis
 from core.errors import HubError, unavailable
-from hub import budgets, store
+from hub import budgets, revocation, store
 from hub.broker import LocalBroker, RedisBroker
 from hub.codec import encode
 from hub.presence import Presence
@@ -96,13 +96,26 @@ class Engine:
         await self.presence.start()
         store.on_domain_commit(self._domain_commit_threadsafe)
         store.on_invalidate(self._drop_caches_threadsafe)
+        revocation.on_revoked(self._revoked_threadsafe)
 
     def _drop_caches_threadsafe(self) -> None:
         self.loop.call_soon_threadsafe(self.drop_caches)
 
+    def _revoked_threadsafe(self, rev: revocation.Revocation) -> None:
+        self.loop.call_soon_threadsafe(self.close_revoked, rev)
+
     def _on_control(self, msg: bytes) -> None:
         if msg == b"drop_caches":
             self.drop_caches()
+        elif msg.startswith(revocation.CONTROL_PREFIX):
+            revocation.apply_message(msg)  # news reaches close_revoked through the listener
+
+    def close_revoked(self, rev: revocation.Revocation) -> None:
+        """Close (4001) every socket of this process whose current token `rev` covers."""
+        for conn in list(self.conns):
+            caller = conn.caller
+            if caller is not None and revocation.matches(rev, caller.tenant, caller.user, conn.iat, conn.jti):
+                conn.close(4001)
 
     def drop_caches(self) -> None:
         """Forget hot copies of publications (after an erasure): recovery then reads the database."""

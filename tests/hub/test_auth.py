@@ -110,3 +110,42 @@ def test_mint_refuses_ids_outside_the_character_set():
         with pytest.raises(ValueError):
             auth.mint(user, "customer", SECRET, tenant=tenant)
     assert auth.verify(auth.mint("sam.o@ex-1", "customer", SECRET), SECRET).user == "sam.o@ex-1"
+
+
+def test_minted_tokens_carry_a_random_jti():
+    one, two = (auth.verify(auth.mint("u1", "customer", SECRET), SECRET) for _ in range(2))
+    assert one.jti and two.jti and one.jti != two.jti
+    assert one.iat is not None
+    for bad in (7, "", "a b", "x" * 129):
+        token = jwt.encode({"sub": "u1", "role": "customer", "jti": bad, "exp": int(time.time()) + 60}, SECRET,
+                           algorithm="HS256")
+        with pytest.raises(auth.TokenError):
+            auth.verify(token, SECRET)
+
+
+def test_credentials_refuse_revoked_tokens():
+    """credentials.verify, the one check of connect, refresh and HTTP, consults the revocations."""
+    import uuid
+
+    from django.conf import settings
+
+    from hub import credentials, revocation
+
+    user = f"u{uuid.uuid4().hex[:12]}"
+    old = auth.mint(user, "customer", settings.HUB_SECRET, tenant="t1", now=time.time() - 5)
+    other_tenant = auth.mint(user, "customer", settings.HUB_SECRET, tenant="t2", now=time.time() - 5)
+    assert credentials.verify(old).user == user
+    revocation.apply(revocation.Revocation("t1", user=user, not_before=int(time.time()) - 1))
+    with pytest.raises(auth.TokenError, match="revoked"):
+        credentials.verify(old)
+    assert credentials.verify(other_tenant).tenant == "t2"
+    assert credentials.verify(auth.mint(user, "customer", settings.HUB_SECRET, tenant="t1")).user == user
+    # One token by its id, in its tenant only.
+    token = auth.mint(user, "customer", settings.HUB_SECRET, tenant="t2")
+    jti = credentials.verify(token).jti
+    assert jti is not None
+    revocation.apply(revocation.Revocation("t1", jti=jti))
+    assert credentials.verify(token).jti == jti
+    revocation.apply(revocation.Revocation("t2", jti=jti))
+    with pytest.raises(auth.TokenError, match="revoked"):
+        credentials.verify(token)

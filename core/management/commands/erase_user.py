@@ -17,6 +17,8 @@ stream stays recoverable:
   pseudonymised; U's provider state (location) and zone assignments deleted.
 - Room memberships: U's rows deleted (rooms U created: created_by pseudonymised).
 - AI transcripts: deleted (ai_assist.transcripts.erase_user_transcripts).
+- Tokens: every token of U issued up to now is revoked in every tenant (hub.revocation), so U's
+  open sockets close with 4001 on every process.
 
 The pseudonym is random per erasure ("erased-<hex>"), one per run so rows stay consistent with
 each other but cannot be linked back to U. Audit rows are kept (append-only, legal record);
@@ -180,6 +182,11 @@ def erase(user: str, actor: str = "operator") -> dict[str, Any]:
         counts.update(erase_rooms(user, pseudonym))
         counts.update(erase_bookings(user, pseudonym))
         counts.update(erase_transcripts(user))
+        # Every token of U, in every tenant: an erased user's open sockets close, and no token
+        # issued before the erasure gets back in.
+        from hub import revocation
+
+        revocation.revoke_user(revocation.ALL_TENANTS, user, actor)
         # The audit row names the subject (needed to prove the erasure) but holds no personal data.
         audit.record(actor, "gdpr.erase", f"user:{user}", role="operator", pseudonym=pseudonym, **counts)
         # Running hubs hold recent publications in memory: make them forget the erased content.
