@@ -126,3 +126,23 @@ def test_sqlstate_reads_the_wrapped_driver_error() -> None:
     outer.__cause__ = Driver()
     assert store.sqlstate(outer) == "40P01"
     assert store.sqlstate(RuntimeError("plain")) is None
+
+
+def _fill(channel: str, count: int, data: object) -> None:
+    for _ in range(count):
+        with transaction.atomic():
+            store.append(channel, data)
+
+
+def test_read_bounded_stops_at_the_budget() -> None:
+    channel = f"chat:{uid('r')}"
+    _fill(channel, 10, {"text": "y" * 10_000})
+    _top, epoch = store.head(channel)
+    pubs, cut = store.read_bounded(channel, epoch, 0, None, 100, 35_000)
+    assert cut and [p.offset for p in pubs] == [1, 2, 3]
+    newest, cut = store.read_bounded(channel, epoch, 0, None, 100, 35_000, newest=True)
+    assert cut and [p.offset for p in newest] == [8, 9, 10]
+    everything, cut = store.read_bounded(channel, epoch, 0, None, 100, 10**9)
+    assert not cut and len(everything) == 10
+    five, cut = store.read_bounded(channel, epoch, 0, None, 5, 10**9)
+    assert not cut and [p.offset for p in five] == [1, 2, 3, 4, 5]

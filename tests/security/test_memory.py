@@ -1,7 +1,7 @@
-"""Nothing a client asks for grows a hub's memory without bound: replies and caches count bytes."""
+"""Memory bombs through recovery and history on a live hub: replies stay under the reply limit,
+the process stays within a ceiling, and well-behaved readers are never cut."""
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from django.db import transaction
 
-from hub import engine as engine_mod
 from hub import store
-from hub.pubs import Pub
 from tests.support import HubClient, HubServer, mint, uid
 
 BIG = "x" * 60_000  # one publication's data: ~60 KiB, under the 64 KiB frame limit
@@ -30,40 +28,6 @@ def rss_kib(pid: int) -> int:
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
 
-
-def test_read_bounded_stops_at_the_budget() -> None:
-    channel = f"chat:{uid('r')}"
-    fill(channel, 10, {"text": "y" * 10_000})
-    _top, epoch = store.head(channel)
-    pubs, cut = store.read_bounded(channel, epoch, 0, None, 100, 35_000)
-    assert cut and [p.offset for p in pubs] == [1, 2, 3]
-    newest, cut = store.read_bounded(channel, epoch, 0, None, 100, 35_000, newest=True)
-    assert cut and [p.offset for p in newest] == [8, 9, 10]
-    everything, cut = store.read_bounded(channel, epoch, 0, None, 100, 10**9)
-    assert not cut and len(everything) == 10
-    five, cut = store.read_bounded(channel, epoch, 0, None, 5, 10**9)
-    assert not cut and [p.offset for p in five] == [1, 2, 3, 4, 5]
-
-
-def test_the_hot_cache_is_bounded_in_bytes_per_channel_and_per_process() -> None:
-    async def run() -> None:
-        eng = engine_mod.Engine(asyncio.get_running_loop())
-        try:
-            eng.cache_cap, eng.cache_total_cap = 300_000, 500_000
-            a = engine_mod.ChannelState("chat:a", eng.loop)
-            b = engine_mod.ChannelState("chat:b", eng.loop)
-            for i in range(1, 21):
-                eng._emit(a, Pub("chat:a", i, "e", 0, None, {"text": BIG}))
-            assert a.cache_bytes <= 300_000 and len(a.cache) == 4
-            assert [p.offset for p in a.cache] == [17, 18, 19, 20]  # the newest stay
-            for i in range(1, 21):
-                eng._emit(b, Pub("chat:b", i, "e", 0, None, {"text": BIG}))
-            assert eng.cache_total <= 500_000 + 61_000 and eng.cache_total == a.cache_bytes + b.cache_bytes
-            assert b.cached_after(19) and b.cached_after(0) is None  # too far back: the database answers
-        finally:
-            eng.writer.stop()
-
-    asyncio.run(run())
 
 
 @pytest.fixture(scope="module")
