@@ -143,9 +143,15 @@ def is_member(job: Job, user: str) -> bool:
             or JobQuery.objects.filter(job=job, author=user).exists())
 
 
+def follows(job: Job, user: str) -> bool:
+    """Who reads `job:<id>`: the owner and providers who bid on it. Asking a query is not enough:
+    the stream is the job's thread, and an asker hears the owner's answers on their own `user:`."""
+    return job.owner == user or Bid.objects.filter(job=job, provider=user).exists()
+
+
 def _subscribe_hook(caller: Caller, ident: str) -> bool:
     job = Job.objects.filter(pk=ident, tenant=caller.tenant).first()
-    return job is not None and is_member(job, caller.user)
+    return job is not None and follows(job, caller.user)
 
 
 # Clients never publish on job:<id> (can_publish stays `never`); admins read (audited).
@@ -359,9 +365,15 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                 replaces = old.id
             new = Bid.objects.create(job=job, provider=caller.user, provider_role=caller.role, amount=amount,
                                      currency=currency, note=note, replaces=replaces or "")
-            append(_channel(job), {"kind": "bid", "job": job.id, "bid": new.id, "provider": caller.user,
-                                   "amount": amount, "currency": currency, "note": note,
-                                   "replaces": replaces}, sender=caller.user)
+            # Bid privacy: the job's stream (rivals read it) says only that a bid came; who bid, the
+            # amount and the note go to the owner and the bidder on their own channels. No sender
+            # either: `from` would name the bidder.
+            live = Bid.objects.filter(job=job, status=BidStatus.LIVE).count()
+            append(_channel(job), {"kind": "bid", "job": job.id, "bid": new.id, "count": live})
+            placed = {"kind": "bid.placed", "job": job.id, "bid": new.id, "provider": caller.user,
+                      "amount": amount, "currency": currency, "note": note, "replaces": replaces}
+            append(f"user:{job.owner}", placed)
+            append(f"user:{caller.user}", placed)
     except IntegrityError as exc:
         # Two bids from the same provider raced; the partial unique index let only one live.
         raise conflict("another bid from you was placed at the same time; retry") from exc
@@ -498,6 +510,9 @@ def answer(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         row = JobAnswer.objects.create(query=query, job=job, author=caller.user, text=text)
         append(_channel(job), {"kind": "answer", "job": job.id, "query": query.id, "answer": row.id,
                                "by": caller.user, "text": text}, sender=caller.user)
+        # The asker may not read the job's stream (only bidders do): the answer reaches them here.
+        append(f"user:{query.author}", {"kind": "query.answered", "job": job.id, "query": query.id,
+                                        "answer": row.id, "by": caller.user, "text": text})
     return {"answer": row.id}
 
 

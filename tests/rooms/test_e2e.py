@@ -101,26 +101,32 @@ def test_job_from_posting_to_completion(live_hub: Any, tenant: str, closing: lis
     assert rpc_refused(p1, "jobs.bid", job=job, amount=150, currency="ABC") == "bad_request"
     assert rpc_refused(elsewhere, "jobs.bid", job=job, amount=100, currency="GBP") == "not_found"
 
-    # Bids arrive live on the customer's job stream; a new bid replaces the old one.
+    # Bids arrive live: the job's stream says a bid came, the customer's own channel says what it is;
+    # a new bid replaces the old one.
     b1 = p1.rpc("jobs.bid", job=job, amount=180000, currency="GBP", note="two days")
     assert b1["replaces"] is None
-    got = pub(cust, channel, "bid")
+    assert pub(cust, channel, "bid") == {"kind": "bid", "job": job, "bid": b1["bid"], "count": 1}
+    got = pub(cust, f"user:{cust_id}", "bid.placed")
     assert (got["bid"], got["provider"], got["amount"], got["currency"], got["replaces"]) == (
         b1["bid"], p1_id, 180000, "GBP", None)
     b1b = p1.rpc("jobs.bid", job=job, amount=175000, currency="GBP", note="two days, final")
     assert b1b["replaces"] == b1["bid"]
-    assert pub(cust, channel, "bid")["replaces"] == b1["bid"]
+    assert pub(cust, channel, "bid")["bid"] == b1b["bid"]
+    assert pub(cust, f"user:{cust_id}", "bid.placed")["replaces"] == b1["bid"]
 
-    # A query and its answer, then the asker follows the job and recovers what it missed.
+    # A query and its answer: the asker hears it on their own channel; the job's stream is for bidders.
     q = p2.rpc("jobs.ask", job=job, text="Is the consumer unit recent?")["query"]
     assert pub(cust, channel, "query")["query"] == q
     answer = cust.rpc("jobs.answer", job=job, query=q, text="Yes, 2021")["answer"]
     assert pub(cust, channel, "answer")["answer"] == answer
-    head = p2.call("subscribe", channel=channel)
-    kinds = [item["data"]["kind"] for item in p2.call("history", channel=channel)["pubs"]]
-    assert kinds == ["bid", "bid", "query", "answer"]
+    assert pub(p2, f"user:{p2_id}", "query.answered")["answer"] == answer
+    assert refused(p2, "subscribe", channel=channel) == "forbidden"
+    # Once they bid they follow the job and read what they missed.
     b2 = p2.rpc("jobs.bid", job=job, amount=165000, currency="GBP")
     assert pub(cust, channel, "bid")["bid"] == b2["bid"]
+    head = p2.call("subscribe", channel=channel)
+    kinds = [item["data"]["kind"] for item in p2.call("history", channel=channel)["pubs"]]
+    assert kinds == ["bid", "bid", "query", "answer", "bid"]
     b3 = p3.rpc("jobs.bid", job=job, amount=190000, currency="GBP", note="crew of two")
     assert pub(cust, channel, "bid")["bid"] == b3["bid"]
     p1.call("subscribe", channel=channel)
@@ -186,8 +192,7 @@ def test_job_from_posting_to_completion(live_hub: Any, tenant: str, closing: lis
     since = {"offset": head["offset"], "epoch": head["epoch"]}
     resumed = again.call("subscribe", channel=channel, since=since)
     assert resumed["recovered"] is True
-    assert [p["data"]["kind"] for p in resumed["pubs"]] == ["bid", "bid", "comment", "status", "status",
-                                                           "status"]
+    assert [p["data"]["kind"] for p in resumed["pubs"]] == ["bid", "comment", "status", "status", "status"]
     # HTTP serves the same methods.
     status_code, body = http_json("POST", f"{live_hub.http}/api/jobs.get", {"job": job},
                                   token=mint(cust_id, "customer", tenant=tenant))

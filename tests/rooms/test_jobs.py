@@ -141,13 +141,22 @@ def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
     assert second["replaces"] == first["bid"]
     assert Bid.objects.get(pk=first["bid"]).status == "replaced"
     assert Bid.objects.filter(job_id=job, provider=prov.user, status="live").count() == 1
-    bids = [d for d in pubs(f"job:{job}") if d["kind"] == "bid"]
-    assert bids == [
-        {"kind": "bid", "job": job, "bid": first["bid"], "provider": prov.user, "amount": 12000,
+    # The job's stream says only that bids came (rivals read it); no sender names the bidder.
+    assert pubs(f"job:{job}") == [{"kind": "bid", "job": job, "bid": first["bid"], "count": 1},
+                                  {"kind": "bid", "job": job, "bid": second["bid"], "count": 1}]
+    assert set(Publication.objects.filter(channel=f"job:{job}").values_list("sender", flat=True)) == {None}
+    # The whole bid goes to the owner and to the bidder, on their own channels.
+    placed = [
+        {"kind": "bid.placed", "job": job, "bid": first["bid"], "provider": prov.user, "amount": 12000,
          "currency": "GBP", "note": "two hours", "replaces": None},
-        {"kind": "bid", "job": job, "bid": second["bid"], "provider": prov.user, "amount": 11000,
+        {"kind": "bid.placed", "job": job, "bid": second["bid"], "provider": prov.user, "amount": 11000,
          "currency": "GBP", "note": "", "replaces": first["bid"]},
     ]
+    assert pubs(f"user:{owner.user}") == placed and pubs(f"user:{prov.user}") == placed
+    other = Caller(uid("p"), "provider", tenant)
+    jobs.bid(other, {"job": job, "amount": 13000, "currency": "GBP", "note": "mine"})
+    assert pubs(f"job:{job}")[-1]["count"] == 2
+    assert [d["amount"] for d in pubs(f"user:{other.user}")] == [13000]  # not the rival's amounts
     # bidding made the provider a member of job:<id>
     assert jobs._subscribe_hook(prov, job) and jobs._subscribe_hook(owner, job)
     assert not jobs._subscribe_hook(Caller(uid("p"), "provider", tenant), job)
@@ -205,6 +214,38 @@ def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     assert code_of(jobs.accept, owner, {"job": job, "bid": bid_a}) == "conflict"
 
 
+def test_the_migration_strips_bids_stored_before_bid_privacy(tenant: str) -> None:
+    """Old `bid` events (amount, note, provider, sender) become the public shape, offsets kept."""
+    import importlib
+
+    from hub.store import append, atomic
+
+    migration = importlib.import_module("rooms.migrations.0004_bid_privacy")
+    job, p1, p2 = uid("j"), uid("p"), uid("p")
+    old = [({"kind": "bid", "job": job, "bid": "b1", "provider": p1, "amount": 500, "currency": "GBP",
+             "note": "p1's note", "replaces": None}, p1),
+           ({"kind": "comment", "job": job, "comment": "c1", "by": p2, "role": "provider",
+             "text": 'quoting {"kind":"bid"} here'}, p2),
+           ({"kind": "bid", "job": job, "bid": "b2", "provider": p2, "amount": 400, "currency": "GBP",
+             "note": "", "replaces": None}, p2),
+           ({"kind": "bid", "job": job, "bid": "b3", "provider": p1, "amount": 450, "currency": "GBP",
+             "note": "again", "replaces": "b1"}, p1)]
+    with atomic():
+        for data, sender in old:
+            append(f"job:{job}", data, sender=sender)
+    migration.strip_bids(None, types.SimpleNamespace(connection=connection))
+    rows = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+                .values_list("offset", "sender", "data"))
+    assert [(o, s, orjson.loads(d)) for o, s, d in rows] == [
+        (1, None, {"kind": "bid", "job": job, "bid": "b1", "count": 1}),
+        (2, p2, old[1][0]),
+        (3, None, {"kind": "bid", "job": job, "bid": "b2", "count": 2}),
+        (4, None, {"kind": "bid", "job": job, "bid": "b3", "count": 2})]
+    migration.strip_bids(None, types.SimpleNamespace(connection=connection))  # a second run changes nothing
+    assert list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+                .values_list("offset", "sender", "data")) == rows
+
+
 @pytest.mark.usefixtures("no_matcher")
 def test_comments_queries_and_answers(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
@@ -216,7 +257,7 @@ def test_comments_queries_and_answers(tenant: str) -> None:
     assert code_of(jobs.ask, owner, {"job": job, "text": "?"}) == "forbidden"
     assert code_of(jobs.ask, Caller(uid(), "customer", tenant), {"job": job, "text": "?"}) == "forbidden"
     q = jobs.ask(asker, {"job": job, "text": "Which boiler model?"})["query"]
-    assert jobs._subscribe_hook(asker, job)  # asking made them a member
+    assert not jobs._subscribe_hook(asker, job)  # asking does not open the job's stream to them
     assert code_of(jobs.answer, asker, {"job": job, "query": q, "text": "x"}) == "forbidden"
     assert code_of(jobs.answer, owner, {"job": job, "query": "nope", "text": "x"}) == "not_found"
     a = jobs.answer(owner, {"job": job, "query": q, "text": "Worcester 30i"})["answer"]
@@ -238,6 +279,9 @@ def test_comments_queries_and_answers(tenant: str) -> None:
     senders = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
                    .values_list("sender", flat=True))
     assert senders == [asker.user, owner.user, asker.user, admin.user, owner.user]
+    # ... so the answer reaches the asker on their own channel.
+    assert pubs(f"user:{asker.user}") == [{"kind": "query.answered", "job": job, "query": q, "answer": a,
+                                           "by": owner.user, "text": "Worcester 30i"}]
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -407,6 +451,14 @@ def test_get_job_shows_members_their_view(tenant: str) -> None:
     assert len(jobs.get_job(owner, {"job": job})["bids"]) == 2
     assert [b["provider"] for b in jobs.get_job(p1, {"job": job})["bids"]] == [p1.user]
     assert code_of(jobs.get_job, Caller(uid("x"), "provider", tenant), {"job": job}) == "forbidden"
+    # An admin of the job's tenant sees every bid; one of another tenant does not find the job.
+    admin_view = jobs.get_job(Caller(uid("a"), "admin", tenant), {"job": job})["bids"]
+    assert sorted(b["amount"] for b in admin_view) == [800, 900]
+    assert code_of(jobs.get_job, Caller(uid("a"), "admin", uid("t")), {"job": job}) == "not_found"
+    # A provider who only asked reads the job but no bid.
+    asker = Caller(uid("p"), "provider", tenant)
+    jobs.ask(asker, {"job": job, "text": "Parking?"})
+    assert jobs.get_job(asker, {"job": job})["bids"] == []
 
 
 @pytest.mark.services

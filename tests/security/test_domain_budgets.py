@@ -230,7 +230,7 @@ def test_bids_per_provider_per_minute(hubs: tuple[HubServer, HubServer], closing
     error = refusal(on_b, "jobs.bid", job=job, amount=900, currency="GBP")
     assert error["code"] == "rate_limited" and error["retry_after_ms"] > 0
     assert Bid.objects.filter(job_id=job, provider=provider).count() == 3
-    assert [d["amount"] for d in pubs(owner, "bid")] == [1000, 1001, 1002]  # the owner heard no fourth
+    assert [d["amount"] for d in pubs(owner, "bid.placed")] == [1000, 1001, 1002]  # the owner heard no fourth
     assert Bid.objects.get(job_id=job, provider=provider, status="live").amount == 1002
 
     # Another provider, and the same id in another tenant, still bid.
