@@ -247,3 +247,84 @@ def test_erasure_drops_the_direct_pair_key() -> None:
     assert Room.objects.get(pk=room).pair_key is None
     again = create_room(Caller(u, "customer", "t1"), {"members": [v], "kind": "direct"})
     assert again["created"] is True and again["room"] != room
+
+
+def test_erasure_removes_the_users_places_everywhere() -> None:
+    """U's job and booking points, and the copies of them on providers' `user:` channels (job.new,
+    offer, bid.accepted), go; the rest of those publications and other users' places stay."""
+    from core.management.commands.erase_user import erase
+    from matching.models import Booking, Offer
+    from rooms.models import Job
+
+    u, p, other = uid("u"), uid("p"), uid("o")
+    job = Job.objects.create(tenant="t1", owner=u, owner_role="customer", title="Fix my boiler",
+                             category="plumbing", lat=51.5012, lng=-0.1419)
+    theirs = Job.objects.create(tenant="t1", owner=other, owner_role="customer", title="Other job",
+                                category="plumbing", lat=51.6, lng=-0.2)
+    booking = Booking.objects.create(customer=u, tenant="t1", category="plumbing", lat=51.5012, lng=-0.1419,
+                                     mode="on_demand")
+    area = {"lat": 51.501, "lng": -0.142, "area": {"cell": "88195da49bfffff", "radius_m": 590}}
+    publish(f"user:{p}", {"kind": "job.new", "job": job.id, "title": "Fix my boiler", "category": "plumbing",
+                          **area, "budget": None}, None)
+    publish(f"user:{p}", {"kind": "offer", "booking": booking.id, "category": "plumbing", **area,
+                          "distance_m": 300.0, "mode": "on_demand"}, None)
+    publish(f"user:{p}", {"kind": "bid.accepted", "job": job.id, "bid": "b1", "lat": 51.5012, "lng": -0.1419},
+                    None)
+    publish(f"user:{p}", {"kind": "job.new", "job": theirs.id, "title": "Other job", **area}, None)
+    # U as a provider: the offer's distance places U relative to someone's booking.
+    elsewhere = Booking.objects.create(customer=other, tenant="t1", category="plumbing", lat=51.6, lng=-0.2,
+                                       mode="on_demand")
+    now = timezone.now()
+    Offer.objects.create(booking=elsewhere, provider=u, distance_m=412.5, offered_at=now,
+                         expires_at=now + timedelta(minutes=1))
+
+    erase(u)
+
+    job.refresh_from_db()
+    booking.refresh_from_db()
+    assert (job.lat, job.lng) == (0.0, 0.0) and (booking.lat, booking.lng) == (0.0, 0.0)
+    assert Offer.objects.get(booking=elsewhere).distance_m == 0.0
+    new, offer, accepted, untouched = (pub.data for pub in read_all(f"user:{p}"))
+    for data in (new, offer, accepted):
+        assert not {"lat", "lng", "area", "distance_m", "title"} & set(data), data
+    assert new["kind"] == "job.new" and new["job"] == job.id and offer["booking"] == booking.id
+    assert untouched["title"] == "Other job" and untouched["lat"] == 51.501
+    theirs.refresh_from_db()
+    assert (theirs.lat, theirs.lng) == (51.6, -0.2)
+
+
+def test_erasure_reaches_the_users_messages_in_other_users_ai_transcripts() -> None:
+    """An assist request with room context keeps the room's messages in the asker's transcript:
+    U's messages there are erased, the asker's own stay."""
+    from ai_assist.models import Transcript
+    from core.management.commands.erase_user import erase
+
+    u, v = uid("u"), uid("v")
+    t = Transcript.objects.create(id=uid("a"), user=v, room="r1", prompt="summarise", outcome="ok",
+                                  context=[{"from": u, "text": "my flat is 3B, door code 1234"},
+                                           {"from": v, "text": "see you then"}],
+                                  created_at=timezone.now())
+    erase(u)
+    t.refresh_from_db()
+    mine, theirs = t.context
+    assert mine["text"] == "" and mine["from"] != u and mine["from"].startswith("erased-")
+    assert theirs == {"from": v, "text": "see you then"}
+    assert t.prompt == "summarise"
+
+
+def test_export_holds_jobs_as_provider_the_user_stream_and_audit_rows(tmp_path: Path) -> None:
+    from core import audit
+    from rooms.models import Job
+
+    u, other = uid("u"), uid("o")
+    won = Job.objects.create(tenant="t1", owner=other, owner_role="customer", title="Hang a door",
+                             category="joinery", lat=51.5, lng=-0.1, provider=u, status="accepted")
+    publish(f"user:{u}", {"kind": "bid.accepted", "job": won.id}, None)
+    audit.record("ops1", "providers.rating", u, role="admin", tenant="t1", rating=4.5)
+    audit.record("ops1", "zones.create", "z1", role="admin", tenant="t1")  # not about U
+    out = tmp_path / "export.json"
+    call_command("export_user", user=u, out=str(out))
+    doc = json.loads(out.read_text())
+    assert [j["id"] for j in doc["jobs_as_provider"]] == [won.id]
+    assert [p["data"] for p in doc["user_stream"]] == [{"kind": "bid.accepted", "job": won.id}]
+    assert [(a["action"], a["target"]) for a in doc["audit"]] == [("providers.rating", u)]

@@ -9,14 +9,17 @@ stream stays recoverable:
 - Server publications elsewhere (job and call events, other users' notifications) that name U:
   those U authored (U in an actor field such as provider/by/author/caller) become tombstones;
   in the others U's id is replaced by the pseudonym.
-- Jobs U posted: owner pseudonymised, title/description/cancel reason blanked. Bids, comments,
+- Jobs U posted: owner pseudonymised, title/description/cancel reason blanked, place set to 0, 0.
+  Server publications about U's jobs and bookings anywhere (job.new and offer copies on providers'
+  `user:` channels, bid.accepted, job events) lose their place and U's job text. Bids, comments,
   queries and answers by U: author pseudonymised, text blanked. Amounts and states stay (the
   other party's record).
 - Calls: U's id pseudonymised (caller, ended_by, participant rows).
 - Bookings: customer pseudonymised and location cleared; offers/assignments: provider
-  pseudonymised; U's provider state (location) and zone assignments deleted.
+  pseudonymised (an offer's distance zeroed); U's provider state (location) and zone assignments deleted.
 - Room memberships: U's rows deleted (rooms U created: created_by pseudonymised).
-- AI transcripts: deleted (ai_assist.transcripts.erase_user_transcripts).
+- AI transcripts: deleted (ai_assist.transcripts.erase_user_transcripts); U's room messages in
+  other users' transcripts (their context) blanked and pseudonymised.
 - Tokens: every token of U issued up to now is revoked in every tenant (hub.revocation), so U's
   open sockets close with 4001 on every process.
 
@@ -37,6 +40,8 @@ from core import audit
 from hub import store
 
 ERASED = "erased"
+# What a server publication about a job or booking says of its place, and of the job, in U's words.
+PLACE_KEYS = frozenset({"lat", "lng", "area", "distance_m", "title", "description"})
 ACTOR_KEYS = ("provider", "by", "author", "caller", "from", "user", "owner", "customer", "sender")
 TEXT_KEYS = ("text", "note", "title", "description", "reason", "prompt", "answer")
 
@@ -100,8 +105,9 @@ def erase_jobs(user: str, pseudonym: str) -> dict[str, int]:
     except ImportError:
         return {}
     out = {
+        # The place goes too (coarsened to 0, 0: the columns are not nullable).
         "jobs": Job.objects.filter(owner=user).update(owner=pseudonym, title="[erased]", description="",
-                                                      cancel_reason=""),
+                                                      cancel_reason="", lat=0.0, lng=0.0),
         "bids": Bid.objects.filter(provider=user).update(provider=pseudonym, note=""),
     }
     Job.objects.filter(provider=user).update(provider=pseudonym)
@@ -145,7 +151,8 @@ def erase_bookings(user: str, pseudonym: str) -> dict[str, int]:
         return {}
     out = {
         "bookings": Booking.objects.filter(customer=user).update(customer=pseudonym, lat=0.0, lng=0.0),
-        "offers": Offer.objects.filter(provider=user).update(provider=pseudonym),
+        # An offer's distance places its provider relative to a known booking.
+        "offers": Offer.objects.filter(provider=user).update(provider=pseudonym, distance_m=0.0),
         "assignments": Assignment.objects.filter(provider=user).update(provider=pseudonym),
         "provider_state": ProviderState.objects.filter(user=user).delete()[0],
     }
@@ -156,6 +163,49 @@ def erase_bookings(user: str, pseudonym: str) -> dict[str, int]:
     except ImportError:
         pass
     return out
+
+
+def places_of(user: str) -> tuple[set[str], set[str]]:
+    """U's job and booking ids, read before the rows are pseudonymised."""
+    jobs: set[str] = set()
+    bookings: set[str] = set()
+    try:
+        from rooms.models import Job
+
+        jobs = set(Job.objects.filter(owner=user).values_list("id", flat=True))
+    except ImportError:
+        pass
+    try:
+        from matching.models import Booking
+
+        bookings = set(Booking.objects.filter(customer=user).values_list("id", flat=True))
+    except ImportError:
+        pass
+    return jobs, bookings
+
+
+def erase_places(jobs: set[str], bookings: set[str]) -> dict[str, int]:
+    """Server publications about U's jobs and bookings, wherever they are (offers and `job.new` copies
+    on providers' `user:` channels, events on `job:` channels) lose the place and U's job text."""
+    ids = sorted(jobs | bookings)
+    changed = 0
+    with connection.cursor() as cursor:
+        for i in range(0, len(ids), 100):
+            chunk = ids[i:i + 100]
+            where = " OR ".join(["data LIKE %s ESCAPE '\\'"] * len(chunk))
+            cursor.execute(f'SELECT channel, "offset", data FROM hub_publication WHERE sender IS NULL '
+                           f"AND data IS NOT NULL AND ({where})",
+                           ["%" + _like_escape(orjson.dumps(x).decode()) + "%" for x in chunk])
+            for channel, offset, raw in cursor.fetchall():
+                data = orjson.loads(raw)
+                if not isinstance(data, dict) or not (data.get("job") in jobs or data.get("booking") in bookings):
+                    continue
+                kept = {k: v for k, v in data.items() if k not in PLACE_KEYS}
+                if kept != data:
+                    cursor.execute('UPDATE hub_publication SET data = %s WHERE channel = %s AND "offset" = %s',
+                                   [orjson.dumps(kept).decode(), channel, offset])
+                    changed += 1
+    return {"place_publications": changed}
 
 
 def erase_transcripts(user: str) -> dict[str, int]:
@@ -171,17 +221,44 @@ def erase_transcripts(user: str) -> dict[str, int]:
     return {"transcripts": Transcript.objects.filter(user=user).delete()[0]}
 
 
+def erase_from_contexts(user: str, pseudonym: str) -> dict[str, int]:
+    """Other users' AI transcripts keep the room messages sent as context ([{from, text}]): U's
+    messages there lose their text and name the pseudonym."""
+    try:
+        from ai_assist.models import Transcript
+    except ImportError:
+        return {}
+    table = connection.ops.quote_name(Transcript._meta.db_table)
+    needle = "%" + _like_escape(orjson.dumps(user).decode()) + "%"
+    with connection.cursor() as cursor:
+        # The JSON text narrows (user ids hold no character JSON escapes), the parsed context decides.
+        cursor.execute(f"SELECT id FROM {table} WHERE CAST(context AS TEXT) LIKE %s ESCAPE '\\'", [needle])
+        ids = [row[0] for row in cursor.fetchall()]
+    changed = 0
+    for t in Transcript.objects.filter(id__in=ids).exclude(user=user):
+        context = t.context if isinstance(t.context, list) else []
+        cleaned = [{**m, "from": pseudonym, "text": ""} if isinstance(m, dict) and m.get("from") == user else m
+                   for m in context]
+        if cleaned != context:
+            Transcript.objects.filter(id=t.id).update(context=cleaned)
+            changed += 1
+    return {"transcript_contexts": changed}
+
+
 def erase(user: str, actor: str = "operator") -> dict[str, Any]:
     """Erase `user` in one transaction; returns the counts (also in the audit row)."""
     pseudonym = f"{ERASED}-{secrets.token_hex(6)}"
     counts: dict[str, Any] = {}
     with transaction.atomic():
+        jobs, bookings = places_of(user)
         counts.update(erase_publications(user, pseudonym))
+        counts.update(erase_places(jobs, bookings))
         counts.update(erase_jobs(user, pseudonym))
         counts.update(erase_calls(user, pseudonym))
         counts.update(erase_rooms(user, pseudonym))
         counts.update(erase_bookings(user, pseudonym))
         counts.update(erase_transcripts(user))
+        counts.update(erase_from_contexts(user, pseudonym))
         # Every token of U, in every tenant: an erased user's open sockets close, and no token
         # issued before the erasure gets back in.
         from hub import revocation

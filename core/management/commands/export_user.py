@@ -1,10 +1,11 @@
 """Data-subject export: export_user --user U [--out file.json].
 
 One JSON document with everything the hub holds about U: the messages U published
-(hub_publication rows with sender = U), custom jobs U posted and their comments/queries/answers
-by U, U's bids, bookings U made and offers/assignments U received, U's provider state, calls U
-took part in, and U's AI assist transcripts. Domain tables are optional (an app that is not
-installed is skipped). Audited as "gdpr.export".
+(hub_publication rows with sender = U), U's private `user:U` stream (the notifications sent to U),
+custom jobs U posted, jobs U was chosen for (accepted provider), U's comments/queries/answers and
+bids, bookings U made and offers/assignments U received, U's provider state, calls U took part in,
+U's AI assist transcripts, and the audit rows about U (U the actor or the target). Domain tables
+are optional (an app that is not installed is skipped). Audited as "gdpr.export".
 """
 from __future__ import annotations
 
@@ -39,6 +40,24 @@ def messages(user: str) -> list[dict[str, Any]]:
             for ch, off, ts, d in rows]
 
 
+def user_stream(user: str) -> list[dict[str, Any]]:
+    with connection.cursor() as cursor:
+        cursor.execute('SELECT "offset", ts, data FROM hub_publication WHERE channel = %s ORDER BY "offset"',
+                       [f"user:{user}"])
+        rows = cursor.fetchall()
+    return [{"offset": int(off), "ts": int(ts), "data": orjson.loads(d) if d is not None else None}
+            for off, ts, d in rows]
+
+
+def audit_rows(user: str) -> list[dict[str, Any]]:
+    from django.db.models import Q
+
+    from core.models import AuditLog
+
+    rows = AuditLog.objects.filter(Q(actor=user) | Q(target__in=[user, f"user:{user}"])).order_by("id")
+    return [_row(a) for a in rows]
+
+
 def jobs_and_bids(user: str) -> dict[str, list[dict[str, Any]]]:
     try:
         from rooms.models import Bid, Job
@@ -47,6 +66,7 @@ def jobs_and_bids(user: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {
         "jobs": [_row(j) for j in Job.objects.filter(owner=user).order_by("created_at", "id")],
         "bids": [_row(b) for b in Bid.objects.filter(provider=user).order_by("created_at", "id")],
+        "jobs_as_provider": [_row(j) for j in Job.objects.filter(provider=user).order_by("created_at", "id")],
     }
     try:
         from rooms.models import JobAnswer, JobComment, JobQuery
@@ -117,6 +137,8 @@ def collect(user: str) -> dict[str, Any]:
         "user": user,
         "exported_at": datetime.now(UTC).isoformat(),
         "messages": messages(user),
+        "user_stream": user_stream(user),
+        "audit": audit_rows(user),
         "rooms": rooms(user),
         "calls": calls(user),
         "transcripts": transcripts(user),
