@@ -5,7 +5,9 @@ With Redis (`core.redis.sync_client()` is not None):
   `{"o": origin, "op": "assign", "p": provider}`; receivers re-read that row from the database (the
   source of truth; zone changes are rare), so a late or reordered message can only refresh.
 - `matching:providers` carries a provider's full state (the form below); receivers apply it
-  unless they already hold a newer `ts`.
+  unless they already hold a newer `ts`. `{"o", "op": "remove", "p": provider}` (an erasure,
+  `erase_provider`) makes every process forget the provider: index, pending snapshot writes, the
+  snapshot hash entry and table row; later states of that provider are ignored by the process.
 - `matching:providers:state` (hash, user -> msgpack state) is the restart snapshot: dirty providers
   are written every HUB_MATCH_SNAPSHOT_S (5 s) or as soon as 500 are pending.
 - One daemon listener thread per process (redis-py sync pubsub), reconnecting with backoff; after
@@ -66,6 +68,8 @@ class Sync:
         self.dirty_lock = threading.Lock()
         self.dirty_redis: dict[str, dict[str, Any]] = {}
         self.dirty_db: dict[str, dict[str, Any]] = {}
+        # Erased providers: never indexed, published or written to the snapshot again by this process.
+        self.erased: set[str] = set()
         self.last_reconcile = 0.0
 
     # -- configuration -------------------------------------------------------------------------
@@ -123,8 +127,10 @@ class Sync:
         self._publish(ZONES_CHANNEL, {"op": "assign", "p": provider})
 
     def provider_changed(self, state: dict[str, Any]) -> None:
-        self._publish(PROVIDERS_CHANNEL, {"op": "provider", "st": state})
         user = state["u"]
+        if user in self.erased:
+            return
+        self._publish(PROVIDERS_CHANNEL, {"op": "provider", "st": state})
         with self.dirty_lock:
             if self.redis_enabled:
                 self.dirty_redis[user] = state
@@ -145,7 +151,10 @@ class Sync:
             return  # applied locally before publishing
         op = msg.get("op")
         if op == "provider":
-            self.matcher.apply_state(msg["st"])
+            if msg["st"]["u"] not in self.erased:
+                self.matcher.apply_state(msg["st"])
+        elif op == "remove":
+            self.forget(str(msg["p"]))
         elif op == "zone":
             self.matcher.reload_zone(str(msg["id"]))
         elif op == "assign":
@@ -226,6 +235,17 @@ class Sync:
         for st in self._read_hash():
             self.matcher.apply_state(st)
 
+    def forget(self, user: str) -> None:
+        """Drop an erased provider from this process: index, pending writes, snapshot hash and row.
+        The hash and row go again here (not only where the erasure ran): a flush of this process
+        that was under way may have written them back."""
+        self.erased.add(user)
+        self.matcher.remove_provider(user)
+        with self.dirty_lock:
+            self.dirty_redis.pop(user, None)
+            self.dirty_db.pop(user, None)
+        _drop_snapshot(user)
+
     # -- snapshot ------------------------------------------------------------------------------
     def _read_hash(self) -> list[dict[str, Any]]:
         client = self.client()
@@ -273,6 +293,9 @@ class Sync:
             to_db: dict[str, dict[str, Any]] = {}
             if db or final:
                 to_db, self.dirty_db = self.dirty_db, {}
+        if self.erased:
+            to_redis = {u: st for u, st in to_redis.items() if u not in self.erased}
+            to_db = {u: st for u, st in to_db.items() if u not in self.erased}
         if to_redis:
             client = self.client()
             try:
@@ -312,3 +335,35 @@ class Sync:
             rows, batch_size=500, update_conflicts=True, unique_fields=["user"],
             update_fields=["lat", "lng", "available", "categories", "capacity", "schedule", "ts",
                            "updated_at"])
+
+
+def _drop_snapshot(user: str) -> None:
+    from matching.models import ProviderState
+
+    client = hubredis.sync_client()
+    if client is not None:
+        try:
+            client.hdel(STATE_HASH, user)
+        except redis.RedisError as exc:
+            log.warning("matching: removing a provider from the snapshot failed: %s", exc)
+    ProviderState.objects.filter(user=user).delete()
+
+
+def erase_provider(user: str) -> None:
+    """An erased provider leaves every process: this one's matcher (when it runs), the snapshot, and,
+    through `matching:providers`, every other process's index and pending writes. Call after the
+    erasure committed."""
+    from matching import service
+
+    m = service._matcher
+    if m is not None:
+        m.sync.forget(user)
+    else:
+        _drop_snapshot(user)
+    client = hubredis.sync_client()
+    if client is None:
+        return  # no other process to tell (the embedded default runs one)
+    try:
+        client.publish(PROVIDERS_CHANNEL, pack({"o": "erase", "op": "remove", "p": user}))
+    except redis.RedisError as exc:
+        log.warning("matching: announcing a provider's erasure failed: %s", exc)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
@@ -328,3 +329,54 @@ def test_export_holds_jobs_as_provider_the_user_stream_and_audit_rows(tmp_path: 
     assert [j["id"] for j in doc["jobs_as_provider"]] == [won.id]
     assert [p["data"] for p in doc["user_stream"]] == [{"kind": "bid.accepted", "job": won.id}]
     assert [(a["action"], a["target"]) for a in doc["audit"]] == [("providers.rating", u)]
+
+
+@pytest.mark.services
+def test_erasure_removes_the_provider_from_every_process() -> None:
+    """The matcher keeps providers in memory on every process, in the Redis snapshot and its table:
+    after the erasure no process matches them, and no snapshot flush brings them back."""
+    import redis
+
+    from core.management.commands.erase_user import erase
+    from matching.models import ProviderState
+    from matching.sync import STATE_HASH
+    from tests.support import HubClient, HubServer, mint
+
+    env = {"HUB_MATCH_SNAPSHOT_S": "0.2"}
+    a, b = HubServer(env=env), HubServer(env=env)
+    a.start()
+    b.start()
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        cat, p = uid("cat"), uid("p")
+        lat, lng = 51.45, -0.2
+        ring = [[lng - 0.05, lat - 0.05], [lng + 0.05, lat - 0.05], [lng + 0.05, lat + 0.05],
+                [lng - 0.05, lat + 0.05], [lng - 0.05, lat - 0.05]]
+        with HubClient(a.url, mint(uid("ops"), "admin")) as ops:
+            ops.rpc("zones.create", name="Erasure zone", categories=[cat],
+                    geometry={"type": "Polygon", "coordinates": [ring]})
+        with HubClient(a.url, mint(p, "provider")) as prov:
+            prov.rpc("providers.update", lat=lat, lng=lng, available=True, categories=[cat])
+
+        def found(hub: HubServer) -> list[str]:
+            with HubClient(hub.url, mint(uid("c"), "admin")) as cust:
+                return [m["user"] for m in cust.rpc("match.find", lat=lat, lng=lng, category=cat)["providers"]]
+
+        deadline = time.time() + 10
+        while not (found(a) == [p] and found(b) == [p] and client.hexists(STATE_HASH, p)):
+            assert time.time() < deadline, "the provider never reached both processes and the snapshot"
+            time.sleep(0.2)
+
+        erase(p)
+
+        deadline = time.time() + 10
+        while found(a) or found(b) or client.hexists(STATE_HASH, p):
+            assert time.time() < deadline, "an erased provider is still matched or in the snapshot"
+            time.sleep(0.2)
+        time.sleep(1.0)  # several snapshot flushes later, nothing came back
+        assert not client.hexists(STATE_HASH, p)
+        assert not ProviderState.objects.filter(user=p).exists()
+        assert found(a) == [] and found(b) == []
+    finally:
+        a.stop()
+        b.stop()

@@ -16,7 +16,9 @@ stream stays recoverable:
   other party's record).
 - Calls: U's id pseudonymised (caller, ended_by, participant rows).
 - Bookings: customer pseudonymised and location cleared; offers/assignments: provider
-  pseudonymised (an offer's distance zeroed); U's provider state (location) and zone assignments deleted.
+  pseudonymised (an offer's distance zeroed); U's provider state (location) and zone assignments
+  deleted; U leaves every hub process's matcher index and the Redis snapshot
+  (matching.sync.erase_provider).
 - Room memberships: U's rows deleted (rooms U created: created_by pseudonymised).
 - AI transcripts: deleted (ai_assist.transcripts.erase_user_transcripts); U's room messages in
   other users' transcripts (their context) blanked and pseudonymised.
@@ -245,6 +247,14 @@ def erase_from_contexts(user: str, pseudonym: str) -> dict[str, int]:
     return {"transcript_contexts": changed}
 
 
+def _forget_provider(user: str) -> None:
+    try:
+        from matching.sync import erase_provider
+    except ImportError:
+        return
+    erase_provider(user)
+
+
 def erase(user: str, actor: str = "operator") -> dict[str, Any]:
     """Erase `user` in one transaction; returns the counts (also in the audit row)."""
     pseudonym = f"{ERASED}-{secrets.token_hex(6)}"
@@ -268,6 +278,8 @@ def erase(user: str, actor: str = "operator") -> dict[str, Any]:
         audit.record(actor, "gdpr.erase", f"user:{user}", role="operator", pseudonym=pseudonym, **counts)
         # Running hubs hold recent publications in memory: make them forget the erased content.
         transaction.on_commit(store.invalidate_caches)
+        # And U as a provider: every process's matcher index, pending snapshot writes, the snapshot.
+        transaction.on_commit(lambda: _forget_provider(user))
     return counts
 
 
