@@ -380,3 +380,25 @@ def test_erasure_removes_the_provider_from_every_process() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_audit_rows_hold_no_free_text_and_a_cancel_reason_is_erased() -> None:
+    """Audit rows are never erased (append-only, the legal record), so they must not hold a user's
+    words: `jobs.cancel` records that a reason was given; the reason itself stays on the job, where
+    the erasure blanks it, also when the canceller was the chosen provider rather than the owner."""
+    from core.management.commands.erase_user import erase
+    from hub.rpc import Caller
+    from rooms import jobs
+    from rooms.models import Job
+
+    owner, prov = uid("o"), uid("p")
+    job = Job.objects.create(tenant="t1", owner=owner, owner_role="customer", title="Tile the bathroom",
+                             category="tiling", lat=51.5, lng=-0.1, provider=prov, status="accepted")
+    jobs.cancel(Caller(prov, "provider", "t1"), {"job": job.id, "reason": "my van broke down on Elm Road"})
+    row = AuditLog.objects.get(action="jobs.cancel", target=f"job:{job.id}")
+    assert "Elm Road" not in orjson.dumps(row.detail).decode() and row.detail["reason_given"] is True
+    job.refresh_from_db()
+    assert job.cancel_reason == "my van broke down on Elm Road"
+    erase(prov)
+    job.refresh_from_db()
+    assert job.cancel_reason == "" and job.cancelled_by.startswith("erased-")

@@ -113,7 +113,8 @@ def erase_jobs(user: str, pseudonym: str) -> dict[str, int]:
         "bids": Bid.objects.filter(provider=user).update(provider=pseudonym, note=""),
     }
     Job.objects.filter(provider=user).update(provider=pseudonym)
-    Job.objects.filter(cancelled_by=user).update(cancelled_by=pseudonym)
+    # U's words on someone else's job (U cancelled it as the chosen provider) go too.
+    Job.objects.filter(cancelled_by=user).update(cancelled_by=pseudonym, cancel_reason="")
     try:
         from rooms.models import JobAnswer, JobComment, JobQuery
     except ImportError:
