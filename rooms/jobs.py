@@ -211,7 +211,7 @@ def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
     # The audit keeps that the job was cancelled, not the canceller's words (free text is personal
     # data, and audit rows are never erased): the reason is on the job, where erasure reaches it.
     record(caller.user, f"jobs.{action}", _channel(job), role=caller.role, tenant=caller.tenant,
-           from_status=from_status, status=to, **({"reason_given": True} if reason else {}))
+           from_status=from_status, status=to, reason_given=bool(reason))
     data: dict[str, Any] = {"kind": "status", "job": job.id, "status": to, "from_status": from_status,
                             "by": caller.user}
     if to == CANCELLED:
