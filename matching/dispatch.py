@@ -28,7 +28,7 @@ from core.domain_budgets import cap_open
 from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub.store import append, atomic
-from matching import service
+from matching import privacy, service
 from matching.models import (
     Assignment,
     Booking,
@@ -109,12 +109,16 @@ def _offer(b: Booking, found: list[Any], rnd: int, now: datetime) -> list[Offer]
     made = Offer.objects.bulk_create([
         Offer(booking=b, provider=f.user, round=rnd, distance_m=f.distance_m, offered_at=now,
               expires_at=expires) for f in found])
-    for o in made:
+    # Not yet chosen: the provider learns the job's area, and their distance to its centre rounded
+    # (both made of what they know already), never the customer's point (matching.privacy).
+    area = privacy.job_area(b.lat, b.lng)
+    for o, f in zip(made, found, strict=True):
         metrics.offer("offered")
         append(f"user:{o.provider}", {
-            "kind": "offer", "booking": b.id, "category": b.category, "lat": b.lat, "lng": b.lng,
+            "kind": "offer", "booking": b.id, "category": b.category, **area,
             "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
-            "distance_m": o.distance_m, "at_ms": epoch_ms(b.at), "expires_at_ms": epoch_ms(expires)})
+            "distance_m": privacy.distance_to_area_m(f.lat, f.lng, area), "at_ms": epoch_ms(b.at),
+            "expires_at_ms": epoch_ms(expires)})
     return made
 
 
@@ -222,6 +226,12 @@ def _fill(b: Booking, now: datetime, providers: list[str] | None = None) -> None
     if providers is None:
         providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
     append(f"user:{b.customer}", {"kind": "booking.assigned", "booking": b.id, "providers": providers})
+    # Chosen: now, and only now, each assigned provider gets the customer's exact point.
+    job = {"kind": "booking.assigned", "booking": b.id, "providers": providers, "customer": b.customer,
+           "category": b.category, "lat": b.lat, "lng": b.lng, "mode": b.mode, "at": iso(b.at),
+           "at_ms": epoch_ms(b.at), "crew": b.crew}
+    for p in providers:
+        append(f"user:{p}", job)
 
 
 def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
@@ -242,7 +252,8 @@ def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
 
 
 def get_booking(actor: Actor, booking_id: str) -> dict[str, Any]:
-    """The customer, providers who were offered it, and admins may read a booking."""
+    """The customer, providers who were offered it, and admins may read a booking. Its exact point
+    goes to the customer, admins and the providers assigned to it; other providers get its area."""
     b = Booking.objects.filter(id=booking_id).first()
     if b is None:
         raise not_found(f"no booking {booking_id}")
@@ -250,6 +261,9 @@ def get_booking(actor: Actor, booking_id: str) -> dict[str, Any]:
             booking=b, provider=actor.user).exists():
         raise not_found(f"no booking {booking_id}")  # no hint that it exists
     out = booking_dict(b)
+    if (not privacy.sees_exact(actor.role) and actor.user != b.customer
+            and not (b.status == BookingStatus.ASSIGNED and actor.user in out["providers"])):
+        out.update(privacy.job_area(b.lat, b.lng))  # offered, not chosen: the area only
     mine = Offer.objects.filter(booking=b, provider=actor.user).first()
     if mine is not None:
         out["offer"] = {"status": mine.status, "expires_at": iso(mine.expires_at),

@@ -2,6 +2,7 @@
 
 Roles: `match.find` is for customers, enterprises and admins. Providers and servicemen may not
 call it: distances to named competitors from chosen points would let them locate each other.
+Customers and enterprises get distances to each provider's cell centre, rounded (matching.privacy).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.conf import settings
 from core import metrics
 from core.domain_budgets import aper_minute
 from hub.rpc import PROVIDERS, USERS, Caller, method, run_sync
-from matching import dispatch, service
+from matching import dispatch, privacy, service
 from matching.service import WEEKDAYS
 
 ADMIN = ("admin",)
@@ -82,7 +83,9 @@ async def match_find(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     # One budget over all of the user's sockets and processes: nobody sweeps the map for providers.
     await aper_minute("match_find", caller.tenant, caller.user, settings.HUB_MATCH_FIND_PER_MIN,
                       "match.find calls")
-    args = (params["lat"], params["lng"], params["category"], params.get("k", 10), params.get("crew", 1))
+    # Customers and enterprises get cell-centre distances (matching.privacy); admins the exact ones.
+    args = (params["lat"], params["lng"], params["category"], params.get("k", 10), params.get("crew", 1),
+            privacy.sees_exact(caller.role))
     with metrics.timer(metrics.match_latency):
         found = service.find_now(*args)  # on the loop: the search is cheaper than a thread hop
         if found is None:  # the index is busy or not loaded yet: wait for it in a worker

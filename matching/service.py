@@ -29,6 +29,7 @@ from django.db.models import F
 from core.audit import record
 from core.errors import bad_request, not_found
 from core.times import epoch_ms
+from matching import privacy
 from matching.index import ProviderIndex
 from matching.index import ProviderState as IndexedProvider
 from matching.models import ProviderState, Zone, ZoneAssignment, acceptance_rate
@@ -44,6 +45,8 @@ RATING_WEIGHT = 0.05
 ACCEPTANCE_WEIGHT = 0.1
 DEFAULT_ACCEPTANCE = acceptance_rate(0, 0, 0)
 ZONE_RES = 8  # the zone index's coarse H3 resolution (see matching.zoneindex)
+# Coarse answers (customers, enterprises) are ranked over this many more providers than they return.
+COARSE_POOL = 20
 
 
 def conf(name: str, default: float) -> float:
@@ -187,6 +190,10 @@ class Match:
     user: str
     distance_m: float
     score: float
+    # The provider's exact position at the search (never shown to customers; offers measure the
+    # provider's distance to the job's area from it).
+    lat: float = field(default=0.0, compare=False, repr=False)
+    lng: float = field(default=0.0, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"user": self.user, "distance_m": self.distance_m, "score": self.score}
@@ -443,8 +450,14 @@ class Matcher:
 
     def search(self, lat: float, lng: float, category: str, k: int = 10, crew: int = 1, *,
                at: datetime | None = None, exclude: Iterable[str] = (), now: float | None = None,
-               zone: str | None = None, radius_m: float | None = None) -> tuple[str | None, list[Match]]:
-        """(zone, matches best first). crew > 1: exactly `crew` providers within the crew radius, or none."""
+               zone: str | None = None, radius_m: float | None = None,
+               coarse: bool = False) -> tuple[str | None, list[Match]]:
+        """(zone, matches best first). crew > 1: exactly `crew` providers within the crew radius, or none.
+
+        A provider is within the radius when the centre of their resolution-8 cell is (so where the
+        search's edge falls says nothing finer than a cell). `coarse` (what customers and
+        enterprises get, see matching.privacy): distances are to that centre, rounded to 100 m, the
+        score is computed from them, and the order is by them (then rating, acceptance, user)."""
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0):
             raise bad_request("lat must be in -90..90 and lng in -180..180")
         skip = frozenset(exclude)
@@ -460,15 +473,41 @@ class Matcher:
                 return at is None or schedule_covers(schedules.get(p.user), at)
 
             if crew > 1:
-                found = self.providers.nearest(lat, lng, category, k=crew, radius_m=crew_radius_m(),
-                                               accept=accept, now=now)
-                if len(found) < crew:
-                    found = []
+                radius, want = crew_radius_m(), crew
             else:
-                radius = match_radius_m() if radius_m is None else radius_m
-                found = self.providers.nearest(lat, lng, category, k=k, radius_m=radius, accept=accept,
-                                               now=now)
-        return zone_id, [Match(p.user, round(d, 1), score(d, p.rating, p.acceptance)) for d, p in found]
+                radius, want = (match_radius_m() if radius_m is None else radius_m), k
+            # Coarse answers rank a pool larger than the answer by cell centre, so which `want` of
+            # them come back does not follow the exact order (docs/matching.md has what remains).
+            pool = min(want + COARSE_POOL, 200) if coarse else want
+            rows = self._within(lat, lng, category, pool, radius, accept, now, coarse)
+        if coarse:
+            shown = [(privacy.round_distance(cd), p) for _d, cd, p in rows]
+            shown.sort(key=lambda r: (r[0], -r[1].rating, -r[1].acceptance, r[1].user))
+            out = [Match(p.user, sd, score(sd, p.rating, p.acceptance), p.lat, p.lng) for sd, p in shown[:want]]
+        else:
+            out = [Match(p.user, round(d, 1), score(d, p.rating, p.acceptance), p.lat, p.lng)
+                   for d, _cd, p in rows[:want]]
+        if crew > 1 and len(out) < crew:
+            out = []
+        return zone_id, out
+
+    def _within(self, lat: float, lng: float, category: str, k: int, radius: float,
+                accept: Any, now: float | None, coarse: bool) -> list[tuple[float, float, IndexedProvider]]:
+        """Up to k (exact distance, distance to cell centre, provider), nearest first, whose cell
+        centre is within the radius. Only providers near the edge need their centre unless `coarse`."""
+        ask = k
+        sure = radius - privacy.COARSE_SLACK_M  # nearer than this, the cell centre is inside too
+        while True:
+            found = self.providers.nearest(lat, lng, category, k=ask, radius_m=radius + privacy.COARSE_SLACK_M,
+                                           accept=accept, now=now)
+            rows: list[tuple[float, float, IndexedProvider]] = []
+            for d, p in found:
+                cd = privacy.coarse_distance_m(lat, lng, p.lat, p.lng) if coarse or d > sure else d
+                if cd <= radius:
+                    rows.append((d, cd, p))
+            if len(rows) >= k or len(found) < ask:
+                return rows[:k]
+            ask *= 2  # some near the edge fell out: farther ones may still be inside
 
 
 _matcher: Matcher | None = None
@@ -513,13 +552,16 @@ OUTSIDE_ZONES = "outside_zones"  # no active zone serving the category covers th
 NO_PROVIDER_AVAILABLE = "no_provider_available"  # a zone, but nobody (or no full crew) can go
 
 
-def find(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) -> dict[str, Any]:
-    zone_id, found = matcher().search(lat, lng, category, k=k, crew=crew)
+def find(lat: float, lng: float, category: str, k: int = 10, crew: int = 1,
+         exact: bool = False) -> dict[str, Any]:
+    """match.find's answer; coarse (cell centres, 100 m) unless `exact` (matching.privacy.sees_exact)."""
+    zone_id, found = matcher().search(lat, lng, category, k=k, crew=crew, coarse=not exact)
     reason = None if found else (OUTSIDE_ZONES if zone_id is None else NO_PROVIDER_AVAILABLE)
     return {"zone": zone_id, "providers": [m.as_dict() for m in found], "reason": reason}
 
 
-def find_now(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) -> dict[str, Any] | None:
+def find_now(lat: float, lng: float, category: str, k: int = 10, crew: int = 1,
+             exact: bool = False) -> dict[str, Any] | None:
     """`find` without waiting: None when the matcher is not loaded yet or its lock is held (an
     update, a zone load), so the caller can take the slow path (a worker thread) instead. A search is
     tens of microseconds in memory: callers on the event loop run it here rather than pay a thread
@@ -528,7 +570,7 @@ def find_now(lat: float, lng: float, category: str, k: int = 10, crew: int = 1) 
     if m is None or not m.loaded or not m.lock.acquire(blocking=False):
         return None
     try:
-        return find(lat, lng, category, k=k, crew=crew)
+        return find(lat, lng, category, k=k, crew=crew, exact=exact)
     finally:
         m.lock.release()
 

@@ -302,8 +302,11 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                                  lng=float(lng), budget=budget, currency=currency)
         record(caller.user, "jobs.create", _channel(job), role=caller.role, tenant=caller.tenant,
                category=category, budget=budget, currency=currency, notified=len(candidates))
-        note = {"kind": "job.new", "job": job.id, "title": title, "category": category, "lat": job.lat,
-                "lng": job.lng, "budget": budget, "currency": currency or None}
+        from matching.privacy import job_area  # pure (h3 only): works without the matcher
+
+        # Not yet chosen: providers learn the job's area (a cell's rounded centre), not the point.
+        note = {"kind": "job.new", "job": job.id, "title": title, "category": category,
+                **job_area(job.lat, job.lng), "budget": budget, "currency": currency or None}
         for user in candidates:
             append(f"user:{user}", note)
     # `reason` says why nobody was told (null when someone was): the same words as match.find.
@@ -406,9 +409,10 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         Bid.objects.filter(pk=chosen.pk).update(status=BidStatus.ACCEPTED)
         losers = list(Bid.objects.filter(job=job, status=BidStatus.LIVE).exclude(pk=chosen.pk))
         Bid.objects.filter(pk__in=[b.pk for b in losers]).update(status=BidStatus.REJECTED)
+        # Chosen: the winner, and only the winner, gets the job's exact point.
         append(f"user:{chosen.provider}", {"kind": "bid.accepted", "job": job.id, "bid": chosen.id,
                                            "title": job.title, "amount": chosen.amount,
-                                           "currency": chosen.currency})
+                                           "currency": chosen.currency, "lat": job.lat, "lng": job.lng})
         for loser in losers:
             if loser.provider != chosen.provider:
                 append(f"user:{loser.provider}", {"kind": "bid.rejected", "job": job.id, "bid": loser.id,

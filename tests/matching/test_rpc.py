@@ -95,18 +95,23 @@ def test_update_find_book_accept_over_rpc() -> None:
     assert set(got) == {"cell"} and isinstance(got["cell"], str)
     call("serviceman", "providers.update", {"lat": LAT + 0.002, "lng": LNG, "available": True,
                                             "categories": [cat]}, user=p2)
-    found = call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat})
+    found = call("admin", "match.find", {"lat": LAT, "lng": LNG, "category": cat})
     assert found["zone"] == zone["id"]
     assert [p["user"] for p in found["providers"]] == [p1, p2]
     first = found["providers"][0]
     assert set(first) == {"user", "distance_m", "score"}
-    assert first["distance_m"] == pytest.approx(111.2, abs=0.2)
+    assert first["distance_m"] == pytest.approx(111.2, abs=0.2)  # admins see exact distances
+    # Customers and enterprises see distances to each provider's cell centre, rounded to 100 m.
+    coarse = call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat})
+    assert coarse["zone"] == zone["id"] and {p["user"] for p in coarse["providers"]} == {p1, p2}
+    assert all(p["distance_m"] % 100 == 0 and set(p) == {"user", "distance_m", "score"}
+               for p in coarse["providers"])
     assert call("enterprise", "match.find", {"lat": LAT, "lng": LNG, "category": cat, "k": 1})["providers"] \
-        == [first]
+        == coarse["providers"][:1]
     assert call("admin", "match.find", {"lat": 0, "lng": 0, "category": cat}) == {"zone": None, "providers": [],
                                                                                   "reason": "outside_zones"}
     crew = call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat, "crew": 2})
-    assert [p["user"] for p in crew["providers"]] == [p1, p2]
+    assert {p["user"] for p in crew["providers"]} == {p1, p2}
     assert call("customer", "match.find", {"lat": LAT, "lng": LNG, "category": cat, "crew": 3})["providers"] == []
 
     customer = uid("c")

@@ -13,7 +13,7 @@ from shapely.geometry import Point, shape
 
 from core.errors import HubError
 from core.models import AuditLog
-from matching import service
+from matching import privacy, service
 from matching.geo import haversine_m
 from matching.models import ProviderState, Zone
 from matching.service import Matcher, SystemActor, parse_schedule, schedule_covers
@@ -126,8 +126,8 @@ def brute_find(zones: list[Z], providers: list[P], lat: float, lng: float, cat: 
         if zone not in p.assigned and not geom.covers(Point(p.lng, p.lat)):
             continue
         d = haversine_m(lat, lng, p.lat, p.lng)
-        if d > radius:
-            continue
+        if privacy.coarse_distance_m(lat, lng, p.lat, p.lng) > radius:
+            continue  # within the radius = the provider's cell centre is
         rows.append((d, -p.rating, -p.acceptance, p.user))
     rows.sort()
     return zone, [(r[3], round(r[0], 1)) for r in rows[:k]]
@@ -206,6 +206,38 @@ def test_crew_needs_full_crew_within_radius() -> None:
     assert [f.user for f in m.search(51.5, 0.0, "cleaning", crew=3, now=NOW)[1]] == ["n0", "n1", "n2"]
     assert m.search(51.5, 0.0, "cleaning", crew=4, now=NOW)[1] == []
     assert len(m.search(51.5, 0.0, "cleaning", k=10, now=NOW)[1]) == 4
+
+
+def test_coarse_search_shows_cell_centres_and_ranks_by_them() -> None:
+    """What customers get: distances to cell centres in 100 m steps, ordered by them (then rating,
+    acceptance, user), the score made of them; the radius is tested on the cell centre for everyone."""
+    import h3
+
+    z = Z("zp", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
+    clat, clng = h3.cell_to_latlng(h3.latlng_to_cell(51.5, 0.0, 8))
+    vlat, vlng = h3.cell_to_boundary(h3.latlng_to_cell(51.5, 0.0, 8))[0]
+    near = (clat + 0.8 * (vlat - clat), clng + 0.8 * (vlng - clng))
+    # Same cell: "b" is exactly nearer the query point, "a" sorts first once both are cell centres.
+    ps = [P("b", near[0], near[1], True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset()),
+          P("a", clat, clng, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset())]
+    m = build([z], ps)
+    q = (near[0] + (near[0] - clat), near[1] + (near[1] - clng))
+    exact = m.search(q[0], q[1], "plumbing", now=NOW)[1]
+    assert [f.user for f in exact] == ["b", "a"] and exact[0].distance_m == round(haversine_m(*q, *near), 1)
+    coarse = m.search(q[0], q[1], "plumbing", now=NOW, coarse=True)[1]
+    shown = privacy.round_distance(haversine_m(q[0], q[1], clat, clng))
+    assert [(f.user, f.distance_m) for f in coarse] == [("a", shown), ("b", shown)]
+    assert coarse[0].score == service.score(shown, 0.0, 0.5)
+    assert [f.user for f in m.search(q[0], q[1], "plumbing", k=1, now=NOW, coarse=True)[1]] == ["a"]
+    # A radius that reaches the provider's exact point but not its cell centre does not find them.
+    d_exact, d_centre = haversine_m(*q, *near), haversine_m(q[0], q[1], clat, clng)
+    assert d_exact < d_centre
+    solo = build([z], ps[:1])
+    for coarse_flag in (False, True):
+        assert solo.search(q[0], q[1], "plumbing", now=NOW, radius_m=(d_exact + d_centre) / 2,
+                           coarse=coarse_flag)[1] == []
+        assert [f.user for f in solo.search(q[0], q[1], "plumbing", now=NOW, radius_m=d_centre + 1,
+                                            coarse=coarse_flag)[1]] == ["b"]
 
 
 def test_schedule_windows() -> None:

@@ -68,6 +68,9 @@ def post(owner: Caller, **extra: Any) -> str:
 # --- create ------------------------------------------------------------------------------------
 
 def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+    from matching.geo import haversine_m
+    from matching.privacy import job_area
+
     owner = Caller(uid("cust"), "customer", tenant)
     p1, p2 = uid("p"), uid("p")
     seen = fake_matcher(monkeypatch, lambda: [p1, p2, owner.user])
@@ -77,8 +80,10 @@ def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.Monk
     assert seen == [(51.5, -0.12, "plumbing", 50)]
     for p in (p1, p2):
         [note] = [d for d in pubs(f"user:{p}") if d["kind"] == "job.new"]
+        # Not yet chosen: the job's area (a resolution-8 cell's rounded centre), not its point.
         assert note == {"kind": "job.new", "job": out["job"], "title": "Fix the boiler",
-                        "category": "plumbing", "lat": 51.5, "lng": -0.12, "budget": 25000, "currency": "GBP"}
+                        "category": "plumbing", **job_area(51.5, -0.12), "budget": 25000, "currency": "GBP"}
+        assert haversine_m(note["lat"], note["lng"], 51.5, -0.12) <= note["area"]["radius_m"]
     assert pubs(f"user:{owner.user}") == []  # the owner is never notified of their own job
     job = Job.objects.get(pk=out["job"])
     assert (job.owner, job.tenant, job.budget, job.currency, job.status) == (
@@ -202,7 +207,7 @@ def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     assert out == {"job": job, "status": "accepted", "bid": bid_b, "provider": b.user}
     assert [d for d in pubs(f"user:{b.user}") if d["kind"] == "bid.accepted"] == [
         {"kind": "bid.accepted", "job": job, "bid": bid_b, "title": "Fix the boiler", "amount": 80,
-         "currency": "GBP"}]
+         "currency": "GBP", "lat": 51.5072, "lng": -0.1276}]  # the winner, alone, gets the exact point
     for loser, lost in ((a, bid_a), (c, bid_c)):
         assert [d for d in pubs(f"user:{loser.user}") if d["kind"] == "bid.rejected"] == [
             {"kind": "bid.rejected", "job": job, "bid": lost, "title": "Fix the boiler"}]
