@@ -228,8 +228,11 @@ def test_matched_providers_hear_of_new_jobs(live_hub: Any, tenant: str, closing:
             break
         time.sleep(0.5)
     note = pub(prov, f"user:{prov_id}", "job.new", job=out["job"])
+    # Not yet chosen: the job's area (a resolution-8 cell's rounded centre), not the customer's point.
+    from matching.privacy import job_area
+
     assert note == {"kind": "job.new", "job": out["job"], "title": "Unblock drain", "category": category,
-                    "lat": 51.5, "lng": -0.121, "budget": 9000, "currency": "GBP"}
+                    **job_area(51.5, -0.121), "budget": 9000, "currency": "GBP"}
 
 
 def test_call_started_accepted_renewed_ended(live_hub: Any, tenant: str, closing: list[HubClient]) -> None:
