@@ -532,8 +532,14 @@ def get_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     bids = Bid.objects.filter(job=job).filter(Q(status=BidStatus.LIVE) | Q(status=BidStatus.ACCEPTED))
     if job.owner != caller.user and caller.role != "admin":
         bids = bids.filter(provider=caller.user)  # providers see only their own bid
+    place: dict[str, Any] = {"lat": job.lat, "lng": job.lng}
+    if caller.role != "admin" and caller.user not in (job.owner, job.provider):
+        # A provider not (yet) chosen learns the job's area, never the customer's point.
+        from matching.privacy import job_area
+
+        place = job_area(job.lat, job.lng)
     return {"job": job.id, "status": job.status, "title": job.title, "description": job.description,
-            "category": job.category, "lat": job.lat, "lng": job.lng, "budget": job.budget,
+            "category": job.category, **place, "budget": job.budget,
             "currency": job.currency or None, "owner": job.owner, "provider": job.provider or None,
             "bid": job.accepted_bid or None, "cancel_reason": job.cancel_reason or None,
             "bids": [{"bid": b.id, "provider": b.provider, "amount": b.amount, "currency": b.currency,

@@ -172,8 +172,13 @@ def test_job_new_carries_the_area_and_bid_accepted_the_point(live_hub: Any) -> N
                 no_exact_point(note, xlat, xlng)
                 assert note["area"]["radius_m"] >= haversine_m(note["lat"], note["lng"], xlat, xlng)
                 bids[u] = c.rpc("jobs.bid", job=job["job"], amount=5000, currency="GBP")["bid"]
+                no_exact_point(c.rpc("jobs.get", job=job["job"]), xlat, xlng)  # a bidder: the area only
 
             customer.rpc("jobs.accept", job=job["job"], bid=bids[p1])
+            mine = one.rpc("jobs.get", job=job["job"])
+            assert (mine["lat"], mine["lng"]) == (xlat, xlng)  # the winner gets the point
+            no_exact_point(two.rpc("jobs.get", job=job["job"]), xlat, xlng)  # the loser never
+            assert customer.rpc("jobs.get", job=job["job"])["lat"] == xlat
             won = next_pub(one, "bid.accepted")
             assert (won["lat"], won["lng"]) == (xlat, xlng)
             no_exact_point(next_pub(two, "bid.rejected"), xlat, xlng)
