@@ -90,6 +90,7 @@ def run_floor(action: str, items: list[Item], threads: int, seconds: float) -> t
     from hub.rpc import REGISTRY, Caller
 
     fn = REGISTRY[action].fn
+    is_async = REGISTRY[action].is_async  # async methods (match.find) run on a loop of each thread's own
     lat: list[float] = []
     errors: Counter[str] = Counter()
     results: list[Any] = [None] * len(items)
@@ -98,6 +99,7 @@ def run_floor(action: str, items: list[Item], threads: int, seconds: float) -> t
     deadline = time.perf_counter() + seconds
 
     def worker() -> None:
+        loop = asyncio.new_event_loop() if is_async else None
         try:
             while time.perf_counter() < deadline:
                 i = next(counter)
@@ -107,7 +109,8 @@ def run_floor(action: str, items: list[Item], threads: int, seconds: float) -> t
                 t0 = time.perf_counter()
                 code = ""
                 try:
-                    results[i] = fn(Caller(user, role, TENANT), params)
+                    out = fn(Caller(user, role, TENANT), params)
+                    results[i] = loop.run_until_complete(out) if loop is not None else out
                 except HubError as exc:
                     code = exc.code
                 except Exception as exc:  # noqa: BLE001 - counted, the run goes on
@@ -118,6 +121,8 @@ def run_floor(action: str, items: list[Item], threads: int, seconds: float) -> t
                     if code:
                         errors[code] += 1
         finally:
+            if loop is not None:
+                loop.close()
             connection.close()
 
     t0 = time.perf_counter()
