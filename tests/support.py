@@ -104,6 +104,22 @@ class HubServer:
         self.stop(signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def running_hubs(count: int = 1, env: dict[str, str] | None = None) -> Iterator[list[HubServer]]:
+    """`count` hub processes with the same extra settings, all stopped on the way out (also when one
+    fails to start)."""
+    hubs: list[HubServer] = []
+    try:
+        for _ in range(count):
+            hub = HubServer(env=env)
+            hubs.append(hub)
+            hub.start()
+        yield hubs
+    finally:
+        for hub in hubs:
+            hub.stop()
+
+
 class ReplyError(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(f"{error.get('code')}: {error.get('message')}")

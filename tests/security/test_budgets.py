@@ -9,7 +9,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.support import HubClient, HubServer, ReplyError, mint, uid
+from tests.support import HubClient, HubServer, ReplyError, mint, running_hubs, uid
 
 USER_LIMITS = {"HUB_MAX_SOCKETS_PER_USER": "3", "HUB_USER_COMMANDS_PER_S": "5", "HUB_USER_COMMAND_BURST": "10",
                "HUB_PRESENCE_TTL_S": "3"}
@@ -17,14 +17,8 @@ USER_LIMITS = {"HUB_MAX_SOCKETS_PER_USER": "3", "HUB_USER_COMMANDS_PER_S": "5", 
 
 @pytest.fixture(scope="module")
 def two_hubs() -> Iterator[tuple[HubServer, HubServer]]:
-    a, b = HubServer(env=USER_LIMITS), HubServer(env=USER_LIMITS)
-    a.start()
-    b.start()
-    try:
+    with running_hubs(2, USER_LIMITS) as (a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 def refused_connect(url: str, token: str) -> tuple[str, int | None]:

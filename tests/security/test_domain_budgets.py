@@ -16,7 +16,7 @@ import pytest
 
 from matching.models import Booking
 from rooms.models import Bid, Call, Job
-from tests.support import HubClient, HubServer, ReplyError, mint, uid
+from tests.support import HubClient, HubServer, ReplyError, mint, running_hubs, uid
 
 LIMITS = {
     "HUB_MAX_OPEN_BOOKINGS_PER_USER": "2",
@@ -34,18 +34,8 @@ LAT, LNG = 51.5, -0.12
 
 @pytest.fixture(scope="module")
 def hubs() -> Iterator[tuple[HubServer, HubServer]]:
-    a, b = HubServer(env=LIMITS), HubServer(env=LIMITS)
-    a.start()
-    try:
-        b.start()
-    except Exception:
-        a.stop()
-        raise
-    try:
+    with running_hubs(2, LIMITS) as (a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 @pytest.fixture()

@@ -30,7 +30,7 @@ import orjson
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.support import HubClient, HubServer, mint, uid
+from tests.support import HubClient, HubServer, mint, running_hubs, uid
 
 SEED = int(os.environ.get("HUB_FUZZ_SEED", "20261130"))
 WORKERS = 4  # fuzz sockets open at once; each worker opens its next one when the last is closed
@@ -53,12 +53,8 @@ FUZZ_ENV = {"HUB_COMMANDS_PER_S": "2000", "HUB_COMMAND_BURST": "2000",
 
 @pytest.fixture(scope="module")
 def fuzz_hub() -> Iterator[HubServer]:
-    server = HubServer(env=FUZZ_ENV)
-    server.start()
-    try:
+    with running_hubs(1, FUZZ_ENV) as (server,):
         yield server
-    finally:
-        server.stop()
 
 
 # --- values -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import HubServer, mint, uid
+from tests.support import HubServer, mint, running_hubs, uid
 
 LIMITS = {"HUB_HTTP_MAX_BODY_BYTES": "65536", "HUB_HTTP_REQUEST_TIMEOUT_S": "2", "HUB_HTTP_ANON_PER_MIN": "5",
           "HUB_HTTP_PER_MIN": "8"}
@@ -18,12 +18,8 @@ LIMITS = {"HUB_HTTP_MAX_BODY_BYTES": "65536", "HUB_HTTP_REQUEST_TIMEOUT_S": "2",
 
 @pytest.fixture(scope="module")
 def tight_hub() -> Iterator[HubServer]:
-    server = HubServer(env=LIMITS)
-    server.start()
-    try:
+    with running_hubs(1, LIMITS) as (server,):
         yield server
-    finally:
-        server.stop()
 
 
 def raw_request(port: int, head: bytes, body_parts: list[bytes] = (), pause: float = 0,  # type: ignore[assignment]

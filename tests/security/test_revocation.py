@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from django.core.management import call_command
 
-from tests.support import HubClient, HubServer, http_json, mint, uid
+from tests.support import HubClient, HubServer, http_json, mint, running_hubs, uid
 
 pytestmark = pytest.mark.services
 
@@ -21,14 +21,8 @@ CLOSE_WAIT_S = 5
 def two_hubs() -> Iterator[tuple[HubServer, HubServer]]:
     # A poll far longer than the tests: what they see arrives through Redis.
     env = {"HUB_REVOCATION_POLL_S": "600"}
-    a, b = HubServer(env=env), HubServer(env=env)
-    a.start()
-    b.start()
-    try:
+    with running_hubs(2, env) as (a, b):
         yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 def refused(url: str, token: str) -> tuple[str, str, int | None]:

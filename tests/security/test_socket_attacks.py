@@ -7,17 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from core.models import AuditLog
-from tests.support import HubClient, HubServer, mint, uid
+from tests.support import HubClient, HubServer, mint, running_hubs, uid
 
 
 @pytest.fixture(scope="module")
 def small_cap_hub() -> Iterator[HubServer]:
-    server = HubServer(env={"HUB_MAX_SUBSCRIPTIONS": "5"})
-    server.start()
-    try:
+    with running_hubs(1, {"HUB_MAX_SUBSCRIPTIONS": "5"}) as (server,):
         yield server
-    finally:
-        server.stop()
 
 
 def test_pipelined_subscribes_cannot_pass_the_cap(small_cap_hub: HubServer) -> None:
