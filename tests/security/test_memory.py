@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 from hub import store
-from tests.support import HubClient, HubServer, mint, uid
+from tests.support import HubClient, HubServer, mint, running_hubs, uid
 
 BIG = "x" * 60_000  # one publication's data: ~60 KiB, under the 64 KiB frame limit
 
@@ -33,12 +33,8 @@ def rss_kib(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def bounded_hub() -> Iterator[HubServer]:
-    server = HubServer()
-    server.start()
-    try:
+    with running_hubs() as (server,):  # its own process: the drill measures this process's memory
         yield server
-    finally:
-        server.stop()
 
 
 def test_recovery_and_history_replies_stay_under_the_reply_limit(bounded_hub: HubServer) -> None:
