@@ -63,24 +63,16 @@ class SocketSlots:
     async def acquire(self, key: str, limit: int) -> bool:
         if limit <= 0:
             return True
+        held = self.local.get(key, 0)
+        allowed = held < limit  # this process's own count: without Redis, or while it is down
         if self.script is not None:
             try:
-                got = await self.script(keys=[key], args=[self.node, limit, NODE_KEY_PREFIX])
+                allowed = int(await self.script(keys=[key], args=[self.node, limit, NODE_KEY_PREFIX])) >= 0
             except Exception as exc:  # noqa: BLE001 - Redis down: each process counts its own
                 log.warning("socket budget unavailable (%s): counting in-process", type(exc).__name__)
-            else:
-                if int(got) < 0:
-                    return False
-                self.local[key] = self.local.get(key, 0) + 1
-                return True
-            if self.local.get(key, 0) >= limit:
-                return False
+        if allowed:
             self.local[key] = self.local.get(key, 0) + 1
-            return True
-        if self.local.get(key, 0) >= limit:
-            return False
-        self.local[key] = self.local.get(key, 0) + 1
-        return True
+        return allowed
 
     def release(self, key: str) -> None:
         left = self.local.get(key, 0) - 1
