@@ -27,7 +27,7 @@ import orjson
 from django.conf import settings
 
 from core import ratelimit
-from core.errors import BAD_REQUEST, RATE_LIMITED, TOO_LARGE
+from core.errors import BAD_REQUEST, RATE_LIMITED, TOO_LARGE, HubError
 from hub import auth, credentials
 
 Scope = dict[str, Any]
@@ -38,10 +38,7 @@ UNCOUNTED = ("/healthz", "/readyz", "/static/")
 
 
 def _error_body(code: str, message: str, retry_after_ms: int | None = None) -> bytes:
-    err: dict[str, Any] = {"code": code, "message": message}
-    if retry_after_ms is not None:
-        err["retry_after_ms"] = retry_after_ms
-    return orjson.dumps({"error": err})
+    return orjson.dumps({"error": HubError(code, message, retry_after_ms).as_dict()})
 
 
 async def _respond(send: Send, status: int, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()) -> None:
