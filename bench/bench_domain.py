@@ -41,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.bench_hub import free_port, log
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432").rstrip("/")
@@ -52,16 +54,6 @@ TARGET_RATIO = 0.70
 ACTIONS = ("match.find", "jobs.create", "jobs.bid", "bookings.create", "offers.accept", "calls.start")
 
 Item = tuple[str, str, dict[str, Any]]  # (user, role, params)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def point(rng: random.Random) -> tuple[float, float]:
