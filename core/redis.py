@@ -17,6 +17,18 @@ _async: dict[int, aredis.Redis] = {}
 _lock = threading.Lock()
 
 
+def pubsub_name(name: str) -> str:
+    """Redis pub/sub channels are shared by every database of a server: the name carries this
+    deployment's database number, so deployments (or test runs) on one Redis never hear each other."""
+    global _pubsub_db
+    if _pubsub_db is None:
+        _pubsub_db = int(redis.connection.parse_url(settings.REDIS_URL).get("db") or 0) if settings.REDIS_URL else 0
+    return f"{_pubsub_db}/{name}"
+
+
+_pubsub_db: int | None = None
+
+
 def enabled() -> bool:
     return bool(settings.REDIS_URL)
 

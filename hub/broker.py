@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from core import redis as hubredis
 from hub.pubs import Pub
 
 log = logging.getLogger("hub.broker")
@@ -54,6 +55,8 @@ class RedisBroker:
         self.on_event = on_event
         self.on_resync = on_resync
         self.on_control = on_control
+        self.prefix = hubredis.pubsub_name(PREFIX)
+        self.control = hubredis.pubsub_name(CONTROL)
         # No per-reply socket timeout (each costs an asyncio timer): the flush has one overall bound.
         self.pub_client = aredis.Redis.from_url(url, socket_connect_timeout=2)
         self.sub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
@@ -73,11 +76,11 @@ class RedisBroker:
         """Returns once Redis confirms: from then on no publication to it can be missed."""
         self.channels.add(channel)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(PREFIX + channel, []).append(fut)
+        self.waiting.setdefault(self.prefix + channel, []).append(fut)
         if not self.connected:
             return  # subscribed on reconnect, and the resync then fills from storage
         try:
-            await self.pubsub.subscribe(PREFIX + channel)
+            await self.pubsub.subscribe(self.prefix + channel)
             await asyncio.wait_for(asyncio.shield(fut), 5)
         except Exception as exc:  # noqa: BLE001 - same as disconnected: resync covers it
             log.warning("redis subscribe failed (%s)", type(exc).__name__)
@@ -85,7 +88,7 @@ class RedisBroker:
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         try:
-            await self.pubsub.unsubscribe(PREFIX + channel)
+            await self.pubsub.unsubscribe(self.prefix + channel)
         except Exception:  # noqa: BLE001 - resubscription on reconnect uses self.channels
             pass
 
@@ -101,7 +104,7 @@ class RedisBroker:
         self._schedule()
 
     def event(self, channel: str, frame: dict[str, Any]) -> None:
-        self.out.append((PREFIX + channel, self.head + msgpack.packb((1, channel, frame), use_bin_type=True)))
+        self.out.append((self.prefix + channel, self.head + msgpack.packb((1, channel, frame), use_bin_type=True)))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -118,7 +121,7 @@ class RedisBroker:
         for channel, pubs in groups.items():
             # The JSON push frame travels as is: JSON subscribers elsewhere reuse it untouched.
             items = [(p.offset, p.epoch, p.ts, p.sender, p.frame(False)) for p in pubs]
-            out.append((PREFIX + channel, self.head + msgpack.packb((0, channel, items), use_bin_type=True)))
+            out.append((self.prefix + channel, self.head + msgpack.packb((0, channel, items), use_bin_type=True)))
         if not out:
             return
         try:
@@ -135,8 +138,8 @@ class RedisBroker:
             try:
                 if not self.connected:
                     await self.pubsub.ping()
-                    names = [PREFIX + c for c in self.channels]
-                    await self.pubsub.subscribe(CONTROL, *names)
+                    names = [self.prefix + c for c in self.channels]
+                    await self.pubsub.subscribe(self.control, *names)
                     if backoff > 0.1:  # a reconnect, not the first start
                         log.warning("redis reconnected; resyncing %d channels", len(names))
                         self.on_resync()
@@ -147,7 +150,7 @@ class RedisBroker:
                     continue
                 kind = msg["type"]
                 if kind == b"message" or kind == "message":
-                    if msg["channel"] in (CONTROL, CONTROL.encode()):
+                    if msg["channel"] in (self.control, self.control.encode()):
                         self.on_control(msg["data"])
                     else:
                         self._dispatch(msg["data"])

@@ -139,7 +139,7 @@ def _announce(rev: Revocation) -> None:
     if client is None:
         return
     try:
-        client.publish(CONTROL_CHANNEL, CONTROL_PREFIX + orjson.dumps(rev.as_dict()))
+        client.publish(hubredis.pubsub_name(CONTROL_CHANNEL), CONTROL_PREFIX + orjson.dumps(rev.as_dict()))
     except Exception:  # the poll carries it to the other processes instead
         log.exception("could not announce a revocation; other processes learn it from their poll")
 

@@ -259,7 +259,7 @@ def invalidate_caches() -> None:
     client = hubredis.sync_client()
     if client is not None:
         try:
-            client.publish(CONTROL_CHANNEL, b"drop_caches")
+            client.publish(hubredis.pubsub_name(CONTROL_CHANNEL), b"drop_caches")
         except Exception:  # logged; a restart also clears the caches
             log.exception("could not tell the hub processes to drop their caches")
 

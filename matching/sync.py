@@ -115,7 +115,7 @@ class Sync:
         if client is None:
             return
         try:
-            client.publish(channel, pack({"o": self.matcher.origin, **payload}))
+            client.publish(hubredis.pubsub_name(channel), pack({"o": self.matcher.origin, **payload}))
         except redis.RedisError as exc:
             # The change is applied here and stored; peers catch up on their next reconcile.
             log.warning("matching: publish on %s failed: %s", channel, exc)
@@ -170,7 +170,7 @@ class Sync:
                                               health_check_interval=30,
                                               client_name=f"matching-sync-{self.matcher.origin}")
                 pubsub = client.pubsub()
-                pubsub.subscribe(ZONES_CHANNEL, PROVIDERS_CHANNEL)
+                pubsub.subscribe(hubredis.pubsub_name(ZONES_CHANNEL), hubredis.pubsub_name(PROVIDERS_CHANNEL))
                 # Wait for both confirmations so nothing published after this point is lost.
                 confirmed = 0
                 deadline = time.time() + 5
@@ -364,6 +364,6 @@ def erase_provider(user: str) -> None:
     if client is None:
         return  # no other process to tell (the embedded default runs one)
     try:
-        client.publish(PROVIDERS_CHANNEL, pack({"o": "erase", "op": "remove", "p": user}))
+        client.publish(hubredis.pubsub_name(PROVIDERS_CHANNEL), pack({"o": "erase", "op": "remove", "p": user}))
     except redis.RedisError as exc:
         log.warning("matching: announcing a provider's erasure failed: %s", exc)
