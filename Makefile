@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make run` and `make test`. Everything installs into .venv from
-# requirements.lock (pinned). Python 3.11 is the only prerequisite.
+# requirements-dev.lock (runtime pins in requirements.lock plus tests, lint and load tests).
+# Python 3.11 is the only prerequisite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,10 +11,10 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
 
 .PHONY: install kernels run test test-services test-embedded lint bench loadtest clean
 
-$(VENV)/.installed: requirements.lock
+$(VENV)/.installed: requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	touch $@
 
 # The matcher's compiled kernels, cached in matching/__pycache__ (recompiled when kernels.py changes).
