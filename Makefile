@@ -17,11 +17,17 @@ $(VENV)/.installed: requirements.lock requirements-dev.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	touch $@
 
+# The console's front end and the JavaScript SDK tests (pinned in package-lock.json).
+node_modules/.installed: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 18+) is needed for the console and the JS SDK tests"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # The matcher's compiled kernels, cached in matching/__pycache__ (recompiled when kernels.py changes).
 kernels: $(VENV)/.installed
 	@$(PY) -c "import matching.kernels as k; k.warm_up()"
 
-install: $(VENV)/.installed kernels
+install: $(VENV)/.installed node_modules/.installed kernels
 
 # Embedded default: SQLite, in-process broker and state, offline AI provider.
 run: install
@@ -53,4 +59,4 @@ loadtest: install
 	$(PY) -m loadtests.run
 
 clean:
-	rm -rf $(VENV) var loadtests/reports
+	rm -rf $(VENV) var loadtests/reports node_modules
