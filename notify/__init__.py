@@ -1,0 +1,1 @@
+"""Notification routing: reach people whose app is closed (Web Push, FCM, APNs)."""

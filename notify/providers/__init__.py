@@ -1,0 +1,1 @@
+"""Push providers: one module per service, each implementing `base.Provider`."""
