@@ -8,8 +8,11 @@ class AiAssistConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the assist.ask / assist.cancel rpc methods.
-        from ai_assist import rpc  # noqa: F401
+        # The assist.ask / assist.cancel rpc methods register on import.
+        from ai_assist import privacy, rpc  # noqa: F401
+        from core import privacy as registry
+
+        registry.register(privacy.ENTRY)
 
         # The SDKs' transport logs one INFO line per upstream request; the relay logs its own outcome.
         for name in ("httpx2", "openai", "anthropic"):

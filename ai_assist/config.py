@@ -44,7 +44,6 @@ class AssistConfig:
     tenant_tpm: int
     max_output_tokens: int
     default_context: int
-    transcript_days: int
     system_prompt: str
     offline_delay_s: float
     transcript_journal_dir: str  # every transcript is journaled here (local disk) until committed
@@ -91,7 +90,6 @@ def load() -> AssistConfig:
         tenant_tpm=env_int("AI_TENANT_TPM", 200000),
         max_output_tokens=env_int("AI_MAX_OUTPUT_TOKENS", 1024),
         default_context=min(50, max(0, env_int("AI_DEFAULT_CONTEXT", 10))),
-        transcript_days=env_int("AI_TRANSCRIPT_DAYS", 30),
         system_prompt=os.environ.get("AI_SYSTEM_PROMPT", "") or DEFAULT_SYSTEM_PROMPT,
         offline_delay_s=env_float("AI_OFFLINE_DELAY_S", 0.0),
         transcript_journal_dir=os.environ.get("AI_TRANSCRIPT_JOURNAL_DIR", "")

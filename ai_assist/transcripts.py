@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,34 +320,3 @@ def recover_journals() -> int:
 # Before a process serves, and now and then, so a dead process's rows do not wait for a restart.
 on_start("ai_assist.transcripts")(recover_journals)
 every(60, "ai_assist.transcripts")(lambda now: recover_journals())
-
-
-# --- retention, export, erasure ---------------------------------------------------------------
-
-def purge(days: int) -> int:
-    """Delete transcripts older than `days` days; returns how many."""
-    cutoff = timezone.now() - timedelta(days=days)
-    deleted, _ = Transcript.objects.filter(created_at__lt=cutoff).delete()
-    return int(deleted)
-
-
-def _user_id(user: Any) -> str:
-    # Accepts a user id string or any object with `.user`/`.id`/`.pk` (a Caller, a Django user).
-    if isinstance(user, str):
-        return user
-    for attr in ("user", "id", "pk"):
-        value = getattr(user, attr, None)
-        if value is not None:
-            return str(value)
-    return str(user)
-
-
-def export_user_transcripts(user: Any) -> list[dict[str, object]]:
-    """Every transcript of one user, oldest first, as plain dicts (for a data-subject export)."""
-    return [t.as_dict() for t in Transcript.objects.filter(user=_user_id(user)).order_by("created_at", "id")]
-
-
-def erase_user_transcripts(user: Any) -> int:
-    """Delete every transcript of one user; returns how many."""
-    deleted, _ = Transcript.objects.filter(user=_user_id(user)).delete()
-    return int(deleted)

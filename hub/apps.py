@@ -6,4 +6,7 @@ class HubConfig(AppConfig):
 
     def ready(self) -> None:
         # The hub's own namespaces and rpc methods; domain apps register theirs in their ready().
-        from hub import namespaces, revocation  # noqa: F401
+        from core import privacy as registry
+        from hub import namespaces, privacy, revocation  # noqa: F401
+
+        registry.register(privacy.ENTRY)

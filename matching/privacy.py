@@ -1,5 +1,7 @@
 """Location privacy: what a customer may learn of a provider, and a provider of a job, before a deal.
 
+Also the app's share of a data-subject request (`export`, `erase`, registered in ready()).
+
 Positions are personal data. Customers and enterprises see a provider only as the centre of the
 provider's H3 cell at resolution 8 (cells of about 0.7 km², every point within ~590 m of its
 centre) with distances to it rounded to 100 m, so no sequence of `match.find` calls places a
@@ -14,8 +16,13 @@ from functools import lru_cache
 from typing import Any
 
 import h3
+from django.db import transaction
 
+from core import privacy as registry
+from hub import privacy as hub_privacy
+from matching import sync
 from matching.geo import haversine_m
+from matching.models import Assignment, Booking, Offer, ProviderState, ZoneAssignment
 
 AREA_RES = 8  # about 0.74 km² per cell; every point lies within ~590 m of its cell's centre
 DISTANCE_STEP_M = 100.0  # what a customer sees of a distance, and a provider of the distance to a job area
@@ -75,3 +82,35 @@ def distance_to_area_m(provider_lat: float, provider_lng: float, area: dict[str,
     """The offer's distance band: from the provider to the job area's centre, rounded to 100 m.
     Made only of what the provider already knows (their position and the area), so it leaks nothing."""
     return round_distance(haversine_m(provider_lat, provider_lng, area["lat"], area["lng"]))
+
+
+def export(user: str) -> dict[str, Any]:
+    row = registry.row
+    state = ProviderState.objects.filter(user=user).first()
+    return {
+        "bookings": [row(b) for b in Booking.objects.filter(customer=user).order_by("created_at", "id")],
+        "offers": [row(o) for o in Offer.objects.filter(provider=user).order_by("offered_at", "id")],
+        "assignments": [row(a) for a in Assignment.objects.filter(provider=user).order_by("accepted_at", "id")],
+        "provider_state": row(state) if state is not None else None,
+    }
+
+
+def erase(user: str, pseudonym: str) -> dict[str, int]:
+    """Bookings: customer pseudonymised, location cleared (and the publications about them lose
+    their place); offers and assignments: provider pseudonymised (an offer's distance zeroed: it
+    places its provider relative to a known booking); U's provider state and zone assignments
+    deleted, and U leaves every process's matcher index and the Redis snapshot at commit."""
+    bookings = set(Booking.objects.filter(customer=user).values_list("id", flat=True))
+    out = {
+        "place_publications": hub_privacy.erase_places("booking", bookings),
+        "bookings": Booking.objects.filter(customer=user).update(customer=pseudonym, lat=0.0, lng=0.0),
+        "offers": Offer.objects.filter(provider=user).update(provider=pseudonym, distance_m=0.0),
+        "assignments": Assignment.objects.filter(provider=user).update(provider=pseudonym),
+        "provider_state": ProviderState.objects.filter(user=user).delete()[0],
+        "zone_assignments": ZoneAssignment.objects.filter(provider=user).delete()[0],
+    }
+    transaction.on_commit(lambda: sync.erase_provider(user))
+    return out
+
+
+ENTRY = registry.Entry("matching", export=export, erase=erase)

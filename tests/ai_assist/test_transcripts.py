@@ -12,13 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import OperationalError
+from django.test import override_settings
 from django.utils import timezone
 
-from ai_assist import relay, transcripts
+from ai_assist import privacy, relay, transcripts
 from ai_assist.models import Transcript
-from ai_assist.transcripts import erase_user_transcripts, export_user_transcripts
 from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, Who, ask, journaled_ids
 
 
@@ -51,7 +51,7 @@ def test_no_keys_in_logs_or_transcripts(assist: Relay, caplog: pytest.LogCapture
     assist.fake.inject("anthropic", "400")
     ask(who=who)
     text = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
-    rows = export_user_transcripts(who.user)
+    rows = privacy.export(who.user)["transcripts"]
     assert len(rows) == 3
     dumped = repr(rows)
     for key in (OPENAI_KEY, ANTHROPIC_KEY, OPENAI_KEY[-12:], ANTHROPIC_KEY[-12:]):
@@ -65,14 +65,14 @@ def test_export_and_erase_one_user(assist: Relay) -> None:
     ask("first", a)
     ask("second", a)
     ask("other", b)
-    rows = export_user_transcripts(a.user)
+    rows = privacy.export(a.user)["transcripts"]
     assert [r["prompt"] for r in rows] == ["first", "second"]
     assert set(rows[0]) >= {"assist", "prompt", "context", "answer", "provider", "model", "attempts",
                             "fallbacks", "tokens_in", "tokens_out", "latency_ms", "first_token_ms", "outcome",
                             "created_at"}
-    assert erase_user_transcripts(a.user) == 2
-    assert export_user_transcripts(a.user) == []
-    assert len(export_user_transcripts(b.user)) == 1
+    assert privacy.erase(a.user, "erased-x")["transcripts"] == 2
+    assert privacy.export(a.user)["transcripts"] == []
+    assert len(privacy.export(b.user)["transcripts"]) == 1
 
 
 def _row(user: str, age_days: float) -> Transcript:
@@ -80,20 +80,20 @@ def _row(user: str, age_days: float) -> Transcript:
                                      created_at=timezone.now() - timedelta(days=age_days))
 
 
-def test_purge_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_purge_keeps_transcripts_inside_their_retention() -> None:
     user = f"u{uuid.uuid4().hex[:8]}"
     Transcript.objects.filter(created_at__lt=timezone.now() - timedelta(days=5)).delete()
     old, mid, new = _row(user, 40), _row(user, 10), _row(user, 1)
     out = io.StringIO()
-    monkeypatch.delenv("AI_TRANSCRIPT_DAYS", raising=False)
-    call_command("purge_transcripts", stdout=out)  # default 30 days
-    assert "purged 1" in out.getvalue()
+    call_command("purge", stdout=out)  # HUB_RETAIN_TRANSCRIPTS_DAYS, 30 by default
+    assert '"transcripts":1' in out.getvalue()
     assert set(Transcript.objects.filter(user=user).values_list("id", flat=True)) == {mid.id, new.id}
-    monkeypatch.setenv("AI_TRANSCRIPT_DAYS", "7")
-    call_command("purge_transcripts", stdout=io.StringIO())
+    with override_settings(HUB_RETAIN_TRANSCRIPTS_DAYS=7):
+        call_command("purge", stdout=io.StringIO())
     assert set(Transcript.objects.filter(user=user).values_list("id", flat=True)) == {new.id}
-    call_command("purge_transcripts", "--days", "0", stdout=io.StringIO())
-    assert not Transcript.objects.filter(user=user).exists()
+    with pytest.raises(CommandError):
+        call_command("purge", transcripts_days=0, stdout=io.StringIO())
+    assert Transcript.objects.filter(user=user).exists()
     assert old.id not in set(Transcript.objects.values_list("id", flat=True))
 
 
