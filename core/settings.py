@@ -273,6 +273,22 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
 
+# --- notify: Android (FCM HTTP v1) and iOS (APNs token auth) push; docs/notifications.md ---
+# Each is off until its key is configured. Keys are read from files and never logged.
+NOTIFY_FCM_CREDENTIALS_FILE = os.environ.get("NOTIFY_FCM_CREDENTIALS_FILE", "")  # service-account JSON key
+NOTIFY_FCM_PROJECT_ID = os.environ.get("NOTIFY_FCM_PROJECT_ID", "")  # default: the key's project_id
+NOTIFY_FCM_BASE_URL = os.environ.get("NOTIFY_FCM_BASE_URL", "https://fcm.googleapis.com")
+NOTIFY_FCM_TOKEN_URL = os.environ.get("NOTIFY_FCM_TOKEN_URL", "")  # default: the key's token_uri
+NOTIFY_FCM_CA_FILE = os.environ.get("NOTIFY_FCM_CA_FILE", "")  # a private CA (staging, fakes); default: system's
+NOTIFY_FCM_TIMEOUT_S = env_float("NOTIFY_FCM_TIMEOUT_S", 10.0)
+NOTIFY_APNS_KEY_FILE = os.environ.get("NOTIFY_APNS_KEY_FILE", "")  # the .p8 signing key (ES256)
+NOTIFY_APNS_KEY_ID = os.environ.get("NOTIFY_APNS_KEY_ID", "")
+NOTIFY_APNS_TEAM_ID = os.environ.get("NOTIFY_APNS_TEAM_ID", "")
+NOTIFY_APNS_TOPIC = os.environ.get("NOTIFY_APNS_TOPIC", "")  # the app's bundle id, unless a device names its own
+NOTIFY_APNS_BASE_URL = os.environ.get("NOTIFY_APNS_BASE_URL", "https://api.push.apple.com")
+NOTIFY_APNS_CA_FILE = os.environ.get("NOTIFY_APNS_CA_FILE", "")
+NOTIFY_APNS_TIMEOUT_S = env_float("NOTIFY_APNS_TIMEOUT_S", 10.0)
+
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

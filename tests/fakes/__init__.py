@@ -1,0 +1,1 @@
+"""Wire-true fakes of outside services (push providers), for tests and benchmarks."""
