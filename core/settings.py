@@ -176,6 +176,11 @@ else:
     # A stopped database must fail fast (unavailable), never hang a command.
     _db.setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 3)
     _db["CONN_HEALTH_CHECKS"] = True
+    # pg_stat_activity shows which process holds which connections.
+    _db["OPTIONS"].setdefault("application_name", f"hub-{os.getpid()}")
+    # DB_POOL=0: one persistent connection per thread instead of the pool (e.g. behind PgBouncer).
+    if env_bool("DB_POOL", True):
+        _db["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django hands them back (see below)
 DATABASES = {"default": _db}
 DB_IS_POSTGRES = _db["ENGINE"].endswith("postgresql")
 
@@ -187,6 +192,13 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
+# `collectstatic` (run by `make install`) gathers the admin's CSS and JS here, gzip-compressed;
+# hub.static serves them under every server (without it, from the apps' own directories).
+STATIC_ROOT = os.environ.get("HUB_STATIC_ROOT", "") or str(BASE_DIR / "var" / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # Channels is used for routing only; the hub's fan-out does not go through channel layers.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
@@ -219,6 +231,9 @@ HUB_BATCH_MAX = env_int("HUB_BATCH_MAX", 2000)
 HUB_MAX_PENDING_PUBLICATIONS = env_int("HUB_MAX_PENDING_PUBLICATIONS", 50_000)
 HUB_MAX_PENDING_BYTES = env_int("HUB_MAX_PENDING_BYTES", 128 * 1024 * 1024)
 HUB_DRAIN_S = env_float("HUB_DRAIN_S", 10)
+# After the drain the process keeps answering (readyz 503, sockets refused) this long before the
+# server stops, for load balancers that only notice a draining process by its health check.
+HUB_DRAIN_GRACE_S = env_float("HUB_DRAIN_GRACE_S", 0)
 
 # --- what one user / one address may hold, across processes (hub.budgets) ---
 HUB_MAX_SOCKETS_PER_USER = env_int("HUB_MAX_SOCKETS_PER_USER", 8)
@@ -249,6 +264,19 @@ HUB_HTTP_ANON_PER_MIN = env_int("HUB_HTTP_ANON_PER_MIN", 120)
 HUB_TRUSTED_PROXIES = env_list("HUB_TRUSTED_PROXIES", "")
 # Blocking rpc methods (ORM) run on their own bounded thread pool, one DB connection per thread.
 HUB_DOMAIN_WORKERS = max(1, env_int("HUB_DOMAIN_WORKERS", 8))
+# Postgres connections of one process come from one bounded pool (Django's psycopg pool). A thread
+# that used the database keeps its connection (no pool round trip per query), so the pool must
+# hold one per such thread: the domain workers, the loop's default executor (the socket path's
+# reads: min(32, CPUs + 4) threads), the group-commit writer, the matcher's two sync threads and the
+# transcript writer, and a few for Django's own request threads (the admin), which hand theirs
+# back at the end of each request. Past max_size a thread waits DB_POOL_TIMEOUT_S, then the call
+# answers unavailable. docs/operations.md "Connection budget".
+DB_POOL_MAX = env_int("DB_POOL_MAX", HUB_DOMAIN_WORKERS + min(32, (os.cpu_count() or 1) + 4) + 8)
+DB_POOL_MIN = min(DB_POOL_MAX, env_int("DB_POOL_MIN", 2))
+DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 5)
+if DB_IS_POSTGRES and _db["CONN_MAX_AGE"] == 0:
+    _db["OPTIONS"]["pool"] = {"min_size": DB_POOL_MIN, "max_size": DB_POOL_MAX, "timeout": DB_POOL_TIMEOUT_S,
+                              "max_idle": 300, "name": f"hub-{os.getpid()}"}
 HUB_DOMAIN_WAIT_S = env_float("HUB_DOMAIN_WAIT_S", 2.0)  # a call waits this long for a worker, then unavailable
 HUB_DOMAIN_QUEUE = max(0, env_int("HUB_DOMAIN_QUEUE", 500))  # calls waiting beyond this are refused at once
 HUB_DB_RETRIES = max(0, env_int("HUB_DB_RETRIES", 3))  # re-runs of an action after a deadlock/serialization failure

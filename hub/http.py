@@ -201,6 +201,11 @@ def _db_ok() -> bool:
 
 
 async def readyz(request: HttpRequest) -> JsonResponse:
+    from hub import lifecycle
+
+    if lifecycle.draining():
+        # Leaving: load balancers must send nothing new here (hub.lifecycle).
+        return JsonResponse({"ok": False, "draining": True, "checks": {"draining": False}}, status=503)
     checks: dict[str, bool] = {"database": await sync_to_async(_db_ok, thread_sensitive=False)()}
     client = hubredis.async_client()
     if client is not None:

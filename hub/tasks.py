@@ -1,11 +1,13 @@
-"""Work every hub process runs: start-up hooks (before the process accepts connections) and
-periodic domain sweeps (offer expiry, missed calls), both registered by the apps. Sweeps must be
-idempotent and safe to run in several processes at once."""
+"""Work every hub process runs: start-up hooks (before the process accepts connections), periodic
+domain sweeps (offer expiry, missed calls) and shut-down hooks (after the drain), all registered by
+the apps. Sweeps must be idempotent and safe to run in several processes at once. hub.lifecycle
+runs them the same way under every server."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("hub.tasks")
 SWEEPS: list[tuple[str, float, Callable[[float], object]]] = []
 STARTUP: list[tuple[str, Callable[[], object]]] = []
+SHUTDOWN: list[tuple[str, Callable[[], object]]] = []
+_started: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose sweeps run
 
 
 def on_start(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
@@ -53,7 +57,35 @@ def every(seconds: float, name: str) -> Callable[[Callable[[float], object]], Ca
     return register
 
 
+def on_stop(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+    """Register `fn()` (sync, may use the ORM) to run once when the process drains, after the last
+    socket closed and the last publication committed (e.g. flush state other processes restart from)."""
+    def register(fn: Callable[[], object]) -> Callable[[], object]:
+        SHUTDOWN.append((name, fn))
+        return fn
+    return register
+
+
+def run_shutdown() -> None:
+    """Run the shut-down hooks in order; a failing hook is logged and the next one still runs."""
+    for name, fn in SHUTDOWN:
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception:
+            log.exception("shut-down hook %s failed", name)
+        else:
+            log.info("shut-down hook %s done in %.2f s", name, time.perf_counter() - t0)
+    from django.db import connections
+
+    connections.close_all()
+
+
 def start(engine: Engine) -> None:
+    """Start the sweeps on the engine's loop, once per engine; they stop when it drains."""
+    if engine in _started:
+        return
+    _started.add(engine)
     for name, seconds, fn in SWEEPS:
         engine.loop.create_task(_loop(engine, name, seconds, fn))
 

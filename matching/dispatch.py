@@ -323,11 +323,14 @@ def _expire_booking(booking_id: str, when: datetime) -> int:
 
 
 try:  # the hub core runs registered sweeps every period in every process
-    from hub.tasks import every, on_start
+    from hub.tasks import every, on_start, on_stop
 
     # Subscribed to other processes' updates and loaded before the first request; if that fails
     # (database down), the sweep's matcher() call retries every second.
     on_start("matching")(service.start)
     every(1.0, "matching.offers")(sweep)
+    # On drain: the provider snapshot is flushed (Redis hash and table), so the next process to
+    # start restores every provider's last state.
+    on_stop("matching")(service.stop)
 except ImportError:  # pragma: no cover - older hub core without tasks
     pass

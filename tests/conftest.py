@@ -82,7 +82,16 @@ _prepare_database()
 
 import django  # noqa: E402
 
+# This process runs ORM code on short-lived threads of its own, which a hub never does: a pool would
+# count each such thread's connection as in use for ever. It keeps one connection per thread; the hub
+# processes the tests start (running_hubs, the servers' smoke tests) use the pool.
+_pool_env = os.environ.get("DB_POOL")
+os.environ["DB_POOL"] = "0"
 django.setup()
+if _pool_env is None:
+    del os.environ["DB_POOL"]
+else:
+    os.environ["DB_POOL"] = _pool_env
 
 from django.core.management import call_command  # noqa: E402
 

@@ -45,8 +45,11 @@ class HubServer:
     """`python manage.py serve` on a spare port, with this test session's database and Redis."""
 
     def __init__(self, port: int | None = None, env: dict[str, str] | None = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, command: list[str] | None = None) -> None:
         self.port = port or free_port()
+        # Another server instead of `manage.py serve`: its arguments after the interpreter, with
+        # "{port}" standing for the port (e.g. ["-m", "uvicorn", "asgi:application", "--port", "{port}"]).
+        self.command = command
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.reuse_port = reuse_port
@@ -66,6 +69,8 @@ class HubServer:
         args = [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.reuse_port:
             args.append("--reuse-port")
+        if self.command is not None:
+            args = [sys.executable, *(a.replace("{port}", str(self.port)) for a in self.command)]
         self.logfile = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=self.logfile,
                                      stderr=subprocess.STDOUT)

@@ -2,15 +2,13 @@
 
     python manage.py serve [--host 127.0.0.1] [--port 8000] [--reuse-port]
 
-SIGTERM: stop accepting, close every socket with 1012, finish in-flight commits, exit.
+SIGTERM: drain (hub.lifecycle: readyz 503, every socket closed with 1012, in-flight commits finished,
+the shut-down hooks run), then stop listening and exit.
 """
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 import os
-import signal
 import socket
 from typing import Any
 
@@ -18,8 +16,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.settings import is_loopback
-
-log = logging.getLogger("hub.serve")
 
 
 class Command(BaseCommand):
@@ -41,18 +37,14 @@ class Command(BaseCommand):
         from twisted.internet import reactor
 
         from asgi import application
-        from hub import tasks
+        from hub import lifecycle
         from hub.guard import install_daphne_guards
 
         install_daphne_guards()
 
         # Before listening: a process must not take requests it cannot serve yet (see hub.tasks).
-        tasks.run_startup()
-        # Everything loaded so far (Django, the apps, numba, the matcher) lives as long as the
-        # process: move it out of the cyclic GC's reach. A full collection walking it stalled the
-        # event loop for ~250 ms, the whole p99 of publish-to-delivery at 2,000 publications/s.
-        gc.collect()
-        gc.freeze()
+        # It also moves everything loaded so far out of the cyclic GC's reach (hub.lifecycle).
+        lifecycle.run_startup_once()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if opts["reuse_port"]:
@@ -81,28 +73,22 @@ class Command(BaseCommand):
             application_close_timeout=5,
             verbosity=0,
         )
-        state = {"draining": False}
 
-        def drain() -> None:
-            if state["draining"]:
-                return
-            state["draining"] = True
-            log.info("SIGTERM: draining")
+        def stop(signum: int) -> None:
+            # Drained (hub.lifecycle): stop listening, let the close frames leave, stop.
             for listener in server.listeners:
                 port = getattr(listener, "result", None)
                 if port is not None and hasattr(port, "stopListening"):
                     port.stopListening()
-            asyncio.ensure_future(_drain_and_stop(reactor))
-
-        def on_signal(signum: int, frame: Any) -> None:
-            reactor.callFromThread(drain)
+            reactor.callLater(0.3, reactor.stop)  # type: ignore[arg-type,misc]
 
         def install() -> None:
             # Clean close frames (1009) instead of dropped TCP; UTF-8 is checked by the JSON parser anyway.
             server.ws_factory.setProtocolOptions(failByDrop=False, utf8validateIncoming=False)
-            signal.signal(signal.SIGTERM, on_signal)
-            signal.signal(signal.SIGINT, on_signal)
-            asyncio.ensure_future(_warm_up())
+            # SIGTERM/SIGINT: drain (readyz 503, sockets closed with 1012, commits finished, the
+            # shut-down hooks), then stop.
+            lifecycle.install_signal_handlers(asyncio.get_event_loop(), then=stop)
+            asyncio.ensure_future(lifecycle.ensure_started(install_signals=False))
 
         reactor.callWhenRunning(install)
         self.stdout.write(f"hub serving on http://{opts['host']}:{opts['port']} (ws at /ws), pid {os.getpid()}")
@@ -120,20 +106,3 @@ def _patch_adopt(reactor: Any) -> None:
         return original(fileno, family, factory)
 
     reactor.adoptStreamPort = adopt
-
-
-async def _warm_up() -> None:
-    from hub import tasks
-    from hub.engine import get_engine
-
-    engine = await get_engine()
-    tasks.start(engine)
-
-
-async def _drain_and_stop(reactor: Any) -> None:
-    from hub.engine import get_engine
-
-    engine = await get_engine()
-    await engine.drain(settings.HUB_DRAIN_S)
-    await asyncio.sleep(0.3)  # let the close frames leave
-    reactor.stop()
