@@ -4,6 +4,7 @@ the admin's CSS is served, and SIGTERM drains (sockets closed with 1012, readyz 
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import signal
 import time
@@ -44,7 +45,8 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def servers(static_root: Path) -> Iterator[dict[str, HubServer]]:
     """Both servers, started side by side (a start is mostly waiting for imports and the hooks)."""
-    env = {"HUB_STATIC_ROOT": str(static_root), "HUB_REVOCATION_POLL_S": "1", "HUB_DRAIN_GRACE_S": "1.5"}
+    env = {"HUB_STATIC_ROOT": str(static_root), "HUB_REVOCATION_POLL_S": "1", "HUB_DRAIN_GRACE_S": "1.5",
+           "HUB_DOMAIN_WORKERS": "4"}
     hubs = {name: HubServer(command=command, env=env) for name, command in SERVERS.items()}
     try:
         with ThreadPoolExecutor(len(hubs)) as pool:
@@ -71,7 +73,10 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
+    from django.db import connection
+
     from core.models import TokenRevocation
+    from matching.models import ProviderState
 
     log = server.log()
     # Start-up hooks ran before the first answer (healthz waited for them).
@@ -89,6 +94,8 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
         got = bob.next_push("pub", channel=channel, timeout=10)
         assert (got["offset"], got["data"]) == (offset, {"text": "hello"})
 
+        bob.rpc("providers.update", lat=51.5, lng=-0.12, available=True)
+
         # A sweep ran in this process: a revocation stored without its Redis announcement reaches
         # the sockets only through the periodic poll (hub.revocation, every second here).
         TokenRevocation.objects.create(tenant=tenant, user=bob_id, not_before=int(time.time()) + 1,
@@ -104,6 +111,14 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
         assert get(f"{server.http}/static/admin/css/nosuch.css")[0] == 404
         assert get(f"{server.http}/static/../core/settings.py")[0] == 404
 
+        if connection.vendor == "postgresql":
+            # Its connections come from its pool (application_name hub-<pid>): at most one per
+            # domain worker, default-executor thread and background thread, plus a few (settings).
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                               [f"hub-{server.proc.pid}" if server.proc else ""])
+                assert 1 <= cursor.fetchone()[0] <= 4 + min(32, (os.cpu_count() or 1) + 4) + 8
+
         # SIGTERM: the socket closes with 1012, readyz answers 503 while draining, then the process exits.
         assert http_json("GET", server.http + "/readyz")[0] == 200
         assert server.proc is not None
@@ -112,7 +127,11 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
         status, body = http_json("GET", server.http + "/readyz")
         assert (status, body["draining"]) == (503, True)
         server.proc.wait(30)
-        assert "drained" in server.log()
+        log = server.log()
+        # The drain ran the shut-down hooks: the matcher wrote its provider snapshot to the table
+        # (with Redis it does so only every 60 s otherwise).
+        assert "shut-down hook matching done" in log and "drained" in log, log
+        assert ProviderState.objects.filter(user=bob_id, lat=51.5).exists()
     finally:
         alice.close()
         bob.close()
