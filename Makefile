@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
 
-.PHONY: install kernels run test test-services test-embedded lint bench loadtest clean
+.PHONY: install kernels static run test test-services test-embedded lint bench loadtest clean
 
 $(VENV)/.installed: requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,16 @@ node_modules/.installed: package.json package-lock.json
 kernels: $(VENV)/.installed
 	@$(PY) -c "import matching.kernels as k; k.warm_up()"
 
-install: $(VENV)/.installed node_modules/.installed kernels
+# The admin's CSS and JS, gzip-compressed, in STATIC_ROOT (var/static): served by hub.static under
+# every server. Collected again when an app's static files change.
+STATIC_SOURCES := $(shell find $(wildcard */static) -type f 2>/dev/null)
+var/.static-collected: $(VENV)/.installed $(STATIC_SOURCES)
+	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py collectstatic --noinput --verbosity 0
+	@mkdir -p var && touch $@
+
+static: var/.static-collected
+
+install: $(VENV)/.installed node_modules/.installed kernels static
 
 # Embedded default: SQLite, in-process broker and state, offline AI provider.
 run: install
