@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "rooms",
     "matching",
     "ai_assist",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -199,6 +200,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# The console's map draws no tiles unless this is set (e.g. https://tiles.example.com/{z}/{x}/{y}.png):
+# nothing is fetched from another host otherwise.
+CONSOLE_TILE_URL = os.environ.get("CONSOLE_TILE_URL", "")
 
 # Channels is used for routing only; the hub's fan-out does not go through channel layers.
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

@@ -6,6 +6,7 @@ from core import views_metrics
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("metrics", views_metrics.metrics),
+    path("", include("console.urls")),  # /console/, its assets, /api/dev/token: before hub.urls
     path("", include("matching.urls")),  # REST zone routes before the generic /api/<method>
     path("", include("hub.urls")),
 ]

@@ -120,6 +120,7 @@ def test_make_run_then_the_readme(make_run: MakeRun) -> None:
     run.wait_for(r"^development token")
     token = run.next_line(60).strip()
     assert re.fullmatch(r"[\w-]+\.[\w-]+\.[\w-]+", token), run.output()
+    console_url = run.wait_for(r"^console: (http://\S+/console/)").group(1)
     serving = run.wait_for(r"hub serving on http://127\.0\.0\.1:(\d+) .*pid (\d+)")
     assert int(serving.group(1)) == run.port
     serve_pid = int(serving.group(2))
@@ -127,6 +128,11 @@ def test_make_run_then_the_readme(make_run: MakeRun) -> None:
     while http_json("GET", run.http + "/healthz", timeout=2)[0] != 200:
         assert time.time() < deadline, run.output()
         time.sleep(0.1)
+
+    # The console it printed is served, offering the development sign-in on this loopback hub.
+    assert console_url == f"http://127.0.0.1:{run.port}/console/"
+    with urllib.request.urlopen(console_url, timeout=10) as page:
+        assert page.status == 200 and b'"dev_sign_in": true' in page.read()
 
     # The printed token connects; the README's user channel is the caller's own.
     me = HubClient(run.ws, token)
