@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, `/ws` to the hub's WebSocket application.
+"""ASGI entry point: HTTP goes to Django, `/ws` (protocol v1) and `/connection/websocket` (the
+Centrifuge client protocol, hub.centrifuge) to the hub's WebSocket applications.
 
 Any ASGI server runs it: `manage.py serve` (daphne, the hub's limits), `uvicorn asgi:application`,
 `daphne asgi:application`, `runserver`. hub.lifecycle starts the process the same way under each
@@ -18,6 +19,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from hub import lifecycle  # noqa: E402
+from hub.centrifuge.ws import centrifuge_app  # noqa: E402
 from hub.guard import GuardMiddleware  # noqa: E402
 from hub.http import RequestIds  # noqa: E402
 from hub.static import StaticFiles  # noqa: E402
@@ -25,7 +27,7 @@ from hub.ws import websocket_app  # noqa: E402
 
 router = ProtocolTypeRouter({
     "http": RequestIds(StaticFiles(GuardMiddleware(get_asgi_application()))),
-    "websocket": URLRouter([path("ws", websocket_app)]),
+    "websocket": URLRouter([path("ws", websocket_app), path("connection/websocket", centrifuge_app)]),
 })
 
 

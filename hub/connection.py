@@ -47,7 +47,7 @@ MAX_REFRESH_FAILURES = 3
 
 
 class Connection:
-    __slots__ = ("engine", "sink", "binary", "client", "caller", "exp", "subs", "bucket", "bad",
+    __slots__ = ("engine", "sink", "binary", "fmt", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
                  "bad_unlogged", "refresh_failures", "who", "held", "iat", "jti", "__weakref__")
 
@@ -55,6 +55,7 @@ class Connection:
         self.engine = engine
         self.sink = sink
         self.binary = False
+        self.fmt = 0  # the wire format the engine writes publications in (hub.pubs): v1 JSON or MessagePack
         self.client = secrets.token_hex(8)
         self.caller: Caller | None = None
         self.exp = 0
@@ -105,31 +106,47 @@ class Connection:
 
     # --- input ----------------------------------------------------------------------------
 
+    def wants_event(self, channel: str, frame: dict[str, Any]) -> bool:
+        """Whether an ephemeral event (join, leave, signal) on a subscribed channel goes to this socket."""
+        return True
+
     def on_frame(self, frame: str | bytes) -> None:
-        if self.closed:
+        if not self.admitted(frame):
             return
+        if self.caller is None and self.bad == 0:
+            self.binary = isinstance(frame, bytes)  # the first frame fixes the encoding
+            self.fmt = int(self.binary)
+        try:
+            cmd = codec.parse(frame)
+        except codec.FrameError as exc:
+            self.bad_frame(exc.message, exc.id)
+            return
+        self.dispatch(cmd["id"], cmd["cmd"], cmd)
+
+    def admitted(self, frame: str | bytes) -> bool:
+        """Size limit, and frames held while `connect` is admitted: False when the frame is not for now."""
+        if self.closed:
+            return False
         size = len(frame)
         limit = self.engine.max_frame
         if isinstance(frame, str) and size * 4 > limit:
             size = len(frame.encode())  # the limit is in bytes on the wire
         if size > limit:
             self.close(CLOSE_TOO_BIG)
-            return
+            return False
         if self.held is not None:
             if len(self.held) >= HELD_FRAMES_MAX:
                 self.close(CLOSE_PROTOCOL)
-                return
+                return False
             self.held.append(frame)
+            return False
+        return True
+
+    def dispatch(self, cid: int, name: str, cmd: dict[str, Any]) -> None:
+        """One checked command (v1 shape), whichever protocol it came in: connect first, then every
+        command spends from the connection's and the user's budgets."""
+        if self.closed:
             return
-        if self.caller is None and self.bad == 0:
-            self.binary = isinstance(frame, bytes)  # the first frame fixes the encoding
-        try:
-            cmd = codec.parse(frame)
-        except codec.FrameError as exc:
-            self.bad_frame(exc.message, exc.id)
-            return
-        cid: int = cmd["id"]
-        name: str = cmd["cmd"]
         if self.caller is None:
             if name != "connect":
                 self.close(CLOSE_AUTH)
@@ -268,12 +285,18 @@ class Connection:
         self.caller = Caller(claims.user, claims.role, claims.tenant, self.client, push=self.send_obj,
                              on_close=self.close_callbacks.append)
         self._arm_expiry(claims.exp)
-        self.reply(cid, {"client": self.client, "user": claims.user, "role": claims.role,
-                         "tenant": claims.tenant, "expires_at": claims.exp, "expires_at_ms": claims.exp * 1000,
-                         "ping_s": settings.HUB_PING_S})
+        await self.opened(cid, claims)
+        if self.closed:
+            return
         held, self.held = self.held or [], None
         for frame in held:
             self.on_frame(frame)
+
+    async def opened(self, cid: int, claims: auth.Claims) -> None:
+        """Answer `connect` (the frames that came meanwhile are still held)."""
+        self.reply(cid, {"client": self.client, "user": claims.user, "role": claims.role,
+                         "tenant": claims.tenant, "expires_at": claims.exp, "expires_at_ms": claims.exp * 1000,
+                         "ping_s": settings.HUB_PING_S})
 
     def _arm_expiry(self, exp: int) -> None:
         self.exp = exp

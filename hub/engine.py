@@ -19,6 +19,7 @@ from core import redis as hubredis
 from core.errors import HubError, unavailable
 from hub import budgets, revocation, store
 from hub.broker import LocalBroker, RedisBroker
+from hub.centrifuge.codec import event_push
 from hub.codec import encode
 from hub.presence import Presence
 from hub.pubs import Pub, ws_frame
@@ -317,8 +318,8 @@ class Engine:
                 self.stats["slow_consumers"] += 1
                 conn.close(4009)
                 continue
-            binary = conn.binary
-            sink.write_frame(pub.wire(binary), pub.frame(binary), binary)
+            fmt = conn.fmt
+            sink.write_frame(pub.wire(fmt), pub.frame(fmt), conn.binary)
             n += 1
         self.stats["delivered"] += n
         self._cache(st, pub)  # after the writes: its size comes from a frame already built
@@ -347,15 +348,18 @@ class Engine:
         st = self.channels.get(channel)
         if st is None or not st.subs:
             return
-        encoded: dict[bool, tuple[bytes, bytes]] = {}
+        encoded: dict[int, tuple[bytes, bytes]] = {}
         for conn in list(st.subs):
             if conn is exclude:
                 continue
             binary = conn.binary
-            pair = encoded.get(binary)
+            fmt = conn.fmt
+            if fmt > 1 and not conn.wants_event(channel, frame):
+                continue
+            pair = encoded.get(fmt)
             if pair is None:
-                payload = encode(frame, binary)
-                pair = encoded[binary] = (ws_frame(payload, binary), payload)
+                payload = encode(frame, binary) if fmt < 2 else event_push(frame, binary)
+                pair = encoded[fmt] = (ws_frame(payload, binary), payload)
             if conn.sink.pending() > self.max_queue:
                 self.stats["slow_consumers"] += 1
                 conn.close(4009)

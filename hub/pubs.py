@@ -1,7 +1,9 @@
 """A publication as the hub carries it, encoded once per wire format. No Django.
 
-`wire(binary)` is the complete server-to-client WebSocket frame (header + payload): built once
-per publication and format, written as-is to every subscriber's transport.
+`wire(fmt)` is the complete server-to-client WebSocket frame (header + payload): built once
+per publication and format, written as-is to every subscriber's transport. Formats: 0 protocol
+v1 JSON, 1 protocol v1 MessagePack (so a v1 connection's `binary` flag is its format), 2 and 3
+the Centrifuge client protocol in JSON and Protobuf (hub.centrifuge).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 
 import msgpack
 import orjson
+
+from hub.centrifuge.codec import pub_push
 
 _UNSET: Any = object()
 
@@ -27,7 +31,7 @@ def ws_frame(payload: bytes, binary: bool) -> bytes:
 
 class Pub:
     __slots__ = ("channel", "offset", "epoch", "ts", "sender", "_data", "_json", "_msgpack", "_wire_json",
-                 "_wire_msgpack", "_size")
+                 "_wire_msgpack", "_size", "_other")
 
     def __init__(self, channel: str, offset: int, epoch: str, ts: int, sender: str | None, data: Any,
                  json_frame: bytes | None = None) -> None:
@@ -42,6 +46,7 @@ class Pub:
         self._wire_json: bytes | None = None
         self._wire_msgpack: bytes | None = None
         self._size = 0
+        self._other: dict[int, tuple[bytes, bytes]] | None = None  # format -> (payload, wire frame)
 
     @classmethod
     def from_json_frame(cls, channel: str, offset: int, epoch: str, ts: int, sender: str | None,
@@ -65,8 +70,10 @@ class Pub:
         return {"channel": self.channel, "offset": self.offset, "epoch": self.epoch, "ts": self.ts,
                 "from": self.sender, "data": self.data}
 
-    def frame(self, binary: bool) -> bytes:
+    def frame(self, binary: int) -> bytes:
         # Encoded once per format however many subscribers receive it.
+        if binary > 1:
+            return self._centrifuge(binary)[0]
         if binary:
             if self._msgpack is None:
                 self._msgpack = msgpack.packb(self.as_push(), use_bin_type=True)
@@ -83,7 +90,9 @@ class Pub:
             self._size = len(frame if frame is not None else self.frame(False))
         return self._size
 
-    def wire(self, binary: bool) -> bytes:
+    def wire(self, binary: int) -> bytes:
+        if binary > 1:
+            return self._centrifuge(binary)[1]
         if binary:
             if self._wire_msgpack is None:
                 self._wire_msgpack = ws_frame(self.frame(True), True)
@@ -91,6 +100,24 @@ class Pub:
         if self._wire_json is None:
             self._wire_json = ws_frame(self.frame(False), False)
         return self._wire_json
+
+    def data_json(self) -> bytes:
+        """The data as JSON bytes: cut from the v1 JSON frame when there is one (`data` is its last
+        key, and no earlier value can hold an unescaped quote), else encoded."""
+        if self._json is not None:
+            return self._json[self._json.index(b'"data":') + 7:-1]
+        return orjson.dumps(self.data)
+
+    def _centrifuge(self, fmt: int) -> tuple[bytes, bytes]:
+        other = self._other
+        if other is None:
+            other = self._other = {}
+        pair = other.get(fmt)
+        if pair is None:
+            binary = fmt == 3
+            payload = pub_push(self.channel, self.offset, self.ts, self.sender, self.data_json(), binary)
+            pair = other[fmt] = (payload, ws_frame(payload, binary))
+        return pair
 
     def __repr__(self) -> str:
         return f"Pub({self.channel}#{self.offset})"
