@@ -1,0 +1,201 @@
+"""centrifuge-python, unchanged, against a live hub's `/connection/websocket`, in JSON and Protobuf.
+
+Beside it a protocol v1 client in the same rooms: both see the same publications with the same
+offsets and epochs.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from centrifuge import ReplyError, StreamPosition
+
+from tests.hub.centrifuge.sdk import Sdk, wait
+from tests.support import HubClient, HubServer, mint, uid
+
+MODES = [pytest.param(False, id="json"), pytest.param(True, id="protobuf")]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def v1(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A call on the (threaded, blocking) v1 test client without stopping the SDK's loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("protobuf", MODES)
+def test_session_against_v1_in_one_room(live_hub: HubServer, protobuf: bool) -> None:
+    tenant = uid("t")
+    alice, bob = uid("a"), uid("b")
+
+    async def scenario() -> None:
+        tokens = 0
+
+        async def get_token() -> str:
+            nonlocal tokens
+            tokens += 1
+            return mint(alice, "customer", tenant=tenant, ttl=3)
+
+        sdk = Sdk(live_hub.url, mint(alice, "customer", tenant=tenant, ttl=3), protobuf, get_token=get_token)
+        hello = await sdk.connect()
+        assert sdk.dec(hello.data) == {"user": alice, "role": "customer", "tenant": tenant}
+        server_sub = await wait(sdk.events.server_subscribed)
+        assert server_sub.channel == f"user:{alice}" and server_sub.recoverable and server_sub.positioned
+
+        room = (await sdk.rpc("rooms.create", members=[bob], kind="direct"))["room"]
+        channel = f"chat:{room}"
+        sub, events = await sdk.subscribe(channel, join_leave=True)
+        subscribed = await wait(events.subscribed)
+        assert subscribed.recoverable and not subscribed.was_recovering
+
+        other = await v1(HubClient, live_hub.url, mint(bob, "customer", tenant=tenant))
+        try:
+            head = await v1(other.call, "subscribe", channel=channel)
+            assert head["epoch"] == subscribed.stream_position.epoch
+            assert (await wait(events.joins)).info.user == bob
+
+            # Publications either way: one stream, the same offsets on both protocols.
+            await sub.publish(sdk.enc({"text": "from sdk"}))
+            mine = await wait(events.pubs)
+            seen = await v1(other.next_push, "pub", channel=channel)
+            assert (mine.pub.offset, sdk.dec(mine.pub.data)) == (seen["offset"], seen["data"])
+            assert mine.pub.info.user == alice and seen["from"] == alice
+            ack = await v1(other.call, "publish", channel=channel, data={"text": "from v1"})
+            theirs = await wait(events.pubs)
+            assert theirs.pub.offset == ack["offset"] == mine.pub.offset + 1
+            assert sdk.dec(theirs.pub.data) == {"text": "from v1"} and theirs.pub.info.user == bob
+            for i in range(3):
+                await sub.publish(sdk.enc({"i": i}))
+            top = mine.pub.offset + 4
+            assert [(await wait(events.pubs)).pub.offset for _ in range(3)] == [top - 2, top - 1, top]
+
+            # History: oldest first from the start, newest first with reverse, after a position.
+            hist = await sub.history(limit=2)
+            assert [p.offset for p in hist.publications] == [1, 2] and hist.offset == top
+            assert hist.epoch == head["epoch"]
+            hist = await sub.history(limit=2, reverse=True)
+            assert [p.offset for p in hist.publications] == [top, top - 1]
+            hist = await sub.history(limit=10, since=StreamPosition(offset=top - 2, epoch=head["epoch"]))
+            assert [p.offset for p in hist.publications] == [top - 1, top]
+            assert (await sub.history(limit=0)).publications == []
+            with pytest.raises(ReplyError) as err:
+                await sub.history(limit=5, since=StreamPosition(offset=1, epoch="other"))
+            assert err.value.code == 112
+
+            presence = await sub.presence()
+            assert {c.user for c in presence.clients.values()} == {alice, bob}
+            stats = await sub.presence_stats()
+            assert (stats.num_users, stats.num_clients) == (2, 2)
+        finally:
+            other.close()
+
+        # Refusals with the protocol's codes.
+        for method, params, code in [("no.such", {}, 104), ("zones.create", {}, 103),
+                                     ("rooms.create", {"members": "x"}, 107)]:
+            with pytest.raises(ReplyError) as err:
+                await sdk.rpc(method, **params)
+            assert err.value.code == code, (method, err.value.message)
+        with pytest.raises(ReplyError) as err:
+            await sdk.client.publish(f"user:{bob}", sdk.enc({"x": 1}))
+        assert err.value.code == 103
+        with pytest.raises(ReplyError) as err:
+            await sdk.client.publish("nope:x", sdk.enc({"x": 1}))
+        assert err.value.code == 102
+
+        # Token refresh: the 3 s token is renewed through get_token before it runs out.
+        deadline = time.monotonic() + 8
+        while tokens < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert tokens >= 2, "the SDK was never asked for a fresh token"
+        assert sdk.events.disconnected.empty()
+        await sub.publish(sdk.enc({"after": "refresh"}))
+        assert sdk.dec((await wait(events.pubs)).pub.data) == {"after": "refresh"}
+        await sdk.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("protobuf", MODES)
+def test_rpc_jobs_match_and_an_offer_on_the_user_channel(live_hub: HubServer, protobuf: bool) -> None:
+    tenant, cat = uid("t"), uid("cat")
+    lat, lng = 51.50, -0.12
+
+    async def scenario() -> None:
+        ops = Sdk(live_hub.url, mint(uid("ops"), "admin", tenant=tenant), protobuf)
+        cust = Sdk(live_hub.url, mint(uid("c"), "customer", tenant=tenant), protobuf)
+        provider = uid("p")
+        prov = Sdk(live_hub.url, mint(provider, "provider", tenant=tenant), protobuf)
+        for s in (ops, cust, prov):
+            await s.connect()
+        await wait(prov.events.server_subscribed)
+        ring = [[lng - .05, lat - .05], [lng + .05, lat - .05], [lng + .05, lat + .05], [lng - .05, lat + .05],
+                [lng - .05, lat - .05]]
+        await ops.rpc("zones.create", name="Centre", categories=[cat],
+                      geometry={"type": "Polygon", "coordinates": [ring]})
+        await prov.rpc("providers.update", lat=lat + 0.001, lng=lng, available=True, categories=[cat])
+        found: dict[str, Any] = {}
+        for _ in range(50):
+            found = await cust.rpc("match.find", lat=lat, lng=lng, category=cat, k=5)
+            if found["providers"]:
+                break
+            await asyncio.sleep(0.1)
+        assert [p["user"] for p in found["providers"]] == [provider]
+
+        booking = await cust.rpc("bookings.create", category=cat, lat=lat, lng=lng, mode="on_demand")
+        offer = await wait(prov.events.server_pubs)
+        assert offer.channel == f"user:{provider}" and offer.pub.offset > 0
+        assert prov.dec(offer.pub.data)["kind"] == "offer"
+        assert prov.dec(offer.pub.data)["booking"] == booking["booking"]
+
+        job = await cust.rpc("jobs.create", title="Fix tap", description="Drips", category=cat,
+                             lat=lat, lng=lng, budget=5000, currency="GBP")
+        bid = await prov.rpc("jobs.bid", job=job["job"], amount=4500, currency="GBP")
+        assert bid["bid"] and bid["replaces"] is None
+        for s in (ops, cust, prov):
+            await s.close()
+
+    run(scenario())
+
+
+def test_recovery_after_a_forced_disconnect(live_hub: HubServer) -> None:
+    """Missed publications on a subscribed channel and on the user channel come back on reconnect,
+    and the SDK reports them recovered (JSON here; Protobuf through the drain test)."""
+    alice, bob = uid("a"), uid("b")
+
+    async def scenario() -> None:
+        sdk = Sdk(live_hub.url, mint(alice), False, min_reconnect_delay=1.0)
+        await sdk.connect()
+        await wait(sdk.events.server_subscribed)
+        other = await v1(HubClient, live_hub.url, mint(bob))
+        try:
+            room = (await v1(other.rpc, "rooms.create", members=[alice], kind="direct"))["room"]
+            note = await wait(sdk.events.server_pubs)  # the room's note on alice's user channel
+            channel = f"chat:{room}"
+            sub, events = await sdk.subscribe(channel)
+            await wait(events.subscribed)
+            first = await v1(other.call, "publish", channel=channel, data={"n": 0})
+            assert (await wait(events.pubs)).pub.offset == first["offset"]
+
+            sdk.client._conn.transport.abort()  # the network drops: no close frame
+            offsets = [(await v1(other.call, "publish", channel=channel, data={"n": n}))["offset"]
+                       for n in range(1, 4)]
+            carol = await v1(HubClient, live_hub.url, mint(uid("c")))
+            room2 = (await v1(carol.rpc, "rooms.create", members=[alice], kind="direct"))["room"]
+            carol.close()
+
+            back = await wait(sdk.events.server_subscribed)
+            assert back.was_recovering and back.recovered
+            missed = await wait(sdk.events.server_pubs)
+            assert missed.pub.offset == note.pub.offset + 1 and missed.pub.data["room"] == room2
+            again = await wait(events.subscribed)
+            assert again.was_recovering and again.recovered
+            assert [(await wait(events.pubs)).pub.offset for _ in offsets] == offsets
+        finally:
+            other.close()
+        await sdk.close()
+
+    run(scenario())
