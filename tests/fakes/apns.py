@@ -11,10 +11,14 @@ Faults, each applied to one request in order: {"status": 500, "reason": "Interna
 {"status": 403, "reason": "ExpiredProviderToken"}, {"timeout": 2.0} (answer only after that long).
 Tokens in `unregistered` get 410 Unregistered.
 
-    server = start()                        # a benchmark or a test: running on its own thread
+    server = start()                        # a test: running on a thread of this process
     provider = server.provider()            # an ApnsProvider pointed at it
     server.env()                            # NOTIFY_APNS_* for a hub process
     server.stop()
+    spawned = spawn()                       # a benchmark: in a process of its own
+    provider_for(spawned.env); spawned.stats(); spawned.accepted(); spawned.stop()
+
+By hand: `python -m tests.fakes.apns [--port 8444]` prints where it is and the settings as JSON.
 """
 from __future__ import annotations
 
@@ -34,7 +38,18 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.fakes.asgi_tls import Receive, Scope, Send, TlsAsgiServer, lifespan, read_body, respond
+from tests.fakes.asgi_tls import (
+    Receive,
+    Scope,
+    Send,
+    SpawnedFake,
+    TlsAsgiServer,
+    fake_cli,
+    lifespan,
+    read_body,
+    respond,
+    serve_forever,
+)
 
 MAX_PAYLOAD_BYTES = 4096
 TOKEN_MAX_AGE_S = 3600
@@ -69,6 +84,8 @@ class FakeApns:
     stats: collections.Counter[str] = field(default_factory=collections.Counter)
     connections: set[tuple[str, int]] = field(default_factory=set)
     provider_tokens: set[str] = field(default_factory=set)
+    # Tokens whose signature was checked (APNs too checks a connection's token once, then its age).
+    verified: dict[str, tuple[str, float]] = field(default_factory=dict)  # token: kid, iat
 
     def now(self) -> float:
         return time.time() + self.clock_offset_s
@@ -84,13 +101,21 @@ class FakeApns:
         self.stats.clear()
         self.connections.clear()
         self.provider_tokens.clear()
+        self.verified.clear()
         self.clock_offset_s = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.stats, "connections": len(self.connections), "provider_tokens": len(self.provider_tokens)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if scope["path"] in ("/_fake/stats", "/_fake/accepted"):
+            state = self.summary() if scope["path"] == "/_fake/stats" else list(self.accepted)
+            await respond(send, 200, json.dumps(state).encode())
             return
         self.stats["requests"] += 1
         self.stats[f"http/{scope.get('http_version')}"] += 1
@@ -140,14 +165,14 @@ class FakeApns:
             return 403, "MissingProviderToken"
         if auth[:7].lower() != "bearer ":
             return 403, "InvalidProviderToken"
-        refusal = self._check_provider_token(auth[7:], (headers.get("apns-topic") or [""])[0])
+        refusal = self._check_provider_token(auth[7:])
         if refusal:
             return refusal
         # Headers
         topic = (headers.get("apns-topic") or [""])[0]
         if not topic:
             return 400, "MissingTopic"
-        team = self.keys[jwt.get_unverified_header(auth[7:])["kid"]][0]
+        team = self.keys[self.verified[auth[7:]][0]][0]
         if topic not in self.topics.get(team, set()):
             return 400, "TopicDisallowed"
         push_type = (headers.get("apns-push-type") or ["alert"])[0]
@@ -188,10 +213,14 @@ class FakeApns:
         if token in self.unregistered:
             return 410, "Unregistered"
         self.accepted.append({"token": token, "topic": topic, "push_type": push_type, "priority": int(priority),
-                              "expiration": int(expiration), "collapse_id": collapse, "payload": payload})
+                              "expiration": int(expiration), "collapse_id": collapse, "payload": payload,
+                              "received_at": time.time()})
         return 200, ""
 
-    def _check_provider_token(self, token: str, topic: str) -> tuple[int, str] | None:
+    def _check_provider_token(self, token: str) -> tuple[int, str] | None:
+        known_token = self.verified.get(token)
+        if known_token is not None and known_token[0] in self.keys:
+            return self._check_age(known_token[1])
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -209,12 +238,20 @@ class FakeApns:
             return 403, "InvalidProviderToken"
         if claims.get("iss") != team:
             return 403, "InvalidProviderToken"
-        age = self.now() - float(claims["iat"])
+        refusal = self._check_age(float(claims["iat"]))
+        if refusal is None:
+            if len(self.verified) > 10_000:
+                self.verified.clear()
+            self.verified[token] = (str(header["kid"]), float(claims["iat"]))
+            self.provider_tokens.add(token)
+        return refusal
+
+    def _check_age(self, iat: float) -> tuple[int, str] | None:
+        age = self.now() - iat
         if age > TOKEN_MAX_AGE_S:
             return 403, "ExpiredProviderToken"
         if age < -300:
             return 403, "InvalidProviderToken"
-        self.provider_tokens.add(token)
         return None
 
 
@@ -247,10 +284,7 @@ class FakeApnsServer(TlsAsgiServer):
         self.call(apply)
 
     def stats(self) -> dict[str, Any]:
-        def read() -> dict[str, Any]:
-            return {**self.fake.stats, "connections": len(self.fake.connections),
-                    "provider_tokens": len(self.fake.provider_tokens)}
-        return dict(self.call(read))
+        return dict(self.call(self.fake.summary))
 
     def accepted(self) -> list[dict[str, Any]]:
         return list(self.call(lambda: list(self.fake.accepted)))
@@ -261,10 +295,16 @@ class FakeApnsServer(TlsAsgiServer):
                 "NOTIFY_APNS_BASE_URL": self.url, "NOTIFY_APNS_CA_FILE": str(self.ca_file)}
 
     def provider(self, **kw: Any) -> Any:
-        from notify.providers.apns import ApnsProvider
+        return provider_for(self.env(), **kw)
 
-        return ApnsProvider(self.signing_key, self.key_id, self.team_id, self.topic, base_url=self.url,
-                            ca_file=str(self.ca_file), **kw)
+
+def provider_for(env: dict[str, str], **kw: Any) -> Any:
+    """An ApnsProvider configured by NOTIFY_APNS_* values (a fake's `env`)."""
+    from notify.providers.apns import ApnsProvider
+
+    return ApnsProvider(Path(env["NOTIFY_APNS_KEY_FILE"]).read_bytes(), env["NOTIFY_APNS_KEY_ID"],
+                        env["NOTIFY_APNS_TEAM_ID"], env["NOTIFY_APNS_TOPIC"], base_url=env["NOTIFY_APNS_BASE_URL"],
+                        ca_file=env["NOTIFY_APNS_CA_FILE"], **kw)
 
 
 def start(port: int = 0, team_id: str = "TEAM123456", topic: str = "com.example.hub") -> FakeApnsServer:
@@ -274,10 +314,12 @@ def start(port: int = 0, team_id: str = "TEAM123456", topic: str = "com.example.
     return server
 
 
+def spawn() -> SpawnedFake:
+    """Start a fake APNs in a process of its own (benchmarks); `stop()` it when done."""
+    return SpawnedFake("tests.fakes.apns")
+
+
 if __name__ == "__main__":
-    srv = start(port=8444)
-    print(json.dumps(srv.env(), indent=1), flush=True)
-    try:
-        srv.thread.join()
-    except KeyboardInterrupt:
-        srv.stop()
+    args = fake_cli("A fake APNs (token auth, HTTP/2 over TLS)", 8444)
+    srv = FakeApnsServer(port=args.port)
+    serve_forever(srv, {"url": srv.url, "ca_file": str(srv.ca_file), "env": srv.env()})

@@ -6,14 +6,21 @@ self-signed one made at start for 127.0.0.1 and localhost; `ca_file` is what a c
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
 import ipaddress
+import json
+import queue
 import shutil
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -170,3 +177,77 @@ async def lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+class SpawnedFake:
+    """A fake running in a process of its own (benchmarks: its CPU is not the measured process's).
+
+    `env` holds the NOTIFY_* settings that point a provider or a hub at it; `stats()` and
+    `accepted()` read the fake's `/_fake/...` control endpoints.
+    """
+
+    def __init__(self, module: str, *args: str, timeout_s: float = 30.0) -> None:
+        root = Path(__file__).resolve().parent.parent.parent
+        self.proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", *args], cwd=root,
+                                     stdout=subprocess.PIPE, text=True)
+        ready: queue.Queue[str] = queue.Queue()
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        threading.Thread(target=lambda: ready.put(stdout.readline()), daemon=True).start()
+        try:
+            line = ready.get(timeout=timeout_s)
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError(f"{module} did not start within {timeout_s} s") from None
+        if not line:
+            self.stop()
+            raise RuntimeError(f"{module} exited before it was ready")
+        started = json.loads(line)
+        self.url: str = started["url"]
+        self.ca_file: str = started["ca_file"]
+        self.env: dict[str, str] = started["env"]
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10,
+                                    context=ssl.create_default_context(cafile=self.ca_file)) as resp:
+            return json.loads(resp.read())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/_fake/stats"))
+
+    def accepted(self) -> list[dict[str, Any]]:
+        """What the fake accepted (its last 10,000), each with `received_at` (unix seconds)."""
+        return list(self._get("/_fake/accepted"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def serve_forever(server: TlsAsgiServer, started: dict[str, Any]) -> None:
+    """A fake's `python -m` entry point: print one JSON line saying where it is, run until SIGTERM/^C."""
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
+    server.start()
+    try:
+        print(json.dumps(started), flush=True)
+        while server.thread.is_alive():
+            server.thread.join(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def fake_cli(description: str, default_port: int) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, default=default_port, help="0: any free port")
+    return parser.parse_args()

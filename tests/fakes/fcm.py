@@ -12,10 +12,14 @@ Faults, each applied to one send request in order: {"status": 503}, {"status": 4
 endpoint faults: `inject_token(...)` with the same shapes. Tokens in `unregistered` get FCM's 404
 UNREGISTERED.
 
-    server = start()                        # a benchmark or a test: running on its own thread
+    server = start()                        # a test: running on a thread of this process
     provider = server.provider()            # an FcmProvider pointed at it
     server.env()                            # NOTIFY_FCM_* for a hub process
     server.stop()
+    spawned = spawn()                       # a benchmark: in a process of its own
+    provider_for(spawned.env); spawned.stats(); spawned.accepted(); spawned.stop()
+
+By hand: `python -m tests.fakes.fcm [--port 8443]` prints where it is and the settings as JSON.
 """
 from __future__ import annotations
 
@@ -35,7 +39,18 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.fakes.asgi_tls import Receive, Scope, Send, TlsAsgiServer, lifespan, read_body, respond
+from tests.fakes.asgi_tls import (
+    Receive,
+    Scope,
+    Send,
+    SpawnedFake,
+    TlsAsgiServer,
+    fake_cli,
+    lifespan,
+    read_body,
+    respond,
+    serve_forever,
+)
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 CLOUD_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -204,6 +219,9 @@ class FakeFcm:
     def revoke_tokens(self) -> None:
         self.tokens.clear()
 
+    def summary(self) -> dict[str, Any]:
+        return {**self.stats, "connections": len(self.connections), "bearers": len(self.bearers_seen - {""})}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
@@ -211,7 +229,11 @@ class FakeFcm:
         if scope["type"] != "http":
             return
         path = scope["path"]
-        if path == "/token":
+        if path == "/_fake/stats":
+            await self._json(send, 200, self.summary())
+        elif path == "/_fake/accepted":
+            await respond(send, 200, json.dumps(list(self.accepted)).encode())
+        elif path == "/token":
             await self._token(scope, receive, send)
         elif SEND_PATH.fullmatch(path):
             await self._send(scope, receive, send)
@@ -347,7 +369,7 @@ class FakeFcm:
             await self._json(send, 404, _error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED"))
             return
         self.stats["accepted"] += 1
-        self.accepted.append(message)
+        self.accepted.append({**message, "received_at": time.time()})
         mid = next(self._ids)
         await self._json(send, 200, {"name": f"projects/{project}/messages/0:{mid}%{secrets.token_hex(8)}"})
 
@@ -388,10 +410,7 @@ class FakeFcmServer(TlsAsgiServer):
         self.call(self.fake.revoke_tokens)
 
     def stats(self) -> dict[str, Any]:
-        def read() -> dict[str, Any]:
-            return {**self.fake.stats, "connections": len(self.fake.connections),
-                    "bearers": len(self.fake.bearers_seen - {""})}
-        return dict(self.call(read))
+        return dict(self.call(self.fake.summary))
 
     def accepted(self) -> list[dict[str, Any]]:
         return list(self.call(lambda: list(self.fake.accepted)))
@@ -401,10 +420,16 @@ class FakeFcmServer(TlsAsgiServer):
                 "NOTIFY_FCM_TOKEN_URL": self.fake.token_url, "NOTIFY_FCM_CA_FILE": str(self.ca_file)}
 
     def provider(self, **kw: Any) -> Any:
-        from notify.providers.fcm import FcmProvider
+        return provider_for(self.env(), **kw)
 
-        return FcmProvider(self.service_account, base_url=self.url, token_url=self.fake.token_url,
-                           ca_file=str(self.ca_file), **kw)
+
+def provider_for(env: dict[str, str], **kw: Any) -> Any:
+    """An FcmProvider configured by NOTIFY_FCM_* values (a fake's `env`)."""
+    from notify.providers.fcm import FcmProvider
+
+    info = json.loads(Path(env["NOTIFY_FCM_CREDENTIALS_FILE"]).read_text())
+    return FcmProvider(info, base_url=env["NOTIFY_FCM_BASE_URL"], token_url=env["NOTIFY_FCM_TOKEN_URL"],
+                       ca_file=env["NOTIFY_FCM_CA_FILE"], **kw)
 
 
 def start(port: int = 0, project_id: str = "push-fake") -> FakeFcmServer:
@@ -414,10 +439,12 @@ def start(port: int = 0, project_id: str = "push-fake") -> FakeFcmServer:
     return server
 
 
+def spawn() -> SpawnedFake:
+    """Start a fake FCM in a process of its own (benchmarks); `stop()` it when done."""
+    return SpawnedFake("tests.fakes.fcm")
+
+
 if __name__ == "__main__":
-    srv = start(port=8443)
-    print(json.dumps(srv.env(), indent=1), flush=True)
-    try:
-        srv.thread.join()
-    except KeyboardInterrupt:
-        srv.stop()
+    args = fake_cli("A fake FCM HTTP v1 service and OAuth2 token endpoint (TLS, HTTP/2)", 8443)
+    srv = FakeFcmServer(port=args.port)
+    serve_forever(srv, {"url": srv.url, "ca_file": str(srv.ca_file), "env": srv.env()})
