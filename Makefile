@@ -68,7 +68,7 @@ test-embedded: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy hub core asgi.py rooms ai_assist matching console
+	$(PY) -m mypy hub core asgi.py rooms ai_assist matching console notify
 
 bench: install
 	$(PY) -m bench

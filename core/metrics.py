@@ -70,6 +70,11 @@ ASSIST_LATENCY = Histogram("hub_assist_seconds", "AI assist latency (request to 
                            ["provider"], buckets=_SLOW, registry=registry)
 ASSIST_FALLBACKS = Counter("hub_assist_fallbacks_total", "AI providers given up on (the next one was tried), "
                            "by provider and reason", ["provider", "reason"], registry=registry)
+PUSHES = Counter("hub_push_total", "Push notifications by provider (web, android, ios) and outcome (sent, "
+                 "retry, failed, dead, unregistered, expired, socket, suppressed)", ["provider", "outcome"],
+                 registry=registry)
+PUSH_LATENCY = Histogram("hub_push_seconds", "One push request to its provider, by provider",
+                         ["provider"], buckets=_LATENCY, registry=registry)
 RATE_LIMITED = Counter("hub_rate_limited_total", "Requests refused with rate_limited, by scope",
                        ["scope"], registry=registry)
 
@@ -133,6 +138,8 @@ _assist = _Children(ASSIST)
 _assist_latency = _Children(ASSIST_LATENCY)
 _assist_fallbacks = _Children(ASSIST_FALLBACKS)
 _rate_limited = _Children(RATE_LIMITED)
+_pushes = _Children(PUSHES)
+_push_latency = _Children(PUSH_LATENCY)
 
 
 # --- hooks (cheap; call them from anywhere, any thread) ------------------------------------------
@@ -181,6 +188,18 @@ def assist_fallback(provider: str, reason: str = "error") -> None:
 def rate_limited(scope: str) -> None:
     """A request refused with rate_limited: scope "command" (per socket), "assist", "http", ..."""
     _rate_limited.get(scope).inc()
+
+
+def push(provider: str, outcome: str, n: int = 1) -> None:
+    """Push notifications that reached an outcome: sent, retry, failed, dead (dead-lettered),
+    unregistered (device removed), expired (never sent), socket (the user was reachable on a socket),
+    suppressed (preferences or quiet hours)."""
+    _pushes.get(provider, outcome).inc(n)
+
+
+def push_latency(provider: str, seconds: float) -> None:
+    """One request to a push provider, answered (whatever the answer)."""
+    _push_latency.get(provider).observe(seconds)
 
 
 class timer:  # lower-case: used like a function, `with metrics.timer(metrics.match_latency): ...`

@@ -130,6 +130,7 @@ INSTALLED_APPS = [
     "matching",
     "ai_assist",
     "console",
+    "notify",
 ]
 
 MIDDLEWARE = [
@@ -320,6 +321,37 @@ NOTIFY_APNS_TOPIC = os.environ.get("NOTIFY_APNS_TOPIC", "")  # the app's bundle 
 NOTIFY_APNS_BASE_URL = os.environ.get("NOTIFY_APNS_BASE_URL", "https://api.push.apple.com")
 NOTIFY_APNS_CA_FILE = os.environ.get("NOTIFY_APNS_CA_FILE", "")
 NOTIFY_APNS_TIMEOUT_S = env_float("NOTIFY_APNS_TIMEOUT_S", 10.0)
+
+# --- notifications: routing, outbox, Web Push (docs/notifications.md) ---
+NOTIFY_MAX_DEVICES_PER_USER = env_int("NOTIFY_MAX_DEVICES_PER_USER", 10)
+# Per-tenant defaults, JSON: {"<tenant>": {"kinds": {"job": false}, "quiet_override": true}}.
+NOTIFY_TENANT_DEFAULTS = os.environ.get("NOTIFY_TENANT_DEFAULTS", "")
+NOTIFY_WORKER = env_bool("NOTIFY_WORKER", True)  # deliver the outbox in this process
+NOTIFY_CONCURRENCY = max(1, env_int("NOTIFY_CONCURRENCY", 128))  # sends in flight per process
+NOTIFY_BATCH = max(1, env_int("NOTIFY_BATCH", 256))  # rows claimed per round trip
+NOTIFY_POLL_S = env_float("NOTIFY_POLL_S", 1.0)  # look for due rows (retries, other processes' rows)
+NOTIFY_LEASE_S = env_float("NOTIFY_LEASE_S", 30)  # a claimed row is retried after this if its process died
+NOTIFY_SEND_TIMEOUT_S = env_float("NOTIFY_SEND_TIMEOUT_S", 10)
+NOTIFY_MAX_ATTEMPTS = max(1, env_int("NOTIFY_MAX_ATTEMPTS", 8))
+NOTIFY_BACKOFF_S = env_float("NOTIFY_BACKOFF_S", 1.0)  # first retry; doubles per attempt
+NOTIFY_BACKOFF_MAX_S = env_float("NOTIFY_BACKOFF_MAX_S", 300)
+NOTIFY_JOB_TTL_S = env_int("NOTIFY_JOB_TTL_S", 3600)  # how long a new-job push may wait for its device
+NOTIFY_TTL_S = env_int("NOTIFY_TTL_S", 24 * 3600)  # the others (bids, missed calls, room invites)
+NOTIFY_KEEP_S = env_int("NOTIFY_KEEP_S", 24 * 3600)  # finished outbox rows are deleted after this
+NOTIFY_DEAD_KEEP_S = env_int("NOTIFY_DEAD_KEEP_S", 7 * 24 * 3600)
+# Web Push (VAPID). The private key: a PEM in WEBPUSH_VAPID_PRIVATE_KEY, or a file; in development a
+# pair is generated under var/ on first start.
+WEBPUSH_VAPID_PRIVATE_KEY = os.environ.get("WEBPUSH_VAPID_PRIVATE_KEY", "")
+WEBPUSH_VAPID_KEY_FILE = os.environ.get("WEBPUSH_VAPID_KEY_FILE", "") or (
+    str(BASE_DIR / "var" / "vapid-private.pem") if DEVELOPMENT else "")
+WEBPUSH_VAPID_SUBJECT = os.environ.get("WEBPUSH_VAPID_SUBJECT", "mailto:push@example.com")
+# Hosts a subscription endpoint may name (suffix match); anything else is refused at registration,
+# so the hub never posts to an address a client chose. "*" allows any https host.
+WEBPUSH_ALLOWED_HOSTS = env_list(
+    "WEBPUSH_ALLOWED_HOSTS", "fcm.googleapis.com,push.services.mozilla.com,notify.windows.com,push.apple.com")
+# Development and tests: plain-http endpoints on loopback (the fake push service).
+WEBPUSH_ALLOW_LOOPBACK = env_bool("WEBPUSH_ALLOW_LOOPBACK", DEVELOPMENT)
+WEBPUSH_TIMEOUT_S = env_float("WEBPUSH_TIMEOUT_S", 5)
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {

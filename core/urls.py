@@ -8,5 +8,6 @@ urlpatterns = [
     path("metrics", views_metrics.metrics),
     path("", include("console.urls")),  # /console/, its assets, /api/dev/token: before hub.urls
     path("", include("matching.urls")),  # REST zone routes before the generic /api/<method>
+    path("", include("notify.urls")),  # GET /api/push/vapid-public-key
     path("", include("hub.urls")),
 ]

@@ -42,6 +42,8 @@ HELD_FRAMES_MAX = 64
 # Refused frames are logged at most once per connection per this many seconds (with a count), so a
 # broken or hostile client cannot flood the log.
 BAD_FRAME_LOG_S = 10.0
+# Presence pseudo-channel of the sockets that reach a user now (hub.engine.user_foreground).
+FOREGROUND_PREFIX = "fg:"
 # Failed `refresh` attempts a connection may make (each one audited) before it is closed with 4001.
 MAX_REFRESH_FAILURES = 3
 
@@ -49,7 +51,8 @@ MAX_REFRESH_FAILURES = 3
 class Connection:
     __slots__ = ("engine", "sink", "binary", "fmt", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
-                 "bad_unlogged", "refresh_failures", "who", "held", "iat", "jti", "__weakref__")
+                 "bad_unlogged", "refresh_failures", "who", "held", "iat", "jti", "background", "fg",
+                 "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -79,6 +82,10 @@ class Connection:
         self.pub_waiting: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.close_callbacks: list[Callable[[], None]] = []
+        # The app said it went to the background (devices.state); `fg`: this socket counts in the
+        # user's foreground presence (subscribed to its own `user:` channel and not in the background).
+        self.background = False
+        self.fg = False
 
     # --- output ---------------------------------------------------------------------------
 
@@ -283,7 +290,7 @@ class Connection:
         self.who = who
         self.iat, self.jti = claims.iat, claims.jti
         self.caller = Caller(claims.user, claims.role, claims.tenant, self.client, push=self.send_obj,
-                             on_close=self.close_callbacks.append)
+                             on_close=self.close_callbacks.append, set_background=self.set_background)
         self._arm_expiry(claims.exp)
         await self.opened(cid, claims)
         if self.closed:
@@ -420,7 +427,26 @@ class Connection:
         if self.engine.presence.join(channel, self.caller.user, self.caller.role):
             self.engine.event(channel, {"push": "join", "channel": channel, "user": self.caller.user},
                               exclude=self)
+        if channel == f"user:{self.caller.user}":
+            self._set_fg(not self.background)
         return result
+
+    def set_background(self, background: bool) -> None:
+        """The app went to the background (or came back): its socket stops (starts) reaching the user."""
+        self.background = background
+        if self.caller is not None and not self.closed and f"user:{self.caller.user}" in self.subs:
+            self._set_fg(not background)
+
+    def _set_fg(self, fg: bool) -> None:
+        assert self.caller is not None
+        if fg == self.fg:
+            return
+        self.fg = fg
+        channel = FOREGROUND_PREFIX + self.caller.user
+        if fg:
+            self.engine.presence.join(channel, self.caller.user, self.caller.role)
+        else:
+            self.engine.presence.leave(channel, self.caller.user)
 
     def do_unsubscribe(self, cid: int, channel: str) -> None:
         if channel not in self.subs:
@@ -431,6 +457,8 @@ class Connection:
 
     def _leave(self, channel: str) -> None:
         assert self.caller is not None
+        if channel == f"user:{self.caller.user}":
+            self._set_fg(False)
         self.subs.discard(channel)
         self.engine.detach(self, channel)
         if self.engine.presence.leave(channel, self.caller.user):

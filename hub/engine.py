@@ -408,3 +408,16 @@ def current() -> Engine | None:
 def is_user_online(user: str) -> bool:
     engine = current()
     return engine is not None and engine.presence.online(user)
+
+
+async def foreground_users(users: list[str]) -> set[str]:
+    """Which of `users` have a socket that reaches them now, on any process: subscribed to their own
+    `user:` channel and not put in the background by the app (devices.state). Without Redis, this
+    process's sockets only."""
+    from hub.connection import FOREGROUND_PREFIX
+
+    engine = current()
+    if engine is None or not users:
+        return set()
+    found = await engine.presence.present([FOREGROUND_PREFIX + u for u in users])
+    return {c[len(FOREGROUND_PREFIX):] for c in found}

@@ -60,6 +60,29 @@ class Presence:
     def online(self, user: str) -> bool:
         return any(user in users for users in self.local.values())
 
+    async def present(self, channels: list[str]) -> set[str]:
+        """Which of `channels` have a member on a live process (one Redis round trip for all)."""
+        found = {c for c in channels if self.local.get(c)}
+        rest = [c for c in channels if c not in found]
+        if not rest or self.redis is None:
+            return found
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel in rest:
+                    pipe.hgetall(f"hub:pres:{channel}")
+                answers = await pipe.execute()
+            alive = await self._alive()
+        except Exception as exc:  # noqa: BLE001 - what this process knows is the answer then
+            log.warning("presence read failed (%s)", type(exc).__name__)
+            return found
+        for channel, fields in zip(rest, answers, strict=True):
+            for raw, count in fields.items():
+                node = raw.decode().split("|", 1)[0]
+                if int(count) > 0 and node in alive and node != self.node:
+                    found.add(channel)
+                    break
+        return found
+
     def _remote(self, channel: str, user: str, role: str, delta: int) -> None:
         if self.redis is None:
             return

@@ -40,7 +40,7 @@ from jsonschema import Draft202012Validator
 from core import metrics
 from core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, UNAVAILABLE, HubError, unavailable
 from hub.auth import ALL_ROLES
-from hub.store import DB_DOWN, sqlstate
+from hub.store import DB_DOWN, EVENT_TENANT, sqlstate
 
 log = logging.getLogger("hub.rpc")
 
@@ -60,6 +60,9 @@ class Caller:
     push: Callable[[dict[str, Any]], None] | None = None
     # Register a callback run when the caller's socket closes (to cancel streams it started).
     on_close: Callable[[Callable[[], None]], None] | None = None
+    # Mark the caller's socket as in the background (True) or foreground (None over HTTP): a
+    # backgrounded app's socket does not count as reaching the user (hub.engine.user_foreground).
+    set_background: Callable[[bool], None] | None = None
 
 
 @dataclass
@@ -138,11 +141,15 @@ def _has_nul(value: Any) -> bool:
 async def call(caller: Caller, name: str, params: Any) -> Any:
     """Run a method for a caller (socket or HTTP); counted in the metrics by method and outcome."""
     label = f"rpc:{name if name in REGISTRY else 'unknown'}"
+    # What the method appends to `user:` channels happens in the caller's tenant (hub.store hooks).
+    token = EVENT_TENANT.set(caller.tenant)
     try:
         result = await _call(caller, name, params)
     except HubError as exc:
         metrics.command(label, exc.code)
         raise
+    finally:
+        EVENT_TENANT.reset(token)
     metrics.command(label, "ok")
     return result
 

@@ -18,6 +18,7 @@ bumps its channel at once.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import os
@@ -124,6 +125,35 @@ def on_domain_commit(hook: Callable[[list[Pub]], None]) -> None:
     _after_commit_hooks.append(hook)
 
 
+# Hooks run INSIDE the committing transaction for every append to a `user:<id>` channel, with
+# (user, data, tenant): a domain app (notifications) may write rows that commit, or roll back,
+# with the event. The tenant is the one the event happens in (EVENT_TENANT), None when unknown.
+_user_hooks: list[Callable[[str, Any, str | None], None]] = []
+EVENT_TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar("hub_event_tenant", default=None)
+
+
+def on_user_append(hook: Callable[[str, Any, str | None], None]) -> None:
+    if hook not in _user_hooks:
+        _user_hooks.append(hook)
+
+
+@contextmanager
+def tenant_scope(tenant: str | None) -> Iterator[None]:
+    """Appends inside happen in `tenant` (rpc calls set the caller's; sweeps set the record's)."""
+    token = EVENT_TENANT.set(tenant)
+    try:
+        yield
+    finally:
+        EVENT_TENANT.reset(token)
+
+
+def _run_user_hooks(channel: str, data: Any) -> None:
+    if _user_hooks and channel.startswith("user:"):
+        tenant = EVENT_TENANT.get()
+        for hook in _user_hooks:
+            hook(channel[5:], data, tenant)
+
+
 class _Scope(threading.local):
     # Appends of the open store.atomic() block on this thread (Django connections are per thread).
     pending: list[tuple[Callable[[], None], Pub, str]] | None = None
@@ -221,8 +251,10 @@ def append(channel: str, data: Any, sender: str | None = None) -> Pub:
 
         transaction.on_commit(hook)
         pending.append((hook, pub, body))
+        _run_user_hooks(channel, data)
         return pub
     with transaction.atomic():
+        _run_user_hooks(channel, data)
         with connection.cursor() as cursor:
             top, epoch = assign_offsets(cursor, {channel: 1})[channel]
             insert_rows(cursor, [(channel, top, ts, sender, body)])

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from hub.rpc import run_sync
@@ -21,6 +21,7 @@ SWEEPS: list[tuple[str, float, Callable[[float], object]]] = []
 STARTUP: list[tuple[str, Callable[[], object]]] = []
 SHUTDOWN: list[tuple[str, Callable[[], object]]] = []
 _started: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose sweeps run
+LOOPS: list[tuple[str, Callable[[Engine], Awaitable[None]]]] = []
 
 
 def on_start(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
@@ -66,6 +67,15 @@ def on_stop(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]
     return register
 
 
+def on_loop(name: str) -> Callable[[Callable[[Engine], Awaitable[None]]], Callable[[Engine], Awaitable[None]]]:
+    """Register `fn(engine)`, a coroutine run for the life of each hub process on its event loop
+    (a worker that waits on the network, e.g. push delivery). It must stop when engine.draining."""
+    def register(fn: Callable[[Engine], Awaitable[None]]) -> Callable[[Engine], Awaitable[None]]:
+        LOOPS.append((name, fn))
+        return fn
+    return register
+
+
 def run_shutdown() -> None:
     """Run the shut-down hooks in order; a failing hook is logged and the next one still runs."""
     for name, fn in SHUTDOWN:
@@ -88,6 +98,19 @@ def start(engine: Engine) -> None:
     _started.add(engine)
     for name, seconds, fn in SWEEPS:
         engine.loop.create_task(_loop(engine, name, seconds, fn))
+    for name, coro in LOOPS:
+        engine.loop.create_task(_forever(engine, name, coro))
+
+
+async def _forever(engine: Engine, name: str, fn: Callable[[Engine], Awaitable[None]]) -> None:
+    while not engine.draining:
+        try:
+            await fn(engine)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("loop %s failed; restarting in 1 s", name)
+            await asyncio.sleep(1)
 
 
 async def _loop(engine: Engine, name: str, seconds: float, fn: Callable[[float], object]) -> None:

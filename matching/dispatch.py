@@ -27,7 +27,7 @@ from core import metrics
 from core.domain_budgets import cap_open
 from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
-from hub.store import append, atomic
+from hub.store import append, atomic, tenant_scope
 from matching import privacy, service
 from matching.models import (
     Assignment,
@@ -304,21 +304,28 @@ def _expire_booking(booking_id: str, when: datetime) -> int:
              .filter(id=booking_id).first())
         if b is None:
             return 0  # another process holds it; it will sweep it
-        expired = list(Offer.objects.filter(booking=b, status=OfferStatus.PENDING, expires_at__lte=when)
-                       .values_list("id", "provider"))
-        if not expired:
-            return 0
-        n = Offer.objects.filter(id__in=[i for i, _p in expired], status=OfferStatus.PENDING).update(
-            status=OfferStatus.EXPIRED, expired_at=when)
-        for _ in range(n):
-            metrics.offer("expired")
-        users = sorted(p for _i, p in expired)  # one lock order for provider rows: no deadlocks
-        for p in users:
-            service.record_offer_outcome(p, "expired")
-        for p in users:
-            append(f"user:{p}", {"kind": "offer.expired", "booking": b.id})
-        _top_up(b, when)
-        transaction.on_commit(lambda: service.refresh_acceptance(users))
+        # Re-offers made here happen in the booking's tenant (push notifications stay inside it).
+        with tenant_scope(b.tenant):
+            return _expire_locked(b, when)
+
+
+def _expire_locked(b: Booking, when: datetime) -> int:
+    """The due offers of a booking whose row this transaction holds."""
+    expired = list(Offer.objects.filter(booking=b, status=OfferStatus.PENDING, expires_at__lte=when)
+                   .values_list("id", "provider"))
+    if not expired:
+        return 0
+    n = Offer.objects.filter(id__in=[i for i, _p in expired], status=OfferStatus.PENDING).update(
+        status=OfferStatus.EXPIRED, expired_at=when)
+    for _ in range(n):
+        metrics.offer("expired")
+    users = sorted(p for _i, p in expired)  # one lock order for provider rows: no deadlocks
+    for p in users:
+        service.record_offer_outcome(p, "expired")
+    for p in users:
+        append(f"user:{p}", {"kind": "offer.expired", "booking": b.id})
+    _top_up(b, when)
+    transaction.on_commit(lambda: service.refresh_acceptance(users))
     return n
 
 

@@ -29,7 +29,7 @@ from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, fo
 from core.times import epoch_ms
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method, run_sync
-from hub.store import append, atomic
+from hub.store import append, atomic, tenant_scope
 from rooms import agora
 from rooms.chat import members
 from rooms.models import (
@@ -374,15 +374,16 @@ def expire_invites(now: datetime | float | None = None, calls: Collection[str] |
             if call is None:
                 continue
             expired = CallParticipant.objects.filter(call=call, status__in=PENDING, invited_at__lte=cutoff)
-            for p in expired:
-                if _missed(call, p, reason="timeout"):
-                    moved += 1
-                    record("system", "calls.missed", _channel(call), tenant=call.tenant, user=p.user)
-            try:
-                _settle_unanswered(call, at)
-            except HubError as exc:  # conflict: another process ended it between our reads
-                if exc.code != CONFLICT:
-                    raise
+            with tenant_scope(call.tenant):  # missed calls are pushed inside the call's tenant
+                for p in expired:
+                    if _missed(call, p, reason="timeout"):
+                        moved += 1
+                        record("system", "calls.missed", _channel(call), tenant=call.tenant, user=p.user)
+                try:
+                    _settle_unanswered(call, at)
+                except HubError as exc:  # conflict: another process ended it between our reads
+                    if exc.code != CONFLICT:
+                        raise
     return moved
 
 
@@ -448,7 +449,8 @@ def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[st
                                                              offline_since__isnull=False).first()
             if locked is None:
                 continue  # another process ended it, or someone came back
-            _finish(locked, CallOutcome.ABANDONED, "", at, reason="every participant offline")
+            with tenant_scope(locked.tenant):
+                _finish(locked, CallOutcome.ABANDONED, "", at, reason="every participant offline")
             ended += 1
     return ended
 

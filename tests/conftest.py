@@ -24,6 +24,9 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 os.environ.setdefault("HUB_MAX_SOCKETS_PER_ADDRESS", "0")
 os.environ.setdefault("HUB_NEW_SOCKETS_PER_ADDRESS_PER_S", "0")
 os.environ.setdefault("HUB_HTTP_ANON_PER_MIN", "0")
+# Hubs started by tests deliver no pushes unless the test asks (NOTIFY_WORKER=1): the notify tests'
+# outbox rows are sent by their own workers, never by another test's hub polling the same database.
+os.environ.setdefault("NOTIFY_WORKER", "0")
 # Django's test client calls itself "testserver".
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 

@@ -1,0 +1,399 @@
+"""The rules of notifications: devices, preferences, and what an event puts in the outbox.
+
+`on_user_event` runs inside the transaction that appends a publication to a `user:` channel
+(hub.store.on_user_append), so the event and its pushes commit, or roll back, together: an event
+committed is a push that will be attempted, across restarts and kill -9.
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from datetime import time as dtime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core import metrics
+from core.errors import TOO_LARGE, HubError, bad_request, not_found
+from notify import content
+from notify.content import Spec
+from notify.models import Device, Outbox, OutboxState, Platform, Preferences
+
+log = logging.getLogger("notify")
+PLATFORMS = tuple(Platform.values)
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+def _b64url(value: Any, name: str, size: int) -> bytes:
+    if not isinstance(value, str) or len(value) > 200:
+        raise bad_request(f"subscription.keys.{name} must be base64url")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, TypeError) as exc:
+        raise bad_request(f"subscription.keys.{name} must be base64url") from exc
+    if len(raw) != size:
+        raise bad_request(f"subscription.keys.{name} must be {size} bytes")
+    return raw
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def check_endpoint(endpoint: Any) -> str:
+    """A Web Push endpoint the hub will post to: https on an allowed push service (never an address
+    a client chose freely: the hub must not be made to post into its own network)."""
+    if not isinstance(endpoint, str) or len(endpoint) > 1024:
+        raise bad_request("subscription.endpoint must be a URL of at most 1024 characters")
+    try:
+        parts = urlsplit(endpoint)
+        host = (parts.hostname or "").lower()
+        _port = parts.port  # a malformed port raises here
+    except ValueError as exc:
+        raise bad_request("subscription.endpoint is not a valid URL") from exc
+    if parts.username or parts.password or not host:
+        raise bad_request("subscription.endpoint is not a valid push service URL")
+    if parts.scheme == "http" and settings.WEBPUSH_ALLOW_LOOPBACK and _loopback(host):
+        return endpoint
+    if parts.scheme != "https":
+        raise bad_request("subscription.endpoint must be https")
+    allowed = settings.WEBPUSH_ALLOWED_HOSTS
+    if "*" in allowed:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return endpoint
+        raise bad_request("subscription.endpoint must name a push service, not an address")
+    if not any(host == a or host.endswith("." + a) for a in allowed):
+        raise bad_request("subscription.endpoint is not on a known push service")
+    return endpoint
+
+
+def _check_token(platform: str, token: Any) -> str:
+    if not isinstance(token, str) or not token:
+        raise bad_request(f"token is required for {platform}")
+    if platform == Platform.IOS:
+        if not (16 <= len(token) <= 400) or any(c not in "0123456789abcdefABCDEF" for c in token):
+            raise bad_request("an APNs device token is 16-400 hexadecimal characters")
+        return token.lower()
+    if len(token) > 4096 or any(not (c.isascii() and (c.isalnum() or c in "-_:.")) for c in token):
+        raise bad_request("an FCM registration token is at most 4096 characters of A-Z a-z 0-9 - _ : .")
+    return token
+
+
+def device_dict(d: Device) -> dict[str, Any]:
+    out: dict[str, Any] = {"device": d.id, "platform": d.platform, "app": d.app, "background": d.background,
+                           "created_at": d.created_at.isoformat(), "last_seen": d.last_seen.isoformat(),
+                           "created_at_ms": int(d.created_at.timestamp() * 1000),
+                           "last_seen_ms": int(d.last_seen.timestamp() * 1000)}
+    # Enough to recognise the device, not the credential itself.
+    out["token_hint"] = (urlsplit(d.token).hostname or "") if d.platform == Platform.WEB else d.token[-6:]
+    return out
+
+
+def register(tenant: str, user: str, platform: str, token: Any = None, subscription: Any = None,
+             app: str = "") -> dict[str, Any]:
+    """Add (or refresh) a device of `user`. The same token or subscription registered again is the
+    same device (moved to this user if another held it: the app changed account)."""
+    if platform not in PLATFORMS:
+        raise bad_request("platform must be web, android or ios")
+    keys: dict[str, str] = {}
+    if platform == Platform.WEB:
+        if token is not None or not isinstance(subscription, dict):
+            raise bad_request("a web device registers a subscription {endpoint, keys: {p256dh, auth}}, no token")
+        sub_keys = subscription.get("keys")
+        if not isinstance(sub_keys, dict):
+            raise bad_request("subscription.keys must be {p256dh, auth}")
+        p256dh = _b64url(sub_keys.get("p256dh"), "p256dh", 65)
+        if p256dh[0] != 4:
+            raise bad_request("subscription.keys.p256dh must be an uncompressed P-256 point")
+        _b64url(sub_keys.get("auth"), "auth", 16)
+        token = check_endpoint(subscription.get("endpoint"))
+        keys = {"p256dh": sub_keys["p256dh"], "auth": sub_keys["auth"]}
+    else:
+        if subscription is not None:
+            raise bad_request(f"an {platform} device registers a token, no subscription")
+        token = _check_token(platform, token)
+    now = timezone.now()
+    with transaction.atomic():
+        existing = Device.objects.select_for_update().filter(tenant=tenant, platform=platform, token=token).first()
+        if existing is not None:
+            existing.user, existing.keys, existing.app, existing.last_seen = user, keys, app, now
+            existing.background = False
+            existing.save(update_fields=["user", "keys", "app", "last_seen", "background"])
+            return device_dict(existing)
+        most = settings.NOTIFY_MAX_DEVICES_PER_USER
+        if connection.vendor == "postgresql":
+            # One registration per user at a time: two at once cannot both pass the cap.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 17))", [f"{tenant}|{user}"])
+        if Device.objects.filter(tenant=tenant, user=user).count() >= most:
+            raise HubError(TOO_LARGE, f"at most {most} devices per user; unregister one first")
+        try:
+            with transaction.atomic():
+                d = Device.objects.create(tenant=tenant, user=user, platform=platform, token=token, keys=keys,
+                                          app=app, created_at=now, last_seen=now)
+        except IntegrityError:
+            # The same token registered at the same moment: that registration is this device.
+            d = Device.objects.get(tenant=tenant, platform=platform, token=token)
+            if d.user != user:
+                raise HubError("conflict", "that token was registered at the same moment; retry") from None
+    return device_dict(d)
+
+
+def unregister(tenant: str, user: str, device: str) -> dict[str, Any]:
+    # Another user's (or tenant's) device looks the same as none.
+    n, _ = Device.objects.filter(id=device, tenant=tenant, user=user).delete()
+    if not n:
+        raise not_found(f"no device {device}")
+    return {"device": device, "removed": True}
+
+
+def list_devices(tenant: str, user: str) -> dict[str, Any]:
+    return {"devices": [device_dict(d) for d in
+                        Device.objects.filter(tenant=tenant, user=user).order_by("created_at", "id")],
+            "max": settings.NOTIFY_MAX_DEVICES_PER_USER}
+
+
+def set_state(tenant: str, user: str, background: bool, device: str | None) -> dict[str, Any]:
+    """Record the app's state on its device (what `devices.list` shows)."""
+    if device is not None:
+        n = Device.objects.filter(id=device, tenant=tenant, user=user).update(
+            background=background, last_seen=timezone.now())
+        if not n:
+            raise not_found(f"no device {device}")
+    return {"background": background, "device": device}
+
+
+# --- preferences ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prefs:
+    kinds: dict[str, bool]
+    quiet_start: str
+    quiet_end: str
+    timezone: str
+    quiet_override: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kinds": dict(self.kinds), "quiet_start": self.quiet_start or None,
+                "quiet_end": self.quiet_end or None, "timezone": self.timezone,
+                "quiet_override": self.quiet_override}
+
+
+@lru_cache(maxsize=1)
+def _tenant_defaults_raw(raw: str) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        log.error("NOTIFY_TENANT_DEFAULTS is not JSON; using the built-in defaults")
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def tenant_defaults(tenant: str) -> tuple[dict[str, bool], bool]:
+    conf = _tenant_defaults_raw(settings.NOTIFY_TENANT_DEFAULTS).get(tenant)
+    kinds = {k: True for k in content.KINDS}
+    override = False
+    if isinstance(conf, dict):
+        for k, v in (conf.get("kinds") or {}).items():
+            if k in kinds and isinstance(v, bool):
+                kinds[k] = v
+        if isinstance(conf.get("quiet_override"), bool):
+            override = conf["quiet_override"]
+    return kinds, override
+
+
+def resolve(tenant: str, row: Preferences | None) -> Prefs:
+    kinds, override = tenant_defaults(tenant)
+    if row is None:
+        return Prefs(kinds, "", "", "UTC", override)
+    for k, v in (row.kinds or {}).items():
+        if k in kinds and isinstance(v, bool):
+            kinds[k] = v
+    return Prefs(kinds, row.quiet_start, row.quiet_end, row.timezone or "UTC",
+                 override if row.quiet_override is None else row.quiet_override)
+
+
+def get_preferences(tenant: str, user: str) -> dict[str, Any]:
+    return resolve(tenant, Preferences.objects.filter(tenant=tenant, user=user).first()).as_dict()
+
+
+def _clock(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
+        raise bad_request(f"{name} must be HH:MM")
+    try:
+        dtime(int(value[:2]), int(value[3:]))
+    except ValueError as exc:
+        raise bad_request(f"{name} must be HH:MM") from exc
+    return value
+
+
+def _zone(name: Any) -> ZoneInfo:
+    if not isinstance(name, str) or not name or len(name) > 64 or ".." in name or name.startswith("/"):
+        raise bad_request("timezone must be an IANA time zone such as Europe/London")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise bad_request("timezone must be an IANA time zone such as Europe/London") from exc
+
+
+def set_preferences(tenant: str, user: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Change what the user set; fields not given stay. Everything is checked before anything changes."""
+    updates: dict[str, Any] = {}
+    if "kinds" in params:
+        kinds = params["kinds"]
+        if not isinstance(kinds, dict) or any(k not in content.KINDS or not isinstance(v, bool)
+                                              for k, v in kinds.items()):
+            raise bad_request(f"kinds maps {', '.join(content.KINDS)} to true or false")
+        updates["kinds"] = kinds
+    if "quiet" in params:
+        quiet = params["quiet"]
+        if quiet is None:
+            updates["quiet_start"] = updates["quiet_end"] = ""
+        else:
+            if not isinstance(quiet, dict):
+                raise bad_request("quiet must be {start, end} or null")
+            start, end = _clock(quiet.get("start"), "quiet.start"), _clock(quiet.get("end"), "quiet.end")
+            if start == end:
+                raise bad_request("quiet.start and quiet.end must differ")
+            updates["quiet_start"], updates["quiet_end"] = start, end
+    if "timezone" in params:
+        _zone(params["timezone"])
+        updates["timezone"] = params["timezone"]
+    if "quiet_override" in params:
+        if not isinstance(params["quiet_override"], bool):
+            raise bad_request("quiet_override must be true or false")
+        updates["quiet_override"] = params["quiet_override"]
+    with transaction.atomic():
+        row, _ = Preferences.objects.select_for_update().get_or_create(tenant=tenant, user=user)
+        if "kinds" in updates:
+            merged = dict(row.kinds or {})
+            merged.update(updates.pop("kinds"))
+            row.kinds = merged
+        for k, v in updates.items():
+            setattr(row, k, v)
+        row.save()
+    return resolve(tenant, row).as_dict()
+
+
+def in_quiet_hours(p: Prefs, at: float) -> bool:
+    if not p.quiet_start or not p.quiet_end:
+        return False
+    try:
+        local = datetime.fromtimestamp(at, tz=ZoneInfo(p.timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = datetime.fromtimestamp(at, tz=UTC)
+    now = local.strftime("%H:%M")
+    if p.quiet_start < p.quiet_end:  # e.g. 13:00-15:00
+        return p.quiet_start <= now < p.quiet_end
+    return now >= p.quiet_start or now < p.quiet_end  # across midnight, e.g. 22:00-07:00
+
+
+def allows(p: Prefs, spec: Spec, at: float) -> bool:
+    if spec.kind != "test" and not p.kinds.get(spec.kind, False):
+        return False
+    if in_quiet_hours(p, at):
+        return spec.urgent and spec.kind in content.URGENT_KINDS and p.quiet_override
+    return True
+
+
+# --- the outbox ----------------------------------------------------------------------------------
+
+_woken: list[Any] = []
+
+
+def on_wake(fn: Any) -> None:
+    """The delivery worker of this process, told after a commit that added outbox rows."""
+    _woken.append(fn)
+
+
+def _wake() -> None:
+    for fn in _woken:
+        try:
+            fn()
+        except Exception:
+            log.debug("wake failed", exc_info=True)
+
+
+def on_user_event(user: str, data: Any, tenant: str | None) -> None:
+    """hub.store hook: runs inside the transaction appending `data` to `user:<user>`."""
+    if not isinstance(data, dict) or data.get("kind") not in content.RULES:
+        return
+    now = time.time()
+    eff = content.effect_of(user, data, now)
+    if eff is None:
+        return
+    if eff.cancel:
+        # Pushes not yet sent about something that is over (an offer taken, a call ended) never go.
+        # Collapse keys name ids unique across tenants, so cancelling needs no tenant.
+        Outbox.objects.filter(user=user, collapse_key__in=eff.cancel, state=OutboxState.PENDING).update(
+            state=OutboxState.CANCELLED, done_at=timezone.now())
+    spec = eff.push
+    if spec is None or spec.expires_at <= now:
+        return
+    if tenant is None:
+        # The event's tenant is unknown: a push could cross a tenant wall, so none is made.
+        log.warning("no tenant for a %s event to user %s: not pushed", spec.kind, user)
+        metrics.push("none", "no_tenant")
+        return
+    enqueue(tenant, user, spec, now)
+
+
+def enqueue(tenant: str, user: str, spec: Spec, now: float, devices: list[Device] | None = None) -> int:
+    """Outbox rows for `spec` to each of the user's devices in `tenant`, if their preferences allow."""
+    if devices is None:
+        devices = list(Device.objects.filter(tenant=tenant, user=user).only("id", "platform"))
+    if not devices:
+        return 0
+    prefs = resolve(tenant, Preferences.objects.filter(tenant=tenant, user=user).first())
+    if not allows(prefs, spec, now):
+        metrics.push("all", "suppressed", len(devices))
+        return 0
+    created = datetime.fromtimestamp(now, tz=UTC)
+    ids = [d.id for d in devices]
+    # A newer push with the same collapse key replaces one not yet sent (a missed call, its invite).
+    Outbox.objects.filter(device_id__in=ids, collapse_key=spec.collapse_key, state=OutboxState.PENDING).update(
+        state=OutboxState.REPLACED, done_at=created)
+    payload = {"title": spec.title, "body": spec.body, "data": spec.data}
+    expires = datetime.fromtimestamp(spec.expires_at, tz=UTC)
+    Outbox.objects.bulk_create([
+        Outbox(tenant=tenant, user=user, device_id=i, kind=spec.kind, payload=payload,
+               collapse_key=spec.collapse_key, urgent=spec.urgent, created_at=created, expires_at=expires,
+               next_at=created) for i in ids])
+    transaction.on_commit(_wake)
+    return len(ids)
+
+
+def purge_finished(now: float) -> int:
+    """Finished outbox rows and old dead letters go after their keep period (bounded per run)."""
+    from notify.models import DeadLetter
+
+    cutoff = datetime.fromtimestamp(now - settings.NOTIFY_KEEP_S, tz=UTC)
+    old = list(Outbox.objects.filter(~Q(state=OutboxState.PENDING), done_at__lt=cutoff)
+               .values_list("id", flat=True)[:5000])
+    n = Outbox.objects.filter(id__in=old).delete()[0] if old else 0
+    dead_cut = datetime.fromtimestamp(now - settings.NOTIFY_DEAD_KEEP_S, tz=UTC)
+    dead = list(DeadLetter.objects.filter(created_at__lt=dead_cut).values_list("id", flat=True)[:5000])
+    if dead:
+        n += DeadLetter.objects.filter(id__in=dead).delete()[0]
+    return n
+
+

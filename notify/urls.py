@@ -1,0 +1,25 @@
+"""GET /api/push/vapid-public-key: the key browsers subscribe with (`applicationServerKey`).
+
+Included from core/urls.py before hub.urls (whose /api/ catch-all would answer 404)."""
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+
+from core.errors import UNAVAILABLE, HubError
+from hub.http import error_response, not_allowed
+from notify import vapid
+
+
+def vapid_public_key(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return not_allowed("GET")
+    key = vapid.public_key_b64()
+    if key is None:
+        return error_response(HubError(UNAVAILABLE, "Web Push is not configured on this hub"))
+    resp = JsonResponse({"public_key": key})
+    resp["Cache-Control"] = "public, max-age=3600"
+    return resp
+
+
+urlpatterns = [path("api/push/vapid-public-key", vapid_public_key)]

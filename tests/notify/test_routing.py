@@ -1,0 +1,379 @@
+"""Devices, preferences and the outbox against the real test database; the worker against the
+Web Push fake (retries, Retry-After, dead letters, unregistered devices, expiry, sockets)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.test import override_settings
+from py_vapid import Vapid02
+
+from core.errors import HubError
+from hub import store
+from notify import actions
+from notify.models import DeadLetter, Device, Outbox
+from notify.providers.webpush import WebPushProvider
+from notify.worker import Worker
+from tests.fakes.webpush import FakeWebPush
+from tests.support import uid
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeWebPush]:
+    f = FakeWebPush(hang_s=2).start()
+    yield f
+    f.stop()
+
+
+def code_of(fn: Callable[..., Any], *args: Any, **kw: Any) -> str:
+    try:
+        fn(*args, **kw)
+    except HubError as exc:
+        return exc.code
+    return "ok"
+
+
+def web_device(fake: FakeWebPush, tenant: str, user: str) -> tuple[str, str]:
+    sub_id, sub = fake.subscription()
+    return sub_id, actions.register(tenant, user, "web", subscription=sub)["device"]
+
+
+def offer(booking: str, ttl_s: float = 30, category: str = "plumbing") -> dict[str, Any]:
+    exp = int((time.time() + ttl_s) * 1000)
+    return {"kind": "offer", "booking": booking, "category": category, "lat": 51.5, "lng": -0.12,
+            "area": {"cell": "x", "radius_m": 500}, "distance_m": 1200, "expires_at_ms": exp, "mode": "on_demand"}
+
+
+def emit(tenant: str | None, user: str, data: dict[str, Any]) -> None:
+    with store.tenant_scope(tenant), store.atomic():
+        store.append(f"user:{user}", data)
+
+
+def rows(user: str) -> list[Outbox]:
+    return list(Outbox.objects.filter(user=user).order_by("id"))
+
+
+# --- devices ---------------------------------------------------------------------------------------
+
+def test_register_list_unregister_and_ownership(fake: FakeWebPush) -> None:
+    t, u, other = uid("t"), uid("u"), uid("u")
+    _s, dev = web_device(fake, t, u)
+    listed = actions.list_devices(t, u)["devices"]
+    assert [d["device"] for d in listed] == [dev] and "token" not in listed[0]
+    # Another user, or the same user in another tenant, cannot see or remove it.
+    assert actions.list_devices(t, other)["devices"] == []
+    assert actions.list_devices(uid("t"), u)["devices"] == []
+    assert code_of(actions.unregister, t, other, dev) == "not_found"
+    assert code_of(actions.unregister, uid("t"), u, dev) == "not_found"
+    assert Device.objects.filter(id=dev).exists()
+    assert actions.unregister(t, u, dev)["removed"] is True
+    assert not Device.objects.filter(id=dev).exists()
+
+
+def test_the_same_subscription_again_is_the_same_device(fake: FakeWebPush) -> None:
+    t, u, v = uid("t"), uid("u"), uid("u")
+    _s, sub = fake.subscription()
+    a = actions.register(t, u, "web", subscription=sub)["device"]
+    b = actions.register(t, u, "web", subscription=sub)["device"]
+    assert a == b
+    # The browser changed account: the device moves to the new user.
+    assert actions.register(t, v, "web", subscription=sub)["device"] == a
+    assert actions.list_devices(t, u)["devices"] == []
+
+
+@pytest.mark.parametrize("endpoint", [
+    "https://10.0.0.5/push/x", "https://169.254.169.254/latest", "https://evil.example.com/push",
+    "http://fcm.googleapis.com/fcm/send/x", "ftp://127.0.0.1/x", "https://user:pw@fcm.googleapis.com/x",
+    "http://10.1.2.3:8080/x", "not a url",
+])
+def test_endpoints_outside_the_push_services_are_refused(fake: FakeWebPush, endpoint: str) -> None:
+    t, u = uid("t"), uid("u")
+    _s, sub = fake.subscription()
+    sub["endpoint"] = endpoint
+    assert code_of(actions.register, t, u, "web", subscription=sub) == "bad_request"
+    assert not Device.objects.filter(user=u).exists()
+
+
+def test_known_push_service_endpoints_are_accepted(fake: FakeWebPush) -> None:
+    _s, sub = fake.subscription()
+    sub["endpoint"] = "https://fcm.googleapis.com/fcm/send/abc:def"
+    assert actions.register(uid("t"), uid("u"), "web", subscription=sub)["platform"] == "web"
+
+
+def test_bad_keys_and_tokens_are_refused_and_change_nothing(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    _s, sub = fake.subscription()
+    for keys in ({"p256dh": "AAAA", "auth": sub["keys"]["auth"]}, {"p256dh": sub["keys"]["p256dh"], "auth": "x"},
+                 {"p256dh": sub["keys"]["p256dh"]}, "nope"):
+        assert code_of(actions.register, t, u, "web", subscription={**sub, "keys": keys}) == "bad_request"
+    assert code_of(actions.register, t, u, "web", token="abc") == "bad_request"
+    assert code_of(actions.register, t, u, "ios", token="not-hex") == "bad_request"
+    assert code_of(actions.register, t, u, "android", token="bad token with spaces") == "bad_request"
+    assert code_of(actions.register, t, u, "android", subscription=sub) == "bad_request"
+    assert code_of(actions.register, t, u, "pager", token="abc") == "bad_request"
+    assert not Device.objects.filter(user=u).exists()
+    assert actions.register(t, u, "ios", token="ab" * 32)["platform"] == "ios"
+    assert actions.register(t, u, "android", token="fcm-token_1:abc")["platform"] == "android"
+
+
+def test_at_most_the_documented_number_of_devices(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    with override_settings(NOTIFY_MAX_DEVICES_PER_USER=2):
+        web_device(fake, t, u)
+        web_device(fake, t, u)
+        _s, sub = fake.subscription()
+        assert code_of(actions.register, t, u, "web", subscription=sub) == "too_large"
+    assert Device.objects.filter(tenant=t, user=u).count() == 2
+
+
+# --- preferences -----------------------------------------------------------------------------------
+
+def test_preferences_defaults_set_and_refusals() -> None:
+    t, u = uid("t"), uid("u")
+    got = actions.get_preferences(t, u)
+    assert all(got["kinds"].values()) and got["quiet_start"] is None and got["quiet_override"] is False
+    got = actions.set_preferences(t, u, {"kinds": {"job": False}, "quiet": {"start": "22:00", "end": "07:00"},
+                                         "timezone": "Europe/London"})
+    assert got["kinds"]["job"] is False and got["kinds"]["offer"] is True and got["quiet_start"] == "22:00"
+    for bad in ({"timezone": "Mars/Olympus"}, {"timezone": "../../etc/passwd"}, {"kinds": {"spam": True}},
+                {"quiet": {"start": "25:00", "end": "07:00"}}, {"quiet": {"start": "07:00", "end": "07:00"}},
+                {"quiet_override": "yes"}, {"kinds": {"job": True}, "timezone": "Nowhere/Nope"}):
+        assert code_of(actions.set_preferences, t, u, bad) == "bad_request"
+    assert actions.get_preferences(t, u) == got  # nothing changed by the refusals
+    assert actions.set_preferences(t, u, {"quiet": None})["quiet_start"] is None
+
+
+def test_tenant_defaults_apply_until_the_user_chooses() -> None:
+    t, u = uid("t"), uid("u")
+    with override_settings(NOTIFY_TENANT_DEFAULTS=f'{{"{t}": {{"kinds": {{"job": false}}, "quiet_override": true}}}}'):
+        got = actions.get_preferences(t, u)
+        assert got["kinds"]["job"] is False and got["quiet_override"] is True
+        assert actions.set_preferences(t, u, {"kinds": {"job": True}})["kinds"]["job"] is True
+        assert actions.get_preferences(uid("t"), u)["kinds"]["job"] is True  # other tenants: built-in
+
+
+def quiet_now(tz: str = "UTC") -> dict[str, Any]:
+    """Quiet hours around the current time in `tz`."""
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo(tz))
+    start = f"{(now.hour - 1) % 24:02d}:00"
+    end = f"{(now.hour + 2) % 24:02d}:00"
+    return {"quiet": {"start": start, "end": end}, "timezone": tz}
+
+
+# --- the outbox ------------------------------------------------------------------------------------
+
+def test_an_event_puts_one_row_per_device_with_lock_screen_text_only(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    web_device(fake, t, u)
+    emit(t, u, offer("b1"))
+    got = rows(u)
+    assert len(got) == 2 and {r.kind for r in got} == {"offer"} and all(r.urgent for r in got)
+    text = str(got[0].payload)
+    assert got[0].payload["title"] == "New plumbing job near you"
+    assert "51.5" not in text and "1200" not in text and "area" not in text  # no place, no distance
+    assert got[0].collapse_key == "offer:b1"
+    # The push expires with the offer.
+    assert abs(got[0].expires_at.timestamp() - time.time() - 30) < 2
+
+
+def test_a_rolled_back_event_leaves_no_push(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    with pytest.raises(RuntimeError), store.tenant_scope(t), store.atomic():
+        store.append(f"user:{u}", offer("b1"))
+        raise RuntimeError("the action failed")
+    assert rows(u) == []
+
+
+def test_pushes_stay_inside_the_event_tenant(fake: FakeWebPush) -> None:
+    a, b, u = uid("ta"), uid("tb"), uid("u")
+    web_device(fake, a, u)  # the same user id has a device in tenant A only
+    emit(b, u, offer("b1"))  # an event of tenant B
+    emit(None, u, offer("b2"))  # an event whose tenant is unknown
+    assert rows(u) == []
+    emit(a, u, offer("b3"))
+    assert [r.tenant for r in rows(u)] == [a]
+
+
+def test_non_push_kinds_and_own_copies_make_no_rows(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    emit(t, u, {"kind": "booking.assigned", "booking": "b1"})
+    emit(t, u, {"kind": "bid.placed", "job": "j1", "bid": "x1", "provider": u, "amount": 500})  # their own bid
+    emit(t, u, {"kind": "call.missed", "call": "c1", "user": uid("other"), "from": u})  # they called
+    assert rows(u) == []
+    emit(t, u, {"kind": "bid.placed", "job": "j1", "bid": "x2", "provider": uid("p"), "amount": 500, "note": "hi"})
+    (r,) = rows(u)
+    assert r.payload["title"] == "New bid on your job" and "500" not in str(r.payload) and "hi" not in str(r.payload)
+
+
+def test_expired_offers_are_never_queued_and_withdrawn_ones_are_cancelled(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    emit(t, u, offer("old", ttl_s=-1))
+    assert rows(u) == []
+    emit(t, u, offer("b1"))
+    emit(t, u, {"kind": "offer.withdrawn", "booking": "b1"})
+    assert [r.state for r in rows(u)] == ["cancelled"]
+
+
+def test_a_missed_call_replaces_its_invite(fake: FakeWebPush) -> None:
+    t, u, caller = uid("t"), uid("u"), uid("c")
+    web_device(fake, t, u)
+    emit(t, u, {"kind": "call.invite", "call": "c1", "room": "r1", "media": "video", "from": caller, "ring_s": 30})
+    emit(t, u, {"kind": "call.missed", "call": "c1", "room": "r1", "media": "video", "from": caller, "user": u,
+                "reason": "ended"})
+    invite, missed = rows(u)
+    assert invite.state == "cancelled" and invite.urgent
+    assert missed.state == "pending" and missed.payload["title"] == "Missed video call"
+    assert missed.collapse_key == invite.collapse_key == "call:c1"
+
+
+def test_preferences_and_quiet_hours_decide(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    actions.set_preferences(t, u, {"kinds": {"job": False}})
+    emit(t, u, {"kind": "job.new", "job": "j1", "title": "Fix my sink", "category": "plumbing"})
+    assert rows(u) == []
+    actions.set_preferences(t, u, quiet_now("Asia/Tokyo"))
+    emit(t, u, offer("b1"))
+    emit(t, u, {"kind": "room.new", "room": "r1"})
+    assert rows(u) == []  # quiet hours in their zone: nothing, offers included
+    actions.set_preferences(t, u, {"quiet_override": True})
+    emit(t, u, offer("b2"))
+    emit(t, u, {"kind": "room.new", "room": "r2"})
+    assert [r.collapse_key for r in rows(u)] == ["offer:b2"]  # offers (and calls) only
+    actions.set_preferences(t, u, {"quiet": None})
+    emit(t, u, {"kind": "room.new", "room": "r3"})
+    assert [r.kind for r in rows(u)] == ["offer", "room_invite"]
+
+
+# --- the worker against the fake -------------------------------------------------------------------
+
+def make_worker(fake: FakeWebPush, foreground: set[str] | None = None, timeout_s: float = 5) -> Worker:
+    key = Vapid02()
+    key.generate_keys()
+    present = foreground or set()
+
+    async def fg(users: list[str]) -> set[str]:
+        return present & set(users)
+
+    return Worker({"web": WebPushProvider(key, "mailto:ops@example.com", timeout_s)}, foreground=fg)
+
+
+def deliver(worker: Worker, user: str) -> None:
+    ids = [r.id for r in rows(user) if r.state == "pending"]
+
+    async def go() -> None:
+        await worker.round(ids)
+        await worker.drain()
+
+    asyncio.run(go())
+
+
+def due_now(user: str) -> None:
+    Outbox.objects.filter(user=user, state="pending").update(next_at=datetime.now(UTC))
+
+
+def test_worker_sends_and_skips_users_on_a_foreground_socket(fake: FakeWebPush) -> None:
+    t, u, v = uid("t"), uid("u"), uid("v")
+    su, _ = web_device(fake, t, u)
+    sv, _ = web_device(fake, t, v)
+    emit(t, u, offer("b1"))
+    emit(t, v, offer("b1"))
+    deliver(make_worker(fake, foreground={v}), u)
+    deliver(make_worker(fake, foreground={v}), v)
+    assert [m.message["data"]["booking"] for m in fake.wait(su)] == ["b1"]
+    assert [r.state for r in rows(u)] == ["sent"]
+    assert [r.state for r in rows(v)] == ["socket"] and fake.messages(sv) == []
+
+
+def test_retry_after_backoff_and_dead_letter(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    sub, dev = web_device(fake, t, u)
+    fake.fail(sub, 429, retry_after=40)
+    emit(t, u, offer("b1", ttl_s=600))
+    t0 = time.time()
+    deliver(make_worker(fake), u)
+    (r,) = rows(u)
+    assert r.state == "pending" and r.attempts == 1 and "429" in r.last_error
+    assert r.next_at.timestamp() >= t0 + 40  # the service's Retry-After, not our 1 s backoff
+    # 5xx until the attempts run out: a dead letter with the reason.
+    with override_settings(NOTIFY_MAX_ATTEMPTS=3):
+        for _ in range(2):
+            fake.fail(sub, 503)
+            due_now(u)
+            deliver(make_worker(fake), u)
+    (r,) = rows(u)
+    assert r.state == "dead" and r.attempts == 3
+    (dead,) = DeadLetter.objects.filter(user=u)
+    assert "gave up after 3 attempts" in dead.reason and "503" in dead.reason and dead.device_id == dev
+    assert fake.messages(sub) == []
+
+
+def test_timeouts_retry_then_deliver_once(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    sub, _ = web_device(fake, t, u)
+    fake.fail(sub, "timeout")
+    emit(t, u, offer("b1", ttl_s=600))
+    deliver(make_worker(fake, timeout_s=0.3), u)
+    assert rows(u)[0].state == "pending" and fake.messages(sub) == []
+    due_now(u)
+    deliver(make_worker(fake), u)
+    assert rows(u)[0].state == "sent" and len(fake.wait(sub)) == 1
+
+
+def test_unregistered_subscription_removes_the_device(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    sub, dev = web_device(fake, t, u)
+    fake.fail(sub, 410)
+    emit(t, u, offer("b1"))
+    deliver(make_worker(fake), u)
+    assert not Device.objects.filter(id=dev).exists() and rows(u) == []
+    assert "unregistered" in DeadLetter.objects.get(user=u).reason
+
+
+def test_a_push_past_its_expiry_is_never_sent(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    sub, _ = web_device(fake, t, u)
+    emit(t, u, offer("b1", ttl_s=600))
+    Outbox.objects.filter(user=u).update(expires_at=datetime.fromtimestamp(time.time() - 1, tz=UTC))
+    before = fake.requests
+    deliver(make_worker(fake), u)
+    assert rows(u)[0].state == "expired" and fake.requests == before
+
+
+def test_a_platform_without_a_provider_is_dead_lettered() -> None:
+    t, u = uid("t"), uid("u")
+    actions.register(t, u, "ios", token="ab" * 32)
+    emit(t, u, offer("b1"))
+    deliver(Worker({}, foreground=_no_one), u)
+    assert rows(u)[0].state == "dead"
+    assert DeadLetter.objects.get(user=u).reason == "no provider configured for ios"
+
+
+async def _no_one(users: list[str]) -> set[str]:
+    return set()
+
+
+def test_export_and_erase_through_the_privacy_registry(fake: FakeWebPush) -> None:
+    from core import privacy
+
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    actions.set_preferences(t, u, {"kinds": {"job": False}})
+    emit(t, u, offer("b1"))
+    entry = privacy.REGISTRY["notify"]
+    assert entry.export is not None and entry.erase is not None
+    doc = entry.export(u)["push"]
+    assert len(doc["devices"]) == 1 and "token" not in doc["devices"][0] and len(doc["outbox"]) == 1
+    counts = entry.erase(u, "erased-x")
+    assert counts["push_devices"] == 1 and counts["push_outbox"] == 1 and counts["push_preferences"] == 1
+    assert entry.export(u)["push"] == {"devices": [], "preferences": [], "outbox": [], "dead_letters": []}
