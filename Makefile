@@ -73,8 +73,9 @@ lint: install
 bench: install
 	$(PY) -m bench
 
+# Extra Locust arguments: make loadtest ARGS="-u 100 -t 2m" (or ARGS="--host http://hub:8000").
 loadtest: install
-	$(PY) -m loadtests.run
+	$(PY) -m loadtests.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) var loadtests/reports node_modules console/static

@@ -1,6 +1,10 @@
 """Locust scenarios for every hub flow, protocol v1 over real WebSockets (websocket-client, gevent).
 
-    HUB_URL=http://127.0.0.1:8000 HUB_SECRET=... locust -f loadtests/locustfile.py --headless -u 20 -r 5 -t 30s
+    HUB_SECRET=... locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 -u 20 -r 5 -t 30s
+
+The hub is Locust's `--host` (or LOCUST_HOST), else HUB_URL, else http://127.0.0.1:8000; an http(s)
+or ws(s) address, with or without the trailing /ws. While it runs, a progress line every
+LOADTEST_PROGRESS_S (10) seconds on stderr: users, requests, failures, requests/s, stream losses.
 
 Users (weights): ChatUser (rooms, chat, forced reconnect + recovery), ProviderUser (location
 updates, offers, bids, calls answered), CustomerUser (match.find, bookings.create), JobPoster
@@ -25,6 +29,7 @@ import logging
 import os
 import random
 import secrets
+import sys
 import threading
 import time
 import urllib.error
@@ -44,9 +49,15 @@ log = logging.getLogger("loadtests")
 
 # --- configuration (environment) ------------------------------------------------------------
 
-HUB_URL = os.environ.get("HUB_URL", "http://127.0.0.1:8000").rstrip("/")
-HTTP_URL = HUB_URL.replace("ws://", "http://").replace("wss://", "https://").removesuffix("/ws")
-WS_URL = HTTP_URL.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
+def hub_urls(url: str) -> tuple[str, str]:
+    """(HTTP base, WebSocket URL) of a hub address given as http(s):// or ws(s)://, /ws or not."""
+    http = url.rstrip("/").replace("ws://", "http://").replace("wss://", "https://").removesuffix("/ws")
+    return http, http.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
+
+
+HUB_URL = (os.environ.get("LOCUST_HOST") or os.environ.get("HUB_URL") or "http://127.0.0.1:8000").rstrip("/")
+HTTP_URL, WS_URL = hub_urls(HUB_URL)
+PROGRESS_S = float(os.environ.get("LOADTEST_PROGRESS_S", "10"))
 TENANT = os.environ.get("LOADTEST_TENANT", "loadtest")
 RUN = os.environ.get("LOADTEST_RUN", "") or secrets.token_hex(3)
 CATEGORY = os.environ.get("LOADTEST_CATEGORY", "loadtest-plumbing")
@@ -120,6 +131,7 @@ class HubUser(User):
     """One simulated app: one socket, its own user channel, reported timings."""
 
     abstract = True
+    host = HUB_URL  # what Locust shows and what `--host` replaces (see _use_host)
     role = "customer"
     kind = "user"
 
@@ -589,6 +601,39 @@ def parse_duration(text: str) -> float:
 
 
 # --- setup, aggregation, verdict --------------------------------------------------------------
+
+@events.init.add_listener
+def _use_host(environment: Environment, **_: Any) -> None:
+    """`--host` / LOCUST_HOST names the hub (Locust's convention); HUB_URL is the fallback."""
+    global HUB_URL, HTTP_URL, WS_URL
+    if environment.host:
+        HUB_URL = environment.host.rstrip("/")
+        HTTP_URL, WS_URL = hub_urls(HUB_URL)
+
+
+@events.init.add_listener
+def _progress(environment: Environment, **_: Any) -> None:
+    """A short line every PROGRESS_S while the run lasts (headless runs are otherwise silent)."""
+    if isinstance(environment.runner, WorkerRunner) or PROGRESS_S <= 0:
+        return
+    import gevent
+
+    def report() -> None:
+        t0 = time.time()
+        while True:
+            gevent.sleep(PROGRESS_S)
+            runner, stats = environment.runner, environment.stats
+            if runner is None or stats is None:
+                continue
+            total = stats.total
+            lost = TOTALS.snapshot()
+            print(f"loadtest progress: {time.time() - t0:.0f} s, {runner.user_count} users, "
+                  f"{total.num_requests} requests, {total.num_failures} failures, "
+                  f"{total.current_rps:.1f} req/s, lost {lost.get('lost', 0)}, "
+                  f"duplicated {lost.get('duplicated', 0)}", file=sys.stderr, flush=True)
+
+    gevent.spawn(report)
+
 
 @events.test_start.add_listener
 def _setup(environment: Environment, **_: Any) -> None:

@@ -1,10 +1,15 @@
-"""`make loadtest`: start a hub (or use HUB_URL), run the Locust scenarios headless, judge the run.
+"""`make loadtest`: start a hub (or use a running one), run the Locust scenarios headless, judge the run.
 
-Without HUB_URL it starts, on this machine: a fresh Postgres database (migrated), two hub
+    python -m loadtests.run [locust arguments...]      make loadtest ARGS="[locust arguments...]"
+
+Locust's own arguments are passed through after the defaults below, so they win (e.g. `-u 100 -t 2m`,
+`--processes 2`). The hub to load is Locust's `--host` / `-H` (or LOCUST_HOST), else HUB_URL; with
+none of them it starts, on this machine: a fresh Postgres database (migrated), two hub
 processes sharing one port (`manage.py serve --reuse-port`, one Redis), Prometheus multiprocess
 metrics, and the fake AI upstream (OPENAI_BASE_URL / ANTHROPIC_BASE_URL point at it). Then
 `locust -f loadtests/locustfile.py --headless ...` writes CSV and HTML under loadtests/reports/.
 Exit code: non-zero if any request failed or a message was lost or duplicated (or a hub crashed).
+While it runs the locustfile prints a progress line every LOADTEST_PROGRESS_S (10) seconds.
 
 Environment: LOCUST_USERS (20), LOCUST_SPAWN_RATE (5), LOCUST_RUN_TIME (30s), LOCUST_SHAPE
 (step), HUB_URL, HUB_SECRET, LOADTEST_DATABASE_URL (postgres://postgres@127.0.0.1:5432/postgres,
@@ -175,12 +180,24 @@ def locust_args() -> list[str]:
     return args
 
 
-def main() -> int:
+def host_option(args: list[str]) -> str:
+    """The value of Locust's --host / -H among `args` ("" when absent)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--host="):
+            return arg.partition("=")[2]
+        if arg in ("--host", "-H") and i + 1 < len(args):
+            return args[i + 1]
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
+    extra = list(sys.argv[1:] if argv is None else argv)
     secret = os.environ.get("HUB_SECRET") or secrets.token_urlsafe(32)
     stack: Stack | None = None
     code = 1
-    hub_url = os.environ.get("HUB_URL", "")
+    given_host = host_option(extra)
+    hub_url = given_host or os.environ.get("LOCUST_HOST", "") or os.environ.get("HUB_URL", "")
     try:
         if not hub_url:
             stack = Stack()
@@ -188,8 +205,9 @@ def main() -> int:
         env = dict(stack.env if stack else os.environ)
         env.update({"HUB_URL": hub_url, "HUB_SECRET": secret, "LOADTEST_SUMMARY": str(REPORTS / "summary.json")})
         # The locust process needs no database; keep it from touching the hub's.
-        print(f"loadtest: {' '.join(locust_args()[2:])} against {hub_url}", flush=True)
-        code = subprocess.run(locust_args(), cwd=ROOT, env=env).returncode
+        args = locust_args() + ([] if given_host else ["--host", hub_url]) + extra
+        print(f"loadtest: {' '.join(args[2:])}", flush=True)
+        code = subprocess.run(args, cwd=ROOT, env=env).returncode
         if stack is not None:
             stack.scrape_metrics()
     except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from loadtests.tracker import StreamTracker, Totals
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -117,3 +119,53 @@ def test_knee_is_the_first_step_with_a_slow_name() -> None:
                         300: {"jobs.bid": 2000.0}}
     assert knee(by_users, 1000) == (200, "jobs.bid", 1400.0)
     assert knee(by_users, 5000) is None
+
+
+_HOST_PROBE = """
+import json, sys
+import gevent
+from locust import events
+from locust.env import Environment
+import loadtests.locustfile as lf
+before = [lf.HTTP_URL, lf.WS_URL]
+env = Environment(user_classes=[lf.ChatUser], events=events, host="https://hub.example:8443/ws")
+env.create_local_runner()
+events.init.fire(environment=env, runner=env.runner, web_ui=None)
+gevent.sleep(0.5)  # a few progress lines (LOADTEST_PROGRESS_S)
+print(json.dumps({"env": before, "host": [lf.HTTP_URL, lf.WS_URL]}))
+"""
+
+
+def test_locust_host_is_the_hub_and_progress_is_printed() -> None:
+    full = {**os.environ, "HUB_SECRET": "x" * 40, "LOCUST_HOST": "ws://127.0.0.2:9000/ws", "HUB_URL": "",
+            "LOADTEST_PROGRESS_S": "0.1"}
+    done = subprocess.run([sys.executable, "-c", _HOST_PROBE], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=120, check=True)
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["env"] == ["http://127.0.0.2:9000", "ws://127.0.0.2:9000/ws"]  # LOCUST_HOST
+    assert info["host"] == ["https://hub.example:8443", "wss://hub.example:8443/ws"]  # --host
+    progress = [line for line in done.stderr.splitlines() if line.startswith("loadtest progress:")]
+    assert progress and "users" in progress[0] and "failures" in progress[0] and "lost 0" in progress[0]
+
+
+def test_run_passes_locust_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadtests import run
+
+    calls: list[list[str]] = []
+
+    def fake_run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    monkeypatch.delenv("LOCUST_HOST", raising=False)
+    monkeypatch.setenv("HUB_URL", "http://127.0.0.1:8765")  # a running hub: no stack is started
+    assert run.main(["-u", "50", "-t", "2m"]) == 0
+    args = calls[-1]
+    assert args[args.index("--host") + 1] == "http://127.0.0.1:8765"
+    assert args[-4:] == ["-u", "50", "-t", "2m"]  # after the defaults: Locust takes the last value
+    # --host among the arguments names the hub (and no stack is started either).
+    monkeypatch.delenv("HUB_URL")
+    assert run.main(["--host=http://10.0.0.5:8000", "-u", "3"]) == 0
+    assert "--host=http://10.0.0.5:8000" in calls[-1] and "--host" not in calls[-1]
+    assert run.host_option(["-H", "http://h:1"]) == "http://h:1" and run.host_option(["-u", "1"]) == ""
