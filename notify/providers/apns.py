@@ -7,22 +7,20 @@ connection (APNs speaks nothing else).
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
 import re
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from . import http2
 from .base import Outcome, Provider, Push, Result, Target
 from .fcm import retry_after_seconds
 
@@ -33,6 +31,8 @@ TOKEN_REUSE_S = 50 * 60
 # Device tokens are hex (32 bytes today; Apple says not to rely on the length). Anything else is
 # refused here: it goes into the request path.
 DEVICE_TOKEN_RE = re.compile(r"[0-9a-fA-F]{16,400}")
+# A bundle id (with Apple's suffixes such as .voip): it goes into a header, so nothing else passes.
+TOPIC_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,254}")
 
 
 def collapse_id(key: str) -> str:
@@ -63,8 +63,8 @@ class ApnsProvider:
         self._clock = clock
         self._token = ""
         self._token_iat = 0.0
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # HTTP/2 only (APNs speaks nothing else): by ALPN over TLS, by prior knowledge for plain http.
+        self._http = http2.Client(ca_file=ca_file, timeout_s=timeout_s, http1=False, max_connections=10)
 
     def __repr__(self) -> str:  # never the key or the token
         return f"ApnsProvider(team_id={self.team_id!r}, key_id={self.key_id!r}, base_url={self.base_url!r})"
@@ -82,17 +82,6 @@ class ApnsProvider:
         if self._token == token:  # many sends may fail with the same token: one new token, not many
             self._token = ""
 
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # HTTP/2 only: by ALPN over TLS, by prior knowledge for a plain-http fake.
-            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self._ca_file) if self._ca_file else True
-            self._client = httpx.AsyncClient(http1=False, http2=True, verify=verify,
-                                             timeout=httpx.Timeout(self._timeout_s),
-                                             limits=httpx.Limits(max_connections=10, max_keepalive_connections=10))
-            self._loop = loop
-        return self._client
-
     def payload(self, push: Push) -> bytes:
         body: dict[str, Any] = {str(k): str(v) for k, v in push.data.items() if k != "aps"}
         body.setdefault("kind", push.kind)
@@ -105,32 +94,29 @@ class ApnsProvider:
         if not DEVICE_TOKEN_RE.fullmatch(target.token):
             return Result(Outcome.UNREGISTERED, reason="BadDeviceToken: not a hex device token")
         topic = target.app or self.topic
-        if not topic:
-            return Result(Outcome.FAILED, reason="no apns-topic (NOTIFY_APNS_TOPIC or the device's app)")
+        if not TOPIC_RE.fullmatch(topic):
+            return Result(Outcome.FAILED, reason="no usable apns-topic (NOTIFY_APNS_TOPIC or the device's app)")
         payload = self.payload(push)
         if len(payload) > MAX_PAYLOAD_BYTES:
             return Result(Outcome.FAILED, reason="PayloadTooLarge")
         token = self.provider_token()
-        headers = {"authorization": f"bearer {token}", "apns-topic": topic, "apns-push-type": "alert",
-                   "apns-priority": "10" if push.urgent else "5",
-                   "apns-expiration": str(max(1, int(push.expires_at)))}
+        headers = [("authorization", f"bearer {token}"), ("apns-topic", topic), ("apns-push-type", "alert"),
+                   ("apns-priority", "10" if push.urgent else "5"),
+                   ("apns-expiration", str(max(1, int(push.expires_at))))]
         if push.collapse_key:
-            headers["apns-collapse-id"] = collapse_id(push.collapse_key)
+            headers.append(("apns-collapse-id", collapse_id(push.collapse_key)))
         try:
-            resp = await self._http().post(f"{self.base_url}/3/device/{target.token}", content=payload,
-                                           headers=headers)
-        except httpx.TimeoutException:
-            return Result(Outcome.RETRY, reason="timeout")
-        except httpx.HTTPError as exc:
-            return Result(Outcome.RETRY, reason=f"connection: {type(exc).__name__}")
+            resp = await self._http.post(f"{self.base_url}/3/device/{target.token}", payload, headers)
+        except http2.TransportFailure as exc:
+            return Result(Outcome.RETRY, reason=exc.reason)
         result = self.outcome(resp)
         if result.reason == "ExpiredProviderToken":
             self._invalidate(token)
         return result
 
     @staticmethod
-    def outcome(resp: httpx.Response) -> Result:
-        code = resp.status_code
+    def outcome(resp: http2.Response) -> Result:
+        code = resp.status
         if code == 200:
             return Result(Outcome.SENT, status=200)
         reason = ""
@@ -148,9 +134,7 @@ class ApnsProvider:
         return Result(Outcome.FAILED, status=code, reason=reason)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._http.aclose()
 
 
 def from_settings() -> Provider | None:

@@ -3,7 +3,7 @@
 A service account's key signs an OAuth2 assertion (google-auth); the bearer token it buys is cached
 until close to expiry and refreshed on a worker thread, in the background while the old one still
 has a little life, so the event loop never waits on the token endpoint unless it must. Messages go
-over one reused httpx client (HTTP/2 when the service offers it by ALPN).
+over one reused connection pool (HTTP/2 when the service offers it by ALPN; see http2.py).
 """
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ import datetime
 import email.utils
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
+from . import http2
 from .base import Outcome, Provider, Push, Result, Target
 
 log = logging.getLogger("notify.fcm")
@@ -48,11 +46,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - time.time())
-
-
-def _ssl_verify(ca_file: str) -> ssl.SSLContext | bool:
-    # A staging service or a local fake signed by a private CA; the system's trust otherwise.
-    return ssl.create_default_context(cafile=ca_file) if ca_file else True
 
 
 def _expiry_timestamp(expiry: datetime.datetime | None) -> float:
@@ -101,7 +94,7 @@ class FcmProvider:
         self._token = ""
         self._expiry = 0.0
         self._refresh_task: asyncio.Task[str] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._http = http2.Client(ca_file=ca_file, timeout_s=timeout_s, http1=True, max_connections=10)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:  # never the key or the token
@@ -150,7 +143,10 @@ class FcmProvider:
         return token
 
     def _refreshing(self) -> asyncio.Task[str]:
-        # One refresh at a time, however many sends want a token.
+        # One refresh at a time, however many sends want a token (tasks belong to their loop).
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._refresh_task, self._loop = None, loop
         if self._refresh_task is None or self._refresh_task.done():
             self._refresh_task = asyncio.ensure_future(self._refresh())
             self._refresh_task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -176,18 +172,6 @@ class FcmProvider:
 
     # --- sending ---
 
-    def _http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            # httpx clients belong to the loop that made them; a new loop (tests) gets a new client.
-            self._client = httpx.AsyncClient(http2=True, verify=_ssl_verify(self._ca_file),
-                                             timeout=httpx.Timeout(self._timeout_s),
-                                             limits=httpx.Limits(max_connections=100,
-                                                                 max_keepalive_connections=100))
-            self._loop = loop
-            self._refresh_task = None
-        return self._client
-
     def message(self, target: Target, push: Push, now: float) -> dict[str, Any]:
         data = {str(k): str(v) for k, v in push.data.items()}
         data.setdefault("kind", push.kind)
@@ -210,20 +194,17 @@ class FcmProvider:
         if not target.token:
             return Result(Outcome.UNREGISTERED, reason="empty token")
         body = json.dumps(self.message(target, push, now), separators=(",", ":")).encode()
-        client = self._http()
         for attempt in range(2):
             try:
                 token = await self.bearer()
             except AuthError as exc:
                 return Result(Outcome.RETRY if exc.retryable else Outcome.FAILED, reason=exc.reason)
             try:
-                resp = await client.post(self.send_url, content=body, headers={
-                    "authorization": f"Bearer {token}", "content-type": "application/json; charset=UTF-8"})
-            except httpx.TimeoutException:
-                return Result(Outcome.RETRY, reason="timeout")
-            except httpx.HTTPError as exc:
-                return Result(Outcome.RETRY, reason=f"connection: {type(exc).__name__}")
-            if resp.status_code == 401 and attempt == 0:
+                resp = await self._http.post(self.send_url, body, [
+                    ("authorization", f"Bearer {token}"), ("content-type", "application/json; charset=UTF-8")])
+            except http2.TransportFailure as exc:
+                return Result(Outcome.RETRY, reason=exc.reason)
+            if resp.status == 401 and attempt == 0:
                 # The token was revoked or expired early: one fresh token, one more try.
                 self._invalidate(token)
                 continue
@@ -231,8 +212,8 @@ class FcmProvider:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def outcome(resp: httpx.Response) -> Result:
-        code = resp.status_code
+    def outcome(resp: http2.Response) -> Result:
+        code = resp.status
         if code == 200:
             return Result(Outcome.SENT, status=200)
         status, error_code, fields = "", "", []
@@ -258,9 +239,7 @@ class FcmProvider:
     async def aclose(self) -> None:
         if self._refresh_task is not None and not self._refresh_task.done():
             self._refresh_task.cancel()
-        client, self._client = self._client, None
-        if client is not None and self._loop is asyncio.get_running_loop():
-            await client.aclose()
+        await self._http.aclose()
 
 
 def from_settings() -> Provider | None:

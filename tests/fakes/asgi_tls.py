@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import logging
 import queue
 import shutil
 import signal
@@ -136,9 +137,16 @@ class TlsAsgiServer:
                 except Exception:
                     pass
         if self.thread.is_alive():
-            self.call_async(end())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
+            # Hypercorn cancels open connections' tasks on the way out and asyncio logs each as an error.
+            log = logging.getLogger("asyncio")
+            level = log.level
+            log.setLevel(logging.CRITICAL)
+            try:
+                self.call_async(end())
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(5)
+            finally:
+                log.setLevel(level)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

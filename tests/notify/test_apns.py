@@ -98,10 +98,13 @@ def test_outcomes_map_from_apns_answers(fake: apns.FakeApnsServer) -> None:
 
 def test_refused_before_sending(fake: apns.FakeApnsServer) -> None:
     # Not hex: it would go into the request path. Over 4 KB: APNs refuses it. Expired: never sent.
+    # A device's app that is not a bundle id: it would go into a header.
     results = send(fake.provider(), (target("../../3/device/" + TOKEN), push()),
-                   (target(), push(body="x" * 5000)), (target(), push(expires_at=time.time() - 1)))
-    assert [(r.outcome, r.reason.split(":")[0]) for r in results] == [
-        (Outcome.UNREGISTERED, "BadDeviceToken"), (Outcome.FAILED, "PayloadTooLarge"), (Outcome.FAILED, "expired")]
+                   (target(), push(body="x" * 5000)), (target(), push(expires_at=time.time() - 1)),
+                   (target(app="com.example.hub\r\napns-priority: 10"), push()))
+    assert [(r.outcome, r.reason.split(":")[0].split(" (")[0]) for r in results] == [
+        (Outcome.UNREGISTERED, "BadDeviceToken"), (Outcome.FAILED, "PayloadTooLarge"), (Outcome.FAILED, "expired"),
+        (Outcome.FAILED, "no usable apns-topic")]
     assert fake.stats().get("requests", 0) == 0
 
 
