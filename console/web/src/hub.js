@@ -2,14 +2,9 @@
 // channels, the server-side user: channel) plus fetch() for the HTTP-only routes. Pages use the
 // small API below; nothing here knows about React.
 import { Centrifuge } from 'centrifuge';
+import { HubError, decodeToken } from './token.js';
 
-export class HubError extends Error {
-  constructor(code, message, status) {
-    super(message || code);
-    this.code = code;
-    this.status = status;
-  }
-}
+export { HubError };
 
 // Centrifuge's numeric error codes back to the hub's v1 names, so pages show one vocabulary.
 const CODES = { 100: 'internal', 101: 'unauthorized', 102: 'bad_request', 103: 'forbidden', 104: 'bad_request',
@@ -22,17 +17,6 @@ function wrap(err) {
     return new HubError(CODES[err.code] || String(err.code), err.message);
   }
   return new HubError('unavailable', (err && err.message) || String(err));
-}
-
-export function decodeToken(token) {
-  try {
-    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
-    if (typeof claims.sub !== 'string' || typeof claims.role !== 'string') return null;
-    return { user: claims.sub, role: claims.role, tenant: claims.tenant || 'default', exp: claims.exp };
-  } catch {
-    return null;
-  }
 }
 
 export class Hub {
@@ -139,10 +123,3 @@ export class Hub {
   }
 }
 
-export async function devToken(user, role, tenant) {
-  const res = await fetch('/api/dev/token', { method: 'POST', headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ user, role, tenant: tenant || 'default' }) });
-  const data = await res.json().catch(() => ({}));
-  if (!res.ok) throw new HubError((data.error || {}).code || 'error', (data.error || {}).message || res.statusText);
-  return data.token;
-}

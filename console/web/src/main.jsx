@@ -1,8 +1,8 @@
 // The console's shell: sign-in, the connection, navigation (hash routes) and the call panel that
 // follows the user across pages. Each page is its own chunk, loaded when first opened.
-import { StrictMode, Suspense, lazy, useCallback, useEffect, useMemo, useState } from 'react';
+import { StrictMode, Suspense, lazy, useCallback, useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { Hub, decodeToken, devToken } from './hub.js';
+import { decodeToken, devToken } from './token.js';
 import { HubContext, ErrorText } from './ui.jsx';
 import { CallPanel } from './call.jsx';
 import './style.css';
@@ -74,19 +74,28 @@ function Shell({ token, onSignOut }) {
   const [page, setPage] = useState(pageFromHash);
   const [state, setState] = useState('connecting');
   const [fatal, setFatal] = useState(null);
-  const hub = useMemo(() => new Hub(token, { onState: (s) => {
-    if (s === 'connected' && !performance.getEntriesByName('console-connected').length) performance.mark('console-connected');
-    setState(s);
-  }, onFatal: setFatal }), [token]);
+  const [hub, setHub] = useState(null);
+  // The SDK is its own chunk: the sign-in page does not wait for it.
   useEffect(() => {
-    hub.connect().catch(() => {});
-    return () => hub.close();
-  }, [hub]);
+    let h = null;
+    let gone = false;
+    import('./hub.js').then(({ Hub }) => {
+      if (gone) return;
+      h = new Hub(token, { onState: (s) => {
+        if (s === 'connected' && !performance.getEntriesByName('console-connected').length) performance.mark('console-connected');
+        setState(s);
+      }, onFatal: setFatal });
+      h.connect().catch(() => {});
+      setHub(h);
+    }).catch((e) => setFatal(String(e)));
+    return () => { gone = true; if (h) h.close(); };
+  }, [token]);
   useEffect(() => {
     const on = () => setPage(pageFromHash());
     window.addEventListener('hashchange', on);
     return () => window.removeEventListener('hashchange', on);
   }, []);
+  const me = decodeToken(token);
   const Page = PAGES[page].load;
   return (
     <HubContext.Provider value={hub}>
@@ -99,16 +108,18 @@ function Shell({ token, onSignOut }) {
           ))}
         </nav>
         <span className="who" data-testid="who">
-          {hub.me.user} · {hub.me.role} · <span data-testid="conn-state" className={`conn ${state}`}>{state}</span>
+          {me.user} · {me.role} · <span data-testid="conn-state" className={`conn ${state}`}>{state}</span>
         </span>
         <button type="button" className="link" onClick={onSignOut}>Sign out</button>
       </header>
       {fatal ? <p role="alert" className="error">The hub closed the connection: {fatal}. Sign in again.</p> : null}
-      <CallPanel />
+      {hub ? <CallPanel /> : null}
       <main id="page" aria-label={PAGES[page].label}>
-        <Suspense fallback={<p>Loading…</p>}>
-          <Page />
-        </Suspense>
+        {hub ? (
+          <Suspense fallback={<p>Loading…</p>}>
+            <Page />
+          </Suspense>
+        ) : <p>Connecting…</p>}
       </main>
     </HubContext.Provider>
   );
