@@ -91,6 +91,14 @@ ENGINE_COUNTERS = {
     "gap_fills": ("hub_gap_fills", "Offset gaps filled from the database"),
 }
 RECOVERY_KEYS = {"recovered": "true", "not_recovered": "false"}
+# The process's Postgres connection pool (docs/operations.md "Connection budget"), read at scrape time.
+DB_POOL_GAUGES = {
+    "in_use": ("hub_db_pool_in_use", "Postgres connections of the pool held by a thread"),
+    "idle": ("hub_db_pool_idle", "Postgres connections idle in the pool"),
+    "max": ("hub_db_pool_max", "The pool's size limit (DB_POOL_MAX)"),
+    "waiting": ("hub_db_pool_waiting", "Threads waiting for a pooled Postgres connection"),
+}
+_MP_POOL: dict[str, Gauge] = {}
 
 if MULTIPROCESS:
     from prometheus_client import multiprocess
@@ -101,6 +109,9 @@ if MULTIPROCESS:
                              ["recovered"], registry=None)
     _MP_SOCKETS = Gauge("hub_open_sockets", "Open WebSockets (summed over live processes)",
                         registry=None, multiprocess_mode="livesum")
+    for _key, (_name, _help) in DB_POOL_GAUGES.items():
+        _MP_POOL[_key] = Gauge(_name, _help + " (summed over live processes)", registry=None,
+                               multiprocess_mode="livesum")
     def _mark_dead(pid: int = os.getpid()) -> None:
         # Live gauges of a process that is gone must not count: drop its files on a clean exit.
         multiprocess.mark_process_dead(pid, MULTIPROC_DIR)
@@ -241,6 +252,25 @@ def engine_totals() -> tuple[dict[str, int], int]:
     return totals, sockets
 
 
+def db_pool_stats() -> dict[str, int]:
+    """This process's Postgres pool (DB_POOL_GAUGES keys); empty when there is none (yet)."""
+    try:
+        from django.db import connections
+
+        wrapper = connections["default"]
+        # The pool as it is: asking `wrapper.pool` would create one.
+        pool = getattr(type(wrapper), "_connection_pools", {}).get(wrapper.alias)
+        if pool is None:
+            return {}
+        stats = pool.get_stats()
+    except Exception:  # metrics must never break a scrape
+        log.debug("pool stats unavailable", exc_info=True)
+        return {}
+    size, idle = int(stats.get("pool_size", 0)), int(stats.get("pool_available", 0))
+    return {"in_use": max(0, size - idle), "idle": idle, "max": int(stats.get("pool_max", 0)),
+            "waiting": int(stats.get("requests_waiting", 0))}
+
+
 class EngineCollector(Collector):
     """Per-process mode: engine counters read at scrape time (no hot-path cost)."""
 
@@ -254,6 +284,10 @@ class EngineCollector(Collector):
         for key, label in RECOVERY_KEYS.items():
             rec.add_metric([label], totals[key])
         yield rec
+        pool = db_pool_stats()
+        for key, (name, help_text) in DB_POOL_GAUGES.items():
+            if key in pool:
+                yield GaugeMetricFamily(name, help_text, value=pool[key])
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -279,6 +313,8 @@ def sync_engine() -> None:
             else:
                 _MP_COUNTERS[key].inc(delta)
         _MP_SOCKETS.set(sockets)
+        for key, value in db_pool_stats().items():
+            _MP_POOL[key].set(value)
 
 
 _sync_task: asyncio.Task[None] | None = None

@@ -112,6 +112,12 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
         assert get(f"{server.http}/static/../core/settings.py")[0] == 404
 
         if connection.vendor == "postgresql":
+            # The pool is the settings' (a sizing of 4 domain workers here), and in use.
+            metrics = get(f"{server.http}/metrics")[2].decode()
+            pool = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                    if line.startswith("hub_db_pool_")}
+            assert pool["hub_db_pool_max"] == 4 + min(32, (os.cpu_count() or 1) + 4) + 8, pool
+            assert pool["hub_db_pool_in_use"] >= 1 and pool["hub_db_pool_waiting"] == 0, pool
             # Its connections come from its pool (application_name hub-<pid>): at most one per
             # domain worker, default-executor thread and background thread, plus a few (settings).
             with connection.cursor() as cursor:
