@@ -4,7 +4,8 @@ WhiteNoise's file table and responses (precompressed gzip variants, ETag/Last-Mo
 cache headers) served as ASGI, ahead of Django: no Django middleware, so API requests never pay
 for it. The table is built once per process from STATIC_ROOT (filled by `collectstatic`, which
 `make install` runs); when nothing was collected there it is built from the apps' own static
-directories instead (uncompressed), so a checkout without `make install` still renders the admin.
+directories instead (with the compressed copies an app ships beside its files, looked at again on
+every request), so a checkout without `make install` still renders the admin.
 Only files in the table are served: any other path under STATIC_URL goes on to Django (404).
 """
 from __future__ import annotations
@@ -25,24 +26,43 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 CHUNK = 64 * 1024
 
 
-def build() -> WhiteNoise:
+class Table:
+    """url -> WhiteNoise StaticFile. Collected files never change under a running process, so their
+    stat is taken once; the apps' own files may be rebuilt meanwhile (a developer's `make console`),
+    so those are looked at again on every request."""
+
+    def __init__(self) -> None:
+        self.prefix = "/" + settings.STATIC_URL.strip("/") + "/"
+        self.files = WhiteNoise(None, max_age=60)
+        self.live: dict[str, str] = {}  # url -> path, for the apps' own files
+
+    def get(self, url: str) -> Any:
+        path = self.live.get(url)
+        if path is None:
+            return self.files.files.get(url)
+        if not os.path.isfile(path):
+            return None
+        return self.files.get_static_file(path, url)
+
+
+def build() -> Table:
     """The file table: STATIC_ROOT when it was collected, else the apps' static directories."""
-    prefix = "/" + settings.STATIC_URL.strip("/") + "/"
-    files = WhiteNoise(None, max_age=60)
+    table = Table()
     root = settings.STATIC_ROOT
     if root and os.path.isdir(root):
-        files.add_files(root, prefix=prefix)
-    if not files.files:
+        table.files.add_files(root, prefix=table.prefix)
+    if not table.files.files:
         from django.contrib.staticfiles import finders
 
         log.warning("no collected static files in %s (run `manage.py collectstatic`; `make install` does): "
-                    "serving the apps' own, uncompressed", root)
+                    "serving the apps' own", root)
         for finder in finders.get_finders():
             for path, storage in finder.list(None):
                 sub = getattr(storage, "prefix", None)
-                url = prefix + (f"{sub}/" if sub else "") + path.replace(os.sep, "/")
-                files.files.setdefault(url, files.get_static_file(storage.path(path), url))
-    return files
+                url = table.prefix + (f"{sub}/" if sub else "") + path.replace(os.sep, "/")
+                if not table.files.is_compressed_variant(storage.path(path)):
+                    table.live.setdefault(url, storage.path(path))
+    return table
 
 
 class StaticFiles:
@@ -51,10 +71,10 @@ class StaticFiles:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.app = app
         self.prefix = "/" + settings.STATIC_URL.strip("/") + "/"
-        self._files: WhiteNoise | None = None
+        self._files: Table | None = None
         self._lock = asyncio.Lock()
 
-    async def files(self) -> WhiteNoise:
+    async def files(self) -> Table:
         if self._files is None:
             async with self._lock:
                 if self._files is None:
@@ -65,7 +85,8 @@ class StaticFiles:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        static_file = (await self.files()).files.get(scope["path"])
+        table = await self.files()
+        static_file = table.get(scope["path"])
         if static_file is None:
             await self.app(scope, receive, send)
             return
