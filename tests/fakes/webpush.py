@@ -61,6 +61,9 @@ class FakeWebPush:
         self.requests = 0
         self.hits: dict[str, int] = {}  # requests per subscription, whatever the answer
         self.vapid_keys: set[str] = set()  # the `k` values seen (the hub's public key)
+        # A token verified once is checked again only for its expiry and audience (as a real
+        # service caches it): the signature check costs more than the rest of a push.
+        self.verified: dict[str, dict[str, Any]] = {}
         self.cond = threading.Condition()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None

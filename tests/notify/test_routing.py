@@ -377,3 +377,68 @@ def test_export_and_erase_through_the_privacy_registry(fake: FakeWebPush) -> Non
     counts = entry.erase(u, "erased-x")
     assert counts["push_devices"] == 1 and counts["push_outbox"] == 1 and counts["push_preferences"] == 1
     assert entry.export(u)["push"] == {"devices": [], "preferences": [], "outbox": [], "dead_letters": []}
+
+
+# --- the tenant of an event: the caller's for rpc methods, the record's for sweeps --------------------
+
+def test_rpc_calls_append_in_the_callers_tenant(fake: FakeWebPush) -> None:
+    from hub import rpc
+    from hub.rpc import Caller
+
+    t, owner, member = uid("t"), uid("o"), uid("m")
+    web_device(fake, t, member)
+    web_device(fake, uid("t"), member)  # the same user id in another tenant: never told
+    asyncio.run(rpc.call(Caller(owner, "customer", t), "rooms.create", {"members": [member], "kind": "direct"}))
+    (r,) = rows(member)
+    assert (r.tenant, r.kind, r.payload["title"]) == (t, "room_invite", "New conversation")
+
+
+def test_the_missed_call_sweep_pushes_in_the_calls_tenant(fake: FakeWebPush) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hub.rpc import Caller
+    from rooms import calls
+    from rooms.chat import create_room
+
+    t = uid("t")
+    alice, bob = Caller(uid("a"), "customer", t), Caller(uid("b"), "provider", t)
+    web_device(fake, t, bob.user)
+    with store.tenant_scope(t):  # what hub.rpc.call sets for a caller
+        room = create_room(alice, {"members": [bob.user], "kind": "direct"})["room"]
+        call = calls.start(alice, {"room": room, "media": "voice"})["call"]
+    calls.expire_invites(timezone.now() + timedelta(seconds=calls.ring_s() + 1), calls=[call])
+    by_kind = {(r.kind, r.payload["title"]): r.state for r in rows(bob.user)}
+    assert by_kind[("call", "Incoming voice call")] == "cancelled"  # nobody rings for a missed call
+    assert by_kind[("call", "Missed voice call")] == "pending"
+    assert {r.tenant for r in rows(bob.user)} == {t}
+
+
+def test_rpc_surface_refuses_services_unknown_fields_and_strangers_devices(fake: FakeWebPush) -> None:
+    from hub import rpc
+    from hub.rpc import Caller
+
+    t, u, other = uid("t"), uid("u"), uid("u")
+    _s, sub = fake.subscription()
+
+    def call(caller: Caller, name: str, params: dict[str, Any]) -> Any:
+        return asyncio.run(rpc.call(caller, name, params))
+
+    me = Caller(u, "provider", t)
+    assert code_of(call, Caller("svc", "service", t), "devices.register", {"platform": "web", "subscription": sub}) \
+        == "forbidden"
+    assert code_of(call, me, "devices.register", {"platform": "web", "subscription": sub, "user": other}) \
+        == "bad_request"  # nobody registers a device for someone else
+    assert code_of(call, me, "devices.register", {"platform": "web", "subscription": {**sub, "x": 1, "y": 2}}) \
+        == "bad_request"
+    dev = call(me, "devices.register", {"platform": "web", "subscription": sub})["device"]
+    stranger = Caller(other, "provider", t)
+    assert code_of(call, stranger, "devices.state", {"background": True, "device": dev}) == "not_found"
+    assert code_of(call, stranger, "devices.unregister", {"device": dev}) == "not_found"
+    # Over HTTP there is no socket to mark: the device's flag is recorded.
+    assert call(me, "devices.state", {"background": True, "device": dev}) == {"background": True, "device": dev}
+    assert Device.objects.get(id=dev).background is True
+    assert code_of(call, me, "notify.set_preferences", {}) == "bad_request"
+    assert code_of(call, me, "notify.set_preferences", {"quiet": {"start": "22:00"}}) == "bad_request"
+    assert call(me, "notify.get_preferences", {})["quiet_start"] is None
