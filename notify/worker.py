@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from opentelemetry import trace
 
 from core import metrics
 from hub import engine as hub_engine
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from hub.engine import Engine
 
 log = logging.getLogger("notify.worker")
+# A span per push attempt when tracing is on (an OpenTelemetry SDK configured); a no-op otherwise.
+tracer = trace.get_tracer("notify")
 
 
 def providers() -> dict[str, Provider]:
@@ -131,14 +134,19 @@ class Worker:
             metrics.push(job.platform, "dead")
             return Done(job, OutboxState.DEAD, reason=f"no provider configured for {job.platform}")
         t0 = time.perf_counter()
-        try:
-            result: Result = await asyncio.wait_for(provider.send(job.target, job.push),
-                                                    settings.NOTIFY_SEND_TIMEOUT_S)
-        except TimeoutError:
-            result = Result(Outcome.RETRY, reason="timeout")
-        except Exception as exc:  # noqa: BLE001 - a provider bug must not stop the worker
-            log.warning("push provider %s raised %s", job.platform, type(exc).__name__)
-            result = Result(Outcome.RETRY, reason=f"provider error: {type(exc).__name__}")
+        with tracer.start_as_current_span("notify.push", kind=trace.SpanKind.CLIENT, attributes={
+                "push.platform": job.platform, "push.kind": job.kind, "push.attempt": job.attempts}) as span:
+            try:
+                result: Result = await asyncio.wait_for(provider.send(job.target, job.push),
+                                                        settings.NOTIFY_SEND_TIMEOUT_S)
+            except TimeoutError:
+                result = Result(Outcome.RETRY, reason="timeout")
+            except Exception as exc:  # noqa: BLE001 - a provider bug must not stop the worker
+                log.warning("push provider %s raised %s", job.platform, type(exc).__name__)
+                result = Result(Outcome.RETRY, reason=f"provider error: {type(exc).__name__}")
+            span.set_attribute("push.outcome", result.outcome.value)
+            if result.status is not None:
+                span.set_attribute("http.response.status_code", result.status)
         metrics.push_latency(job.platform, time.perf_counter() - t0)
         return self.outcome(job, result)
 

@@ -442,3 +442,28 @@ def test_rpc_surface_refuses_services_unknown_fields_and_strangers_devices(fake:
     assert code_of(call, me, "notify.set_preferences", {}) == "bad_request"
     assert code_of(call, me, "notify.set_preferences", {"quiet": {"start": "22:00"}}) == "bad_request"
     assert call(me, "notify.get_preferences", {})["quiet_start"] is None
+
+
+def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from notify import worker as worker_module
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # This test's own provider (the process-wide one is left alone for other tests).
+    original, worker_module.tracer = worker_module.tracer, provider.get_tracer("notify")
+    try:
+        t, u = uid("t"), uid("u")
+        web_device(fake, t, u)
+        emit(t, u, offer("b1"))
+        deliver(make_worker(fake), u)
+    finally:
+        worker_module.tracer = original
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "notify.push"]
+    assert span.attributes is not None
+    assert (span.attributes["push.platform"], span.attributes["push.kind"], span.attributes["push.outcome"],
+            span.attributes["http.response.status_code"]) == ("web", "offer", "sent", 201)
