@@ -188,6 +188,47 @@ def test_many_sends_one_http2_connection(fake: apns.FakeApnsServer) -> None:
     assert stats["connections"] == 1 and stats["http/2"] == 50 and stats["provider_tokens"] == 1
 
 
+def test_a_connection_the_service_closed_is_replaced(fake: apns.FakeApnsServer) -> None:
+    """APNs and Google close idle connections: the next push goes over a new one instead of failing."""
+    async def run() -> list[Result]:
+        conns: list[asyncio.StreamWriter] = []
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", fake.port)
+            conns.extend([writer, up_writer])
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        provider = apns.provider_for({**fake.env(), "NOTIFY_APNS_BASE_URL": f"https://127.0.0.1:{port}"})
+        try:
+            results = [await provider.send(target(), push())]
+            for conn in conns:  # the "service" closes the idle connection
+                conn.close()
+            await asyncio.sleep(0.2)
+            results += [await provider.send(target(), push()) for _ in range(2)]
+            return results
+        finally:
+            await provider.aclose()
+            proxy.close()
+            for conn in conns:
+                conn.close()
+            await asyncio.sleep(0.1)  # the relays see their ends and finish
+    results = asyncio.run(run())
+    assert [r.outcome for r in results] == [Outcome.SENT] * 3, results
+    assert fake.stats()["connections"] == 2
+
+
 def test_the_fake_speaks_only_http2_and_checks_headers(fake: apns.FakeApnsServer) -> None:
     provider = fake.provider()
     payload = provider.payload(push())
