@@ -1,6 +1,7 @@
 """The console's routes: the page, its built assets, its own read-only helpers and dev sign-in.
 
-Included from core/urls.py before hub.urls (whose catch-all answers any other /api/ path)."""
+Registered in ConsoleConfig.ready() (hub.routes), so hub/urls.py places them before the /api/
+catch-all."""
 from django.urls import path, re_path
 
 from console import views

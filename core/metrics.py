@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -232,12 +232,18 @@ class timer:  # lower-case: used like a function, `with metrics.timer(metrics.ma
 
 # --- engine stats ----------------------------------------------------------------------------
 
+# Where this process's engines are (objects with `.stats` and `.conns`): the hub sets it in its
+# ready(); the kernel knows nothing of the hub.
+_engine_source: Callable[[], Iterable[Any]] = tuple
+
+
+def set_engine_source(source: Callable[[], Iterable[Any]]) -> None:
+    global _engine_source
+    _engine_source = source
+
+
 def _engines() -> list[Any]:
-    try:
-        from hub import engine as hub_engine
-    except ImportError:  # pragma: no cover - the hub is always installed beside core
-        return []
-    return list(hub_engine._engines.values())
+    return list(_engine_source())
 
 
 def engine_totals() -> tuple[dict[str, int], int]:

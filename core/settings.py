@@ -144,7 +144,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "core.urls"
+ROOT_URLCONF = "hub.urls"
 ASGI_APPLICATION = "asgi.application"
 WSGI_APPLICATION = None
 

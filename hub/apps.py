@@ -6,7 +6,9 @@ class HubConfig(AppConfig):
 
     def ready(self) -> None:
         # The hub's own namespaces and rpc methods; domain apps register theirs in their ready().
+        from core import metrics
         from core import privacy as registry
-        from hub import namespaces, privacy, revocation  # noqa: F401
+        from hub import engine, namespaces, privacy, revocation  # noqa: F401
 
         registry.register(privacy.ENTRY)
+        metrics.set_engine_source(lambda: list(engine._engines.values()))

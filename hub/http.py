@@ -5,6 +5,7 @@ same id is in the logs and audit rows of the request. Unknown paths under /api/ 
 """
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import secrets
@@ -19,7 +20,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from core import audit
+from core import audit, metrics
 from core import redis as hubredis
 from core.errors import BAD_REQUEST, HTTP_STATUS, NOT_FOUND, UNAUTHORIZED, HubError
 from core.logs import request_id
@@ -188,6 +189,35 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
 
 async def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
+
+
+def _metrics_allowed(request: HttpRequest) -> bool:
+    # HUB_METRICS_TOKEN, or an admin/service JWT; only a development hub without the token is open.
+    expected: str = settings.HUB_METRICS_TOKEN
+    if not expected and settings.DEVELOPMENT:
+        return True
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    token = header[7:].strip()
+    if expected and hmac.compare_digest(token.encode(), expected.encode()):
+        return True
+    try:
+        claims = credentials.verify(token)
+    except auth.TokenError:
+        return False
+    return claims.role in ("admin", auth.SERVICE_ROLE)
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """GET /metrics: the Prometheus text exposition (core/metrics.py, docs/operations.md)."""
+    if request.method not in ("GET", "HEAD"):
+        return not_allowed("GET, HEAD")
+    if not _metrics_allowed(request):
+        return JsonResponse({"error": {"code": "unauthorized", "message": "metrics need a token"}}, status=401)
+    # Reading the multiprocess files is file I/O: keep it off the event loop.
+    body, content_type = await sync_to_async(metrics.render, thread_sensitive=False)()
+    return HttpResponse(body, content_type=content_type)
 
 
 def _db_ok() -> bool:

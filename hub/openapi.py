@@ -4,15 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import HTTP_STATUS
+from hub import routes
 from hub.rpc import REGISTRY
 
-EXTRA_PATHS: dict[str, dict[str, Any]] = {}  # apps add REST routes (zones) here
+ERROR_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "object", "properties": {
+    "code": {"enum": sorted(HTTP_STATUS)}, "message": {"type": "string"}, "retry_after_ms": {"type": "integer"}}}}}
 
 
 def schema() -> dict[str, Any]:
-    error = {"type": "object", "properties": {"error": {"type": "object", "properties": {
-        "code": {"enum": sorted(HTTP_STATUS)}, "message": {"type": "string"},
-        "retry_after_ms": {"type": "integer"}}}}}
+    error = ERROR_SCHEMA
     paths: dict[str, Any] = {}
     for name in sorted(REGISTRY):
         m = REGISTRY[name]
@@ -42,7 +42,7 @@ def schema() -> dict[str, Any]:
             "type": "object", "properties": {"result": {"type": "object", "properties": {
                 "offset": {"type": "integer"}}}}}}}}},
     }}
-    paths.update(EXTRA_PATHS)
+    paths.update(routes.openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Marketplace hub API", "version": "1"},

@@ -6,8 +6,8 @@
     PUT    /api/zones/<id>     {name, categories, geometry, active?}  -> 200 zone
     DELETE /api/zones/<id>                                           -> 200 {"id", "deleted": true}
 
-Included from core/urls.py *before* hub.urls, whose `api/<name>` route would otherwise take
-`POST /api/zones` as an unknown rpc method.
+Registered in MatchingConfig.ready() (hub.routes): hub/urls.py places them before `api/<name>`,
+which would otherwise take `POST /api/zones` as an unknown rpc method. Another method gets 405.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from core.errors import BAD_REQUEST, HubError
 from hub import rpc
 from hub.http import authenticate, error_response, json_body, not_allowed
+from hub.openapi import ERROR_SCHEMA
 from hub.rpc import Caller
 from matching import rpc as _methods  # noqa: F401 - registers the zones.* methods this calls
 
@@ -98,3 +99,35 @@ urlpatterns = [
     path("api/zones", zones_collection),
     path("api/zones/<str:zone_id>", zone_item),
 ]
+
+
+def _op(method: str, summary: str, status: int, body: bool = False, query: bool = False) -> dict[str, Any]:
+    m = rpc.REGISTRY[method]
+    op: dict[str, Any] = {
+        "operationId": f"rest.{method}", "summary": summary, "x-roles": sorted(m.roles),
+        "security": [{"bearer": []}],
+        "responses": {str(status): {"description": "ok", "content": {"application/json": {"schema": m.result or {}}}},
+                      "default": {"description": "error", "content": {"application/json": {"schema": ERROR_SCHEMA}}}},
+    }
+    if body:
+        schema = {k: v for k, v in m.params.items()}
+        if method == "zones.replace":  # the id comes from the URL
+            schema = {**schema, "required": [r for r in schema.get("required", []) if r != "id"]}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if query:
+        op["parameters"] = [{"name": "category", "in": "query", "schema": {"type": "string"}},
+                            {"name": "active", "in": "query", "schema": {"type": "boolean"}}]
+    return op
+
+
+def openapi() -> dict[str, dict[str, Any]]:
+    """The zone routes' OpenAPI path items (from the rpc methods they call: they cannot drift)."""
+    zone_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "/api/zones": {"get": _op("zones.list", "List zones (admin).", 200, query=True),
+                       "post": _op("zones.create", "Create a zone (admin).", 201, body=True)},
+        "/api/zones/{id}": {"parameters": zone_id,
+                            "get": _op("zones.get", "One zone (admin).", 200),
+                            "put": _op("zones.replace", "Replace a zone (admin).", 200, body=True),
+                            "delete": _op("zones.delete", "Delete a zone (admin).", 200)},
+    }

@@ -10,6 +10,8 @@ class NotifyConfig(AppConfig):
         # the in-transaction hook on `user:` appends (outbox rows), the VAPID key at start-up, the
         # delivery worker on every hub process's loop and the clean-up sweep.
         from core import privacy as registry
-        from notify import privacy, rpc, worker  # noqa: F401
+        from hub import routes
+        from notify import privacy, rpc, urls, worker  # noqa: F401
 
         registry.register(privacy.ENTRY)
+        routes.register("notify", urls.urlpatterns, urls.OPENAPI)

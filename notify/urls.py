@@ -1,6 +1,6 @@
 """GET /api/push/vapid-public-key: the key browsers subscribe with (`applicationServerKey`).
 
-Included from core/urls.py before hub.urls (whose /api/ catch-all would answer 404)."""
+Registered in NotifyConfig.ready() (hub.routes), so hub/urls.py places it before the /api/ catch-all."""
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,3 +23,9 @@ def vapid_public_key(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [path("api/push/vapid-public-key", vapid_public_key)]
+
+OPENAPI = {"/api/push/vapid-public-key": {"get": {
+    "operationId": "push.vapid_public_key", "summary": "The VAPID public key browsers subscribe with.",
+    "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"public_key": {"type": "string"}}}}}},
+        "503": {"description": "Web Push is not configured"}}}}}

@@ -13,7 +13,8 @@ import pytest
 from django.test import RequestFactory, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import metrics, views_metrics
+from core import metrics
+from hub import http as hub_http
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -109,7 +110,7 @@ def test_engine_stats_are_read_at_scrape(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def _get(path: str = "/metrics", **headers: Any) -> Any:
     request = RequestFactory().get(path, **headers)
-    return asyncio.run(views_metrics.metrics(request))
+    return asyncio.run(hub_http.metrics_view(request))
 
 
 @override_settings(HUB_METRICS_TOKEN="")

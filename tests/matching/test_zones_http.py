@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.test import Client, override_settings
+from django.test import Client
 from shapely.geometry import Point, shape
 
 from hub import auth
@@ -30,8 +30,8 @@ def square(lat: float, lng: float, d: float = 0.05) -> dict[str, Any]:
 
 @pytest.fixture()
 def client() -> Iterator[Client]:
-    with override_settings(ROOT_URLCONF="matching.urls"):
-        yield Client()
+    # The project's URL conf: the zone routes are there because MatchingConfig.ready() registered them.
+    yield Client()
 
 
 def req(client: Client, method: str, path: str, body: Any = None, tok: str | None = None,
@@ -169,3 +169,18 @@ def test_zone_the_index_cannot_load_is_refused_and_nothing_stored(
     monkeypatch.undo()
     assert service.matcher().lookup_zone(51.50, -0.10, cat) == zone["id"]
     req(client, "DELETE", f"/api/zones/{zone['id']}", tok=token())
+
+
+def test_zone_routes_are_in_the_openapi_schema_and_other_methods_get_405(client: Client) -> None:
+    status, schema = req(client, "GET", "/api/openapi.json")
+    assert status == 200
+    assert set(schema["paths"]["/api/zones"]) == {"get", "post"}
+    assert set(schema["paths"]["/api/zones/{id}"]) == {"parameters", "get", "put", "delete"}
+    assert schema["paths"]["/api/zones"]["post"]["x-roles"] == ["admin"]
+    assert "geometry" in schema["paths"]["/api/zones"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"]["properties"]
+    for method, path in (("PATCH", "/api/zones"), ("DELETE", "/api/zones"), ("POST", "/api/zones/z1"),
+                         ("PATCH", "/api/zones/z1")):
+        status, body = req(client, method, path, {}, token())
+        assert status == 405, (method, path, status)
+        assert body["error"]["code"]
