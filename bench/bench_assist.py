@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_assist [--concurrency 200] [--requests 1000] [--tokens 20] [--delay-ms 100]
 
 Both sides stream chat completions through the official openai SDK from the same fake upstream
-(`ai_assist.fake_upstream`, started here as a separate process so it does not share this
+(`tests.fakes.ai_upstream`, started here as a separate process so it does not share this
 process's CPU; it sends token i at start + i * delay, so a stream's length does not drift with
 load). "total" is the time from the request to the end of the answer (the `done` event for the
 relay), "first" the time to the first text delta.
@@ -250,7 +250,7 @@ def main() -> None:
     parser.add_argument("--no-check", action="store_true", help="exit 0 even over budget")
     args = parser.parse_args()
     port = _free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "ai_assist.fake_upstream", "--port", str(port),
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.ai_upstream", "--port", str(port),
                              "--tokens", str(args.tokens), "--delay-ms", str(args.delay_ms)],
                             cwd=ROOT, stdout=subprocess.DEVNULL)
     try:

@@ -110,7 +110,7 @@ class Stack:
         self.env = env
         print(f"loadtest: database {self.db_name}, redis {redis_url}, hubs on port {port}", flush=True)
         subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
-        upstream = self.spawn("fake_upstream", [sys.executable, "-m", "ai_assist.fake_upstream", "--port",
+        upstream = self.spawn("fake_upstream", [sys.executable, "-m", "tests.fakes.ai_upstream", "--port",
                                                 str(upstream_port), "--tokens", "20", "--delay-ms", "5"], env)
         hubs = [self.spawn(f"hub{i}", [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port",
                                        str(port), "--reuse-port"], env)

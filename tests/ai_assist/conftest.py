@@ -15,8 +15,8 @@ import pytest
 from django.conf import settings
 
 from ai_assist import breaker, relay, transcripts
-from ai_assist.fake_upstream import FakeUpstreamServer
 from core import ratelimit
+from tests.fakes.ai_upstream import FakeUpstreamServer
 
 OPENAI_KEY = "sk-test-openai-" + "a1b2c3d4e5f6a7b8c9d0"
 ANTHROPIC_KEY = "sk-ant-test-" + "f0e9d8c7b6a5f4e3d2c1"

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from ai_assist.fake_upstream import FakeUpstreamServer
 from ai_assist.models import Transcript
 from tests.ai_assist.conftest import OPENAI_KEY
+from tests.fakes.ai_upstream import FakeUpstreamServer
 from tests.support import HubClient, HubServer, ThrowawayPostgres, migrate, mint, uid
 
 pytestmark = pytest.mark.services

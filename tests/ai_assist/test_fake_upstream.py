@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 import openai
 
-from ai_assist.fake_upstream import FakeUpstreamServer
+from tests.fakes.ai_upstream import FakeUpstreamServer
 
 
 def _post(url: str, body: Any) -> Any:

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ai_assist.fake_upstream import FakeUpstreamServer
 from ai_assist.models import Transcript
 from tests.ai_assist.conftest import OPENAI_KEY, expected_answer
+from tests.fakes.ai_upstream import FakeUpstreamServer
 from tests.support import HubClient, HubServer, mint, uid
 
 

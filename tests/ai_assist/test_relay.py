@@ -230,7 +230,7 @@ def test_provider_without_key_is_skipped(assist: Relay) -> None:
 def test_rotated_key_file_is_picked_up_without_restart(assist: Relay, tmp_path: object) -> None:
     from pathlib import Path
 
-    from ai_assist.fake_upstream import key_fingerprint
+    from tests.fakes.ai_upstream import key_fingerprint
 
     key_file = Path(str(tmp_path)) / "openai.key"
     key_file.write_text("sk-rotate-first-000000000\n")

@@ -1,1 +1,1 @@
-"""Wire-true fakes of outside services (push providers), for tests and benchmarks."""
+"""Wire-true fakes of outside services (AI upstreams, push providers), for tests and benchmarks."""

@@ -1,6 +1,6 @@
 """A fake OpenAI + Anthropic upstream with fault injection (tests, bench, and by hand).
 
-    python -m ai_assist.fake_upstream --port 8300 [--tokens 12] [--delay-ms 0]
+    python -m tests.fakes.ai_upstream --port 8300 [--tokens 12] [--delay-ms 0]
     OPENAI_BASE_URL=http://127.0.0.1:8300/v1 ANTHROPIC_BASE_URL=http://127.0.0.1:8300 ...
 
 Speaks, as the official SDKs expect them:
