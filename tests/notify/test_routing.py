@@ -467,3 +467,49 @@ def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush) -> None:
     assert span.attributes is not None
     assert (span.attributes["push.platform"], span.attributes["push.kind"], span.attributes["push.outcome"],
             span.attributes["http.response.status_code"]) == ("web", "offer", "sent", 201)
+
+
+def test_send_test_push_command_delivers_to_each_device(fake: FakeWebPush) -> None:
+    import io
+
+    import orjson
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    t, u = uid("t"), uid("u")
+    sub, dev = web_device(fake, t, u)
+    actions.set_preferences(t, u, {"kinds": {k: False for k in ("offer", "call", "job", "bid", "message",
+                                                                 "room_invite")}})  # a test push still goes
+    out = io.StringIO()
+    call_command("send_test_push", user=u, tenant=t, stdout=out)
+    (line,) = [orjson.loads(x) for x in out.getvalue().splitlines()]
+    assert line == {"device": dev, "platform": "web", "outcome": "sent", "reason": ""}
+    (got,) = fake.wait(sub)
+    assert got.message["title"] == "Test notification"
+    with pytest.raises(CommandError):
+        call_command("send_test_push", user=uid("nobody"), tenant=t, stdout=io.StringIO())
+
+
+def test_vapid_public_key_is_served_for_browsers() -> None:
+    from django.test import Client
+
+    from notify import vapid
+
+    resp = Client().get("/api/push/vapid-public-key")
+    assert resp.status_code == 200 and resp.json() == {"public_key": vapid.public_key_b64()}
+    key = vapid.public_key_b64()
+    assert key is not None and len(key) == 87  # 65 bytes, base64url without padding
+    assert Client().post("/api/push/vapid-public-key").status_code == 405
+
+
+def test_finished_rows_are_purged_after_their_keep_period(fake: FakeWebPush) -> None:
+    t, u = uid("t"), uid("u")
+    web_device(fake, t, u)
+    emit(t, u, offer("b1"))
+    emit(t, u, {"kind": "offer.withdrawn", "booking": "b1"})
+    emit(t, u, offer("b2"))
+    assert [r.state for r in rows(u)] == ["cancelled", "pending"]
+    actions.purge_finished(time.time())
+    assert len(rows(u)) == 2  # kept for NOTIFY_KEEP_S
+    actions.purge_finished(time.time() + 2 * 86400)
+    assert [r.state for r in rows(u)] == ["pending"]  # a pending push is never purged
