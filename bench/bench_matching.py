@@ -27,6 +27,7 @@ from typing import Any
 
 import h3
 import numpy as np
+import redis
 
 from matching.geo import destination
 from matching.index import ProviderIndex
@@ -142,10 +143,6 @@ def bench_nearest(idx: ProviderIndex, queries: list[tuple[float, float, str]]) -
 
 
 def redis_client() -> Any:
-    try:
-        import redis
-    except ImportError:
-        return None
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)

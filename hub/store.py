@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
@@ -374,16 +375,9 @@ def read_bounded(channel: str, epoch: str, after: int, before: int | None, limit
     return pubs, cut
 
 
-def psycopg_errors() -> tuple[type[BaseException], ...]:
-    # COPY goes through the raw psycopg cursor, whose errors Django does not wrap.
-    try:
-        import psycopg
-    except ImportError:
-        return ()
-    return (psycopg.OperationalError, psycopg.InterfaceError)
-
-
-DB_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, *psycopg_errors())
+# COPY goes through the raw psycopg cursor, whose errors Django does not wrap.
+DB_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, psycopg.OperationalError,
+                                            psycopg.InterfaceError)
 
 
 # --- group commit ----------------------------------------------------------------------------

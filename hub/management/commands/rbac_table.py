@@ -5,25 +5,28 @@ drift from the code: regenerate it whenever a method or its roles change.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from hub import auth
+from hub import auth, routes
 
 ROLES = auth.ALL_ROLES  # customer, serviceman, provider, enterprise, admin, service
 YES = "✓"
 
 
-def _zones_routes() -> bool:
-    """True when the matching app ships its /api/zones routes (matching/urls.py)."""
-    try:
-        mod = importlib.import_module("matching.urls")
-    except ImportError:
-        return False
-    return bool(getattr(mod, "urlpatterns", None))
+def _app_routes() -> list[tuple[str, frozenset[str] | None, str]]:
+    """(route, roles or None for no token, note) for the HTTP routes apps registered (hub.routes)."""
+    out = []
+    for path, item in sorted(routes.openapi_paths().items()):
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            roles = op.get("x-roles")
+            route = f"{method.upper()} {path.replace('{', '<').replace('}', '>')}"
+            out.append((route, frozenset(roles) if roles is not None else None, op.get("summary", "")))
+    return out
 
 
 def _roles_cells(roles: frozenset[str] | set[str]) -> str:
@@ -75,14 +78,12 @@ def table() -> str:
         "|---|" + "---|" * len(ROLES) + "---|",
         f"| `POST /api/publish` | {_roles_cells({'admin', auth.SERVICE_ROLE})} | server-side publish, audited |",
     ]
-    if _zones_routes():
-        for route, method in (("POST /api/zones", "zones.create"), ("GET /api/zones", "zones.list"),
-                              ("GET /api/zones/<id>", "zones.get"), ("PUT /api/zones/<id>", "zones.replace"),
-                              ("DELETE /api/zones/<id>", "zones.delete")):
-            zm = REGISTRY.get(method)
-            roles = zm.roles if zm is not None else frozenset({"admin"})
-            out.append(f"| `{route}` | {_roles_cells(roles)} | same check as `{method}` |")
     everyone = set(ROLES)
+    for route, route_roles, note in _app_routes():
+        if route_roles is None:
+            out.append(f"| `{route}` | {_roles_cells(everyone)} | {note} (no token needed) |")
+        else:
+            out.append(f"| `{route}` | {_roles_cells(route_roles)} | {note} |")
     out += [
         f"| `GET /metrics` | {_roles_cells({'admin', auth.SERVICE_ROLE})} | `HUB_METRICS_TOKEN` or an "
         "admin/service token; open only on a development hub without `HUB_METRICS_TOKEN` |",
