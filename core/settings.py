@@ -278,7 +278,8 @@ HUB_DOMAIN_WORKERS = max(1, env_int("HUB_DOMAIN_WORKERS", 8))
 # answers unavailable. docs/operations.md "Connection budget".
 DB_POOL_MAX = env_int("DB_POOL_MAX", HUB_DOMAIN_WORKERS + min(32, (os.cpu_count() or 1) + 4) + 8)
 DB_POOL_MIN = min(DB_POOL_MAX, env_int("DB_POOL_MIN", 2))
-DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", 5)
+# Also how long a thread waits for a new connection while the database is down: as fast as a connect.
+DB_POOL_TIMEOUT_S = env_float("DB_POOL_TIMEOUT_S", env_int("DB_CONNECT_TIMEOUT", 3))
 if DB_IS_POSTGRES and _db["CONN_MAX_AGE"] == 0:
     _db["OPTIONS"]["pool"] = {"min_size": DB_POOL_MIN, "max_size": DB_POOL_MAX, "timeout": DB_POOL_TIMEOUT_S,
                               "max_idle": 300, "name": f"hub-{os.getpid()}"}

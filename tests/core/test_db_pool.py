@@ -14,7 +14,8 @@ PG = "postgres://postgres@127.0.0.1:5432/hub"
 
 def settings_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
     """core/settings.py evaluated afresh under `env` (Django's configured settings stay as they are)."""
-    for name in ("DB_POOL", "DB_POOL_MAX", "DB_POOL_MIN", "DB_POOL_TIMEOUT_S", "HUB_DOMAIN_WORKERS"):
+    for name in ("DB_POOL", "DB_POOL_MAX", "DB_POOL_MIN", "DB_POOL_TIMEOUT_S", "DB_CONNECT_TIMEOUT",
+                 "HUB_DOMAIN_WORKERS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -30,7 +31,7 @@ def test_the_pool_holds_a_connection_for_every_thread_that_may_use_one(monkeypat
     db = s.DATABASES["default"]
     io_threads = min(32, (os.cpu_count() or 1) + 4)  # the loop's default executor
     assert db["CONN_MAX_AGE"] == 0  # Django hands connections back to the pool
-    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 3 + io_threads + 8, "timeout": 5.0,
+    assert db["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 3 + io_threads + 8, "timeout": 3.0,
                                      "max_idle": 300, "name": f"hub-{os.getpid()}"}
     assert db["OPTIONS"]["application_name"] == f"hub-{os.getpid()}"
 
