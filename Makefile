@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
 
-.PHONY: install kernels run test test-services test-embedded lint bench loadtest clean
+.PHONY: install console kernels static run test test-services test-embedded lint bench loadtest clean
 
 $(VENV)/.installed: requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,24 @@ node_modules/.installed: package.json package-lock.json
 kernels: $(VENV)/.installed
 	@$(PY) -c "import matching.kernels as k; k.warm_up()"
 
-install: $(VENV)/.installed node_modules/.installed kernels
+# The console's front end (console/web), bundled with esbuild into console/static/console (gitignored);
+# rebuilt only when its sources change.
+CONSOLE_SOURCES := $(shell find console/web -type f 2>/dev/null)
+console/static/console/app.js: node_modules/.installed $(CONSOLE_SOURCES)
+	node console/web/build.mjs
+
+console: console/static/console/app.js
+
+# The admin's CSS and JS, gzip-compressed, in STATIC_ROOT (var/static): served by hub.static under
+# every server. Collected again when an app's static files change.
+STATIC_SOURCES := $(shell find $(wildcard */static) -type f 2>/dev/null)
+var/.static-collected: $(VENV)/.installed $(STATIC_SOURCES) console/static/console/app.js
+	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py collectstatic --noinput --verbosity 0
+	@mkdir -p var && touch $@
+
+static: var/.static-collected
+
+install: $(VENV)/.installed node_modules/.installed kernels console static
 
 # Embedded default: SQLite, in-process broker and state, offline AI provider.
 run: install
@@ -36,6 +53,7 @@ run: install
 	@echo "development token (customer 'dev-customer'):"
 	@HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py mint_token --user dev-customer --role customer --ttl 86400
 	@echo
+	@echo "console: http://$${HOST:-127.0.0.1}:$${PORT:-8000}/console/ (paste the token above, or use the development sign-in there)"
 	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # The whole suite against real Postgres and Redis, then the hub core again on the embedded default.
@@ -50,14 +68,15 @@ test-embedded: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m mypy hub core asgi.py rooms ai_assist matching notify
+	$(PY) -m mypy hub core asgi.py rooms ai_assist matching console notify
 	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) -m bench
 
+# Extra Locust arguments: make loadtest ARGS="-u 100 -t 2m" (or ARGS="--host http://hub:8000").
 loadtest: install
-	$(PY) -m loadtests.run
+	$(PY) -m loadtests.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) var loadtests/reports node_modules
+	rm -rf $(VENV) var loadtests/reports node_modules console/static
