@@ -8,13 +8,14 @@ opens it again for another period. While the probe runs, other requests keep ski
 Redis layout (one hash slot per provider): `{ai-br:<name>}` hash {fails, open_until (ms)} and
 `{ai-br:<name>}:probe`, the probe lock with a TTL so a crashed prober does not wedge the breaker.
 Each transition is one Lua script (atomic); the clock is the Redis server's. Without Redis the
-same state machine lives in-process.
+same state machine lives in-process. Tests replace both clocks with `set_clock` (seconds).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -26,9 +27,17 @@ log = logging.getLogger("ai_assist.breaker")
 CLOSED, OPEN, PROBE = "closed", "open", "probe"
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-ALLOW_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# The last ARGV is the caller's clock in ms when one is set (tests), else "" for the server's.
+NOW_LUA = """
+local function now_ms(given)
+  if given ~= nil and given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+ALLOW_LUA = NOW_LUA + """
+local now = now_ms(ARGV[3])
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 if open_until == 0 then return 'closed' end
 if now < open_until then return 'open' end
@@ -36,9 +45,8 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'probe' 
 return 'open'
 """
 
-FAILURE_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+FAILURE_LUA = NOW_LUA + """
+local now = now_ms(ARGV[5])
 local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
 local threshold = tonumber(ARGV[1])
 local open_ms = tonumber(ARGV[2])
@@ -65,6 +73,23 @@ return 1
 """
 
 
+_clock: Callable[[], float] | None = None
+
+
+def set_clock(clock: Callable[[], float] | None) -> None:
+    """Replace the breakers' clock (seconds; None: the real one) for tests."""
+    global _clock
+    _clock = clock
+
+
+def _now() -> float:
+    return _clock() if _clock is not None else time.monotonic()
+
+
+def _now_ms_arg() -> str:
+    return str(int(_clock() * 1000)) if _clock is not None else ""
+
+
 def _keys(name: str) -> list[str]:
     return [f"{{ai-br:{name}}}", f"{{ai-br:{name}}}:probe"]
 
@@ -82,7 +107,7 @@ class LocalBreakers:
     async def allow(self, name: str, token: str, probe_ttl_s: float) -> str:
         with self._lock:
             st = self._get(name)
-            now = time.monotonic()
+            now = _now()
             if not st["open_until"]:
                 return CLOSED
             if now < st["open_until"]:
@@ -99,7 +124,7 @@ class LocalBreakers:
             st["fails"] += 1
             was_probe = st["probe"] == token
             if was_probe or st["fails"] >= threshold or force_open:
-                st["open_until"] = time.monotonic() + open_s
+                st["open_until"] = _now() + open_s
                 if was_probe:
                     st["probe"] = None
                 return OPEN
@@ -144,11 +169,11 @@ class RedisBreakers:
 
     async def allow(self, name: str, token: str, probe_ttl_s: float) -> str:
         ttl_ms = max(1, int(probe_ttl_s * 1000))
-        return self._s(await self._call(self._allow, _keys(name), [token, ttl_ms]))
+        return self._s(await self._call(self._allow, _keys(name), [token, ttl_ms, _now_ms_arg()]))
 
     async def failure(self, name: str, token: str, threshold: int, open_s: float, force_open: bool = False
                       ) -> str:
-        args = [threshold, max(1, int(open_s * 1000)), token, "1" if force_open else "0"]
+        args = [threshold, max(1, int(open_s * 1000)), token, "1" if force_open else "0", _now_ms_arg()]
         return self._s(await self._call(self._failure, _keys(name), args))
 
     async def success(self, name: str, token: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,23 @@ def test_bad_key_falls_back_and_opens_the_breaker(assist: Relay) -> None:
     assert assist.fake.stats()["openai"]["requests"] == 1
 
 
-def test_breaker_opens_after_n_failures_then_half_opens_with_a_single_probe(assist: Relay) -> None:
-    # Open periods long enough for the next request to land inside them on a loaded machine.
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def clock() -> Iterator[Clock]:
+    c = Clock()
+    breaker.set_clock(c)
+    yield c
+    breaker.set_clock(None)
+
+
+def test_breaker_opens_after_n_failures_then_half_opens_with_a_single_probe(assist: Relay, clock: Clock) -> None:
     assist.configure(AI_BREAKER_FAILURES="3", AI_BREAKER_OPEN_S="1.5", AI_MAX_ATTEMPTS="3")
     assist.fake.inject("openai", "500", "500", "500")
     result, _ = ask()  # three failed attempts -> open
@@ -120,7 +136,7 @@ def test_breaker_opens_after_n_failures_then_half_opens_with_a_single_probe(assi
     result, _ = ask()
     assert result.fallbacks == [{"provider": "openai", "reason": "breaker_open"}]
     assert assist.fake.stats()["openai"]["requests"] == 3
-    time.sleep(1.6)
+    clock.now += 1.6
     # Half-open: of several concurrent requests exactly one probes OpenAI (a slow answer keeps it busy).
     assist.fake.inject("openai", {"kind": "slow", "delay": 0.05})
 
@@ -135,11 +151,11 @@ def test_breaker_opens_after_n_failures_then_half_opens_with_a_single_probe(assi
     assert [r.provider for r in results] == ["openai"] * 5
 
 
-def test_failed_probe_reopens_the_breaker(assist: Relay) -> None:
+def test_failed_probe_reopens_the_breaker(assist: Relay, clock: Clock) -> None:
     assist.configure(AI_BREAKER_FAILURES="1", AI_BREAKER_OPEN_S="1.5")
     assist.fake.inject("openai", "500")
     assert ask()[0].provider == "anthropic"
-    time.sleep(1.6)
+    clock.now += 1.6
     assist.fake.inject("openai", "500", "500")
     result, _ = ask()  # the probe gets one attempt only, fails, and the breaker opens again
     assert result.provider == "anthropic" and result.attempts == 2
