@@ -230,6 +230,14 @@ HUB_RETAIN_MESSAGES_DAYS = env_int("HUB_RETAIN_MESSAGES_DAYS", 365)
 HUB_RETAIN_TRANSCRIPTS_DAYS = env_int("HUB_RETAIN_TRANSCRIPTS_DAYS", 30)
 HUB_RETAIN_CALLS_DAYS = env_int("HUB_RETAIN_CALLS_DAYS", 365)
 HUB_CALL_WINDOW_S = env_int("HUB_CALL_WINDOW_S", 600)
+HUB_CALL_RING_S = env_float("HUB_CALL_RING_S", 30.0)  # an invite rings this long before it is missed
+HUB_CALL_ABANDON_S = env_float("HUB_CALL_ABANDON_S", 120.0)  # every joined participant offline this long
+HUB_MATCH_RADIUS_M = env_float("HUB_MATCH_RADIUS_M", 50_000.0)  # match.find and offers look this far
+HUB_CREW_RADIUS_M = env_float("HUB_CREW_RADIUS_M", 20_000.0)  # a crew's members all this close to the job
+HUB_MATCH_SNAPSHOT_S = env_float("HUB_MATCH_SNAPSHOT_S", 5.0)  # provider snapshot flush interval
+HUB_OFFER_TTL_S = env_float("HUB_OFFER_TTL_S", 30.0)
+HUB_OFFER_FANOUT = env_int("HUB_OFFER_FANOUT", 3)
+HUB_PRESENCE_TTL_S = env_int("HUB_PRESENCE_TTL_S", 30)  # a process counts as gone this long after its heartbeat
 HUB_IDEMPOTENCY_S = env_int("HUB_IDEMPOTENCY_S", 24 * 3600)
 HUB_BATCH_MAX = env_int("HUB_BATCH_MAX", 2000)
 # Publications waiting for the group commit, per process: past either, publishes get unavailable.

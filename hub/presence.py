@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+
 log = logging.getLogger("hub.presence")
 # A node's liveness key lives NODE_TTL_S; survivors reap within TTL + one heartbeat (< 60 s by default).
-NODE_TTL_S = int(os.environ.get("HUB_PRESENCE_TTL_S", "30"))
+NODE_TTL_S = settings.HUB_PRESENCE_TTL_S
 HEARTBEAT_S = max(1, NODE_TTL_S // 3)
 
 

@@ -37,7 +37,7 @@ from matching.models import (
     Offer,
     OfferStatus,
 )
-from matching.service import Actor, booking_time_ok, conf, crew_radius_m, matcher, parse_when
+from matching.service import Actor, booking_time_ok, crew_radius_m, matcher, parse_when
 
 log = logging.getLogger("matching.dispatch")
 
@@ -45,11 +45,11 @@ SWEEP_BATCH = 200
 
 
 def offer_ttl_s() -> float:
-    return conf("HUB_OFFER_TTL_S", 30.0)
+    return float(settings.HUB_OFFER_TTL_S)
 
 
 def offer_fanout() -> int:
-    return max(1, int(conf("HUB_OFFER_FANOUT", 3)))
+    return max(1, int(settings.HUB_OFFER_FANOUT))
 
 
 def iso(dt: datetime | None) -> str | None:

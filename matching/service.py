@@ -11,7 +11,6 @@ The indexes are guarded by one lock: updates are short, and searches are bounded
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -49,29 +48,14 @@ ZONE_RES = 8  # the zone index's coarse H3 resolution (see matching.zoneindex)
 COARSE_POOL = 20
 
 
-def conf(name: str, default: float) -> float:
-    """A tunable: Django setting if the lead defines it, else the environment, else the default."""
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(name, "")
-        if raw == "":
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            log.warning("%s=%r is not a number; using %s", name, raw, default)
-            return default
-    return float(value)
-
-
 def match_radius_m() -> float:
     """How far from the job match.find looks (also bounds operator-assigned providers)."""
-    return conf("HUB_MATCH_RADIUS_M", 50_000.0)
+    return float(settings.HUB_MATCH_RADIUS_M)
 
 
 def crew_radius_m() -> float:
     """A crew (crew > 1) must all be this close to the job so they arrive together."""
-    return conf("HUB_CREW_RADIUS_M", 20_000.0)
+    return float(settings.HUB_CREW_RADIUS_M)
 
 
 # --- identity ---------------------------------------------------------------------------------

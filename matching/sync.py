@@ -82,9 +82,7 @@ class Sync:
 
     @staticmethod
     def snapshot_interval() -> float:
-        from matching.service import conf
-
-        return conf("HUB_MATCH_SNAPSHOT_S", 5.0)
+        return float(settings.HUB_MATCH_SNAPSHOT_S)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -1,8 +1,8 @@
 """Voice and video calls over Agora: rpc methods calls.*, the `call:<id>` namespace, and the sweeper.
 
 A call rings the room's other members (`call.invite` on their `user:` channels); each callee
-accepts or declines; an invite unanswered for CALL_RING_S (default 30 s) becomes `call.missed`;
-a live call whose joined participants are all offline for CALL_ABANDON_S (default 120 s) ends as
+accepts or declines; an invite unanswered for HUB_CALL_RING_S (default 30 s) becomes `call.missed`;
+a live call whose joined participants are all offline for HUB_CALL_ABANDON_S (default 120 s) ends as
 `abandoned`. State changes are published on `call:<id>` through hub.store.append.
 
 Timers are not asyncio tasks: `sweep(now)` does the work and the hub runs it every second in
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,25 +54,12 @@ assert set(MEDIA) == set(CallMedia.values)
 SWEEP_BATCH = 500
 
 
-def _setting(name: str, env: str, default: float) -> float:
-    """Django setting first (tests override it), then the environment, then the default."""
-    value = getattr(settings, name, None)
-    if value is None:
-        raw = os.environ.get(env, "")
-        try:
-            value = float(raw) if raw else default
-        except ValueError:
-            log.warning("%s=%r is not a number; using %s", env, raw, default)
-            value = default
-    return float(value)
-
-
 def ring_s() -> float:
-    return _setting("CALL_RING_S", "HUB_CALL_RING_S", 30)
+    return float(settings.HUB_CALL_RING_S)
 
 
 def abandon_s() -> float:
-    return _setting("CALL_ABANDON_S", "HUB_CALL_ABANDON_S", 120)
+    return float(settings.HUB_CALL_ABANDON_S)
 
 
 def _as_datetime(now: datetime | float | None) -> datetime:
@@ -357,7 +343,7 @@ def describe(call: Call) -> dict[str, Any]:
 # --- timers ----------------------------------------------------------------------------------
 
 def expire_invites(now: datetime | float | None = None, calls: Collection[str] | None = None) -> int:
-    """Invites pending longer than CALL_RING_S become missed; returns how many this run moved.
+    """Invites pending longer than HUB_CALL_RING_S become missed; returns how many this run moved.
 
     `calls` restricts the sweep to those call ids (tests, admin tools); the hub sweeps them all.
     """
@@ -417,7 +403,7 @@ def default_is_online(user: str) -> bool:
 
 def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[str], bool] | None = None,
                     calls: Collection[str] | None = None) -> int:
-    """Live calls whose joined participants have all been offline for CALL_ABANDON_S end as abandoned.
+    """Live calls whose joined participants have all been offline for HUB_CALL_ABANDON_S end as abandoned.
 
     The first sweep to see everyone offline stamps `offline_since`; a sweep that sees anyone back
     clears it; a sweep past the limit ends the call. Returns how many calls this run ended.

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from django.test import override_settings
 
 from core import redis as hubredis
 from matching import service
@@ -105,8 +106,8 @@ def test_snapshot_hash_restores_a_new_process() -> None:
 
 
 @needs_redis
-def test_flusher_writes_the_hash_periodically(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HUB_MATCH_SNAPSHOT_S", "0.2")
+@override_settings(HUB_MATCH_SNAPSHOT_S=0.2)
+def test_flusher_writes_the_hash_periodically() -> None:
     m = Matcher()
     m.start()
     try:
