@@ -14,6 +14,10 @@ import django
 
 django.setup()
 
+from core import tracing  # noqa: E402
+
+tracing.setup()  # once per process, whichever server imports this module
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import path  # noqa: E402
@@ -26,7 +30,7 @@ from hub.static import StaticFiles  # noqa: E402
 from hub.ws import websocket_app  # noqa: E402
 
 router = ProtocolTypeRouter({
-    "http": RequestIds(StaticFiles(GuardMiddleware(get_asgi_application()))),
+    "http": tracing.wrap_http(RequestIds(StaticFiles(GuardMiddleware(get_asgi_application())))),
     "websocket": URLRouter([path("ws", websocket_app), path("connection/websocket", centrifuge_app)]),
 })
 

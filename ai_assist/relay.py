@@ -46,7 +46,7 @@ from ai_assist.providers import (
     build,
     classify,
 )
-from core import metrics
+from core import metrics, tracing
 from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAVAILABLE, HubError
 from core.ratelimit import Limit, limiter
 
@@ -249,6 +249,18 @@ class _Run:
 
     async def attempt(self, p: Provider, usage: Usage, token: str) -> None:
         self.attempts += 1
+        if tracing.ENABLED:
+            # Each attempt (a retry is another) is a child span of its provider's span.
+            with tracing.span("ai.attempt", {"ai.provider": p.name, "ai.attempt": self.attempts}) as span:
+                try:
+                    await self._attempt(p, usage, token)
+                except Failure as f:
+                    tracing.fail(span, f.kind)
+                    raise
+                return
+        await self._attempt(p, usage, token)
+
+    async def _attempt(self, p: Provider, usage: Usage, token: str) -> None:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -321,7 +333,14 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
     usage = Usage()
     final: Callable[[], None] | None = None
     try:
-        final = await _answer(run, result, usage)
+        if tracing.ENABLED:
+            with tracing.span("ai.assist") as span:
+                final = await _answer(run, result, usage)
+                span.set_attribute("ai.outcome", result.outcome)
+                span.set_attribute("ai.attempts", run.attempts)
+                span.set_attribute("ai.fallbacks", len(run.fallbacks))
+        else:
+            final = await _answer(run, result, usage)
     except asyncio.CancelledError:
         result.outcome = "cancelled"
         raise
@@ -354,10 +373,22 @@ async def _answer(run: _Run, result: AssistResult, usage: Usage) -> Callable[[],
         state = await bk.allow(p.name, token, probe_ttl_s=cfg.first_token_timeout_s + cfg.idle_timeout_s)
         if state == OPEN:
             run.fallbacks.append({"provider": p.name, "reason": "breaker_open"})
+            if tracing.ENABLED:
+                with tracing.span("ai.provider", {"ai.provider": p.name}) as span:
+                    tracing.fail(span, "breaker_open")
             continue
         run.breaker_opened = False
         try:
-            await run.with_retries(p, usage, token, probe=state == PROBE)
+            if tracing.ENABLED:
+                # One span per provider tried: its attempts are children; a fallback marks it failed.
+                with tracing.span("ai.provider", {"ai.provider": p.name, "ai.probe": state == PROBE}) as span:
+                    try:
+                        await run.with_retries(p, usage, token, probe=state == PROBE)
+                    except Failure as f:
+                        tracing.fail(span, f.kind)
+                        raise
+            else:
+                await run.with_retries(p, usage, token, probe=state == PROBE)
         except Failure as f:
             last = f
             if run.sent:

@@ -7,6 +7,8 @@ import logging
 import re
 import time
 
+from core import tracing
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 # Anything that looks like a bearer token, JWT or API key is masked before it reaches a handler.
@@ -32,6 +34,10 @@ def scrub(text: str) -> str:
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        if tracing.ENABLED:
+            ids = tracing.log_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 
@@ -46,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", "")
         if rid:
             entry["request_id"] = rid
-        for key in ("event", "code", "channel", "method", "user", "duration_ms", "node"):
+        for key in ("trace_id", "span_id", "event", "code", "channel", "method", "user", "duration_ms", "node"):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

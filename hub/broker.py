@@ -4,6 +4,10 @@ LocalBroker: one process, nothing to cross. RedisBroker: plain Redis pub/sub, on
 per process for subscriptions; messages are `node id | msgpack` so a process skips its own at
 the cost of a byte comparison. Redis is a wake-up signal, not the record: the database is. A
 subscriber that sees a gap, or a broker that reconnects, fills from storage.
+
+With tracing on, a publications message carries a fourth element: each publication's W3C
+traceparent (or None), so the fan-out in the other processes joins the publisher's trace.
+Processes that do not know it read the first three and ignore it (a rolling upgrade mixes both).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 import msgpack
 
 from core import redis as hubredis
+from core import tracing
 from hub.pubs import Pub
 
 log = logging.getLogger("hub.broker")
@@ -43,7 +48,7 @@ class LocalBroker:
 
 
 class RedisBroker:
-    def __init__(self, url: str, node: str, on_pub: Callable[[Pub], None],
+    def __init__(self, url: str, node: str, on_pubs: Callable[[list[Pub]], None],
                  on_event: Callable[[str, dict[str, Any]], None], on_resync: Callable[[], None],
                  on_control: Callable[[bytes], None] = lambda msg: None) -> None:
         import redis.asyncio as aredis
@@ -51,7 +56,7 @@ class RedisBroker:
         self.url = url
         self.node = node.encode()
         self.head = self.node + b"|"
-        self.on_pub = on_pub
+        self.on_pubs = on_pubs
         self.on_event = on_event
         self.on_resync = on_resync
         self.on_control = on_control
@@ -121,7 +126,12 @@ class RedisBroker:
         for channel, pubs in groups.items():
             # The JSON push frame travels as is: JSON subscribers elsewhere reuse it untouched.
             items = [(p.offset, p.epoch, p.ts, p.sender, p.frame(False)) for p in pubs]
-            out.append((self.prefix + channel, self.head + msgpack.packb((0, channel, items), use_bin_type=True)))
+            message: tuple[Any, ...] = (0, channel, items)
+            if tracing.ENABLED:
+                traces = [tracing.traceparent(p.trace) for p in pubs]
+                if any(traces):
+                    message = (0, channel, items, traces)
+            out.append((self.prefix + channel, self.head + msgpack.packb(message, use_bin_type=True)))
         if not out:
             return
         try:
@@ -180,8 +190,12 @@ class RedisBroker:
             body = msgpack.unpackb(data[data.index(b"|") + 1:], raw=False)
             if body[0] == 0:
                 channel = body[1]
-                for offset, epoch, ts, sender, frame in body[2]:
-                    self.on_pub(Pub.from_json_frame(channel, offset, epoch, ts, sender, frame))
+                pubs = [Pub.from_json_frame(channel, offset, epoch, ts, sender, frame)
+                        for offset, epoch, ts, sender, frame in body[2]]
+                if len(body) > 3 and tracing.ENABLED and isinstance(body[3], list):
+                    for pub, tp in zip(pubs, body[3], strict=False):
+                        pub.trace = tracing.parse_traceparent(tp)
+                self.on_pubs(pubs)
             else:
                 self.on_event(body[1], body[2])
         except Exception:

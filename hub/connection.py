@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from django.conf import settings
 
-from core import audit, metrics
+from core import audit, metrics, tracing
 from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHORIZED, HubError
 from core.logs import request_id
 from hub import auth, channels, codec, credentials, revocation, rpc, store
@@ -128,6 +128,13 @@ class Connection:
         except codec.FrameError as exc:
             self.bad_frame(exc.message, exc.id)
             return
+        if tracing.ENABLED:
+            token = tracing.command_context(cmd)  # the client's traceparent, if any, is the parent
+            try:
+                self.dispatch(cmd["id"], cmd["cmd"], cmd)
+            finally:
+                tracing.detach(token)
+            return
         self.dispatch(cmd["id"], cmd["cmd"], cmd)
 
     def admitted(self, frame: str | bytes) -> bool:
@@ -208,6 +215,8 @@ class Connection:
             self.close(CLOSE_PROTOCOL)
 
     def spawn(self, cid: int, coro: Any, name: str) -> None:
+        if tracing.ENABLED:
+            coro = tracing.traced(coro, f"ws {name}", {"hub.client": self.client, "hub.command.id": cid})
         task = self.engine.loop.create_task(self._run(cid, coro, name))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -247,7 +256,10 @@ class Connection:
             self.close(CLOSE_AUTH)
             return
         self.held = []
-        task = self.engine.loop.create_task(self._open(cid, claims))
+        opening = self._open(cid, claims)
+        if tracing.ENABLED:
+            opening = tracing.traced(opening, "ws connect", {"hub.client": self.client})
+        task = self.engine.loop.create_task(opening)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -376,7 +388,8 @@ class Connection:
             self.error(cid, HubError("unavailable", "the server is draining; reconnect elsewhere"))
             return
         data = cmd["data"]
-        self.engine.submit_for(self, cid, cmd["channel"], data, orjson.dumps(data).decode(), cmd.get("key"))
+        span = tracing.publish_span(self.client, cid, cmd) if tracing.ENABLED else None
+        self.engine.submit_for(self, cid, cmd["channel"], data, orjson.dumps(data).decode(), cmd.get("key"), span)
 
     def publish_done(self, cid: int, result: Any, error: HubError | None, t0: float) -> None:
         """Called by the group-commit writer, in the loop, once the batch holding this publish ends."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
-from core import metrics
+from core import metrics, tracing
 from core import redis as hubredis
 from core.errors import HubError, unavailable
 from hub import budgets, revocation, store
@@ -80,7 +80,7 @@ class Engine:
                       "not_recovered": 0, "gap_fills": 0}
         if settings.REDIS_URL:
             self.broker: LocalBroker | RedisBroker = RedisBroker(
-                settings.REDIS_URL, self.node, self.on_remote_pub, self.on_remote_event, self.resync,
+                settings.REDIS_URL, self.node, self.on_remote_pubs, self.on_remote_event, self.resync,
                 self._on_control)
             self.presence = Presence(self.node, hubredis.async_client(), self._announce_remote)
         else:
@@ -211,15 +211,21 @@ class Engine:
         self.writer.submit(channel, data, body, sender, key, fut)
         return fut
 
-    def submit_for(self, conn: Connection, cid: int, channel: str, data: Any, body: str, key: str | None) -> None:
-        """Queue a socket's publish; the writer answers `conn.publish_done` after commit (no future)."""
-        self.writer.submit(channel, data, body, conn.caller.user if conn.caller else None, key, conn=conn, cid=cid)
+    def submit_for(self, conn: Connection, cid: int, channel: str, data: Any, body: str, key: str | None,
+                   span: Any = None) -> None:
+        """Queue a socket's publish; the writer answers `conn.publish_done` after commit (no future).
+        `span` (tracing) is the publish command's, ended with the reply."""
+        self.writer.submit(channel, data, body, conn.caller.user if conn.caller else None, key, conn=conn, cid=cid,
+                           span=span)
 
     def _on_batch(self, batch: list[store.Pending]) -> None:
         pubs = store.committed(batch)
         if not pubs:
             return
         self.stats["published"] += len(pubs)
+        if tracing.ENABLED:
+            self._traced_fanout(pubs, "commit")
+            return
         for pub in pubs:
             self.deliver(pub)
         self.broker.publish(pubs)
@@ -228,12 +234,45 @@ class Engine:
         self.loop.call_soon_threadsafe(self._domain_commit, pubs)
 
     def _domain_commit(self, pubs: list[Pub]) -> None:
+        if tracing.ENABLED:
+            self._traced_fanout(pubs, "domain")
+            return
         for pub in pubs:
             self.deliver(pub)
         self.broker.publish(pubs)
 
-    def on_remote_pub(self, pub: Pub) -> None:
-        self.deliver(pub)
+    def _traced_fanout(self, pubs: list[Pub], source: str) -> None:
+        """Tracing on: one fan-out span for the batch (child of its first traced publication, linked
+        to the others), around the local deliveries and the hand-over to the broker."""
+        parents = [p.trace for p in pubs if p.trace is not None]
+        if not parents:
+            for pub in pubs:
+                self.deliver(pub)
+            self.broker.publish(pubs)
+            return
+        delivered = self.stats["delivered"]
+        span = tracing.batch_span("hub.fanout", parents, {"hub.source": source, "hub.publications": len(pubs)})
+        with tracing.active(span):
+            for pub in pubs:
+                self.deliver(pub)
+            self.broker.publish(pubs)
+            span.set_attribute("hub.deliveries", self.stats["delivered"] - delivered)
+
+    def on_remote_pubs(self, pubs: list[Pub]) -> None:
+        """Publications another process committed, as one broker message carried them."""
+        if tracing.ENABLED:
+            parents = [p.trace for p in pubs if p.trace is not None]
+            if parents:
+                delivered = self.stats["delivered"]
+                span = tracing.batch_span("hub.fanout", parents, {"hub.source": "broker",
+                                                                  "hub.publications": len(pubs)})
+                with tracing.active(span):
+                    for pub in pubs:
+                        self.deliver(pub)
+                    span.set_attribute("hub.deliveries", self.stats["delivered"] - delivered)
+                return
+        for pub in pubs:
+            self.deliver(pub)
 
     # --- ordered delivery -----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ def ws_frame(payload: bytes, binary: bool) -> bytes:
 
 class Pub:
     __slots__ = ("channel", "offset", "epoch", "ts", "sender", "_data", "_json", "_msgpack", "_wire_json",
-                 "_wire_msgpack", "_size", "_other")
+                 "_wire_msgpack", "_size", "_other", "trace")
 
     def __init__(self, channel: str, offset: int, epoch: str, ts: int, sender: str | None, data: Any,
                  json_frame: bytes | None = None) -> None:
@@ -47,6 +47,8 @@ class Pub:
         self._wire_msgpack: bytes | None = None
         self._size = 0
         self._other: dict[int, tuple[bytes, bytes]] | None = None  # format -> (payload, wire frame)
+        # The SpanContext of the work that published it (core.tracing; None when tracing is off).
+        self.trace: Any = None
 
     @classmethod
     def from_json_frame(cls, channel: str, offset: int, epoch: str, ts: int, sender: str | None,

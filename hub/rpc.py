@@ -37,7 +37,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from jsonschema import Draft202012Validator
 
-from core import metrics
+from core import metrics, tracing
 from core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, UNAVAILABLE, HubError, unavailable
 from hub.auth import ALL_ROLES
 from hub.store import DB_DOWN, EVENT_TENANT, sqlstate
@@ -144,7 +144,12 @@ async def call(caller: Caller, name: str, params: Any) -> Any:
     # What the method appends to `user:` channels happens in the caller's tenant (hub.store hooks).
     token = EVENT_TENANT.set(caller.tenant)
     try:
-        result = await _call(caller, name, params)
+        if tracing.ENABLED:
+            # The method's name only when it is a registered one: a client cannot mint span names.
+            with tracing.span(f"rpc {name if name in REGISTRY else 'unknown'}"):
+                result = await _call(caller, name, params)
+        else:
+            result = await _call(caller, name, params)
     except HubError as exc:
         metrics.command(label, exc.code)
         raise

@@ -36,6 +36,7 @@ import psycopg
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
+from core import tracing
 from core.errors import INTERNAL, HubError, unavailable
 from hub.pubs import Pub
 
@@ -246,6 +247,8 @@ def append(channel: str, data: Any, sender: str | None = None) -> Pub:
     pending = _scope.pending
     if pending is not None and connection.in_atomic_block:
         pub = Pub(channel, 0, "", ts, sender, data)
+        if tracing.ENABLED:
+            pub.trace = tracing.current()  # the fan-out joins the trace of the action that published
 
         def hook() -> None:
             """A distinct on_commit entry per append: Django drops it with a rolled-back savepoint."""
@@ -260,6 +263,8 @@ def append(channel: str, data: Any, sender: str | None = None) -> Pub:
             top, epoch = assign_offsets(cursor, {channel: 1})[channel]
             insert_rows(cursor, [(channel, top, ts, sender, body)])
     pub = Pub(channel, top, epoch, ts, sender, data)
+    if tracing.ENABLED:
+        pub.trace = tracing.current()
     transaction.on_commit(lambda: _notify([pub]))
     return pub
 
@@ -396,6 +401,10 @@ class Pending:
     t0: float = 0.0
     ts: int = 0
     result: tuple[Pub, bool] | None = field(default=None)
+    # Tracing (core.tracing): the publish command's span, ended with the reply, and the SpanContext
+    # the publication carries to the fan-out (the span's, or the HTTP request's).
+    span: Any = None
+    trace: Any = None
 
 
 PENDING_RETRY_MS = 250
@@ -425,7 +434,8 @@ class Writer:
         self.thread.start()
 
     def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
-               future: asyncio.Future[tuple[Pub, bool]] | None = None, conn: Any = None, cid: int = 0) -> None:
+               future: asyncio.Future[tuple[Pub, bool]] | None = None, conn: Any = None, cid: int = 0,
+               span: Any = None) -> None:
         if self.inflight >= self.max_pending or self.inflight_bytes >= self.max_pending_bytes:
             busy = unavailable("the hub is behind on commits; retry shortly")
             busy.retry_after_ms = PENDING_RETRY_MS
@@ -433,13 +443,19 @@ class Writer:
                 conn.publish_done(cid, None, busy, time.perf_counter())
             elif future is not None:
                 future.set_exception(busy)
+            if span is not None:
+                tracing.end(span, busy.code)
             return
         if key is not None:
             key = sender_key(sender, key)
         self.inflight += 1
         self.inflight_bytes += len(body)
         self.idle.clear()
-        self.queue.put(Pending(channel, data, body, sender, key, future, conn, cid, time.perf_counter()))
+        pending = Pending(channel, data, body, sender, key, future, conn, cid, time.perf_counter())
+        if tracing.ENABLED:
+            pending.span = span
+            pending.trace = span.get_span_context() if span is not None else tracing.current()
+        self.queue.put(pending)
 
     def stop(self) -> None:
         self.queue.put(None)
@@ -461,6 +477,9 @@ class Writer:
                     break
                 batch.append(item)
             error: HubError | None = None
+            span = token = None
+            if tracing.ENABLED:
+                span, token = self._trace_batch(batch)
             try:
                 self._commit(batch)
             except DB_DOWN as exc:
@@ -475,8 +494,31 @@ class Writer:
                 log.exception("group commit crashed")
                 error = HubError(INTERNAL, "the publication was not stored")
                 self._reset()
+            if span is not None:
+                self._traced(batch, span, token, error)
             self.loop.call_soon_threadsafe(self._complete, batch, error)
         connection.close()
+
+    @staticmethod
+    def _trace_batch(batch: list[Pending]) -> tuple[Any, Any]:
+        """One commit span per batch: child of its first traced publish, linked to the others."""
+        parents = [p.trace for p in batch if p.trace is not None]
+        span = tracing.batch_span("hub.commit", parents, {"hub.batch.size": len(batch),
+                                                          "hub.batch.traced": len(parents)})
+        ctx = span.get_span_context()
+        return span, tracing.attach(ctx) if ctx.is_valid else None
+
+    @staticmethod
+    def _traced(batch: list[Pending], span: Any, token: Any, error: HubError | None) -> None:
+        if token is not None:
+            tracing.detach(token)
+        ctx = span.get_span_context()
+        # Publications nobody traced ride on their batch's trace to the fan-out.
+        carried = ctx if ctx.is_valid and ctx.trace_flags.sampled else None
+        for p in batch:
+            if p.result is not None:
+                p.result[0].trace = p.trace or carried
+        tracing.end(span, error.code if error is not None else None)
 
     def _reset(self) -> None:
         try:
@@ -564,6 +606,8 @@ class Writer:
                 else:
                     assert p.result is not None
                     p.future.set_result(p.result)
+            if p.span is not None:
+                tracing.end(p.span, error.code if error is not None else None)
 
 
 def committed(batch: Iterable[Pending]) -> list[Pub]:

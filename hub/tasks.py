@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from core import tracing
 from hub.rpc import run_sync
 
 if TYPE_CHECKING:
@@ -116,7 +117,19 @@ async def _forever(engine: Engine, name: str, fn: Callable[[Engine], Awaitable[N
 async def _loop(engine: Engine, name: str, seconds: float, fn: Callable[[float], object]) -> None:
     while not engine.draining:
         try:
-            await run_sync(fn, time.time())
+            if tracing.ENABLED:
+                await _traced_sweep(name, fn)
+            else:
+                await run_sync(fn, time.time())
         except Exception:
             log.exception("sweep %s failed", name)
         await asyncio.sleep(seconds)
+
+
+async def _traced_sweep(name: str, fn: Callable[[float], object]) -> None:
+    """A sweep run as a root span (each run its own trace); what it publishes carries it on."""
+    span = tracing.start(f"sweep {name}", use_current=False)
+    with tracing.active(span):
+        result = await run_sync(fn, time.time())
+        if isinstance(result, int):
+            span.set_attribute("hub.sweep.count", result)

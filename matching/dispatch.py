@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core import metrics
+from core import metrics, tracing
 from core.domain_budgets import cap_open
 from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
@@ -71,6 +71,7 @@ def booking_dict(b: Booking, providers: list[str] | None = None) -> dict[str, An
 
 # --- creating and offering --------------------------------------------------------------------
 
+@tracing.spanned("booking.create")
 def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: str, at: str | None = None,
                    crew: int = 1) -> dict[str, Any]:
     when: datetime | None = None
@@ -103,6 +104,7 @@ def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: st
     return {"booking": b.id, "status": b.status, "zone": zone, "offered": len(found)}
 
 
+@tracing.spanned("offers.make")
 def _offer(b: Booking, found: list[Any], rnd: int, now: datetime) -> list[Offer]:
     """Offers to the found providers in round `rnd`, each told on its `user:` channel."""
     expires = now + timedelta(seconds=offer_ttl_s())
@@ -181,6 +183,7 @@ def _my_offer(b: Booking, user: str) -> Offer:
 
 # --- answering ---------------------------------------------------------------------------------
 
+@tracing.spanned("offer.accept")
 def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
     with atomic():
@@ -234,6 +237,7 @@ def _fill(b: Booking, now: datetime, providers: list[str] | None = None) -> None
         append(f"user:{p}", job)
 
 
+@tracing.spanned("offer.decline")
 def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
     with atomic():
@@ -298,6 +302,7 @@ def sweep(now: float | datetime | None = None) -> int:
     return total
 
 
+@tracing.spanned("offers.expire")
 def _expire_booking(booking_id: str, when: datetime) -> int:
     with atomic():
         b = (Booking.objects.select_for_update(skip_locked=True)
