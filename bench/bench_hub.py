@@ -26,6 +26,12 @@ Tests (20 rooms x 10 members):
 5. budgets: tests 1 and 3 run against the hub with every per-user and per-address budget checked
    (set so they never refuse) and again against a second hub with them switched off; the hub keeps
    >= 95 % of its fan-out and acks (hub/budgets.py, hub/guard.py: docs/operations.md).
+6. tracing: tests 1 and 3 against a hub with OpenTelemetry tracing on (default sampling,
+   parentbased_always_on; OTLP over HTTP to a tiny local receiver in this process that answers
+   200 to every export) and the hub of tests 1-3 with it off, alternately, twice each; the best
+   of each side counts; the traced hub keeps >= 95 % of fan-out and acks. Then once more with
+   every publish carrying a sampled `traceparent` (every message traced end to end: a span per
+   publish), reported beside it (docs/operations.md, "Tracing").
 
 Environment: BENCH_PG (default postgres://postgres@127.0.0.1:5432), BENCH_REDIS (default
 redis://127.0.0.1:6379/14). `--profile DIR` records py-spy flame graphs of the hub during the
@@ -61,6 +67,7 @@ TARGET_P99_MS = 20.0
 TARGET_ACKS = 10_000
 TARGET_KIB_PER_SOCKET = 40.0
 TARGET_BUDGETS = 0.95  # what every budget check together may cost (hub with them / without)
+TARGET_TRACING = 0.95  # what tracing on at the default sampling may cost (hub with it / without)
 
 
 def log(msg: str) -> None:
@@ -223,6 +230,41 @@ def count_publications(name: str) -> int:
         return int(row[0]) if row else 0
 
 
+class OtlpSink:
+    """A tiny OTLP/HTTP receiver in this process: 200 to every POST, counting requests and bytes, so
+    the traced hub pays its whole export path (encoding, HTTP) and nothing else."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                sink.requests += 1
+                sink.bytes += n
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def redis_client() -> Any:
     import redis
 
@@ -250,7 +292,8 @@ def main() -> int:
     ap.add_argument("--profile", metavar="DIR", help="py-spy flame graphs of the hub runs into DIR")
     ap.add_argument("--sockets", type=int, help="idle sockets (default 10,000; quick 2,000)")
     ap.add_argument("--hold", type=float, help="idle hold seconds (default 60; quick 10)")
-    ap.add_argument("--skip", default="", help="comma list of tests to skip: fanout,paced,acks,budgets,idle")
+    ap.add_argument("--skip", default="",
+                    help="comma list of tests to skip: fanout,paced,acks,budgets,tracing,idle")
     opts = ap.parse_args()
     quick = opts.quick
     skip = {s.strip() for s in opts.skip.split(",") if s.strip()}
@@ -385,6 +428,30 @@ def main() -> int:
                                                                str(messages), "--window", "50"], 240)
             results["acks_bare"] = client("bare", "acks", ["--rooms", "20", "--publishers", "100", "--window", "50",
                                                            "--duration", str(acks_s)], 120)
+
+        # --- 6. what tracing costs: the same hub with OpenTelemetry on, beside it off ------------
+        if "tracing" not in skip and pids.get("hub"):
+            sink = OtlpSink()
+            traced_env = dict(hub_env, OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=sink.url,
+                              OTEL_SERVICE_NAME="bench-hub")
+            ports["traced"] = free_port()
+            traced = servers.start("traced", [PY, "manage.py", "serve", "--host", "127.0.0.1", "--port",
+                                              str(ports["traced"])], ROOT, traced_env, ports["traced"])
+            pids["traced"] = traced.pid if traced else None
+            time.sleep(1.0)
+            fan = ["--rooms", "20", "--members", "10", "--messages", str(messages), "--window", "50"]
+            acks = ["--rooms", "20", "--publishers", "100", "--window", "50", "--duration", str(acks_s)]
+            for rnd in range(2):  # alternately, so the machine's drift hits both sides alike
+                for side in ("hub", "traced"):
+                    log(f"tracing {'on' if side == 'traced' else 'off'} (round {rnd + 1}): fan-out and acks")
+                    results[f"tr_fanout_{side}_{rnd}"] = client(side, "fanout", fan, 240)
+                    results[f"tr_acks_{side}_{rnd}"] = client(side, "acks", acks, 120)
+            log("tracing on, every publish with a traceparent: fan-out and acks")
+            results["tr_fanout_all"] = client("traced", "fanout", [*fan, "--traceparent"], 240)
+            results["tr_acks_all"] = client("traced", "acks", [*acks, "--traceparent"], 120)
+            time.sleep(1.0)
+            results["tr_sink"] = {"requests": sink.requests, "bytes": sink.bytes}
+            sink.close()
 
         # the fan-out servers go away before the memory test
         servers.stop_all()
@@ -621,6 +688,40 @@ def print_table(results: dict[str, Any], notes: list[str], quick: bool, messages
                      verdict(None if ack_ratio is None else ack_ratio >= TARGET_BUDGETS),
                      f"off: {fmt(ab_rate)} acks/s; errors {ab.get('errors', 0)}"
                      + (f"; ERROR {ab['error']}" if "error" in ab else "")))
+    def per_server_cpu(r: dict[str, Any]) -> float | None:
+        done = r.get("deliveries") or r.get("acks") or 0
+        cpu = r.get("server_cpu_s")
+        return done / cpu if done and cpu and cpu == cpu and cpu > 0 else None
+
+    if "tr_fanout_hub_0" in results:
+        def best(key: str, field: str) -> tuple[float | None, dict[str, Any]]:
+            runs = [results.get(f"tr_{key}_{i}") or {} for i in range(2)]
+            vals = [(float(r[field]), r) for r in runs if r.get(field)]
+            return max(vals, key=lambda v: v[0]) if vals else (None, {})
+
+        for key, field, label in (("fanout", "deliveries_per_s", "fan-out deliveries/s"),
+                                  ("acks", "acks_per_s", "durable acks/s")):
+            off, roff = best(f"{key}_hub", field)
+            on, ron = best(f"{key}_traced", field)
+            ratio = on / off if on and off else None
+            pon, poff = per_server_cpu(ron), per_server_cpu(roff)
+            runs_on = ", ".join(fmt((results.get(f"tr_{key}_traced_{i}") or {}).get(field)) for i in range(2))
+            runs_off = ", ".join(fmt((results.get(f"tr_{key}_hub_{i}") or {}).get(field)) for i in range(2))
+            rows.append((f"6{'a' if key == 'fanout' else 'b'} tracing on / off: {label}",
+                         fmt(None if ratio is None else 100 * ratio, ".0f") + " %", f">= {100 * TARGET_TRACING:.0f} %",
+                         verdict(None if ratio is None else ratio >= TARGET_TRACING),
+                         f"on {runs_on}; off {runs_off} (best of 2 each); per server CPU-s on/off "
+                         f"{fmt(100 * pon / poff if pon and poff else None, '.0f')} %"
+                         + "".join(f"; ERROR {r['error']}" for r in (ron, roff) if "error" in r)))
+            every = results.get(f"tr_{key}_all") or {}
+            val = every.get(field)
+            rows.append((f"6{'c' if key == 'fanout' else 'd'} every publish traced / off: {label}",
+                         fmt(100 * val / off if val and off else None, ".0f") + " %", "info", "",
+                         f"{fmt(val)} with a traceparent on every publish (a span each)"
+                         + (f"; ERROR {every['error']}" if "error" in every else "")))
+        sink_stats = results.get("tr_sink") or {}
+        notes.append(f"tracing: the OTLP receiver got {sink_stats.get('requests', 0):,} exports, "
+                     f"{sink_stats.get('bytes', 0) / 1e6:.1f} MB")
     title = (f"bench_hub ({'quick' if quick else 'full'}): 20 rooms x 10 members; fan-out {messages} msgs/room; "
              f"paced {paced_s:.0f} s; acks {acks_s:.0f} s; {sockets:,} idle sockets x {hold:.0f} s; wall {wall:.0f} s")
     head = ("figure", "measured", "target", "result", "details")

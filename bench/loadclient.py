@@ -353,10 +353,19 @@ async def setup_rooms(args: argparse.Namespace, on_message: Callable[[WS, bytes,
     return rooms
 
 
+TRACEPARENT = False  # --traceparent: every hub publish carries a sampled W3C traceparent (new ids)
+
+
+def traceparent() -> bytes:
+    if not TRACEPARENT:
+        return b""
+    return b',"traceparent":"00-%s-%s-01"' % (os.urandom(16).hex().encode(), os.urandom(8).hex().encode())
+
+
 def message_bytes(kind: str, channel: str, cid: int, t: int, seq: int) -> bytes:
     if kind == "hub":
-        return (b'{"id":%d,"cmd":"publish","channel":"%s","data":{"seq":%d,"t":"%d"}}'
-                % (cid, channel.encode(), seq, t))
+        return (b'{"id":%d,"cmd":"publish","channel":"%s","data":{"seq":%d,"t":"%d"}%s}'
+                % (cid, channel.encode(), seq, t, traceparent()))
     return b'{"seq":%d,"t":"%d"}' % (seq, t)
 
 
@@ -560,8 +569,8 @@ async def run_acks(args: argparse.Namespace) -> dict[str, Any]:
                 ws.next_id += 1
                 t = time.time_ns()
                 seq_sent[ws.next_id] = t
-                chunks.append(frame_text(b'{"id":%d,"cmd":"publish","channel":"%s","data":{"seq":%d,"t":"%d"}}'
-                                         % (ws.next_id, chan, p.sent, t)))
+                chunks.append(frame_text(b'{"id":%d,"cmd":"publish","channel":"%s","data":{"seq":%d,"t":"%d"}%s}'
+                                         % (ws.next_id, chan, p.sent, t, traceparent())))
                 p.sent += 1
             p.inflight += n
             st.sent += n
@@ -676,7 +685,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-pid", type=int, default=0, help="report this process's CPU over the measured run")
     ap.add_argument("--max-time", type=float, default=0.0, help="fanout: stop sending and counting after this long")
     ap.add_argument("--stall", type=float, default=5.0, help="give up after this long without a delivery")
+    ap.add_argument("--traceparent", action="store_true", help="hub: every publish carries a new sampled traceparent")
     args = ap.parse_args(argv)
+    global TRACEPARENT
+    TRACEPARENT = args.traceparent
     raise_nofile()
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if args.mode == "fanout":
