@@ -36,7 +36,7 @@ _provider: Any = None
 _setup_done = False
 _lock = threading.Lock()
 
-LINKS_MAX = 32  # links a batch span carries (the batch's other traced publications)
+LINKS_MAX = 16  # links a batch span carries (the batch's other traced publications)
 # W3C trace context, version 00 (a later version's first four fields read the same way).
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?\Z")
 TRACEPARENT_MAX = 256
@@ -323,19 +323,21 @@ def attach(parent: Any) -> Any:
 
 
 def detach(token: Any) -> None:
-    from opentelemetry import context
+    if token is not None:
+        from opentelemetry import context
 
-    context.detach(token)
+        context.detach(token)
 
 
 def batch_span(name: str, parents: Sequence[Any], attributes: dict[str, Any]) -> Any:
     """One span for a batch of work from several traces: child of the first, linked to the others
     (at most LINKS_MAX); a new root when none of them is traced."""
-    first = parents[0] if parents else None
+    # A sampled parent first: an unsampled one would leave the batch unrecorded for everyone.
+    first = next((p for p in parents if p.trace_flags.sampled), parents[0]) if parents else None
     links: list[Any] = []
     if first is not None and len(parents) > 1:
         seen = {(first.trace_id, first.span_id)}
-        for p in parents[1:]:
+        for p in parents:
             key = (p.trace_id, p.span_id)
             if key not in seen:
                 seen.add(key)
@@ -377,10 +379,16 @@ PUBLISH_ALL = (os.environ.get("HUB_TRACE_PUBLISHES") or "").strip().lower() == "
 
 def command_context(cmd: dict[str, Any]) -> Any:
     """Attach the context a socket command runs in: the client's traceparent if it sent a valid
-    one, else a new root (nothing of the socket's own context leaks into the command)."""
+    one, else a new root. Returns the token for `detach`, or None when nothing had to be attached
+    (the common untraced case)."""
     from opentelemetry import context
 
-    parent = parse_traceparent(cmd.get("traceparent"))
+    tp = cmd.get("traceparent")
+    if tp is None:
+        # The socket's own context holds no span (only frames held while `connect` is admitted
+        # run inside its span): the command is a root already, and costs nothing here.
+        return None
+    parent = parse_traceparent(tp)
     return context.attach(context_of(parent) if parent is not None else context.Context())
 
 
@@ -432,3 +440,28 @@ def spanned(name: str) -> Any:
         return inner
 
     return wrap
+
+
+def traceparents(contexts: list[Any]) -> list[str | None] | None:
+    """W3C traceparents for a run of publications' contexts (formatted once per distinct one: a
+    batch nobody traced shares one); None when none has one."""
+    out: list[str | None] = []
+    last: Any = None
+    last_tp: str | None = None
+    for ctx in contexts:
+        if ctx is not last:
+            last, last_tp = ctx, traceparent(ctx)
+        out.append(last_tp)
+    return out if any(out) else None
+
+
+def parse_traceparents(values: list[Any]) -> list[Any]:
+    """The contexts of a Redis message's traceparents (parsed once per distinct value)."""
+    seen: dict[Any, Any] = {}
+    out = []
+    for v in values:
+        key = v if type(v) is str else None
+        if key not in seen:
+            seen[key] = parse_traceparent(v)
+        out.append(seen[key])
+    return out

@@ -12,6 +12,7 @@ Processes that do not know it read the first three and ignore it (a rolling upgr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -115,7 +116,9 @@ class RedisBroker:
     def _schedule(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            asyncio.get_running_loop().create_task(self._flush())
+            # A context of its own: the flush serves many publications, whatever span scheduled it
+            # (tracing: the fan-out span times the hand-over; no Redis span per flush).
+            asyncio.get_running_loop().create_task(self._flush(), context=contextvars.Context())
 
     async def _flush(self) -> None:
         # One pipeline per loop turn: many publications, one round trip.
@@ -128,8 +131,8 @@ class RedisBroker:
             items = [(p.offset, p.epoch, p.ts, p.sender, p.frame(False)) for p in pubs]
             message: tuple[Any, ...] = (0, channel, items)
             if tracing.ENABLED:
-                traces = [tracing.traceparent(p.trace) for p in pubs]
-                if any(traces):
+                traces = tracing.traceparents([p.trace for p in pubs])
+                if traces is not None:
                     message = (0, channel, items, traces)
             out.append((self.prefix + channel, self.head + msgpack.packb(message, use_bin_type=True)))
         if not out:
@@ -193,8 +196,8 @@ class RedisBroker:
                 pubs = [Pub.from_json_frame(channel, offset, epoch, ts, sender, frame)
                         for offset, epoch, ts, sender, frame in body[2]]
                 if len(body) > 3 and tracing.ENABLED and isinstance(body[3], list):
-                    for pub, tp in zip(pubs, body[3], strict=False):
-                        pub.trace = tracing.parse_traceparent(tp)
+                    for pub, ctx in zip(pubs, tracing.parse_traceparents(body[3]), strict=False):
+                        pub.trace = ctx
                 self.on_pubs(pubs)
             else:
                 self.on_event(body[1], body[2])
