@@ -362,12 +362,12 @@ def namespace(channel: str) -> str:
 def wrap_http(app: Any) -> Any:
     """The HTTP ASGI app, inside OpenTelemetry's ASGI middleware when tracing is on: a server span
     per request, its parent from the request's `traceparent` header. Health and metrics scrapes
-    are left out (OTEL_PYTHON_ASGI_EXCLUDED_URLS overrides the list)."""
+    are left out, and static files (OTEL_PYTHON_ASGI_EXCLUDED_URLS overrides the list)."""
     if not ENABLED:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    excluded = os.environ.get("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "/healthz$,/readyz$,/metrics$")
+    excluded = os.environ.get("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "/healthz$,/readyz$,/metrics$,/static/")
     return OpenTelemetryMiddleware(app, excluded_urls=excluded, exclude_spans=["receive", "send"])
 
 
