@@ -44,13 +44,12 @@ from rooms.models import (
 
 log = logging.getLogger("rooms.calls")
 
-# Plain strings (the values of the TextChoices in rooms.models).
-JOINED, RINGING, BUSY, DECLINED, MISSED = "joined", "ringing", "busy", "declined", "missed"
-assert {JOINED, RINGING, BUSY, DECLINED, MISSED} == set(ParticipantStatus.values)
+# Short names for the statuses (TextChoices in rooms.models, str values on the wire and in the database).
+JOINED, RINGING, BUSY = ParticipantStatus.JOINED, ParticipantStatus.RINGING, ParticipantStatus.BUSY
+DECLINED, MISSED = ParticipantStatus.DECLINED, ParticipantStatus.MISSED
 PENDING = (RINGING, BUSY)
-LIVE = ("ringing", "active")  # call statuses before "ended"
-MEDIA = ("video", "voice")
-assert set(MEDIA) == set(CallMedia.values)
+LIVE = (CallStatus.RINGING, CallStatus.ACTIVE)  # call statuses before ENDED
+MEDIA = tuple(CallMedia.values)
 SWEEP_BATCH = 500
 
 

@@ -49,8 +49,8 @@ def _remember_closed(tenant: str, job_id: str, status: str, owner: str) -> None:
             _closed.popitem(last=False)
 
 # Plain strings (the values of rooms.models.JobStatus).
-OPEN, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED = "open", "accepted", "in_progress", "completed", "cancelled"
-assert {OPEN, ACCEPTED, IN_PROGRESS, COMPLETED, CANCELLED} == set(JobStatus.values)
+OPEN, ACCEPTED, IN_PROGRESS = JobStatus.OPEN, JobStatus.ACCEPTED, JobStatus.IN_PROGRESS
+COMPLETED, CANCELLED = JobStatus.COMPLETED, JobStatus.CANCELLED
 TERMINAL = frozenset({COMPLETED, CANCELLED})
 
 # Who may post a job: customers, and enterprises acting as a customer organisation. Admins moderate
