@@ -30,7 +30,7 @@ from hub.static import StaticFiles  # noqa: E402
 from hub.ws import websocket_app  # noqa: E402
 
 router = ProtocolTypeRouter({
-    "http": tracing.wrap_http(RequestIds(StaticFiles(GuardMiddleware(get_asgi_application())))),
+    "http": tracing.wrap_http(RequestIds(StaticFiles(lifecycle.DrainGate(GuardMiddleware(get_asgi_application()))))),
     "websocket": URLRouter([path("ws", websocket_app), path("connection/websocket", centrifuge_app)]),
 })
 

@@ -12,7 +12,8 @@ the engine, its sweeps, the metrics sync, and (from the main thread) SIGTERM/SIG
 The handlers drain first and then hand the signal to the server's own handler (uvicorn's,
 Twisted's, or the default), so the server shuts down the way it always does, only later.
 
-Draining = `/readyz` answers 503, new sockets are refused, every socket is closed with 1012,
+Draining = `/readyz` answers 503, new sockets are refused, other HTTP requests (not probes, metrics
+or static files) get 503 `unavailable` (DrainGate), every socket is closed with 1012,
 in-flight publications commit (at most HUB_DRAIN_S), the sweeps stop, the shut-down hooks run
 (the matcher flushes its provider snapshot), and the process keeps answering for
 HUB_DRAIN_GRACE_S more (load balancers see the 503) before the server stops.
@@ -175,6 +176,36 @@ async def _drain() -> None:
     if settings.HUB_DRAIN_GRACE_S > 0:
         await asyncio.sleep(settings.HUB_DRAIN_GRACE_S)
     log.info("drained")
+
+
+# What a draining process still answers over HTTP: probes, metrics, static files.
+ANSWERED_WHILE_DRAINING = ("/healthz", "/readyz", "/metrics", "/static/")
+DRAIN_RETRY_MS = 1000
+
+
+class DrainGate:
+    """ASGI layer for HTTP: once the drain begins, requests other than probes, metrics and static
+    files get 503 `unavailable` (with Retry-After) instead of work the process could no longer
+    finish or announce to the others (its broker is closing). Retried, they reach another process."""
+
+    def __init__(self, app: Callable[[dict[str, Any], Any, Any], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not _draining or scope["type"] != "http" or scope["path"].startswith(ANSWERED_WHILE_DRAINING):
+            await self.app(scope, receive, send)
+            return
+        import orjson
+
+        from core.errors import HubError, unavailable
+
+        err: HubError = unavailable("this hub process is restarting; retry")
+        err.retry_after_ms = DRAIN_RETRY_MS
+        body = orjson.dumps({"error": err.as_dict()})
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(DRAIN_RETRY_MS // 1000).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def lifespan(receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:

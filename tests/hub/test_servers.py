@@ -45,7 +45,7 @@ def static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def servers(static_root: Path) -> Iterator[dict[str, HubServer]]:
     """Both servers, started side by side (a start is mostly waiting for imports and the hooks)."""
-    env = {"HUB_STATIC_ROOT": str(static_root), "HUB_REVOCATION_POLL_S": "1", "HUB_DRAIN_GRACE_S": "1.5",
+    env = {"HUB_STATIC_ROOT": str(static_root), "HUB_REVOCATION_POLL_S": "1", "HUB_DRAIN_GRACE_S": "3",
            "HUB_DOMAIN_WORKERS": "4"}
     hubs = {name: HubServer(command=command, env=env) for name, command in SERVERS.items()}
     try:
@@ -132,6 +132,10 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
         assert alice.wait_closed(timeout=15)[0] == 1012
         status, body = http_json("GET", server.http + "/readyz")
         assert (status, body["draining"]) == (503, True)
+        # Other requests are turned away with a retry, not started on a process that is leaving.
+        status, body = http_json("POST", server.http + "/api/rooms.create", {"members": [bob_id], "kind": "direct"},
+                                 token=mint(alice_id, "customer", tenant=tenant))
+        assert (status, body["error"]["code"]) == (503, "unavailable") and body["error"]["retry_after_ms"] > 0
         server.proc.wait(30)
         log = server.log()
         # The drain ran the shut-down hooks: the matcher wrote its provider snapshot to the table
