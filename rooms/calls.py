@@ -12,7 +12,6 @@ publishes once.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
@@ -26,9 +25,11 @@ from core.audit import record
 from core.domain_budgets import per_minute
 from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
+from hub import engine
 from hub.channels import Namespace, register
 from hub.rpc import USERS, Caller, method, run_sync
 from hub.store import append, atomic, tenant_scope
+from hub.tasks import every
 from rooms import agora
 from rooms.chat import members
 from rooms.models import (
@@ -373,28 +374,12 @@ def expire_invites(now: datetime | float | None = None, calls: Collection[str] |
 
 
 def default_is_online(user: str) -> bool:
-    """The hub engine's cluster-wide presence when it offers one; otherwise assume online.
-
-    Assuming online means no call is ever abandoned by mistake while presence is unavailable.
-    """
-    try:
-        from hub import engine  # type: ignore[attr-defined]
-    except ImportError:
+    """The hub engine's cluster-wide presence; with no engine in this process (a management command),
+    or presence failing, assume online: no call is ever abandoned by mistake."""
+    if engine.current() is None:
         return True
-    fn = getattr(engine, "is_user_online", None)
-    current = getattr(engine, "current", None)
-    if fn is None or (current is not None and current() is None):
-        return True  # no presence in this process (no engine running): know nothing, abandon nothing
     try:
-        result = fn(user)
-        if inspect.isawaitable(result):
-            from asgiref.sync import async_to_sync
-
-            async def wait() -> Any:
-                return await result
-
-            result = async_to_sync(wait)()
-        return bool(result)
+        return engine.is_user_online(user)
     except Exception:  # unknown presence is treated as online (never abandon wrongly)
         log.debug("is_user_online failed for %s", user, exc_info=True)
         return True
@@ -454,14 +439,5 @@ async def asweep(now: datetime | float | None = None) -> dict[str, int]:
     return result
 
 
-def _schedule() -> None:
-    """Run `sweep` every second in each hub process (hub.tasks calls it with time.time())."""
-    try:
-        from hub import tasks
-    except ImportError:  # an older hub core: the lead schedules rooms.calls.sweep directly
-        return
-    if not any(name == "calls.sweep" for name, _, _ in tasks.SWEEPS):
-        tasks.every(1.0, "calls.sweep")(sweep)
-
-
-_schedule()
+# Every second in each hub process (hub.tasks calls it with time.time()).
+every(1.0, "calls.sweep")(sweep)
