@@ -79,7 +79,8 @@ async def ensure_started(install_signals: bool = True) -> Engine:
     """Start this process on the running loop, once; concurrent callers wait for the same start."""
     loop = asyncio.get_running_loop()
     task = _starting.get(id(loop))
-    if task is None:
+    if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+        # First call, or the last start failed (e.g. Redis unreachable): this request tries again.
         task = _starting[id(loop)] = loop.create_task(_start(loop, install_signals))
     return await asyncio.shield(task)
 
