@@ -156,6 +156,32 @@ def _run_user_hooks(channel: str, data: Any) -> None:
             hook(channel[5:], data, tenant)
 
 
+# Hooks run inside the group commit's transaction for client publications on channels with a
+# registered prefix (e.g. "chat:"), with [(channel, sender, sender's tenant or None, data)]. Each
+# runs in a savepoint: a hook that fails is logged and undone, and the publications still commit.
+_publish_hooks: list[tuple[str, Callable[[list[tuple[str, str | None, str | None, Any]]], None]]] = []
+_publish_prefixes: tuple[str, ...] = ()
+
+
+def on_publish(prefix: str, hook: Callable[[list[tuple[str, str | None, str | None, Any]]], None]) -> None:
+    global _publish_prefixes
+    if (prefix, hook) not in _publish_hooks:
+        _publish_hooks.append((prefix, hook))
+        _publish_prefixes = tuple({p for p, _h in _publish_hooks})
+
+
+def _run_publish_hooks(items: list[tuple[str, str | None, str | None, Any]]) -> None:
+    for prefix, hook in _publish_hooks:
+        mine = [it for it in items if it[0].startswith(prefix)]
+        if not mine:
+            continue
+        try:
+            with transaction.atomic():
+                hook(mine)
+        except Exception:
+            log.exception("publish hook for %s failed; the publications commit without it", prefix)
+
+
 class _Scope(threading.local):
     # Appends of the open store.atomic() block on this thread (Django connections are per thread).
     pending: list[tuple[Callable[[], None], Pub, str]] | None = None
@@ -407,6 +433,12 @@ class Pending:
     trace: Any = None
 
 
+def _tenant_of(p: Pending) -> str | None:
+    """A socket's publication happens in its caller's tenant; an HTTP one's is not known here."""
+    caller = getattr(p.conn, "caller", None) if p.conn is not None else None
+    return getattr(caller, "tenant", None)
+
+
 PENDING_RETRY_MS = 250
 
 
@@ -567,6 +599,11 @@ class Writer:
                     key_offsets.append((off, p.channel, p.key))
             if rows:
                 insert_rows(cursor, rows)
+                if _publish_prefixes:
+                    hooked = [(p.channel, p.sender, _tenant_of(p), p.data) for p in (batch[i] for i in fresh)
+                              if p.channel.startswith(_publish_prefixes)]
+                    if hooked:
+                        _run_publish_hooks(hooked)
             if key_offsets:
                 set_key_offsets(cursor, key_offsets)
             need_epoch = [p for p in batch if p.result is None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -355,6 +356,67 @@ def on_user_event(user: str, data: Any, tenant: str | None) -> None:
         metrics.push("none", "no_tenant")
         return
     enqueue(tenant, user, spec, now)
+
+
+# room -> (when it goes stale, [(user, tenant)] of its members who have a device). The group commit
+# asks for every batch holding room messages: a look-up per room every few seconds, not per batch.
+_room_devices: dict[str, tuple[float, list[tuple[str, str]]]] = {}
+_room_lock = threading.Lock()
+ROOM_CACHE_S = 5.0
+ROOM_CACHE_MAX = 10_000
+
+
+def _members_with_devices(rooms: set[str]) -> dict[str, list[tuple[str, str]]]:
+    now = time.monotonic()
+    with _room_lock:
+        out = {r: e[1] for r in rooms if (e := _room_devices.get(r)) is not None and e[0] > now}
+    missing = rooms - out.keys()
+    if missing:
+        from rooms.models import RoomMember  # the rooms app's membership table
+
+        pairs = list(RoomMember.objects.filter(room_id__in=missing).values_list("room_id", "user"))
+        users = {u for _r, u in pairs}
+        held = set(Device.objects.filter(user__in=users).values_list("user", "tenant")) if users else set()
+        by_user: dict[str, list[str]] = {}
+        for u, t in held:
+            by_user.setdefault(u, []).append(t)
+        fresh: dict[str, list[tuple[str, str]]] = {r: [] for r in missing}
+        for r, u in pairs:
+            fresh[r] += [(u, t) for t in by_user.get(u, [])]
+        with _room_lock:
+            if len(_room_devices) > ROOM_CACHE_MAX:
+                _room_devices.clear()
+            for r, lst in fresh.items():
+                _room_devices[r] = (now + ROOM_CACHE_S, lst)
+        out.update(fresh)
+    return out
+
+
+def on_chat_publications(items: list[tuple[str, str | None, str | None, Any]]) -> None:
+    """hub.store hook: client messages on `chat:<room>` channels, inside their group commit.
+
+    Each other member of the room with a device in the sender's tenant gets a "New message" push
+    (collapsed per room: a newer message replaces one not yet sent). Members on a foreground socket
+    are skipped when it is sent, as for every push. Who in a room has a device is cached for
+    ROOM_CACHE_S: a device registered meanwhile gets the room's messages a few seconds later."""
+    by_room: dict[tuple[str, str], set[str]] = {}
+    for channel, sender, tenant, _data in items:
+        if tenant is None or sender is None:
+            continue  # an HTTP (service) publication: its tenant is unknown here, so no push
+        by_room.setdefault((channel[5:], tenant), set()).add(sender)
+    if not by_room:
+        return
+    holders = _members_with_devices({room for room, _t in by_room})
+    now = time.time()
+    for (room, tenant), senders in by_room.items():
+        users = sorted({u for u, t in holders.get(room, []) if t == tenant and u not in senders})
+        if not users:
+            continue
+        devices: dict[str, list[Device]] = {}
+        for d in Device.objects.filter(tenant=tenant, user__in=users).only("id", "platform", "user"):
+            devices.setdefault(d.user, []).append(d)
+        for user, theirs in devices.items():
+            enqueue(tenant, user, content.message(room, now), now, theirs)
 
 
 def enqueue(tenant: str, user: str, spec: Spec, now: float, devices: list[Device] | None = None) -> int:

@@ -128,6 +128,12 @@ def _room_new(user: str, d: dict[str, Any], now: float) -> Effect | None:
                             {"room": room}, f"room:{room}", now + settings.NOTIFY_TTL_S))
 
 
+def message(room: str, now: float) -> Spec:
+    """A room message: that there is one, never its text."""
+    return Spec("message", "New message", "Tap to read it", {"room": room}, f"room:{room}",
+                now + settings.NOTIFY_TTL_S)
+
+
 RULES: dict[str, Callable[[str, dict[str, Any], float], Effect | None]] = {
     "offer": _offer,
     "offer.withdrawn": _offer_over,

@@ -21,7 +21,7 @@ from core import metrics
 from hub import engine as hub_engine
 from hub import tasks
 from hub.rpc import run_sync
-from hub.store import on_user_append
+from hub.store import on_publish, on_user_append
 from notify import actions, delivery
 from notify.delivery import Done, Job
 from notify.models import OutboxState
@@ -234,6 +234,7 @@ def _start_vapid() -> None:
 
 
 on_user_append(actions.on_user_event)
+on_publish("chat:", actions.on_chat_publications)
 tasks.on_start("notify")(_start_vapid)
 tasks.on_loop("notify.delivery")(run_worker)
 tasks.every(60, "notify.purge")(actions.purge_finished)

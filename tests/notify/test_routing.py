@@ -513,3 +513,74 @@ def test_finished_rows_are_purged_after_their_keep_period(fake: FakeWebPush) -> 
     assert len(rows(u)) == 2  # kept for NOTIFY_KEEP_S
     actions.purge_finished(time.time() + 2 * 86400)
     assert [r.state for r in rows(u)] == ["pending"]  # a pending push is never purged
+
+
+# --- room messages: client publications through the group commit ------------------------------------
+
+class _Conn:
+    """What the group commit needs of a socket: its caller, and where to answer."""
+
+    def __init__(self, user: str, tenant: str) -> None:
+        from hub.rpc import Caller
+
+        self.caller = Caller(user, "customer", tenant)
+        self.done: asyncio.Future[Any] | None = None
+
+    def publish_done(self, cid: int, result: Any, error: Any, t0: float) -> None:
+        assert self.done is not None
+        self.done.set_result((result, error))
+
+
+def publish(channel: str, data: dict[str, Any], conn: _Conn) -> Any:
+    import orjson
+
+    async def go() -> Any:
+        loop = asyncio.get_running_loop()
+        writer = store.Writer(loop, lambda batch: None)
+        conn.done = loop.create_future()
+        writer.submit(channel, data, orjson.dumps(data).decode(), conn.caller.user, None, conn=conn, cid=1)
+        try:
+            return await conn.done
+        finally:
+            writer.stop()
+
+    return asyncio.run(go())
+
+
+def test_a_room_message_pushes_to_the_other_members_without_its_text(fake: FakeWebPush) -> None:
+    from hub.rpc import Caller
+    from rooms.chat import create_room
+
+    t = uid("t")
+    alice, bob, carol = uid("a"), uid("b"), uid("c")
+    for u in (alice, bob):
+        web_device(fake, t, u)
+    web_device(fake, uid("t"), carol)  # carol's device is in another tenant
+    with store.tenant_scope(t):
+        room = create_room(Caller(alice, "customer", t), {"members": [bob, carol], "kind": "booking"})["room"]
+    Outbox.objects.filter(user__in=[alice, bob, carol]).delete()  # the room's own invites
+    result, error = publish(f"chat:{room}", {"text": "my address is 1 High St"}, _Conn(alice, t))
+    assert error is None and result[0].offset >= 1
+    assert rows(alice) == [] and rows(carol) == []  # not the sender; nobody across the tenant wall
+    (r,) = rows(bob)
+    assert (r.kind, r.payload["title"], r.collapse_key) == ("message", "New message", f"room:{room}")
+    assert "High St" not in str(r.payload)
+    # A second message replaces the first while it waits; a user who switched messages off gets none.
+    actions.set_preferences(t, alice, {"kinds": {"message": False}})
+    publish(f"chat:{room}", {"text": "hello?"}, _Conn(bob, t))
+    assert rows(alice) == []
+    publish(f"chat:{room}", {"text": "again"}, _Conn(carol, t))
+    assert [x.state for x in rows(bob)] == ["replaced", "pending"]
+
+
+def test_a_failing_publish_hook_never_loses_the_message(fake: FakeWebPush) -> None:
+    def broken(items: list[Any]) -> None:
+        Outbox.objects.create()  # fails: missing fields
+        raise AssertionError("not reached")
+
+    store.on_publish("chat:", broken)
+    try:
+        result, error = publish(f"chat:{uid('r')}", {"text": "hi"}, _Conn(uid("a"), uid("t")))
+    finally:
+        store._publish_hooks.remove(("chat:", broken))
+    assert error is None and result[0].offset >= 1
