@@ -29,10 +29,6 @@ def pubsub_name(name: str) -> str:
 _pubsub_db: int | None = None
 
 
-def enabled() -> bool:
-    return bool(settings.REDIS_URL)
-
-
 def sync_client() -> redis.Redis | None:
     global _sync
     if not settings.REDIS_URL:

@@ -135,13 +135,5 @@ def check_data(value: Any, cid: int | None = None, depth: int = 0) -> None:
     raise FrameError(f"unsupported value type {t.__name__}", cid)
 
 
-def encode_json(obj: Any) -> bytes:
-    return orjson.dumps(obj)
-
-
-def encode_msgpack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
 def encode(obj: Any, binary: bool) -> bytes:
     return msgpack.packb(obj, use_bin_type=True) if binary else orjson.dumps(obj)

@@ -5,10 +5,6 @@ from hub.channels import Namespace, register
 from hub.rpc import Caller
 
 
-def _own(caller: Caller, ident: str) -> bool:
-    return caller.user == ident
-
-
 async def _own_async(caller: Caller, ident: str) -> bool:
     return caller.user == ident
 

@@ -336,12 +336,6 @@ def reset_pool() -> None:
     _executor = None
 
 
-def pool_stats() -> dict[str, int]:
-    """This loop's pool: workers, busy, waiting (for /metrics and the capacity docs)."""
-    _ex, gate = _pool()
-    return {"workers": gate.workers, "busy": gate.busy, "waiting": len(gate.waiters)}
-
-
 async def run_domain(fn: Callable[..., Any], *args: Any) -> Any:
     """Run blocking domain code on the domain pool (bounded wait for a worker, then unavailable)."""
     executor, gate = _pool()

@@ -27,7 +27,7 @@ from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, fo
 from core.times import epoch_ms
 from hub import engine
 from hub.channels import Namespace, register
-from hub.rpc import USERS, Caller, method, run_sync
+from hub.rpc import USERS, Caller, method
 from hub.store import append, atomic, tenant_scope
 from hub.tasks import every
 from rooms import agora
@@ -431,12 +431,6 @@ def sweep(now: datetime | float | None = None) -> dict[str, int]:
     Idempotent and safe to run concurrently: each invite and call transitions once.
     """
     return {"missed": expire_invites(now), "abandoned": sweep_abandoned(now)}
-
-
-async def asweep(now: datetime | float | None = None) -> dict[str, int]:
-    """`sweep` from the event loop: runs in a worker thread."""
-    result: dict[str, int] = await run_sync(sweep, now)
-    return result
 
 
 # Every second in each hub process (hub.tasks calls it with time.time()).
