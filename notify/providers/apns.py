@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from . import http2
 from .base import Outcome, Provider, Push, Result, Target
 from .fcm import retry_after_seconds
+
+log = logging.getLogger("notify.apns")
 
 DEFAULT_BASE_URL = "https://api.push.apple.com"  # development builds' tokens: https://api.sandbox.push.apple.com
 MAX_PAYLOAD_BYTES = 4096
@@ -89,6 +92,13 @@ class ApnsProvider:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
     async def send(self, target: Target, push: Push) -> Result:
+        try:
+            return await self._send(target, push)
+        except Exception as exc:  # every attempt gets an answer; a fault here never ends a worker
+            log.exception("apns send failed unexpectedly")
+            return Result(Outcome.RETRY, reason=f"internal: {type(exc).__name__}")
+
+    async def _send(self, target: Target, push: Push) -> Result:
         if push.expires_at <= self._clock():
             return Result(Outcome.FAILED, reason="expired")
         if not DEVICE_TOKEN_RE.fullmatch(target.token):

@@ -188,6 +188,13 @@ class FcmProvider:
                             "notification": {"title": push.title, "body": push.body}, "android": android}}
 
     async def send(self, target: Target, push: Push) -> Result:
+        try:
+            return await self._send(target, push)
+        except Exception as exc:  # every attempt gets an answer; a fault here never ends a worker
+            log.exception("fcm send failed unexpectedly")
+            return Result(Outcome.RETRY, reason=f"internal: {type(exc).__name__}")
+
+    async def _send(self, target: Target, push: Push) -> Result:
         now = self._clock()
         if push.expires_at <= now:
             return Result(Outcome.FAILED, reason="expired")

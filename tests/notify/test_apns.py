@@ -118,6 +118,16 @@ def test_timeouts_and_a_dead_service(fake: apns.FakeApnsServer) -> None:
     assert refused.outcome == Outcome.RETRY and refused.reason.startswith("connection:")
 
 
+def test_an_unexpected_fault_is_an_answer_not_an_exception(fake: apns.FakeApnsServer) -> None:
+    provider = fake.provider()
+
+    async def broken(*_: Any) -> Any:
+        raise ValueError("a bug")
+    provider._http.post = broken  # type: ignore[method-assign]
+    [result] = send(provider, (target(), push()))
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "internal: ValueError")
+
+
 def test_provider_token_refused_by_apns(fake: apns.FakeApnsServer) -> None:
     other_key, _, _ = apns.make_signing_key()  # same key id, a key APNs does not know
     [wrong] = send(ApnsProvider(other_key, fake.key_id, fake.team_id, fake.topic, base_url=fake.url,

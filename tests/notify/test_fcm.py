@@ -214,6 +214,16 @@ def test_token_endpoint_refusals_and_outages(fake: fcm.FakeFcmServer, caplog: py
     assert down.outcome == Outcome.RETRY and down.reason.startswith("oauth2 transport")
 
 
+def test_an_unexpected_fault_is_an_answer_not_an_exception(fake: fcm.FakeFcmServer) -> None:
+    provider = fake.provider()
+
+    def broken() -> Any:
+        raise ValueError("a bug")
+    provider._refresh_blocking = broken  # type: ignore[method-assign]
+    [result] = send(provider, (target(), push()))
+    assert (result.outcome, result.reason) == (Outcome.RETRY, "internal: ValueError")
+
+
 def test_from_settings(fake: fcm.FakeFcmServer, tmp_path: Path) -> None:
     with override_settings(NOTIFY_FCM_CREDENTIALS_FILE=""):
         assert fcm_provider.from_settings() is None
