@@ -199,3 +199,37 @@ def test_recovery_after_a_forced_disconnect(live_hub: HubServer) -> None:
         await sdk.close()
 
     run(scenario())
+
+
+def test_tokens_bad_expired_and_revoked(live_hub: HubServer) -> None:
+    """A bad token stops the SDK (no reconnect); an expired one makes it ask get_token and connect;
+    a revoked one closes the socket with 3500 (invalid token, no reconnect)."""
+    user = uid("u")
+
+    async def scenario() -> None:
+        bad = Sdk(live_hub.url, mint(user) + "x", False)
+        await bad.client.connect()
+        gone = await wait(bad.events.disconnected)
+        assert gone.code == 101  # the connect reply's error: unauthorized, terminal
+
+        asked = 0
+
+        async def fresh() -> str:
+            nonlocal asked
+            asked += 1
+            return mint(user, ttl=600)
+
+        expired = Sdk(live_hub.url, mint(user, ttl=-10), True, get_token=fresh)
+        await expired.connect()
+        assert asked == 1
+
+        admin = Sdk(live_hub.url, mint(uid("ops"), "admin"), False)
+        await admin.connect()
+        assert (await admin.rpc("tokens.revoke", user=user))["user"] == user
+        await admin.close()
+        gone = await wait(expired.events.disconnected)
+        assert gone.code == 3500
+        await asyncio.sleep(0.5)
+        assert expired.events.connected.empty()  # did not come back
+
+    run(scenario())
