@@ -32,6 +32,10 @@ Tests (20 rooms x 10 members):
    of each side counts; the traced hub keeps >= 95 % of fan-out and acks. Then once more with
    every publish carrying a sampled `traceparent` (every message traced end to end: a span per
    publish), reported beside it (docs/operations.md, "Tracing").
+7. centrifuge: the fan-out of test 1 against the same hub through `/connection/websocket` (the
+   Centrifuge client protocol, bench/cfclient.py) in JSON and in Protobuf, beside protocol v1
+   measured again in the same minute; deliveries per server CPU-second, each >= 90 % of v1's.
+   `--skip fanout,paced,acks,budgets,tracing,idle` runs this test alone.
 
 Environment: BENCH_PG (default postgres://postgres@127.0.0.1:5432), BENCH_REDIS (default
 redis://127.0.0.1:6379/14). `--profile DIR` records py-spy flame graphs of the hub during the
@@ -68,6 +72,7 @@ TARGET_ACKS = 10_000
 TARGET_KIB_PER_SOCKET = 40.0
 TARGET_BUDGETS = 0.95  # what every budget check together may cost (hub with them / without)
 TARGET_TRACING = 0.95  # what tracing on at the default sampling may cost (hub with it / without)
+TARGET_CENTRIFUGE = 0.90  # Centrifuge protocol fan-out per server CPU-second / protocol v1's
 
 
 def log(msg: str) -> None:
@@ -158,8 +163,9 @@ class Servers:
                 pass
 
 
-def run_client(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    cmd = [PY, "-m", "bench.loadclient", *args]
+def run_client(args: list[str], env: dict[str, str], timeout: float,
+               module: str = "bench.loadclient") -> dict[str, Any]:
+    cmd = [PY, "-m", module, *args]
     try:
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
                               preexec_fn=raise_nofile)
@@ -295,7 +301,7 @@ def main() -> int:
     ap.add_argument("--tracing-rounds", type=int, default=2,
                     help="test 6: rounds of off/on runs (the best of each side counts)")
     ap.add_argument("--skip", default="",
-                    help="comma list of tests to skip: fanout,paced,acks,budgets,tracing,idle")
+                    help="comma list of tests to skip: fanout,paced,acks,budgets,tracing,idle,centrifuge")
     opts = ap.parse_args()
     quick = opts.quick
     skip = {s.strip() for s in opts.skip.split(",") if s.strip()}
@@ -415,6 +421,30 @@ def main() -> int:
                                                                "--duration", str(acks_s)], 120, profile=True)
             results["acks_durable_rows"] = count_publications(db) - rows0
             log(f"  -> {fmt(res.get('acks_per_s'))} acks/s {res.get('error', '')}")
+
+        # --- 7. the Centrifuge client protocol beside v1, on the same hub -----------------------------
+        if "centrifuge" not in skip and pids.get("hub"):
+            common = ["--rooms", "20", "--members", "10", "--messages", str(messages), "--window", "50"]
+            for label in ("v1", "json", "protobuf"):
+                log(f"centrifuge fan-out: {label}")
+                pid = pids["hub"]
+                assert pid is not None
+                c0 = cpu_s(pid)
+                if label == "v1":
+                    res = run_client(["fanout", "--kind", "hub", "--port", str(ports["hub"]), "--secret", secret,
+                                      "--tag", f"cv{secrets.token_hex(3)}", "--server-pid", str(pid), *common],
+                                     client_env, 240)
+                else:
+                    extra = ["--protobuf"] if label == "protobuf" else []
+                    res = run_client(["--port", str(ports["hub"]), "--secret", secret, "--tag",
+                                      f"c{label[0]}{secrets.token_hex(3)}", "--server-pid", str(pid), *extra,
+                                      *common], client_env, 240, module="bench.cfclient")
+                run = res.get("server_cpu_run_s")
+                res["server_cpu_s"] = run if isinstance(run, (int, float)) and run == run else cpu_s(pid) - c0
+                results[f"cf_{label}"] = res
+                log(f"  -> {fmt(res.get('deliveries_per_s'))} deliveries/s, "
+                    f"{fmt(res.get('server_cpu_s'), '.2f')} server CPU-s {res.get('error', '')}")
+                time.sleep(0.5)
 
         # --- 5. what the budgets cost: the same hub with every budget switched off ---------------------
         if "budgets" not in skip:
@@ -659,6 +689,21 @@ def print_table(results: dict[str, Any], notes: list[str], quick: bool, messages
                      f"{fmt(ra.get('ack_p50_ms'), '.0f')} / p99 {fmt(ra.get('ack_p99_ms'), '.0f')} ms; "
                      f"{fmt(results.get('acks_durable_rows'))} rows committed; errors {ra.get('errors', 0)}; "
                      f"server CPU {cpu_pct(ra)}" + (f"; ERROR {ra['error']}" if "error" in ra else "")))
+    cv = results.get("cf_v1")
+    if cv is not None:
+        base = per_cpu(cv)
+        rows.append(("7 fan-out per server CPU-s: protocol v1 (same run)", fmt(base), "", "",
+                     f"{complete(cv)}; {fmt(rate(cv))} deliveries/s"))
+        for label in ("json", "protobuf"):
+            r = results.get(f"cf_{label}", {})
+            mine = per_cpu(r)
+            ratio = mine / base if mine and base else None
+            ok = ratio is not None and ratio >= TARGET_CENTRIFUGE and r.get("deliveries") == r.get("expected")
+            rows.append((f"7{'ab'[label == 'protobuf']} Centrifuge {label} / v1, per server CPU-s",
+                         fmt(None if ratio is None else 100 * ratio, ".0f") + " %",
+                         f">= {100 * TARGET_CENTRIFUGE:.0f} %", verdict(None if ratio is None else ok),
+                         f"{fmt(mine)} deliveries per CPU-s, {fmt(rate(r))} deliveries/s; {complete(r)}; "
+                         f"latency p50 {fmt(r.get('p50_ms'), '.0f')} / p99 {fmt(r.get('p99_ms'), '.0f')} ms"))
     ri = results.get("idle")
     if ri is not None:
         kib = ri.get("kib_per_socket")

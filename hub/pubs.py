@@ -89,6 +89,8 @@ class Pub:
         whichever encoding was already built, so counting costs no extra encode on the fan-out path."""
         if not self._size:
             frame = self._json if self._json is not None else self._msgpack
+            if frame is None and self._other:  # only Centrifuge subscribers: their payload will do
+                frame = next(iter(self._other.values()))[0]
             self._size = len(frame if frame is not None else self.frame(False))
         return self._size
 
@@ -117,7 +119,7 @@ class Pub:
         pair = other.get(fmt)
         if pair is None:
             binary = fmt == 3
-            payload = pub_push(self.channel, self.offset, self.ts, self.sender, self.data_json(), binary)
+            payload = pub_push(self.channel, self.offset, self.sender, self.data_json(), binary)
             pair = other[fmt] = (payload, ws_frame(payload, binary))
         return pair
 

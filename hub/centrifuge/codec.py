@@ -31,8 +31,8 @@ from hub.centrifuge import proto
 JSON, PROTOBUF = 2, 3  # the connections' wire formats (hub.pubs: 0 and 1 are protocol v1's)
 
 MAX_COMMANDS_PER_FRAME = 100
-COMMANDS = ("connect", "subscribe", "unsubscribe", "publish", "presence", "presence_stats", "history",
-            "ping", "send", "rpc", "refresh", "sub_refresh")
+COMMANDS = frozenset({"connect", "subscribe", "unsubscribe", "publish", "presence", "presence_stats",
+                      "history", "ping", "send", "rpc", "refresh", "sub_refresh"})
 
 # --- error codes (replies) ---------------------------------------------------------------------
 
@@ -95,7 +95,8 @@ def parse(frame: str | bytes, binary: bool) -> list[dict[str, Any]]:
         if not isinstance(frame, bytes):
             raise v1codec.FrameError("a Protobuf connection sends binary frames")
         try:
-            raws = proto.split(frame)
+            # One command whose length fits a byte (a publish, usually): no split.
+            raws = [frame[1:]] if frame and frame[0] + 1 == len(frame) else proto.split(frame)
         except proto.ProtoError as exc:
             raise v1codec.FrameError(f"bad Protobuf framing: {exc}") from exc
         if len(raws) > MAX_COMMANDS_PER_FRAME:
@@ -103,13 +104,13 @@ def parse(frame: str | bytes, binary: bool) -> list[dict[str, Any]]:
         out = []
         for raw in raws:
             try:
-                out.append(proto.decode("Command", raw))
+                out.append(proto.decode_command(raw))
             except proto.ProtoError as exc:
                 raise v1codec.FrameError(f"bad Protobuf command: {exc}") from exc
         return out
     if not isinstance(frame, str):
         raise v1codec.FrameError("a JSON connection sends text frames")
-    lines = [line for line in frame.split("\n") if line.strip()]
+    lines = [line for line in frame.split("\n") if line.strip()] if "\n" in frame else [frame]
     if len(lines) > MAX_COMMANDS_PER_FRAME:
         raise v1codec.FrameError(f"at most {MAX_COMMANDS_PER_FRAME} commands per frame")
     cmds = []
@@ -134,7 +135,7 @@ def command_kind(cmd: dict[str, Any]) -> tuple[int, str | None, dict[str, Any]]:
     cid = cmd.get("id", 0)
     if type(cid) is not int or cid < 0 or cid > 0xFFFFFFFF:
         raise v1codec.FrameError("id must be an unsigned 32-bit integer")
-    found = [k for k in COMMANDS if k in cmd]
+    found = [k for k in cmd if k in COMMANDS]
     if not found:
         if cid:
             raise v1codec.FrameError("no method in the command", cid)
@@ -181,30 +182,31 @@ PING_PROTOBUF = b"\x00"  # an empty Reply, length-delimited
 
 def publication(item: dict[str, Any]) -> dict[str, Any]:
     """A hub publication (Pub.as_item shape) as a Centrifuge `Publication`."""
-    pub: dict[str, Any] = {"data": item["data"], "offset": item["offset"], "time": item["ts"]}
+    pub: dict[str, Any] = {"data": item["data"], "offset": item["offset"]}
     sender = item.get("from")
     if sender:
         pub["info"] = {"user": sender, "client": ""}
     return pub
 
 
-def pub_push(channel: str, offset: int, ts: int, sender: str | None, data_json: bytes, binary: bool) -> bytes:
-    """A publication push, built by hand: it is the fan-out's hot path (one per publication and format)."""
+def pub_push(channel: str, offset: int, sender: str | None, data_json: bytes, binary: bool) -> bytes:
+    """A publication push, built by hand: it is the fan-out's hot path (one per publication and format).
+    No `time` (the SDKs do not expose it)."""
     if binary:
-        parts = [b"\x22", proto.varint(len(data_json)), data_json]  # data = 4
+        v = proto.varint
+        pub = b"\x22" + v(len(data_json)) + data_json  # data = 4
         if sender:
             user = sender.encode()
-            info = b"\x0a" + proto.varint(len(user)) + user
-            parts += (b"\x2a", proto.varint(len(info)), info)  # info = 5
-        parts += (b"\x30", proto.varint(offset), b"\x48", proto.varint(ts))  # offset = 6, time = 9
-        pub = b"".join(parts)
+            info = b"\x0a" + v(len(user)) + user
+            pub += b"\x2a" + v(len(info)) + info  # info = 5
+        pub += b"\x30" + v(offset)  # offset = 6
         ch = channel.encode()
-        push = b"".join((b"\x12", proto.varint(len(ch)), ch, b"\x22", proto.varint(len(pub)), pub))
-        reply = b"\x22" + proto.varint(len(push)) + push  # Reply.push = 4
-        return proto.varint(len(reply)) + reply
+        push = b"\x12" + v(len(ch)) + ch + b"\x22" + v(len(pub)) + pub  # channel = 2, pub = 4
+        reply = b"\x22" + v(len(push)) + push  # Reply.push = 4
+        return v(len(reply)) + reply
     info = b',"info":{"user":%s,"client":""}' % orjson.dumps(sender) if sender else b""
-    return b'{"push":{"channel":%s,"pub":{"data":%s,"offset":%d,"time":%d%s}}}' % (
-        orjson.dumps(channel), data_json, offset, ts, info)
+    return b'{"push":{"channel":%s,"pub":{"data":%s,"offset":%d%s}}}' % (
+        orjson.dumps(channel), data_json, offset, info)
 
 
 def event_push(frame: dict[str, Any], binary: bool) -> bytes:

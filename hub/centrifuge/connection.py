@@ -82,11 +82,13 @@ def subscribe_result(result: dict[str, Any], recovering: bool) -> dict[str, Any]
 
 
 class CentrifugeConnection(Connection):
-    __slots__ = ("kinds", "join_leave", "server_subs", "expired_connect")
+    __slots__ = ("kinds", "join_leave", "server_subs", "expired_connect", "chosen")
 
-    def __init__(self, engine: Engine, sink: Sink, binary: bool) -> None:
+    def __init__(self, engine: Engine, sink: Sink, binary: bool, chosen: bool = True) -> None:
         super().__init__(engine, sink)
-        self.binary = binary  # fixed by the handshake (subprotocol), not by the first frame
+        # Fixed by the handshake (subprotocol or query) when the SDK said; else by the first frame.
+        self.chosen = chosen
+        self.binary = binary
         self.fmt = codec.PROTOBUF if binary else codec.JSON
         # Command id -> (kind, what the reply needs): replies come back through reply()/error().
         self.kinds: dict[int, tuple[str, Any]] = {}
@@ -199,6 +201,10 @@ class CentrifugeConnection(Connection):
     def on_frame(self, frame: str | bytes) -> None:
         if not self.admitted(frame):
             return
+        if not self.chosen:
+            self.chosen = True
+            self.binary = isinstance(frame, bytes)
+            self.fmt = codec.PROTOBUF if self.binary else codec.JSON
         try:
             cmds = codec.parse(frame, self.binary)
         except v1codec.FrameError as exc:
@@ -376,11 +382,14 @@ PROTOBUF_SUBPROTOCOL = "centrifuge-protobuf"
 
 
 def opener(scope: dict[str, Any]) -> tuple[Any, str | None]:
-    """Protobuf when the SDK asks for it (the `centrifuge-protobuf` subprotocol, or the
-    `cf_protocol=protobuf` query parameter some transports use), else JSON."""
+    """Protobuf when the SDK asks for it: the `centrifuge-protobuf` subprotocol (centrifuge-js,
+    centrifuge-python), or the `cf_protocol=protobuf` / `format=protobuf` query parameters older
+    SDKs and other transports use. Without either, the first frame decides (binary: Protobuf)."""
     query = scope.get("query_string", b"")
     if PROTOBUF_SUBPROTOCOL in (scope.get("subprotocols") or []):
         return lambda engine, sink: CentrifugeConnection(engine, sink, True), PROTOBUF_SUBPROTOCOL
-    if b"cf_protocol=protobuf" in query:
+    if b"cf_protocol=protobuf" in query or b"format=protobuf" in query:
         return lambda engine, sink: CentrifugeConnection(engine, sink, True), None
-    return lambda engine, sink: CentrifugeConnection(engine, sink, False), None
+    if b"cf_protocol=json" in query or b"format=json" in query:
+        return lambda engine, sink: CentrifugeConnection(engine, sink, False), None
+    return lambda engine, sink: CentrifugeConnection(engine, sink, False, chosen=False), None

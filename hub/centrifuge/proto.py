@@ -127,12 +127,16 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ProtoError("varint too long")
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def varint(n: int) -> bytes:
-    n &= MASK64  # negative int64/int32 go out as ten-byte two's complement, as protobuf does
+    if n < 0:
+        n &= MASK64  # negative int64/int32 go out as ten-byte two's complement, as protobuf does
     if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
+        return _ONE_BYTE[n]
+    out = []
+    while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
@@ -147,7 +151,11 @@ def decode(msg: str, buf: bytes, depth: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {}
     pos, end = 0, len(buf)
     while pos < end:
-        key, pos = read_varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos)
         num, wire = key >> 3, key & 7
         if num == 0:
             raise ProtoError("field number 0")
@@ -213,6 +221,39 @@ def decode(msg: str, buf: bytes, depth: int = 0) -> dict[str, Any]:
         if pos > end:
             raise ProtoError("truncated field")
     return out
+
+
+def _v(buf: bytes, pos: int) -> tuple[int, int]:
+    """read_varint with the one- and two-byte cases inline (ids, lengths): the publish fast path."""
+    b = buf[pos]
+    if b < 0x80:
+        return b, pos + 1
+    c = buf[pos + 1]
+    if c < 0x80:
+        return (b & 0x7F) | (c << 7), pos + 2
+    return read_varint(buf, pos)
+
+
+def decode_command(buf: bytes) -> dict[str, Any]:
+    """A `Command`; the commonest one (id, then publish with channel and data, in field order, as
+    every SDK writes it) read directly, anything else by the generic decoder."""
+    try:
+        if buf[0] == 0x08:
+            cid, pos = _v(buf, 1)
+            if buf[pos] == 0x3A:  # publish = 7
+                size, pos = _v(buf, pos + 1)
+                end = pos + size
+                if end == len(buf) and buf[pos] == 0x0A:  # channel = 1
+                    n, start = _v(buf, pos + 1)
+                    stop = start + n
+                    if stop < end and buf[stop] == 0x12:  # data = 2
+                        m, dstart = _v(buf, stop + 1)
+                        if dstart + m == end:
+                            return {"id": cid & 0xFFFFFFFF,
+                                    "publish": {"channel": buf[start:stop].decode(), "data": buf[dstart:end]}}
+    except (IndexError, UnicodeDecodeError, ProtoError):
+        pass  # the generic decoder says what is wrong
+    return decode("Command", buf)
 
 
 def _decode_entry(buf: bytes, sub: str, depth: int) -> tuple[str, Any]:
