@@ -351,6 +351,7 @@ class Engine:
         metrics.delivery_latency(time.time() - pub.ts / 1000)
         max_queue = self.max_queue
         n = 0
+        frames: dict[int, tuple[bytes, bytes]] = {}  # format -> (wire frame, payload), built once each
         for conn in list(st.subs):
             sink = conn.sink
             if sink.pending() > max_queue:
@@ -358,7 +359,10 @@ class Engine:
                 conn.close(4009)
                 continue
             fmt = conn.fmt
-            sink.write_frame(pub.wire(fmt), pub.frame(fmt), conn.binary)
+            pair = frames.get(fmt)
+            if pair is None:
+                pair = frames[fmt] = (pub.wire(fmt), pub.frame(fmt))
+            sink.write_frame(pair[0], pair[1], conn.binary)
             n += 1
         self.stats["delivered"] += n
         self._cache(st, pub)  # after the writes: its size comes from a frame already built

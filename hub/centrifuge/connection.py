@@ -163,7 +163,9 @@ class CentrifugeConnection(Connection):
         self.out({"id": cid, "history": out})
 
     def error(self, cid: int, err: HubError) -> None:
-        kind, _ = self.kinds.pop(cid, ("", None))
+        kind, extra = self.kinds.pop(cid, ("", None))
+        if kind == "subscribe" and extra[0] not in self.subs:
+            self.join_leave.discard(extra[0])
         body = codec.error_of(err, kind)
         if kind == "connect" and body["code"] == codec.E_TOKEN_EXPIRED:
             self.expired_connect = True  # the SDK gets a new token and reconnects on its own
@@ -227,7 +229,17 @@ class CentrifugeConnection(Connection):
     def command(self, cmd: dict[str, Any]) -> None:
         cid, kind, req = codec.command_kind(cmd)
         if kind is None or kind == "send":
-            return  # a pong, or an async message from the client: nothing to do
+            # A pong, or an async message from the client: nothing to do, but each one spends from
+            # the budgets like any command (else a flood of them would cost nothing); past them
+            # they count as bad frames (3501 at the limit).
+            if self.caller is None:
+                if kind == "send":
+                    self.dispatch(0, "send", {})  # before connect: closes, as any other command
+                return
+            if self.bucket.take() or self.engine.budgets.take(self.who):
+                metrics.rate_limited("command")
+                self.bad_frame("too many commands", None)
+            return
         if cid in self.kinds:
             raise v1codec.FrameError("a command with this id is still running", cid)
         if kind == "publish":

@@ -157,3 +157,23 @@ def test_live_hub_survives_broken_frames(live_hub: HubServer, binary: bool) -> N
         f.seek(log_from)
         tail = f.read().decode(errors="replace")
     assert "Traceback" not in tail and '"level": "ERROR"' not in tail, tail[-3000:]
+
+
+def test_commands_without_reply_spend_the_budget(live_hub: HubServer) -> None:
+    """`send` and empty commands get no reply, yet each spends from the command budget: a flood of
+    them is closed (3501) instead of costing nothing; a `send` before `connect` closes at once."""
+    url = path(live_hub.url)
+    with connect(url, open_timeout=10, close_timeout=2) as ws:
+        ws.send('{"send":{"data":{}}}')
+        with pytest.raises(Exception):  # noqa: B017 - closed by the hub
+            ws.recv(10)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 3500
+    with connect(url, open_timeout=10, close_timeout=2) as ws:
+        ws.send(encode([{"id": 1, "connect": {"token": mint(uid("f"))}}], False))
+        assert "connect" in replies(ws.recv(10), False)[0]
+        flood = "\n".join(['{"send":{"data":{"x":1}}}', "{}"] * 50)
+        with pytest.raises(Exception):  # noqa: B017 - closed by the hub
+            for _ in range(20):
+                ws.send(flood)
+            ws.recv(10)
+        assert ws.protocol.close_rcvd is not None and ws.protocol.close_rcvd.code == 3501
