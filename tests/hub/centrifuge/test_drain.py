@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
+
 from tests.hub.centrifuge.sdk import Sdk, wait
 from tests.hub.centrifuge.test_python_sdk import run, v1
 from tests.support import HubClient, HubServer, mint, running_hubs, uid
@@ -38,6 +40,7 @@ async def relay(target: list[int]) -> asyncio.Server:
     return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
+@pytest.mark.services  # two hub processes sharing the record: Postgres and Redis, as deployed
 def test_drain_the_sdk_reconnects_and_recovers(live_hub: HubServer) -> None:
     alice, bob = uid("a"), uid("b")
     with running_hubs(1) as (victim,):

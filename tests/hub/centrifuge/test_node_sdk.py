@@ -24,6 +24,7 @@ def node() -> str:
     return exe
 
 
+@pytest.mark.services  # once per suite run: the SDK's behaviour does not depend on the database
 @pytest.mark.parametrize("mode", ["json", "protobuf"])
 def test_centrifuge_js(live_hub: HubServer, mode: str) -> None:
     tenant = uid("t")
