@@ -9,7 +9,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/9
 
-.PHONY: install console kernels static run test test-services test-embedded lint bench loadtest clean
+.PHONY: install console kernels static run test test-services test-embedded lint bench drill loadtest clean
 
 $(VENV)/.installed: requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ lint: install
 
 bench: install
 	$(PY) -m bench
+
+# Two hubs behind HAProxy, rolled and killed under 2,000 clients (bench/drill.py; DRILL_ARGS passes
+# options, e.g. DRILL_ARGS="--clients 500"). Network namespaces when run as root, else loopback addresses.
+drill: install
+	$(PY) -m bench.drill $(DRILL_ARGS)
 
 # Extra Locust arguments: make loadtest ARGS="-u 100 -t 2m" (or ARGS="--host http://hub:8000").
 loadtest: install

@@ -255,6 +255,7 @@ def haproxy_config(listen: str, servers: list[tuple[str, str]], stats_socket: st
         "    timeout http-request 10s   # = HUB_HTTP_REQUEST_TIMEOUT_S",
         "    timeout http-keep-alive 10s",
         "    timeout queue 5s",
+        "    timeout check 3s           # /readyz of a busy hub may take a while: slow is not down",
         f"    timeout tunnel {IDLE_S + 30}s          # WebSockets: above HUB_IDLE_TIMEOUT_S ({IDLE_S} s) "
         f"and the ping interval ({PING_S} s)",
         "    timeout client-fin 5s",
@@ -468,6 +469,11 @@ class Drill:
         self.bid_seen_owner: set[str] = set()
         self.connect_failures = 0
         self.tasks: list[asyncio.Task[Any]] = []
+        self.quiet = asyncio.Event()  # set when the load stops: wakes every sleeping publisher and bidder
+
+    async def pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.quiet.wait(), seconds)
 
     # --- receiving ---------------------------------------------------------------------------------------
 
@@ -625,7 +631,7 @@ class Drill:
 
     async def publisher(self, c: Client) -> None:
         interval = self.args.pub_interval
-        await asyncio.sleep(random.uniform(0, interval))
+        await self.pause(random.uniform(0, interval))
         while self.publishing:
             c.seq += 1
             key = f"{c.user}.{c.seq}"
@@ -661,11 +667,11 @@ class Drill:
                     continue
                 self.note(f"{c.user}: publish refused {err}")
                 break
-            await asyncio.sleep(random.expovariate(1 / interval))
+            await self.pause(random.expovariate(1 / interval))
 
     async def bidder(self, c: Client, owners: dict[str, str]) -> None:
         interval = self.args.bid_interval
-        await asyncio.sleep(random.uniform(0, interval))
+        await self.pause(random.uniform(0, interval))
         while self.publishing:
             if c.up and c.ws is not None:
                 try:
@@ -680,7 +686,7 @@ class Drill:
                     else:
                         code = (reply.get("error") or {}).get("code", "?")
                         self.errors[f"bid:{code}"] = self.errors.get(f"bid:{code}", 0) + 1
-            await asyncio.sleep(random.expovariate(1 / interval))
+            await self.pause(random.expovariate(1 / interval))
 
     # --- events --------------------------------------------------------------------------------------
 
@@ -818,9 +824,12 @@ async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secre
         rc = await loop.run_in_executor(None, hub.wait_exit, 60)
         exited = time.monotonic() - t0
         hub.start()
-        await loop.run_in_executor(None, hub.wait_ready)
-        restarted = time.monotonic() - t0
-        res = await drill.wait_all_back(t0, args.back_timeout)
+
+        async def restarted_after(hub: Hub = hub, t0: float = t0) -> float:
+            await loop.run_in_executor(None, hub.wait_ready)
+            return time.monotonic() - t0
+
+        restarted, res = await asyncio.gather(restarted_after(), drill.wait_all_back(t0, args.back_timeout))
         res.update({"exit_code": rc, "drained_exit_s": round(exited, 2), "restarted_ready_s": round(restarted, 2)})
         events[f"roll_{hub.name}"] = res
         log(f"roll {hub.name}: exit {rc} after {exited:.1f} s, ready again after {restarted:.1f} s; "
@@ -834,18 +843,25 @@ async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secre
     t0 = drill.begin_event()
     victim.signal(signal.SIGKILL)
     await loop.run_in_executor(None, victim.wait_exit, 10)
+    victim.start()  # comes back while the clients, already elsewhere, keep going
+
+    async def victim_ready() -> float:
+        await loop.run_in_executor(None, victim.wait_ready)
+        return round(time.monotonic() - t0, 2)
+
+    restart = asyncio.ensure_future(victim_ready())
     res = await drill.wait_all_back(t0, args.back_timeout)
-    victim.start()
-    ready = await loop.run_in_executor(None, victim.wait_ready)
-    res["restarted_ready_s"] = round(time.monotonic() - t0, 2)
     events[f"kill9_{victim.name}"] = res
     log(f"kill -9 {victim.name}: {res['affected']} clients reconnected, all back after {res['all_back_s']} s "
-        f"(p50 {res['p50_back_s']} s), not back {res['not_back']}; restarted, ready in {ready:.1f} s")
+        f"(p50 {res['p50_back_s']} s), not back {res['not_back']}")
     await asyncio.sleep(args.steady)
+    res["restarted_ready_s"] = await restart
+    log(f"{victim.name} restarted, ready {res['restarted_ready_s']} s after the kill")
 
     # Quiesce: every publish in flight is answered, then every client catches up.
     log("stopping the load; waiting for every pending publish to be acknowledged")
     drill.publishing = False
+    drill.quiet.set()
     t = time.monotonic()
     done, pending = await asyncio.wait(loads, timeout=90)
     for task in pending:
