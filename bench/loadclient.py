@@ -121,7 +121,8 @@ class WS(asyncio.Protocol):
                 self.transport.close()  # type: ignore[union-attr]
                 return
             self.upgraded = True
-            self.opened.set_result(None)
+            if not self.opened.done():  # the opener may have given up (timeout) meanwhile
+                self.opened.set_result(None)
             data = data[end + 4:]
         if QUICKACK:
             # Optional: ACK at once (no effect measured here: autobahn sets TCP_NODELAY on the servers).
