@@ -557,7 +557,8 @@ class Drill:
                     c.ws.close()
                     c.ws = None
                 attempt += 1
-                await asyncio.sleep(random.uniform(0.05, min(2.0, 0.1 * 2 ** attempt)))
+                # Exponential back-off with full jitter, as the protocol asks of clients.
+                await asyncio.sleep(random.uniform(0.05, min(5.0, 0.25 * 2 ** attempt)))
                 continue
             ws = c.ws
             assert ws is not None
@@ -574,8 +575,8 @@ class Drill:
             if self.stopping:
                 return
             c.reconnects += 1
-            # Jitter: 2,000 clients of one hub must not come back in the same millisecond.
-            await asyncio.sleep(random.uniform(0.0, 0.5))
+            # Jitter: a thousand clients of one hub must not come back in the same millisecond.
+            await asyncio.sleep(random.uniform(0.0, self.args.reconnect_jitter))
 
     async def connect(self, c: Client) -> None:
         ws = await open_ws("127.0.0.1", self.port, "/ws", self.on_message, timeout=10)
@@ -612,8 +613,10 @@ class Drill:
             self.recoveries += 1
             if not res["recovered"]:
                 self.recover_failed += 1
-                self.note(f"{c.user} {ch}: recovered false from {c.last[ch]}")
-                c.last[ch] = res["offset"]  # what was missed is lost for this client: counted above
+                self.note(f"{c.user} {ch}: recovered false from {c.last[ch]} (the process is at {res['offset']})")
+                # Counted as a failure above. Go on from whichever is newer, so that a publication
+                # delivered again later shows as a duplicate rather than passing unseen.
+                c.last[ch] = max(c.last[ch], res["offset"])
                 c.epoch[ch] = res["epoch"]
             c.trail.setdefault(ch, deque(maxlen=12)).append(
                 f"resubscribe since {cmd['since']['offset']} -> offset {res['offset']}, {len(res['pubs'])} pubs")
@@ -843,9 +846,10 @@ async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secre
     t0 = drill.begin_event()
     victim.signal(signal.SIGKILL)
     await loop.run_in_executor(None, victim.wait_exit, 10)
-    victim.start()  # comes back while the clients, already elsewhere, keep going
-
-    async def victim_ready() -> float:
+    async def victim_ready() -> float | None:
+        if not args.kill_restart:
+            return None
+        victim.start()  # comes back while the clients, already elsewhere, keep going
         await loop.run_in_executor(None, victim.wait_ready)
         return round(time.monotonic() - t0, 2)
 
@@ -856,7 +860,8 @@ async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secre
         f"(p50 {res['p50_back_s']} s), not back {res['not_back']}")
     await asyncio.sleep(args.steady)
     res["restarted_ready_s"] = await restart
-    log(f"{victim.name} restarted, ready {res['restarted_ready_s']} s after the kill")
+    if args.kill_restart:
+        log(f"{victim.name} restarted, ready {res['restarted_ready_s']} s after the kill")
 
     # Quiesce: every publish in flight is answered, then every client catches up.
     log("stopping the load; waiting for every pending publish to be acknowledged")
@@ -995,8 +1000,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pub-interval", type=float, default=5.0, help="mean seconds between one client's publishes")
     ap.add_argument("--bid-interval", type=float, default=10.0, help="mean seconds between one bidder's bids")
     ap.add_argument("--steady", type=float, default=10.0, help="seconds of load before and after each event")
-    ap.add_argument("--back-timeout", type=float, default=120.0)
+    ap.add_argument("--back-timeout", type=float, default=180.0)
+    ap.add_argument("--reconnect-jitter", type=float, default=1.0,
+                    help="a closed client waits a random 0..this many seconds before reconnecting")
     ap.add_argument("--connect-concurrency", type=int, default=100)
+    ap.add_argument("--no-kill-restart", dest="kill_restart", action="store_false",
+                    help="leave the killed hub down (the suite's reduced run: one hub start less)")
     ap.add_argument("--loopback", action="store_true", help="two loopback addresses, no namespaces")
     ap.add_argument("--database-url", default="", help="a migrated database to use (default: a fresh one)")
     ap.add_argument("--redis-url", default="", help=f"Redis database for the hubs (default {REDIS}, flushed)")
@@ -1067,7 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(drive(args, hubs, proxy, secret, db_url))
         for hub in hubs:
             hub.signal(signal.SIGTERM)
-        result["hub_exit_codes"] = [hub.wait_exit(30) for hub in hubs]
+        result["hub_exit_codes"] = [hub.wait_exit(30) for hub in hubs if hub.proc and hub.proc.returncode is None]
     except Exception as exc:  # noqa: BLE001 - reported as a failed drill with the hubs' logs
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         for hub in hubs:

@@ -165,8 +165,22 @@ class Engine:
 
     async def _recover(self, st: ChannelState, since: dict[str, Any], window_s: int) -> tuple[bool, list[Pub]]:
         offset = since["offset"]
-        if since["epoch"] != st.epoch or offset > st.delivered:
+        if since["epoch"] != st.epoch:
             return False, []
+        if offset > st.delivered:
+            # The client saw newer publications through another process than this one has
+            # delivered yet (their wake-ups are still on the way through Redis, e.g. right after a
+            # roll or a kill moved it here): read them from the database before deciding. Only an
+            # offset ahead of the channel itself is refused.
+            try:
+                newer = await run_sync(store.read, st.name, st.epoch, st.delivered, offset + 1,
+                                       min(offset - st.delivered, RECOVERY_MAX))
+            except Exception as exc:
+                raise unavailable("history is unavailable; retry") from exc
+            for pub in newer:
+                self.deliver(pub)  # in order, to this channel's subscribers too; duplicates ignored
+            if offset > st.delivered:
+                return False, []
         if st.delivered - offset > RECOVERY_MAX:
             return False, []
         pubs = st.cached_after(offset)

@@ -274,3 +274,49 @@ def test_presence_across_processes_and_crashed_members_disappear():
     finally:
         a_srv.stop()
         b_srv.stop()
+
+
+def _commit_unheard(channel: str, n: int) -> tuple[int, str]:
+    """n publications committed the way another process's group commit does, but with no wake-up
+    through Redis: as a hub sees them while that wake-up is still on its way."""
+    import json
+
+    from django.db import connection, transaction
+
+    from hub import store
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        top, epoch = store.assign_offsets(cursor, {channel: n})[channel]
+        store.insert_rows(cursor, [(channel, off, store.now_ms(), None, json.dumps({"n": off}))
+                                   for off in range(top - n + 1, top + 1)])
+    return top, epoch
+
+
+@services
+def test_recovery_on_a_process_that_has_not_heard_of_the_newest_offsets_yet():
+    # A client saw offset n through one process, then (rolled, killed) resubscribes on another whose
+    # wake-up for n has not arrived: it is recovered from the database, not refused.
+    hub = HubServer(env=FAST)
+    hub.start()
+    try:
+        alice, bob = uid("a"), uid("b")
+        a = HubClient(hub.url, mint(alice))
+        ch = room(a, bob)
+        a.call("subscribe", channel=ch)
+        a.call("publish", channel=ch, data={"n": 0})
+        assert [p["offset"] for p in collect(a, ch, 1)] == [1]
+        top, epoch = _commit_unheard(ch, 2)
+        b = HubClient(hub.url, mint(bob))
+        res = b.call("subscribe", channel=ch, since={"offset": top, "epoch": epoch})
+        assert res["recovered"] is True and res["offset"] == top and res["pubs"] == []
+        # The process caught up on the way: its other subscriber gets them too, once, in order.
+        assert [p["offset"] for p in collect(a, ch, 2)] == [top - 1, top]
+        b.call("publish", channel=ch, data={"n": "next"})
+        assert [p["offset"] for p in collect(a, ch, 1)] == [top + 1]
+        # An offset ahead of the channel itself is still refused.
+        c = HubClient(hub.url, mint(bob))
+        assert c.call("subscribe", channel=ch, since={"offset": top + 5, "epoch": epoch})["recovered"] is False
+        for client in (a, b, c):
+            client.close()
+    finally:
+        hub.stop()
