@@ -101,8 +101,11 @@ def test_systemd_unit_stops_later_than_the_drain(tmp_path: Path) -> None:
 def test_dockerfile_installs_the_runtime_set_only_compiles_kernels_and_runs_unprivileged() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim", text, re.M)
-    for src in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):
-        assert src == "." or (ROOT / src).exists(), f"COPY {src}: no such file"
+    for args in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for src in args.split():
+            assert src == "." or (ROOT / src).exists(), f"COPY {src}: no such file"
+    assert re.search(r"^RUN node console/web/build\.mjs$", text, re.M)
+    assert "manage.py collectstatic --noinput" in text
     assert "pip install -r requirements.lock" in text and "requirements-dev.lock" not in text
     assert 'python -c "import matching.kernels as k; k.warm_up()"' in text
     users = re.findall(r"^USER (\S+)", text, re.M)
