@@ -98,6 +98,7 @@ class WS(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
             self.opened.set_exception(ConnectionError("closed before the upgrade"))
+            self.opened.exception()  # marked seen: the opener may have given up and gone
         if not self.closed.done():
             self.closed.set_result(None)
         for fut in self.waiting.values():
@@ -118,6 +119,7 @@ class WS(asyncio.Protocol):
             if b" 101 " not in status + b" ":
                 if not self.opened.done():
                     self.opened.set_exception(ConnectionError(status.decode(errors="replace")))
+                    self.opened.exception()  # marked seen, as in connection_lost
                 self.transport.close()  # type: ignore[union-attr]
                 return
             self.upgraded = True
