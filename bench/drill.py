@@ -276,6 +276,11 @@ def haproxy_config(listen: str, servers: list[tuple[str, str]], stats_socket: st
     ]
     for name, addr in servers:
         lines.append(f"    server {name} {addr} check")
+    # Fail open: when every check fails at once (all hubs busy, e.g. one left taking a reconnect
+    # storm, rather than all dead), keep sending to them instead of answering 503 to everyone.
+    lines.append("    option allbackups")
+    for name, addr in servers:
+        lines.append(f"    server {name}-open {addr} backup")
     return "\n".join(lines) + "\n"
 
 
@@ -841,8 +846,11 @@ async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secre
         await asyncio.sleep(args.steady)
 
     servers = await loop.run_in_executor(None, proxy.servers)
-    victim = max(hubs, key=lambda h: servers.get(h.name, ("", 0))[1])
-    log(f"kill -9 {victim.name} ({servers.get(victim.name, ('?', 0))[1]} sockets through HAProxy)")
+    def sockets(h: Hub) -> int:
+        return sum(servers.get(name, ("", 0))[1] for name in (h.name, f"{h.name}-open"))
+
+    victim = max(hubs, key=sockets)
+    log(f"kill -9 {victim.name} ({sockets(victim)} sockets through HAProxy)")
     t0 = drill.begin_event()
     victim.signal(signal.SIGKILL)
     await loop.run_in_executor(None, victim.wait_exit, 10)

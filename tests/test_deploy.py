@@ -51,7 +51,8 @@ def test_the_drills_generated_haproxy_config_is_valid_and_matches_the_deploy_one
     deploy = (DEPLOY / "haproxy.cfg").read_text()
     for name in ("connect", "tunnel", "http-request", "check", "client", "server"):
         assert _timeout(text, name) == _timeout(deploy, name), name
-    for line in ("balance leastconn", "http-check send meth GET uri /readyz", "option redispatch 1", "retries 3"):
+    for line in ("balance leastconn", "http-check send meth GET uri /readyz", "option redispatch 1", "retries 3",
+                 "option allbackups"):
         assert line in text and line in deploy, line
 
 
@@ -137,8 +138,8 @@ def test_compose_file_parses_and_names_what_exists() -> None:
             if src.startswith("./"):
                 assert (DEPLOY / src).exists(), f"{src} is mounted but missing"
     # HAProxy's servers and Prometheus' targets are the compose services.
-    assert re.findall(r"^\s*server (\w+) (\w+):8000", (DEPLOY / "haproxy.cfg").read_text(), re.M) == [
-        ("hub1", "hub1"), ("hub2", "hub2")]
+    assert re.findall(r"^\s*server ([\w-]+) (\w+):8000", (DEPLOY / "haproxy.cfg").read_text(), re.M) == [
+        ("hub1", "hub1"), ("hub2", "hub2"), ("hub1-open", "hub1"), ("hub2-open", "hub2")]
     prom = parse_yaml((DEPLOY / "prometheus.yml").read_text())
     job = prom["scrape_configs"][0]
     assert job["static_configs"][0]["targets"] == ["hub1:8000", "hub2:8000"]
