@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from core import tracing
+from tests.fakes.ai_upstream import FakeUpstreamServer
 from tests.support import HubClient, HubServer, mint, uid
 
 pytestmark = pytest.mark.services  # two processes meet through Redis
@@ -51,10 +52,25 @@ def wait_spans(folder: Path, trace_id: str, want: set[tuple[str, str]], timeout:
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubServer, HubServer, Path]]:
+def upstream() -> Iterator[FakeUpstreamServer]:
+    srv = FakeUpstreamServer().start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamServer
+           ) -> Iterator[tuple[HubServer, HubServer, Path]]:
     folder = tmp_path_factory.mktemp("spans")
     env = {"OTEL_TRACES_EXPORTER": "file", "HUB_TRACES_FILE": str(folder / "spans-{pid}.jsonl"),
-           "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "hub-test"}
+           "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "hub-test",
+           # AI assist against the fake upstream, retries quick: its attempts and fallbacks are traced.
+           "AI_PROVIDERS": "openai,anthropic", "OPENAI_API_KEY": "sk-test-openai-" + "a1b2c3d4e5f6a7b8c9d0",
+           "OPENAI_BASE_URL": upstream.openai_base_url, "ANTHROPIC_API_KEY": "sk-ant-test-" + "f0e9d8c7b6a5f4e3d2c1",
+           "ANTHROPIC_BASE_URL": upstream.anthropic_base_url, "OPENAI_API_KEY_FILE": "",
+           "ANTHROPIC_API_KEY_FILE": "", "AI_RETRY_BASE_S": "0.01", "AI_RETRY_MAX_S": "0.02"}
     hubs = [HubServer(env=env), HubServer(env=env)]
     failures: list[BaseException] = []
 
@@ -181,6 +197,36 @@ def test_json_logs_carry_trace_and_span_ids(monkeypatch: pytest.MonkeyPatch) -> 
     plain = logging.LogRecord("hub.test", logging.INFO, __file__, 1, "hello", None, None)
     ContextFilter().filter(plain)
     assert "trace_id" not in json.loads(JsonFormatter().format(plain))
+
+
+def test_ai_retries_and_fallback_are_child_spans(traced: tuple[HubServer, HubServer, Path],
+                                                 upstream: FakeUpstreamServer) -> None:
+    a, _b, folder = traced
+    assert a.proc is not None
+    pa = str(a.proc.pid)
+    upstream.reset()
+    upstream.inject("openai", "500", "500", "500")  # three attempts fail: the relay falls back
+    c = HubClient(a.url, mint(uid()))
+    trace_id, parent = new_ids()
+    assist = c.call("rpc", method="assist.ask", params={"prompt": "hello"},
+                    traceparent=f"00-{trace_id}-{parent}-01")["assist"]
+    while not (push := c.next_push("assist", timeout=10)).get("done"):
+        assert push.get("assist") == assist and "error" not in push, push
+    assert push["provider"] == "anthropic"
+    spans = wait_spans(folder, trace_id, {("ai.assist", pa)})
+    method = one(spans, "rpc assist.ask", int(pa))
+    run = one(spans, "ai.assist", int(pa))
+    assert run["parent_id"] == method["span_id"]
+    assert run["attributes"] == {"ai.outcome": "ok", "ai.attempts": 4, "ai.fallbacks": 1}
+    first = one(spans, "ai.provider", int(pa), **{"ai.provider": "openai"})
+    second = one(spans, "ai.provider", int(pa), **{"ai.provider": "anthropic"})
+    assert first["parent_id"] == second["parent_id"] == run["span_id"]
+    assert first["status"] == "ERROR" and first["attributes"]["hub.error"] == "server"
+    assert second["status"] == "UNSET"
+    tries = sorted((s for s in spans if s["name"] == "ai.attempt"), key=lambda s: s["attributes"]["ai.attempt"])
+    assert [(t["parent_id"], t["attributes"]["ai.provider"]) for t in tries] == [
+        (first["span_id"], "openai")] * 3 + [(second["span_id"], "anthropic")]
+    assert [t["status"] for t in tries] == ["ERROR", "ERROR", "ERROR", "UNSET"]
 
 
 def test_bad_traceparents_are_ignored_not_fatal(traced: tuple[HubServer, HubServer, Path]) -> None:
