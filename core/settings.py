@@ -318,12 +318,15 @@ ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
 # --- notify: Android (FCM HTTP v1) and iOS (APNs token auth) push; docs/notifications.md ---
 # Each is off until its key is configured. Keys are read from files and never logged.
 NOTIFY_FCM_CREDENTIALS_FILE = os.environ.get("NOTIFY_FCM_CREDENTIALS_FILE", "")  # service-account JSON key
+# Or the key's JSON itself (a secret store that fills the environment); the name has KEY so Django masks it.
+NOTIFY_FCM_SERVICE_ACCOUNT_KEY = os.environ.get("NOTIFY_FCM_SERVICE_ACCOUNT_KEY", "")
 NOTIFY_FCM_PROJECT_ID = os.environ.get("NOTIFY_FCM_PROJECT_ID", "")  # default: the key's project_id
 NOTIFY_FCM_BASE_URL = os.environ.get("NOTIFY_FCM_BASE_URL", "https://fcm.googleapis.com")
 NOTIFY_FCM_TOKEN_URL = os.environ.get("NOTIFY_FCM_TOKEN_URL", "")  # default: the key's token_uri
 NOTIFY_FCM_CA_FILE = os.environ.get("NOTIFY_FCM_CA_FILE", "")  # a private CA (staging, fakes); default: system's
 NOTIFY_FCM_TIMEOUT_S = env_float("NOTIFY_FCM_TIMEOUT_S", 10.0)
 NOTIFY_APNS_KEY_FILE = os.environ.get("NOTIFY_APNS_KEY_FILE", "")  # the .p8 signing key (ES256)
+NOTIFY_APNS_KEY = os.environ.get("NOTIFY_APNS_KEY", "")  # or the .p8 file's text itself (\n may stand for newlines)
 NOTIFY_APNS_KEY_ID = os.environ.get("NOTIFY_APNS_KEY_ID", "")
 NOTIFY_APNS_TEAM_ID = os.environ.get("NOTIFY_APNS_TEAM_ID", "")
 NOTIFY_APNS_TOPIC = os.environ.get("NOTIFY_APNS_TOPIC", "")  # the app's bundle id, unless a device names its own

@@ -153,17 +153,20 @@ def from_settings() -> Provider | None:
     from django.core.exceptions import ImproperlyConfigured
 
     path = getattr(settings, "NOTIFY_APNS_KEY_FILE", "")
-    if not path:
+    inline = getattr(settings, "NOTIFY_APNS_KEY", "")
+    if not (path or inline):
         return None
+    source = "NOTIFY_APNS_KEY" if inline else "NOTIFY_APNS_KEY_FILE"
     missing = [name for name in ("NOTIFY_APNS_KEY_ID", "NOTIFY_APNS_TEAM_ID", "NOTIFY_APNS_TOPIC")
                if not getattr(settings, name, "")]
     if missing:
-        raise ImproperlyConfigured(f"NOTIFY_APNS_KEY_FILE is set but not {', '.join(missing)}")
+        raise ImproperlyConfigured(f"{source} is set but not {', '.join(missing)}")
     try:
-        return ApnsProvider(Path(path).read_bytes(), settings.NOTIFY_APNS_KEY_ID, settings.NOTIFY_APNS_TEAM_ID,
+        # A PEM in one environment line may carry its newlines as \n.
+        key = inline.replace("\\n", "\n").encode() if inline else Path(path).read_bytes()
+        return ApnsProvider(key, settings.NOTIFY_APNS_KEY_ID, settings.NOTIFY_APNS_TEAM_ID,
                             settings.NOTIFY_APNS_TOPIC, base_url=settings.NOTIFY_APNS_BASE_URL,
                             ca_file=settings.NOTIFY_APNS_CA_FILE, timeout_s=settings.NOTIFY_APNS_TIMEOUT_S)
     except (OSError, ValueError, TypeError) as exc:
         # Names the setting and the kind of fault, never the key.
-        raise ImproperlyConfigured(f"NOTIFY_APNS_KEY_FILE is not a usable .p8 signing key: "
-                                   f"{type(exc).__name__}") from None
+        raise ImproperlyConfigured(f"{source} is not a usable .p8 signing key: {type(exc).__name__}") from None

@@ -255,14 +255,17 @@ def from_settings() -> Provider | None:
     from django.core.exceptions import ImproperlyConfigured
 
     path = getattr(settings, "NOTIFY_FCM_CREDENTIALS_FILE", "")
-    if not path:
+    inline = getattr(settings, "NOTIFY_FCM_SERVICE_ACCOUNT_KEY", "")
+    if not (path or inline):
         return None
+    source = "NOTIFY_FCM_SERVICE_ACCOUNT_KEY" if inline else "NOTIFY_FCM_CREDENTIALS_FILE"
     try:
-        info = json.loads(Path(path).read_text())
+        info = json.loads(inline or Path(path).read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
         return FcmProvider(info, project_id=settings.NOTIFY_FCM_PROJECT_ID, base_url=settings.NOTIFY_FCM_BASE_URL,
                            token_url=settings.NOTIFY_FCM_TOKEN_URL, ca_file=settings.NOTIFY_FCM_CA_FILE,
                            timeout_s=settings.NOTIFY_FCM_TIMEOUT_S)
-    except (OSError, ValueError) as exc:
-        # Names the setting and the kind of fault, never the file's content.
-        raise ImproperlyConfigured(f"NOTIFY_FCM_CREDENTIALS_FILE is not a usable service-account key: "
-                                   f"{type(exc).__name__}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        # Names the setting and the kind of fault, never the key.
+        raise ImproperlyConfigured(f"{source} is not a usable service-account key: {type(exc).__name__}") from None

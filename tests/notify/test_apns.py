@@ -282,6 +282,12 @@ def test_from_settings(fake: apns.FakeApnsServer, tmp_path: Path) -> None:
     with override_settings(**{**env, "NOTIFY_APNS_TEAM_ID": ""}):
         with pytest.raises(ImproperlyConfigured, match="NOTIFY_APNS_TEAM_ID"):
             apns_provider.from_settings()
+    # The key's text itself in the environment, its newlines written as \n on one line.
+    one_line = fake.signing_key.replace("\n", "\\n")
+    with override_settings(**{**env, "NOTIFY_APNS_KEY_FILE": "", "NOTIFY_APNS_KEY": one_line}):
+        provider = apns_provider.from_settings()
+        assert isinstance(provider, ApnsProvider)
+        assert send(provider, (target(), push()))[0].outcome == Outcome.SENT
     broken = tmp_path / "AuthKey.p8"
     broken.write_text("-----BEGIN PRIVATE KEY-----\nsecretstuff\n-----END PRIVATE KEY-----\n")
     with override_settings(**{**env, "NOTIFY_APNS_KEY_FILE": str(broken)}):

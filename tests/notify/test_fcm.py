@@ -233,6 +233,16 @@ def test_from_settings(fake: fcm.FakeFcmServer, tmp_path: Path) -> None:
         assert isinstance(provider, FcmProvider) and provider.platform == "android"
         [result] = send(provider, (target(), push()))
         assert result.outcome == Outcome.SENT
+    # The key itself in the environment (a secret store) instead of a file.
+    with override_settings(**{**env, "NOTIFY_FCM_CREDENTIALS_FILE": "",
+                              "NOTIFY_FCM_SERVICE_ACCOUNT_KEY": json.dumps(fake.service_account)}):
+        provider = fcm_provider.from_settings()
+        assert isinstance(provider, FcmProvider)
+        assert send(provider, (target(), push()))[0].outcome == Outcome.SENT
+    with override_settings(NOTIFY_FCM_SERVICE_ACCOUNT_KEY='{"private_key": "secretstuff"'):
+        with pytest.raises(ImproperlyConfigured, match="NOTIFY_FCM_SERVICE_ACCOUNT_KEY") as err:
+            fcm_provider.from_settings()
+        assert "secretstuff" not in str(err.value)
     broken = tmp_path / "key.json"
     broken.write_text(json.dumps({**fake.service_account, "private_key": "-----BEGIN PRIVATE KEY-----\nsecretstuff"}))
     with override_settings(**{**env, "NOTIFY_FCM_CREDENTIALS_FILE": str(broken)}):
