@@ -78,6 +78,34 @@ def book(hub: HubServer, category: str, tenant: str = "t1") -> str:
         return str(c.rpc("bookings.create", category=category, lat=LAT, lng=LNG, mode="on_demand")["booking"])
 
 
+def outbox_states(db: str, user: str) -> list[str]:
+    """The states of the user's outbox rows in the hubs' own database (read directly)."""
+    if db.startswith("sqlite:"):
+        import sqlite3
+
+        con = sqlite3.connect(db.removeprefix("sqlite:///"))  # sqlite:////abs/path -> /abs/path
+        try:
+            return [r[0] for r in con.execute('SELECT state FROM notify_outbox WHERE "user" = ? ORDER BY id', [user])]
+        finally:
+            con.close()
+    import psycopg
+
+    with psycopg.connect(db) as con:
+        return [r[0] for r in con.execute('SELECT state FROM notify_outbox WHERE "user" = %s ORDER BY id', [user])]
+
+
+def settled(db: str, user: str, count: int, timeout: float = 8) -> list[str]:
+    """Wait until the user's `count` pushes were decided (none pending)."""
+    deadline = time.time() + timeout
+    while True:
+        states = outbox_states(db, user)
+        if len(states) >= count and "pending" not in states:
+            return states
+        if time.time() > deadline:
+            raise TimeoutError(f"pushes of {user} still {states}")
+        time.sleep(0.05)
+
+
 def next_pub(c: HubClient, kind: str, timeout: float) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:
@@ -128,7 +156,7 @@ def test_offer_pushed_to_a_closed_app_then_accepted_over_the_socket(hubs: tuple[
 
 
 def test_foreground_socket_on_another_process_gets_the_event_not_a_push(hubs: tuple[HubServer, HubServer],
-                                                                        fake: FakeWebPush) -> None:
+                                                                        fake: FakeWebPush, db: str) -> None:
     a, b = hubs
     cat = uid("cat")
     zone(a, cat)
@@ -138,6 +166,8 @@ def test_foreground_socket_on_another_process_gets_the_event_not_a_push(hubs: tu
         time.sleep(0.3)  # the presence write reaches Redis
         first = book(b if settings.REDIS_URL else a, cat)
         assert next_pub(c, "offer", 8)["data"]["booking"] == first
+        # The push is decided when it is sent: the socket was in the foreground then.
+        assert settled(db, user, 1) == ["socket"]
         # The app goes to the background: the next offer is pushed, though the socket stays open.
         c.rpc("devices.state", background=True, device=dev)
         time.sleep(0.3)
