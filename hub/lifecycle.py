@@ -103,11 +103,12 @@ async def _start(loop: asyncio.AbstractEventLoop, install_signals: bool) -> Engi
     return engine
 
 
-def install_signal_handlers(loop: asyncio.AbstractEventLoop,
-                            then: Callable[[int], None] | None = None) -> bool:
-    """SIGTERM/SIGINT drain this process, then `then(signum)` runs, or else the handler that was
-    installed before (the server's), or the default action. Only from the main thread (where
-    Python delivers signals); elsewhere (runserver's autoreloader) nothing is installed."""
+def install_signal_handlers(loop: asyncio.AbstractEventLoop, then: Callable[[int], None] | None = None,
+                            first: Callable[[], None] | None = None) -> bool:
+    """SIGTERM/SIGINT drain this process (`first()` runs as the drain begins), then `then(signum)`
+    runs, or else the handler that was installed before (the server's), or the default action. Only
+    from the main thread (where Python delivers signals); elsewhere (runserver's autoreloader)
+    nothing is installed."""
     global _signals_installed
     if _signals_installed or threading.current_thread() is not threading.main_thread():
         return False
@@ -117,19 +118,22 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop,
 
         def handler(sig: int, frame: FrameType | None, previous: Any = previous) -> None:
             # Python runs this between two bytecodes of the main thread: hand over to the loop.
-            loop.call_soon_threadsafe(_on_signal, sig, previous, then)
+            loop.call_soon_threadsafe(_on_signal, sig, previous, then, first)
 
         signal.signal(signum, handler)
     return True
 
 
-def _on_signal(signum: int, previous: Any, then: Callable[[int], None] | None) -> None:
+def _on_signal(signum: int, previous: Any, then: Callable[[int], None] | None,
+               first: Callable[[], None] | None = None) -> None:
     global _drain_task
     if _drain_task is not None:
         if signum == signal.SIGINT:  # a second Ctrl-C: stop now
             _hand_over(signum, previous, then)
         return
     log.info("signal %d: draining", signum)
+    if first is not None:
+        first()
 
     async def drain_then_hand_over() -> None:
         try:

@@ -3,7 +3,8 @@
     python manage.py serve [--host 127.0.0.1] [--port 8000] [--reuse-port]
 
 SIGTERM: drain (hub.lifecycle: readyz 503, every socket closed with 1012, in-flight commits finished,
-the shut-down hooks run), then stop listening and exit.
+the shut-down hooks run), then stop listening and exit. With --reuse-port it stops listening first,
+so the other processes on the address take every new connection while it drains.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class Command(BaseCommand):
         sock.setblocking(False)
         # Twisted adopts (dups) the descriptor and closes the original: hand it over for good.
         fd = sock.detach()
-        _patch_adopt(reactor)
+        ports: list[Any] = []  # the listening port, to stop it (daphne keeps no handle on it)
+        _patch_adopt(reactor, ports)
         server = Server(
             application=application,
             endpoints=[f"fd:fileno={fd}:domain=INET"],
@@ -74,12 +76,13 @@ class Command(BaseCommand):
             verbosity=0,
         )
 
+        def stop_listening() -> None:
+            while ports:
+                ports.pop().stopListening()
+
         def stop(signum: int) -> None:
             # Drained (hub.lifecycle): stop listening, let the close frames leave, stop.
-            for listener in server.listeners:
-                port = getattr(listener, "result", None)
-                if port is not None and hasattr(port, "stopListening"):
-                    port.stopListening()
+            stop_listening()
             reactor.callLater(0.3, reactor.stop)  # type: ignore[arg-type,misc]
 
         def install() -> None:
@@ -87,7 +90,10 @@ class Command(BaseCommand):
             server.ws_factory.setProtocolOptions(failByDrop=False, utf8validateIncoming=False)
             # SIGTERM/SIGINT: drain (readyz 503, sockets closed with 1012, commits finished, the
             # shut-down hooks), then stop.
-            lifecycle.install_signal_handlers(asyncio.get_event_loop(), then=stop)
+            # With --reuse-port the siblings on the same address take new connections at once: this
+            # process stops listening as its drain begins (its readyz is not reachable alone anyway).
+            lifecycle.install_signal_handlers(asyncio.get_event_loop(), then=stop,
+                                              first=stop_listening if opts["reuse_port"] else None)
             asyncio.ensure_future(lifecycle.ensure_started(install_signals=False))
 
         reactor.callWhenRunning(install)
@@ -96,13 +102,16 @@ class Command(BaseCommand):
         server.run()
 
 
-def _patch_adopt(reactor: Any) -> None:
-    # Twisted's "fd:" endpoint parser hands the family over as a string ("INET"); map it.
+def _patch_adopt(reactor: Any, ports: list[Any]) -> None:
+    # Twisted's "fd:" endpoint parser hands the family over as a string ("INET"); map it. The port
+    # is kept: daphne's listener Deferreds end with None, not the port.
     original = reactor.adoptStreamPort
 
     def adopt(fileno: int, family: Any, factory: Any) -> Any:
         if isinstance(family, str):
             family = getattr(socket, "AF_" + family)
-        return original(fileno, family, factory)
+        port = original(fileno, family, factory)
+        ports.append(port)
+        return port
 
     reactor.adoptStreamPort = adopt
