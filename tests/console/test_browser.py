@@ -90,6 +90,7 @@ class Watch:
 
     def __init__(self) -> None:
         self.outside: list[str] = []
+        self.urls: list[str] = []
         self.errors: list[str] = []
         # Chromium logs an HTTP error answer as a console error; a test names the refusals it causes.
         self.expected_status: set[int] = set()
@@ -99,6 +100,7 @@ class Watch:
             host = urlsplit(req.url).hostname
             if req.url.startswith(("data:", "blob:")):
                 return
+            self.urls.append(req.url)
             if host != "127.0.0.1":
                 self.outside.append(req.url)
 
@@ -262,10 +264,13 @@ def test_customer_and_provider(browser: Any, hub: HubServer, upstream: FakeUpstr
     # A call: invite, ring, accept; both see it live with its duration; then hang up.
     cust.get_by_test_id("call-start").click()
     cust.locator("[data-testid=call-state][data-state=ringing]").wait_for()
+    prov.get_by_test_id("call-ring").wait_for()  # the invitee sees it ring, with the time left to answer
     prov.get_by_test_id("call-accept").click()
     cust.locator("[data-testid=call-state][data-state=active]").wait_for(timeout=5000)
     prov.locator("[data-testid=call-state][data-state=active]").wait_for(timeout=5000)
     assert prov.get_by_test_id("call-agora").count() == 1  # development credentials: token shown, no media
+    # ... so the Agora Web SDK, a chunk of its own, was never fetched.
+    assert not [u for u in watch.urls if "AgoraRTC" in u]
     prov.locator("[data-testid=call-duration]", has_text="00:01").wait_for(timeout=5000)
     shot(prov, "call")
     cust.get_by_test_id("call-end").click()

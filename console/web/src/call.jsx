@@ -114,6 +114,7 @@ export function CallPanel() {
     <section className="call card" aria-label="Call" aria-live="polite">
       <p><strong>{who} {call.media} call</strong> · 
         State: <strong data-testid="call-state" data-state={call.status}>{call.status}</strong>
+        {call.status === 'ringing' && call.ringS ? <> · <span data-testid="call-ring">{Math.max(0, Math.ceil(call.ringS - (now - call.since) / 1000))} s to answer</span></> : null}
         {call.status === 'active' && call.answeredAt ? <> · <span data-testid="call-duration">{duration(now - call.answeredAt)}</span></> : null}
         {call.status === 'ended' && call.durationS != null ? <> · {call.durationS} s ({call.outcome})</> : null}
       </p>
