@@ -4,7 +4,8 @@ and its acceptance, an on-demand booking offer and its acceptance; an admin draw
 explorer shows it and match.find answers inside it.
 
 Every test asserts that no request left 127.0.0.1 and that the page logged no errors. Screenshots
-of each page go to var/console-shots/ (test artefacts), and to docs/console/ as well when
+of each page go to var/console-shots/ (test artefacts; on a failure also what every page showed, see
+conftest.py), and to docs/console/ as well when
 HUB_CONSOLE_DOC_SHOTS=1 (how the pictures in docs/console.md are made). The first-load size, time
 to interactive and chat latency are printed (run with -s), never asserted.
 
@@ -91,6 +92,7 @@ class Watch:
     def __init__(self) -> None:
         self.outside: list[str] = []
         self.urls: list[str] = []
+        self.pages: list[Any] = []
         self.errors: list[str] = []
         # Chromium logs an HTTP error answer as a console error; a test names the refusals it causes.
         self.expected_status: set[int] = set()
@@ -111,6 +113,7 @@ class Watch:
         context.on("page", lambda page: self.page(page))
 
     def page(self, page: Any) -> None:
+        self.pages.append(page)
         page.on("console", lambda m: self.console(m.type, m.text))
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
@@ -188,8 +191,7 @@ def first_load(browser: Any, hub: HubServer, watch: Watch) -> None:
           f"connected at {signed['connected']:.0f} ms (from navigation start)")
 
 
-def test_customer_and_provider(browser: Any, hub: HubServer, upstream: FakeUpstreamServer) -> None:
-    watch = Watch()
+def test_customer_and_provider(browser: Any, hub: HubServer, upstream: FakeUpstreamServer, watch: Watch) -> None:
     first_load(browser, hub, watch)
     tag = uuid.uuid4().hex[:6]
     ann, bob = f"ann-{tag}", f"bob-{tag}"
@@ -334,8 +336,7 @@ def test_customer_and_provider(browser: Any, hub: HubServer, upstream: FakeUpstr
     watch.check()
 
 
-def test_admin_draws_a_zone_the_explorer_finds_inside(browser: Any, hub: HubServer) -> None:
-    watch = Watch()
+def test_admin_draws_a_zone_the_explorer_finds_inside(browser: Any, hub: HubServer, watch: Watch) -> None:
     tag = uuid.uuid4().hex[:6]
     cat = f"gardening{tag}"
     admin = sign_in(browser, hub, watch, f"ada-{tag}", "admin")
