@@ -1,4 +1,4 @@
-"""Drain with the real SDK: SIGTERM closes 1012 (disconnect 3001, reconnect); centrifuge-python
+"""Server pings, and drain with the real SDK: SIGTERM closes 1012 (disconnect 3001, reconnect); centrifuge-python
 reconnects by itself, now to another hub process, and recovers what it missed (Protobuf).
 
 The SDK's one address is a small TCP relay in the test: to a hub of the test's own first, to the
@@ -7,11 +7,13 @@ session's hub (same database and Redis) once that one is draining, as a load bal
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import pytest
+from websockets.sync.client import connect
 
-from tests.hub.centrifuge.sdk import Sdk, wait
+from tests.hub.centrifuge.sdk import Sdk, path, wait
 from tests.hub.centrifuge.test_python_sdk import run, v1
 from tests.support import HubClient, HubServer, mint, running_hubs, uid
 
@@ -43,7 +45,13 @@ async def relay(target: list[int]) -> asyncio.Server:
 @pytest.mark.services  # two hub processes sharing the record: Postgres and Redis, as deployed
 def test_drain_the_sdk_reconnects_and_recovers(live_hub: HubServer) -> None:
     alice, bob = uid("a"), uid("b")
-    with running_hubs(1) as (victim,):
+    with running_hubs(1, {"HUB_PING_S": "1"}) as (victim,):
+        # Server pings: an empty command every HUB_PING_S, no pong asked for.
+        with connect(path(victim.url), open_timeout=10, close_timeout=2) as ws:
+            ws.send(json.dumps({"id": 1, "connect": {"token": mint(uid("p"))}}))
+            hello = json.loads(ws.recv(10))["connect"]
+            assert (hello["ping"], hello.get("pong", False)) == (1, False)
+            assert ws.recv(5) == "{}"
 
         async def scenario() -> None:
             target = [victim.port]

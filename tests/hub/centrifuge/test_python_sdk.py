@@ -233,3 +233,25 @@ def test_tokens_bad_expired_and_revoked(live_hub: HubServer) -> None:
         assert expired.events.connected.empty()  # did not come back
 
     run(scenario())
+
+
+def test_assist_deltas_arrive_as_publications_without_offset(live_hub: HubServer) -> None:
+    """A push v1 sends outside channels (here the AI assist stream) reaches the SDK as publications
+    without offset on the caller's user channel, with the v1 push frame as data; not recovered."""
+    user = uid("u")
+
+    async def scenario() -> None:
+        sdk = Sdk(live_hub.url, mint(user), False)
+        await sdk.connect()
+        await wait(sdk.events.server_subscribed)
+        res = await sdk.rpc("assist.ask", prompt="where is my plumber")
+        frames = []
+        while not frames or not (frames[-1].get("done") or frames[-1].get("incomplete")):
+            ctx = await wait(sdk.events.server_pubs)
+            assert ctx.channel == f"user:{user}" and ctx.pub.offset == 0
+            frames.append(ctx.pub.data)
+        assert all(f["push"] == "assist" and f["assist"] == res["assist"] for f in frames)
+        assert any("delta" in f for f in frames)
+        await sdk.close()
+
+    run(scenario())
