@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 
@@ -33,10 +33,8 @@ from hub import codec as v1codec
 from hub.centrifuge import codec
 from hub.centrifuge.proto import varint
 from hub.connection import CLOSE_AUTH, CLOSE_RESTART, Connection
+from hub.engine import Engine
 from hub.sink import Sink
-
-if TYPE_CHECKING:
-    from hub.engine import Engine
 
 log = logging.getLogger("hub.centrifuge")
 VERSION = "hub-1"
@@ -368,14 +366,14 @@ class CentrifugeConnection(Connection):
 
 # --- pings ------------------------------------------------------------------------------------------
 
-_pingers: dict[int, weakref.WeakSet[CentrifugeConnection]] = {}
+_pingers: weakref.WeakKeyDictionary[Engine, weakref.WeakSet[CentrifugeConnection]] = weakref.WeakKeyDictionary()
 
 
 def _pinger(engine: Engine) -> weakref.WeakSet[CentrifugeConnection]:
     """The Centrifuge sockets of this engine, pinged every HUB_PING_S by one task (not a timer each)."""
-    conns = _pingers.get(id(engine))
+    conns = _pingers.get(engine)
     if conns is None:
-        conns = _pingers[id(engine)] = weakref.WeakSet()
+        conns = _pingers[engine] = weakref.WeakSet()
         engine.loop.create_task(_ping_loop(conns, settings.HUB_PING_S))
     return conns
 

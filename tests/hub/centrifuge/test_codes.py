@@ -1,0 +1,99 @@
+"""Close codes and error codes of the Centrifuge endpoint, in process (no hub): every v1 close a
+connection can get (slow consumer, drain, revocation, expiry, protocol, socket limit) reaches the
+SDK as the disconnect code whose reconnect advice matches."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from core.errors import HubError
+from hub.centrifuge import codec
+from hub.centrifuge.connection import CentrifugeConnection
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.code: int | None = None
+
+    def write(self, payload: bytes, binary: bool) -> None:
+        self.out.append(payload)
+
+    def write_frame(self, frame: bytes, payload: bytes, binary: bool) -> None:
+        self.out.append(payload)
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self, code: int) -> None:
+        self.code = code
+
+
+class Budgets:
+    def take(self, who: str) -> int:
+        return 0
+
+    def close_user(self, who: str) -> None:
+        pass
+
+
+class Engine:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.max_queue, self.max_frame, self.max_bad = 1 << 20, 65536, 20
+        self.stats = {"slow_consumers": 0}
+        self.budgets = Budgets()
+        self.conns: set[Any] = set()
+        self.draining = False
+
+
+def conn_with(sink: Sink) -> CentrifugeConnection:
+    return CentrifugeConnection(Engine(asyncio.get_running_loop()), sink, False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("v1", "centrifuge", "reconnect"), [
+    (1012, 3001, True), (4009, 3008, True), (4002, 3005, True), (4001, 3500, False), (4010, 3501, False),
+    (4029, 3504, False), (1009, 1009, True)])
+def test_v1_closes_map_to_disconnect_codes(v1: int, centrifuge: int, reconnect: bool) -> None:
+    async def scenario() -> None:
+        sink = Sink()
+        conn_with(sink).close(v1)
+        assert sink.code == centrifuge
+        # What the SDKs do with it: 3500-3999 (and 4500-4999) are terminal.
+        assert (not (3500 <= centrifuge < 4000)) == reconnect
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_token_at_connect_is_109_and_left_for_the_sdk_to_close() -> None:
+    """Closing at once would race the reply: the SDK would read 3500 and never fetch a new token."""
+    async def scenario() -> None:
+        sink = Sink()
+        conn = conn_with(sink)
+        conn.on_frame('{"id":1,"connect":{"token":"x"}}')  # malformed: 101, closed 3500
+        assert b'"code":101' in sink.out[-1] and sink.code == 3500
+        sink = Sink()
+        conn = conn_with(sink)
+        conn.kinds[1] = ("connect", None)
+        conn.error(1, HubError("unauthorized", "token expired"))
+        conn.close(4001)
+        assert b'"code":109' in sink.out[-1] and sink.code is None and not conn.closed
+        conn.close(4001)  # the connect timeout still closes it
+        assert sink.code == 3500
+
+    asyncio.run(scenario())
+
+
+def test_error_codes() -> None:
+    cases = [("bad_request", "x", None, 107), ("bad_request", "unknown namespace 'x'", None, 102),
+             ("bad_request", "unknown method 'x'", None, 104), ("forbidden", "x", None, 103),
+             ("conflict", "x", "subscribe", 105), ("conflict", "x", "rpc", 409), ("not_found", "x", None, 404),
+             ("rate_limited", "x", None, 111), ("too_large", "x", None, 106), ("unavailable", "x", None, 108),
+             ("unauthorized", "token expired", None, 109), ("unauthorized", "x", None, 101),
+             ("internal", "x", None, 100)]
+    for hub_code, message, kind, expected in cases:
+        got = codec.error_of(HubError(hub_code, message), kind)
+        assert got["code"] == expected, (hub_code, message)
+        assert got.get("temporary", False) == (expected in (100, 108, 111))
