@@ -238,6 +238,8 @@ class FakeFcm:
         elif SEND_PATH.fullmatch(path):
             await self._send(scope, receive, send)
         else:
+            # Read the body first: Hypercorn drops the connection if a request's DATA arrives after its answer.
+            await read_body(receive, 64 * 1024)
             await self._json(send, 404, _error(404, "NOT_FOUND", "Requested entity was not found."))
 
     @staticmethod
