@@ -14,7 +14,8 @@ publications without offset on the `user:<id>` channel, and `signal` events as p
 without offset on their call channel, in both cases with the v1 push frame as data; join
 and leave pushes go only to subscriptions that asked for them (`join_leave`); the server sends an
 empty command as ping every HUB_PING_S and asks for no pong (dead peers are found by WebSocket
-pings, as for v1); `send` (async message from the client) is ignored.
+pings, as for v1); `send` (async message from the client) is ignored; v1's `signal` command is the
+rpc method `signal` with data {channel, data}.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ VERSION = "hub-1"
 MAX_TOKEN = 4096
 MAX_METHOD = 200
 MAX_SAFE_INT = v1codec.MAX_SAFE_INT
+SIGNAL_METHOD = "signal"  # rpc("signal", {channel, data}): a v1 signal on a call channel
 REJECT_UNRECOVERED = 2  # SubscribeRequest.flag bit: answer 112 instead of recovered=false
 
 
@@ -287,6 +289,12 @@ class CentrifugeConnection(Connection):
             raw = req.get("data")
             params = {} if raw is None or raw == b"" else codec.load_data(raw, self.binary, cid)
             self.kinds[cid] = ("rpc", None)
+            if method == SIGNAL_METHOD:
+                # v1's `signal` command, which Centrifuge has no command for (domain methods are dotted).
+                if not isinstance(params, dict) or "data" not in params:
+                    raise v1codec.FrameError("signal: data must be {channel, data}", cid)
+                self.dispatch(cid, "signal", {"channel": _channel(params, cid), "data": params["data"]})
+                return
             self.dispatch(cid, "rpc", {"method": method, "params": params})
         elif kind == "refresh":
             token = req.get("token", "")

@@ -255,3 +255,34 @@ def test_assist_deltas_arrive_as_publications_without_offset(live_hub: HubServer
         await sdk.close()
 
     run(scenario())
+
+
+def test_call_signals_both_ways(live_hub: HubServer) -> None:
+    """v1's `signal` from an SDK is rpc("signal", {channel, data}); a signal reaches SDK subscribers
+    of the call channel as a publication without offset whose data is the v1 frame."""
+    alice, bob = uid("a"), uid("b")
+
+    async def scenario() -> None:
+        a = Sdk(live_hub.url, mint(alice), True)
+        b = Sdk(live_hub.url, mint(bob), False)
+        await a.connect()
+        await b.connect()
+        room = (await a.rpc("rooms.create", members=[bob], kind="direct"))["room"]
+        call = (await a.rpc("calls.start", room=room, media="voice"))["call"]
+        await b.rpc("calls.accept", call=call)
+        channel = f"call:{call}"
+        _, events = await b.subscribe(channel)
+        await a.subscribe(channel)
+        assert await a.rpc("signal", channel=channel, data={"sdp": "offer"}) == {}
+        got = await wait(events.pubs)
+        while got.pub.offset:  # the call's own durable publications (call.accepted, ...)
+            got = await wait(events.pubs)
+        assert got.pub.data == {"push": "signal", "channel": channel, "from": alice, "data": {"sdp": "offer"}}
+        assert got.pub.info.user == alice
+        with pytest.raises(ReplyError) as err:
+            await b.rpc("signal", channel=f"call:{uid('x')}", data={})
+        assert err.value.code in (103, 404)
+        await a.close()
+        await b.close()
+
+    run(scenario())
