@@ -225,7 +225,8 @@ def test_a_connection_the_service_closed_is_replaced(fake: apns.FakeApnsServer) 
             results = [await provider.send(target(), push())]
             for conn in conns:  # the "service" closes the idle connection
                 conn.close()
-            await asyncio.sleep(0.2)
+            await asyncio.gather(*(conn.wait_closed() for conn in conns), return_exceptions=True)
+            await asyncio.sleep(0.05)  # one more turn of this loop: the provider's side reads the end
             results += [await provider.send(target(), push()) for _ in range(2)]
             return results
         finally:
