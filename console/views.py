@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -194,26 +195,51 @@ async def dev_token(request: HttpRequest) -> HttpResponse:
 
 # --- read-only helpers -----------------------------------------------------------------------
 
+def _area_km2(geometry: dict[str, Any]) -> float:
+    """Bounding-box area of a zone's outer rings, in km² (an upper bound of its area)."""
+    polys = geometry.get("coordinates", [])
+    if geometry.get("type") == "Polygon":
+        polys = [polys]
+    total = 0.0
+    for poly in polys:
+        ring = poly[0] if poly else []
+        if not ring:
+            continue
+        lngs = [p[0] for p in ring]
+        lats = [p[1] for p in ring]
+        mid = math.radians((max(lats) + min(lats)) / 2)
+        total += (max(lats) - min(lats)) * 111.32 * (max(lngs) - min(lngs)) * 111.32 * max(math.cos(mid), 0.01)
+    return total
+
+
+_cells_cache: dict[tuple[tuple[str, int], ...], dict[str, Any]] = {}
+
+
 def _cells(zones: list[dict[str, Any]]) -> dict[str, Any]:
-    """H3 cells covering the zones (centres inside), at the finest resolution that stays under the cap."""
-    for res in range(COVERAGE_RES, 4, -1):
-        out: list[dict[str, Any]] = []
-        total = 0
+    """H3 cells covering the zones (centres inside), at the finest resolution whose estimated count
+    (bounding boxes over the average cell area) stays under the cap, so no request makes the hub
+    fill a large zone with fine cells; cached per set of zone versions."""
+    key = tuple(sorted((z["id"], z["version"]) for z in zones))
+    if key in _cells_cache:
+        return _cells_cache[key]
+    area = sum(_area_km2(z["geometry"]) for z in zones)
+    res = next((r for r in range(COVERAGE_RES, 3, -1)
+                if area / h3.average_hexagon_area(r, "km^2") <= MAX_COVERAGE_CELLS), None)
+    out: list[dict[str, Any]] = []
+    if res is not None:
         for z in zones:
-            geo = z["geometry"]
             try:
-                cells = h3.geo_to_cells(geo, res)
+                cells = h3.geo_to_cells(z["geometry"], res)
             except (ValueError, TypeError, h3.H3BaseException):  # one odd geometry must not take the overlay down
                 continue
-            total += len(cells)
-            if total > MAX_COVERAGE_CELLS:
-                break
-            for c in cells:
+            for c in cells[: MAX_COVERAGE_CELLS - len(out)]:
                 out.append({"cell": c, "zone": z["id"],
                             "boundary": [[round(lat, 6), round(lng, 6)] for lat, lng in h3.cell_to_boundary(c)]})
-        else:
-            return {"res": res, "cells": out}
-    return {"res": None, "cells": []}
+    result = {"res": res, "cells": out}
+    if len(_cells_cache) > 64:
+        _cells_cache.clear()
+    _cells_cache[key] = result
+    return result
 
 
 @csrf_exempt

@@ -143,3 +143,16 @@ def test_audit_shows_the_admins_tenant_only(client: Client) -> None:
     for bad in ("0", "201", "x"):
         resp = client.get(f"/console/api/audit?limit={bad}", HTTP_AUTHORIZATION=f"Bearer {token('admin')}")
         assert resp.status_code == 400
+
+
+def test_coverage_cells_stay_bounded_for_a_large_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 3 x 3 degree square (about 66,000 km2) would be some 600,000 cells at resolution 9: the
+    # overlay picks a resolution whose estimate fits the cap before filling anything.
+    filled: list[int] = []
+    real = views.h3.geo_to_cells
+    monkeypatch.setattr(views.h3, "geo_to_cells", lambda geo, res: filled.append(res) or real(geo, res))
+    ring = [[-3.0, 52.0], [0.0, 52.0], [0.0, 55.0], [-3.0, 55.0], [-3.0, 52.0]]
+    out = views._cells([{"id": f"z{uuid.uuid4().hex[:8]}", "version": 1,
+                         "geometry": {"type": "Polygon", "coordinates": [ring]}}])
+    assert filled == [6] and out["res"] == 6
+    assert 0 < len(out["cells"]) <= views.MAX_COVERAGE_CELLS
