@@ -775,11 +775,16 @@ def print_table(results: dict[str, Any], notes: list[str], quick: bool, messages
             cpu_off = [per_server_cpu(results.get(f"tr_{key}_hub_{i}") or {}) for i in range(rounds)]
             pon = max((v for v in cpu_on if v), default=None)
             poff = max((v for v in cpu_off if v), default=None)
+            # Each round's on/off pair ran back to back: the median of their ratios resists drift.
+            paired = sorted(x / y for x, y in zip(cpu_on, cpu_off, strict=True) if x and y)
+            median = paired[len(paired) // 2] if len(paired) % 2 else (
+                (paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2 if paired else None)
             rows.append((f"6{'a' if key == 'fanout' else 'b'} tracing on / off: {label}",
                          fmt(None if ratio is None else 100 * ratio, ".0f") + " %", f">= {100 * TARGET_TRACING:.0f} %",
                          verdict(None if ratio is None else ratio >= TARGET_TRACING),
                          f"on {runs_on}; off {runs_off} (best of {rounds} each); per server CPU-s on/off (best) "
-                         f"{fmt(100 * pon / poff if pon and poff else None, '.0f')} %"
+                         f"{fmt(100 * pon / poff if pon and poff else None, '.0f')} %, median of the rounds' "
+                         f"pairs {fmt(None if median is None else 100 * median, '.0f')} %"
                          + "".join(f"; ERROR {r['error']}" for r in (ron, roff) if "error" in r)))
             every = results.get(f"tr_{key}_all") or {}
             val = every.get(field)

@@ -443,8 +443,10 @@ def spanned(name: str) -> Any:
 
 
 def traceparents(contexts: list[Any]) -> list[str | None] | None:
-    """W3C traceparents for a run of publications' contexts (formatted once per distinct one: a
-    batch nobody traced shares one); None when none has one."""
+    """W3C traceparents for a run of publications' contexts (formatted once per distinct one);
+    None when none has one."""
+    if not any(contexts):
+        return None
     out: list[str | None] = []
     last: Any = None
     last_tp: str | None = None

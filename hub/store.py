@@ -514,7 +514,7 @@ class Writer:
             error: HubError | None = None
             span = None
             if tracing.ENABLED:
-                span = self._trace_batch(batch)
+                span = self._trace_batch(batch)  # None when nobody in the batch is traced
             try:
                 self._commit(batch)
             except DB_DOWN as exc:
@@ -536,21 +536,20 @@ class Writer:
 
     @staticmethod
     def _trace_batch(batch: list[Pending]) -> Any:
-        """One commit span per batch: child of its first traced publish, linked to the others. It is
-        not made current: its few statements are timed by the span itself, not a span each (the
-        hot path's tracing cost is per batch)."""
+        """A batch holding traced publishes gets one commit span: child of the first, linked to the
+        others. Not made current: its few statements are timed by the span itself, not a span each.
+        A batch nobody traced records nothing (the commit histogram in /metrics covers it)."""
         parents = [p.trace for p in batch if p.trace is not None]
+        if not parents:
+            return None
         return tracing.batch_span("hub.commit", parents, {"hub.batch.size": len(batch),
                                                           "hub.batch.traced": len(parents)})
 
     @staticmethod
     def _traced(batch: list[Pending], span: Any, error: HubError | None) -> None:
-        ctx = span.get_span_context()
-        # Publications nobody traced ride on their batch's trace to the fan-out.
-        carried = ctx if ctx.is_valid and ctx.trace_flags.sampled else None
         for p in batch:
-            if p.result is not None:
-                p.result[0].trace = p.trace or carried
+            if p.trace is not None and p.result is not None:
+                p.result[0].trace = p.trace  # carried on to the fan-out, here and in other processes
         tracing.end(span, error.code if error is not None else None)
 
     def _reset(self) -> None:
