@@ -28,8 +28,9 @@ Tests (20 rooms x 10 members):
    >= 95 % of its fan-out and acks (hub/budgets.py, hub/guard.py: docs/operations.md).
 6. tracing: tests 1 and 3 against a hub with OpenTelemetry tracing on (default sampling,
    parentbased_always_on; OTLP over HTTP to a tiny local receiver in this process that answers
-   200 to every export) and the hub of tests 1-3 with it off, alternately, twice each; the best
-   of each side counts; the traced hub keeps >= 95 % of fan-out and acks. Then once more with
+   200 to every export) and the hub of tests 1-3 with it off, alternately, twice each
+   (--tracing-rounds N); the best of each side counts, and the median of each round's pair per
+   server CPU-second is printed; the traced hub keeps >= 95 % of fan-out and acks. Then once with
    every publish carrying a sampled `traceparent` (every message traced end to end: a span per
    publish), reported beside it (docs/operations.md, "Tracing").
 7. centrifuge: the fan-out of test 1 against the same hub through `/connection/websocket` (the
