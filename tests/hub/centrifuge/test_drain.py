@@ -1,4 +1,5 @@
-"""Server pings, and drain with the real SDK: SIGTERM closes 1012 (disconnect 3001, reconnect); centrifuge-python
+"""Server pings, the slow-consumer cut-off, and drain with the real SDK: SIGTERM closes 1012
+(disconnect 3001, reconnect); centrifuge-python
 reconnects by itself, now to another hub process, and recovers what it missed (Protobuf).
 
 The SDK's one address is a small TCP relay in the test: to a hub of the test's own first, to the
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 
 import pytest
 from websockets.sync.client import connect
@@ -45,7 +47,10 @@ async def relay(target: list[int]) -> asyncio.Server:
 @pytest.mark.services  # two hub processes sharing the record: Postgres and Redis, as deployed
 def test_drain_the_sdk_reconnects_and_recovers(live_hub: HubServer) -> None:
     alice, bob = uid("a"), uid("b")
-    with running_hubs(1, {"HUB_PING_S": "1"}) as (victim,):
+    # Budgets out of the way of the slow-consumer publisher (paced by its acks).
+    env = {"HUB_PING_S": "1", "HUB_COMMANDS_PER_S": "100000", "HUB_COMMAND_BURST": "100000",
+           "HUB_USER_COMMANDS_PER_S": "100000", "HUB_USER_COMMAND_BURST": "100000"}
+    with running_hubs(1, env) as (victim,):
         # Server pings: an empty command every HUB_PING_S, no pong asked for.
         with connect(path(victim.url), open_timeout=10, close_timeout=2) as ws:
             ws.send(json.dumps({"id": 1, "connect": {"token": mint(uid("p"))}}))
@@ -66,6 +71,7 @@ def test_drain_the_sdk_reconnects_and_recovers(live_hub: HubServer) -> None:
                 channel = f"chat:{room}"
                 sub, events = await sdk.subscribe(channel)
                 await wait(events.subscribed)
+                await v1(slow_consumer_is_cut_off, victim)
                 target[0] = live_hub.port  # reconnects go to the other process from now on
                 await v1(victim.stop, signal.SIGTERM)
                 offsets = [(await v1(other.call, "publish", channel=channel, data={"n": n}))["offset"]
@@ -82,3 +88,33 @@ def test_drain_the_sdk_reconnects_and_recovers(live_hub: HubServer) -> None:
             server.close()
 
         run(scenario())
+
+
+def slow_consumer_is_cut_off(hub: HubServer) -> None:
+    """A Centrifuge socket that stops reading is cut off like a v1 one (more than HUB_MAX_QUEUE_BYTES
+    waiting: disconnect 3008, or dropped when even the close cannot get through)."""
+    owner, slow_user = uid("o"), uid("s")
+    with HubClient(hub.url, mint(owner)) as pub:
+        channel = "chat:" + pub.rpc("rooms.create", members=[slow_user], kind="direct")["room"]
+        # A small receive buffer (set before connecting, so the kernel does not grow it): what the
+        # hub cannot send piles up in its own queue after the server side's send buffer.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.connect(("127.0.0.1", hub.port))
+        slow = connect(path(hub.url), sock=sock, max_queue=4, max_size=None, open_timeout=10, close_timeout=2)
+        slow.send(json.dumps({"id": 1, "connect": {"token": mint(slow_user)}}))
+        slow.recv(10)
+        slow.send(json.dumps({"id": 2, "subscribe": {"channel": channel}}))
+        slow.recv(10)
+        blob = "x" * 60000
+        total = 130  # ~7.8 MB: more than the server's send buffer (at most 4 MiB) plus the 1 MiB queue
+        for i in range(total):  # paced by acks: only the socket that stopped reading falls behind
+            pub.call("publish", channel=channel, data={"i": i, "blob": blob}, timeout=30)
+        received = 0
+        with pytest.raises(Exception):  # noqa: B017 - closed by the server, one way or another
+            while True:
+                slow.recv(10)
+                received += 1
+        assert received < total
+        rcvd = slow.protocol.close_rcvd
+        assert rcvd is None or rcvd.code == 3008, rcvd
