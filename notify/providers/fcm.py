@@ -132,13 +132,16 @@ class FcmProvider:
     async def _refresh(self) -> str:
         try:
             token, expiry = await asyncio.to_thread(self._refresh_blocking)
-        except AuthError as exc:
+        except Exception as exc:
+            failure = exc if isinstance(exc, AuthError) else AuthError(f"oauth2 internal: {type(exc).__name__}", True)
+            if failure is not exc:
+                log.exception("fcm token refresh failed unexpectedly")
             # Sends in the next few seconds get this answer at once instead of each asking again.
-            self._auth_error = exc
-            self._auth_error_until = self._clock() + (self._auth_backoff_s if exc.retryable
+            self._auth_error = failure
+            self._auth_error_until = self._clock() + (self._auth_backoff_s if failure.retryable
                                                       else 12 * self._auth_backoff_s)
-            log.warning("fcm token refresh failed", extra={"reason": exc.reason})
-            raise
+            log.warning("fcm token refresh failed", extra={"reason": failure.reason})
+            raise failure from None
         self._token, self._expiry, self._auth_error = token, expiry, None
         return token
 

@@ -217,11 +217,23 @@ def test_token_endpoint_refusals_and_outages(fake: fcm.FakeFcmServer, caplog: py
 def test_an_unexpected_fault_is_an_answer_not_an_exception(fake: fcm.FakeFcmServer) -> None:
     provider = fake.provider()
 
-    def broken() -> Any:
+    async def broken(*_: Any) -> Any:
         raise ValueError("a bug")
-    provider._refresh_blocking = broken  # type: ignore[method-assign]
+    provider._http.post = broken  # type: ignore[method-assign]
     [result] = send(provider, (target(), push()))
     assert (result.outcome, result.reason) == (Outcome.RETRY, "internal: ValueError")
+
+    # A fault in the token refresh: remembered for a while like a refusal, not tried again by each send.
+    refresh = fake.provider()
+    calls = []
+
+    def broken_refresh() -> Any:
+        calls.append(1)
+        raise ValueError("a bug")
+    refresh._refresh_blocking = broken_refresh  # type: ignore[method-assign]
+    first, second = send(refresh, (target(), push()), (target(), push()))
+    assert first == second and (first.outcome, first.reason) == (Outcome.RETRY, "oauth2 internal: ValueError")
+    assert len(calls) == 1
 
 
 def test_from_settings(fake: fcm.FakeFcmServer, tmp_path: Path) -> None:
