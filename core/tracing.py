@@ -375,6 +375,9 @@ def wrap_http(app: Any) -> Any:
 # trace); the others are counted on their batch's commit span. HUB_TRACE_PUBLISHES=all gives
 # every publish a span (a root when untraced): about 15 us each, plus the exporter's encoding.
 PUBLISH_ALL = (os.environ.get("HUB_TRACE_PUBLISHES") or "").strip().lower() == "all"
+# Every run of every periodic sweep is a trace (a few a second per process, most finding nothing);
+# HUB_TRACE_SWEEPS=0 leaves them out (what a sweep does, e.g. offers.expire, is still traced).
+SWEEPS = _truthy(os.environ.get("HUB_TRACE_SWEEPS"), True)
 
 
 def command_context(cmd: dict[str, Any]) -> Any:

@@ -117,7 +117,7 @@ async def _forever(engine: Engine, name: str, fn: Callable[[Engine], Awaitable[N
 async def _loop(engine: Engine, name: str, seconds: float, fn: Callable[[float], object]) -> None:
     while not engine.draining:
         try:
-            if tracing.ENABLED:
+            if tracing.ENABLED and tracing.SWEEPS:
                 await _traced_sweep(name, fn)
             else:
                 await run_sync(fn, time.time())

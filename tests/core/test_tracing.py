@@ -179,6 +179,9 @@ def test_http_traceparent_reaches_the_other_process(
     commit = one(spans, "hub.commit", int(pa))
     assert commit["parent_id"] == server["span_id"]
     assert one(spans, "hub.fanout", int(pb))["parent_id"] == server["span_id"]
+    # The periodic sweeps' runs are traced too, each its own root.
+    sweeps = [s for s in read_spans(folder) if s["name"] == "sweep matching.offers"]
+    assert sweeps and all(s["parent_id"] is None for s in sweeps)
 
 
 def test_json_logs_carry_trace_and_span_ids(monkeypatch: pytest.MonkeyPatch) -> None:
