@@ -374,7 +374,7 @@ class Hub:
         except (OSError, urllib.error.URLError):
             return False
 
-    def wait_ready(self, timeout: float = 90) -> float:
+    def wait_ready(self, timeout: float = 240) -> float:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if self.proc is None or self.proc.poll() is not None:
@@ -475,6 +475,22 @@ class Drill:
         self.connect_failures = 0
         self.tasks: list[asyncio.Task[Any]] = []
         self.quiet = asyncio.Event()  # set when the load stops: wakes every sleeping publisher and bidder
+        self.loads: list[asyncio.Task[Any]] = []
+
+    async def stop_all(self) -> None:
+        """Every client task ends, also when the drill failed half-way (a cancellation that
+        asyncio.wait_for swallowed on Python 3.11 must not leave a task waiting for ever)."""
+        self.stopping = True
+        self.publishing = False
+        self.quiet.set()
+        for c in self.clients:
+            if c.ws is not None:
+                c.ws.close()
+        tasks = [t for t in self.tasks + self.loads if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
 
     async def pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -644,7 +660,7 @@ class Drill:
             c.seq += 1
             key = f"{c.user}.{c.seq}"
             data = {"k": key, "text": f"hello {c.seq}"}
-            while True:
+            while not self.stopping:
                 if not c.up:
                     await c.up_event.wait()
                     continue
@@ -782,6 +798,15 @@ async def progress(drill: Drill, proxy: HAProxy, stop: asyncio.Event) -> None:
 
 async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secret: str, db_url: str) -> dict[str, Any]:
     drill = Drill(args, proxy.port, secret)
+    try:
+        return await _drive(drill, args, hubs, proxy, db_url)
+    finally:
+        await drill.stop_all()
+
+
+async def _drive(drill: Drill, args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy,
+                 db_url: str) -> dict[str, Any]:
+    secret = drill.secret
     n = args.clients
     size = args.room_size
     rooms = max(1, n // size)
@@ -819,7 +844,7 @@ async def drive(args: argparse.Namespace, hubs: list[Hub], proxy: HAProxy, secre
     stop_progress = asyncio.Event()
     prog = asyncio.ensure_future(progress(drill, proxy, stop_progress))
     drill.publishing = True
-    loads = [asyncio.ensure_future(drill.publisher(c)) for c in drill.clients]
+    loads = drill.loads = [asyncio.ensure_future(drill.publisher(c)) for c in drill.clients]
     loads += [asyncio.ensure_future(drill.bidder(c, owners)) for c in drill.clients if c.bidder]
     loop = asyncio.get_running_loop()
     events: dict[str, Any] = {}
