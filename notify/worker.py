@@ -15,9 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from opentelemetry import trace
 
-from core import metrics
+from core import metrics, tracing
 from hub import engine as hub_engine
 from hub import tasks
 from hub.rpc import run_sync
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
     from hub.engine import Engine
 
 log = logging.getLogger("notify.worker")
-# A span per push attempt when tracing is on (an OpenTelemetry SDK configured); a no-op otherwise.
-tracer = trace.get_tracer("notify")
 
 
 def providers() -> dict[str, Provider]:
@@ -134,21 +131,29 @@ class Worker:
             metrics.push(job.platform, "dead")
             return Done(job, OutboxState.DEAD, reason=f"no provider configured for {job.platform}")
         t0 = time.perf_counter()
-        with tracer.start_as_current_span("notify.push", kind=trace.SpanKind.CLIENT, attributes={
-                "push.platform": job.platform, "push.kind": job.kind, "push.attempt": job.attempts}) as span:
-            try:
-                result: Result = await asyncio.wait_for(provider.send(job.target, job.push),
-                                                        settings.NOTIFY_SEND_TIMEOUT_S)
-            except TimeoutError:
-                result = Result(Outcome.RETRY, reason="timeout")
-            except Exception as exc:  # noqa: BLE001 - a provider bug must not stop the worker
-                log.warning("push provider %s raised %s", job.platform, type(exc).__name__)
-                result = Result(Outcome.RETRY, reason=f"provider error: {type(exc).__name__}")
-            span.set_attribute("push.outcome", result.outcome.value)
-            if result.status is not None:
-                span.set_attribute("http.response.status_code", result.status)
+        if tracing.ENABLED:
+            # A client span per attempt: platform, kind, attempt, outcome, the service's status; no ids.
+            with tracing.span("notify.push", {"push.platform": job.platform, "push.kind": job.kind,
+                                              "push.attempt": job.attempts}, kind="CLIENT") as span:
+                result = await self._call(provider, job)
+                span.set_attribute("push.outcome", result.outcome.value)
+                if result.status is not None:
+                    span.set_attribute("http.response.status_code", result.status)
+                if result.outcome in (Outcome.FAILED, Outcome.RETRY):
+                    tracing.fail(span, result.outcome.value)
+        else:
+            result = await self._call(provider, job)
         metrics.push_latency(job.platform, time.perf_counter() - t0)
         return self.outcome(job, result)
+
+    async def _call(self, provider: Provider, job: Job) -> Result:
+        try:
+            return await asyncio.wait_for(provider.send(job.target, job.push), settings.NOTIFY_SEND_TIMEOUT_S)
+        except TimeoutError:
+            return Result(Outcome.RETRY, reason="timeout")
+        except Exception as exc:  # noqa: BLE001 - a provider bug must not stop the worker
+            log.warning("push provider %s raised %s", job.platform, type(exc).__name__)
+            return Result(Outcome.RETRY, reason=f"provider error: {type(exc).__name__}")
 
     def outcome(self, job: Job, result: Result) -> Done:
         label = f"{result.status} {result.reason}".strip() if result.status else result.reason

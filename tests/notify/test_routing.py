@@ -444,29 +444,33 @@ def test_rpc_surface_refuses_services_unknown_fields_and_strangers_devices(fake:
     assert call(me, "notify.get_preferences", {})["quiet_start"] is None
 
 
-def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush) -> None:
+def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush, monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from notify import worker as worker_module
+    from core import tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    # This test's own provider (the process-wide one is left alone for other tests).
-    original, worker_module.tracer = worker_module.tracer, provider.get_tracer("notify")
-    try:
-        t, u = uid("t"), uid("u")
-        web_device(fake, t, u)
-        emit(t, u, offer("b1"))
-        deliver(make_worker(fake), u)
-    finally:
-        worker_module.tracer = original
-    (span,) = [s for s in exporter.get_finished_spans() if s.name == "notify.push"]
-    assert span.attributes is not None
-    assert (span.attributes["push.platform"], span.attributes["push.kind"], span.attributes["push.outcome"],
-            span.attributes["http.response.status_code"]) == ("web", "offer", "sent", 201)
+    # This test's own tracer (the process-wide set-up is left alone for other tests).
+    monkeypatch.setattr(tracing, "ENABLED", True)
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("notify"))
+    t, u = uid("t"), uid("u")
+    sub, _ = web_device(fake, t, u)
+    fake.fail(sub, 503)
+    emit(t, u, offer("b1"))
+    deliver(make_worker(fake), u)
+    due_now(u)
+    deliver(make_worker(fake), u)
+    spans = [s for s in exporter.get_finished_spans() if s.name == "notify.push"]
+    got = [(s.attributes or {}).get("push.outcome") for s in spans]
+    assert got == ["retry", "sent"]
+    attrs = spans[1].attributes or {}
+    assert (attrs["push.platform"], attrs["push.kind"], attrs["push.attempt"], attrs["http.response.status_code"]) \
+        == ("web", "offer", 2, 201)
+    assert u not in str([s.attributes for s in spans])  # no user ids in spans
 
 
 def test_send_test_push_command_delivers_to_each_device(fake: FakeWebPush) -> None:
