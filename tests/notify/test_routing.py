@@ -445,18 +445,33 @@ def test_rpc_surface_refuses_services_unknown_fields_and_strangers_devices(fake:
 
 
 def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush, monkeypatch: pytest.MonkeyPatch) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry import trace as api
 
     from core import tracing
 
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    # This test's own tracer (the process-wide set-up is left alone for other tests).
+    class Recorded(api.NonRecordingSpan):
+        def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
+            super().__init__(api.INVALID_SPAN_CONTEXT)
+            self.name, self.attributes, self.status = name, dict(attributes or {}), None
+
+        def set_attribute(self, key: str, value: Any) -> None:
+            self.attributes[key] = value
+
+        def set_status(self, status: Any, description: str | None = None) -> None:
+            self.status = status
+
+    class Tracer:
+        def __init__(self) -> None:
+            self.spans: list[Recorded] = []
+
+        def start_span(self, name: str, context: Any = None, **kw: Any) -> Recorded:
+            self.spans.append(Recorded(name, kw.get("attributes")))
+            return self.spans[-1]
+
+    # A recording tracer of this test's own (the SDK stays unloaded: tests/core/test_tracing checks it).
+    tracer = Tracer()
     monkeypatch.setattr(tracing, "ENABLED", True)
-    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("notify"))
+    monkeypatch.setattr(tracing, "_tracer", tracer)
     t, u = uid("t"), uid("u")
     sub, _ = web_device(fake, t, u)
     fake.fail(sub, 503)
@@ -464,10 +479,10 @@ def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush, monkeypatc
     deliver(make_worker(fake), u)
     due_now(u)
     deliver(make_worker(fake), u)
-    spans = [s for s in exporter.get_finished_spans() if s.name == "notify.push"]
-    got = [(s.attributes or {}).get("push.outcome") for s in spans]
-    assert got == ["retry", "sent"]
-    attrs = spans[1].attributes or {}
+    spans = [s for s in tracer.spans if s.name == "notify.push"]
+    assert [s.attributes.get("push.outcome") for s in spans] == ["retry", "sent"]
+    assert spans[0].status is not None and spans[1].status is None  # the retry is a failed span
+    attrs = spans[1].attributes
     assert (attrs["push.platform"], attrs["push.kind"], attrs["push.attempt"], attrs["http.response.status_code"]) \
         == ("web", "offer", 2, 201)
     assert u not in str([s.attributes for s in spans])  # no user ids in spans
