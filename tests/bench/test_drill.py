@@ -25,7 +25,7 @@ def test_two_hubs_rolled_and_killed_behind_haproxy_lose_and_duplicate_nothing() 
     assert db.startswith(("postgres://", "postgresql://")) and redis, \
         "the drill needs Postgres and Redis (DATABASE_URL, REDIS_URL)"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.drill", "--clients", "150", "--steady", "1.5", "--pub-interval", "1",
+        [sys.executable, "-m", "bench.drill", "--clients", "150", "--steady", "1", "--pub-interval", "1",
          "--bid-interval", "2", "--back-timeout", "60", "--reconnect-jitter", "0.5", "--no-kill-restart",
          "--database-url", db, "--redis-url", redis],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
