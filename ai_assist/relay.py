@@ -154,8 +154,10 @@ def reset() -> None:
 
 def _limits(user: str, tenant: str, requests: int, tokens: int) -> list[Limit]:
     cfg = config.get()
-    return [Limit(f"u:{user}:rpm", cfg.user_rpm, requests), Limit(f"t:{tenant}:rpm", cfg.tenant_rpm, requests),
-            Limit(f"u:{user}:tpm", cfg.user_tpm, tokens), Limit(f"t:{tenant}:tpm", cfg.tenant_tpm, tokens)]
+    # A user's budget is their tenant's user's: two tenants' `alice` never share one.
+    who = f"{tenant}/{user}"
+    return [Limit(f"u:{who}:rpm", cfg.user_rpm, requests), Limit(f"t:{tenant}:rpm", cfg.tenant_rpm, requests),
+            Limit(f"u:{who}:tpm", cfg.user_tpm, tokens), Limit(f"t:{tenant}:tpm", cfg.tenant_tpm, tokens)]
 
 
 async def admit(user: str, tenant: str, estimated_tokens: int) -> None:

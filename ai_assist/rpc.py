@@ -16,6 +16,7 @@ from typing import Any
 from ai_assist import config, relay
 from core.errors import HubError, forbidden
 from hub import store
+from hub.channels import qualify
 from hub.rpc import USERS, Caller, method, run_sync
 
 log = logging.getLogger("ai_assist.rpc")
@@ -24,6 +25,7 @@ log = logging.getLogger("ai_assist.rpc")
 @dataclass
 class _Running:
     user: str
+    tenant: str
     client: str | None
     task: asyncio.Task[relay.AssistResult]
 
@@ -39,15 +41,16 @@ def _text(data: Any) -> str:
     return "" if data is None else str(data)
 
 
-def load_context(room: str, user: str, count: int) -> list[dict[str, Any]]:
-    """The last `count` messages of a room the user belongs to (sync: ORM); forbidden otherwise."""
+def load_context(room: str, user: str, count: int, tenant: str) -> list[dict[str, Any]]:
+    """The last `count` messages of a room the user (of `tenant`) belongs to (sync: ORM); forbidden
+    otherwise."""
     from rooms.chat import is_member
 
-    if not is_member(room, user):
+    if not is_member(room, user, tenant):
         raise forbidden("you are not a member of that room")
     if count <= 0:
         return []
-    channel = f"chat:{room}"
+    channel = qualify(tenant, f"chat:{room}")
     top, epoch = store.head(channel)
     pubs = store.read(channel, epoch, after=max(0, top - count), limit=count)
     return [{"from": p.sender, "text": _text(p.data)} for p in pubs if p.data is not None and _text(p.data)]
@@ -61,7 +64,7 @@ def _cancel_client(client: str) -> None:
 
 
 def _track(assist: str, caller: Caller, task: asyncio.Task[relay.AssistResult]) -> None:
-    RUNNING[assist] = _Running(caller.user, caller.client, task)
+    RUNNING[assist] = _Running(caller.user, caller.tenant, caller.client, task)
     if caller.on_close is not None:
         if caller.client:
             first = caller.client not in _by_client
@@ -121,7 +124,7 @@ async def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     count = int(params.get("context", config.get().default_context if room else 0))
     if count and not room:
         raise HubError("bad_request", "context needs a room")
-    context = await run_sync(load_context, room, caller.user, count) if room else []
+    context = await run_sync(load_context, room, caller.user, count, caller.tenant) if room else []
     est = relay.AssistRequest(prompt=prompt, context=context, system=config.get().system_prompt)
     await relay.admit(caller.user, caller.tenant, est.estimated_tokens())
     assist = uuid.uuid4().hex
@@ -148,7 +151,8 @@ async def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 async def cancel(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     assist = params["assist"]
     running = RUNNING.get(assist)
-    if running is None or running.user != caller.user or running.task.done():
+    if (running is None or (running.tenant, running.user) != (caller.tenant, caller.user)
+            or running.task.done()):
         return {"assist": assist, "cancelled": False}  # finished, unknown, or someone else's
     running.task.cancel()
     await asyncio.wait([running.task], timeout=5)

@@ -7,7 +7,8 @@ from django.db import models
 class Stream(models.Model):
     """One row per durable channel: its newest offset and its epoch."""
 
-    name = models.CharField(max_length=200, primary_key=True)
+    # Tenant-qualified, `<tenant>/<namespace>:<id>` (hub.channels.qualify): up to 64 + 1 + 193.
+    name = models.CharField(max_length=260, primary_key=True)
     top = models.BigIntegerField(default=0)
     epoch = models.CharField(max_length=16)
     created_at = models.BigIntegerField(help_text="ms since the epoch")
@@ -20,7 +21,7 @@ class Publication(models.Model):
     """A publication; (channel, offset) is the key. Erased ones stay as tombstones (data null)."""
 
     pk = models.CompositePrimaryKey("channel", "offset")
-    channel = models.CharField(max_length=200)
+    channel = models.CharField(max_length=260)
     offset = models.BigIntegerField()
     ts = models.BigIntegerField(help_text="ms since the epoch")
     sender = models.CharField(max_length=128, null=True)
@@ -36,7 +37,7 @@ class PubKey(models.Model):
     """Idempotency key of a publish, held for HUB_IDEMPOTENCY_S per channel."""
 
     pk = models.CompositePrimaryKey("channel", "key")
-    channel = models.CharField(max_length=200)
+    channel = models.CharField(max_length=260)
     key = models.CharField(max_length=64)
     offset = models.BigIntegerField()
     created_at = models.BigIntegerField()

@@ -13,6 +13,8 @@ ROLES = ("customer", "serviceman", "provider", "enterprise", "admin")
 SERVICE_ROLE = "service"
 ALL_ROLES = ROLES + (SERVICE_ROLE,)
 ALGORITHM = "HS256"
+# The tenant of a token without one (development only; elsewhere the claim is required).
+DEFAULT_TENANT = "default"
 # User ids and tenants end up inside channel names and Redis keys, whose separators (`:`, `|`, `/`,
 # spaces) they must never contain: one character set, checked wherever a token is made or read.
 USER_ID = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
@@ -102,7 +104,8 @@ def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None 
         raise TokenError("invalid token") from exc
     if policy.require_tenant and "tenant" not in payload:
         raise TokenError("token lacks the 'tenant' claim")
-    sub, role, tenant, exp = payload.get("sub"), payload.get("role"), payload.get("tenant", "default"), payload["exp"]
+    sub, role, exp = payload.get("sub"), payload.get("role"), payload["exp"]
+    tenant = payload.get("tenant", DEFAULT_TENANT)
     if not isinstance(sub, str) or not USER_ID.fullmatch(sub):
         raise TokenError("invalid sub claim: 1-128 characters of A-Z a-z 0-9 . _ @ + -")
     if role not in ALL_ROLES:

@@ -2,6 +2,12 @@
 
 A hook is `fn(caller, ident) -> bool`, sync (run in a worker thread, may use the ORM) or async.
 The hub never knows what a room or a job is; it asks the namespace.
+
+Tenants: a client writes `user:alice`, meaning alice of the caller's tenant. Below the connection
+every structure (engine states, stored streams and offsets, presence, Redis pub/sub, idempotency
+keys) uses the tenant-qualified name `<tenant>/user:alice` (`qualify`), so two tenants' `alice`
+never share anything; what goes back to a client shows the protocol name (`unqualify`). Tenant ids
+have no `/` and channel names have none either, so the first `/` always separates them.
 """
 from __future__ import annotations
 
@@ -17,6 +23,25 @@ from hub.rpc import Caller, run_sync
 Hook = Callable[[Caller, str], Any]
 
 
+SEP = "/"
+
+
+def qualify(tenant: str, channel: str) -> str:
+    """The internal name of `channel` in `tenant` (what streams, presence and Redis are keyed by)."""
+    return f"{tenant}{SEP}{channel}"
+
+
+def unqualify(name: str) -> str:
+    """The protocol name of an internal channel name (what clients see)."""
+    return name.partition(SEP)[2] or name
+
+
+def tenant_of(name: str) -> str:
+    """The tenant of an internal channel name ("" when it is not qualified)."""
+    tenant, sep, _rest = name.partition(SEP)
+    return tenant if sep else ""
+
+
 def never(caller: Caller, ident: str) -> bool:
     return False
 
@@ -29,6 +54,10 @@ class Namespace:
     can_signal: Hook = never
     window_s: int | None = None  # recovery window; None: HUB_HISTORY_DAYS
     admin_read: bool = False  # admins may subscribe (audited when not otherwise allowed)
+    # With admin_read: whether `ident` exists in the caller's tenant. An admin reads their own
+    # tenant's channels only (the stream itself is tenant-qualified, so another tenant's is never
+    # reachable; this refuses the subscription outright instead of opening an empty stream).
+    in_tenant: Hook | None = None
 
 
 NAMESPACES: dict[str, Namespace] = {}
@@ -62,7 +91,7 @@ async def check_subscribe(caller: Caller, channel: str) -> tuple[Namespace, bool
     ns, ident = split(channel)
     if await ask(ns.can_subscribe, caller, ident):
         return ns, False
-    if ns.admin_read and caller.role == "admin":
+    if ns.admin_read and caller.role == "admin" and (ns.in_tenant is None or await ask(ns.in_tenant, caller, ident)):
         return ns, True
     raise HubError(FORBIDDEN, f"not allowed to subscribe to {channel}")
 

@@ -52,7 +52,7 @@ class Connection:
     __slots__ = ("engine", "sink", "binary", "fmt", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
                  "bad_unlogged", "refresh_failures", "who", "held", "iat", "jti", "background", "fg",
-                 "__weakref__")
+                 "prefix", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -72,6 +72,9 @@ class Connection:
         self.bad_unlogged = 0
         self.refresh_failures = 0
         self.who = ""  # tenant:user, the key of the user's budgets (hub.budgets)
+        # "<tenant>/": channel names from the client mean the caller's tenant; below this object
+        # (engine, store, presence, broker) they are qualified with it (hub.channels.qualify).
+        self.prefix = ""
         # Frames that arrive while `connect` is taking the user's socket slot, replayed after it.
         self.held: list[str | bytes] | None = None
         self.closed = False
@@ -300,6 +303,7 @@ class Connection:
             self.close(CLOSE_TOO_MANY)
             return
         self.who = who
+        self.prefix = channels.qualify(claims.tenant, "")
         self.iat, self.jti = claims.iat, claims.jti
         self.caller = Caller(claims.user, claims.role, claims.tenant, self.client, push=self.send_obj,
                              on_close=self.close_callbacks.append, set_background=self.set_background)
@@ -389,7 +393,8 @@ class Connection:
             return
         data = cmd["data"]
         span = tracing.publish_span(self.client, cid, cmd) if tracing.ENABLED else None
-        self.engine.submit_for(self, cid, cmd["channel"], data, orjson.dumps(data).decode(), cmd.get("key"), span)
+        self.engine.submit_for(self, cid, self.prefix + cmd["channel"], data, orjson.dumps(data).decode(),
+                               cmd.get("key"), span)
 
     def publish_done(self, cid: int, result: Any, error: HubError | None, t0: float) -> None:
         """Called by the group-commit writer, in the loop, once the batch holding this publish ends."""
@@ -409,7 +414,7 @@ class Connection:
         channel = cmd["channel"]
         if channel not in self.can_pub:
             await channels.check_signal(self.caller, channel)
-        self.engine.event(channel, {"push": "signal", "channel": channel, "from": self.caller.user,
+        self.engine.event(self.prefix + channel, {"push": "signal", "channel": channel, "from": self.caller.user,
                                     "data": cmd["data"]}, exclude=self)
         return {}
 
@@ -429,16 +434,16 @@ class Connection:
                 await audit.arecord(self.caller.user, "channel.admin_read", channel, role=self.caller.role,
                                     tenant=self.caller.tenant)
             window = ns.window_s or settings.HUB_HISTORY_DAYS * 86400
-            result = await self.engine.attach(self, channel, cmd.get("since"), window)
+            result = await self.engine.attach(self, self.prefix + channel, cmd.get("since"), window)
         except BaseException:
             self.subs.discard(channel)
             raise
         if self.closed or channel not in self.subs:
             # Closed, or unsubscribed while this subscribe was under way: no delivery, no presence.
-            self.engine.detach(self, channel)
+            self.engine.detach(self, self.prefix + channel)
             return result
-        if self.engine.presence.join(channel, self.caller.user, self.caller.role):
-            self.engine.event(channel, {"push": "join", "channel": channel, "user": self.caller.user},
+        if self.engine.presence.join(self.prefix + channel, self.caller.user, self.caller.role):
+            self.engine.event(self.prefix + channel, {"push": "join", "channel": channel, "user": self.caller.user},
                               exclude=self)
         if channel == f"user:{self.caller.user}":
             self._set_fg(not self.background)
@@ -455,7 +460,7 @@ class Connection:
         if fg == self.fg:
             return
         self.fg = fg
-        channel = FOREGROUND_PREFIX + self.caller.user
+        channel = FOREGROUND_PREFIX + self.prefix + self.caller.user  # fg:<tenant>/<user>
         if fg:
             self.engine.presence.join(channel, self.caller.user, self.caller.role)
         else:
@@ -473,9 +478,10 @@ class Connection:
         if channel == f"user:{self.caller.user}":
             self._set_fg(False)
         self.subs.discard(channel)
-        self.engine.detach(self, channel)
-        if self.engine.presence.leave(channel, self.caller.user):
-            self.engine.event(channel, {"push": "leave", "channel": channel, "user": self.caller.user})
+        internal = self.prefix + channel
+        self.engine.detach(self, internal)
+        if self.engine.presence.leave(internal, self.caller.user):
+            self.engine.event(internal, {"push": "leave", "channel": channel, "user": self.caller.user})
 
     async def do_history(self, cmd: dict[str, Any]) -> dict[str, Any]:
         assert self.caller is not None
@@ -490,10 +496,12 @@ class Connection:
             raise HubError(BAD_REQUEST, "limit is at most 100")
         after, before = cmd.get("after"), cmd.get("before")
 
+        internal = self.prefix + channel
+
         def read() -> tuple[int, str, list[Any], bool]:
-            top, epoch = store.head(channel)
+            top, epoch = store.head(internal)
             # Without `after`, the newest `limit` before `before` (or the top); at most one reply's bytes.
-            pubs, cut = store.read_bounded(channel, epoch, after or 0, before, limit, self.engine.max_reply,
+            pubs, cut = store.read_bounded(internal, epoch, after or 0, before, limit, self.engine.max_reply,
                                            newest=after is None)
             return top, epoch, pubs, cut
 
@@ -511,7 +519,7 @@ class Connection:
         channel: str = cmd["channel"]
         if channel not in self.subs:
             await channels.check_subscribe(self.caller, channel)
-        return {"members": await self.engine.presence.members(channel)}
+        return {"members": await self.engine.presence.members(self.prefix + channel)}
 
     async def do_rpc(self, cmd: dict[str, Any]) -> Any:
         assert self.caller is not None

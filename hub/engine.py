@@ -20,6 +20,7 @@ from core.errors import HubError, unavailable
 from hub import budgets, revocation, store
 from hub.broker import LocalBroker, RedisBroker
 from hub.centrifuge.codec import event_push
+from hub.channels import unqualify
 from hub.codec import encode
 from hub.presence import Presence
 from hub.pubs import Pub, ws_frame
@@ -411,7 +412,7 @@ class Engine:
                 continue
             binary = conn.binary
             fmt = conn.fmt
-            if fmt > 1 and not conn.wants_event(channel, frame):
+            if fmt > 1 and not conn.wants_event(unqualify(channel), frame):
                 continue
             pair = encoded.get(fmt)
             if pair is None:
@@ -424,7 +425,7 @@ class Engine:
             conn.sink.write_frame(pair[0], pair[1], binary)
 
     def _announce_remote(self, channel: str, kind: str, user: str) -> None:
-        self.event(channel, {"push": kind, "channel": channel, "user": user})
+        self.event(channel, {"push": kind, "channel": unqualify(channel), "user": user})
 
     # --- drain ----------------------------------------------------------------------------
 
@@ -462,15 +463,16 @@ def current() -> Engine | None:
     return next(iter(_engines.values()), None)
 
 
-def is_user_online(user: str) -> bool:
+def is_user_online(tenant: str, user: str) -> bool:
+    """Whether `user` of `tenant` holds a subscription in this process."""
     engine = current()
-    return engine is not None and engine.presence.online(user)
+    return engine is not None and engine.presence.online(tenant, user)
 
 
 async def foreground_users(users: list[str]) -> set[str]:
-    """Which of `users` have a socket that reaches them now, on any process: subscribed to their own
-    `user:` channel and not put in the background by the app (devices.state). Without Redis, this
-    process's sockets only."""
+    """Which of `users` (each `<tenant>/<user>`, hub.channels.qualify) have a socket that reaches
+    them now, on any process: subscribed to their own `user:` channel and not put in the background
+    by the app (devices.state). Without Redis, this process's sockets only."""
     from hub.connection import FOREGROUND_PREFIX
 
     engine = current()

@@ -25,7 +25,7 @@ from core import redis as hubredis
 from core.errors import BAD_REQUEST, HTTP_STATUS, NOT_FOUND, UNAUTHORIZED, HubError
 from core.logs import request_id
 from hub import auth, codec, credentials, rpc
-from hub.channels import split
+from hub.channels import qualify, split
 from hub.rpc import Caller
 
 log = logging.getLogger("hub.http")
@@ -160,7 +160,8 @@ async def rpc_view(request: HttpRequest, name: str) -> HttpResponse:
 
 @csrf_exempt
 async def publish_view(request: HttpRequest) -> HttpResponse:
-    """Server-side publish for backend services (role `service` or `admin`); audited."""
+    """Server-side publish for backend services (role `service` or `admin`) on a channel of the
+        token's tenant; audited."""
     if request.method != "POST":
         return not_allowed("POST")
     try:
@@ -179,7 +180,10 @@ async def publish_view(request: HttpRequest) -> HttpResponse:
         from hub.engine import get_engine
 
         engine = await get_engine()
-        pub, dup = await engine.submit(channel, body["data"], orjson.dumps(body["data"]).decode(), None, key)
+        # The channel of the caller's tenant: an admin or a service token publishes in its own
+        # tenant only (a service token names its tenant explicitly; docs/tenancy.md).
+        pub, dup = await engine.submit(qualify(caller.tenant, channel), body["data"],
+                                       orjson.dumps(body["data"]).decode(), None, key)
         await audit.arecord(caller.user, "publish.server", channel, role=caller.role, tenant=caller.tenant,
                             offset=pub.offset, duplicate=dup)
     except HubError as err:

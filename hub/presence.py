@@ -58,8 +58,10 @@ class Presence:
             return True
         return False
 
-    def online(self, user: str) -> bool:
-        return any(user in users for users in self.local.values())
+    def online(self, tenant: str, user: str) -> bool:
+        """`user` of `tenant` is on some channel here (channels are tenant-qualified: hub.channels)."""
+        prefix = tenant + "/"
+        return any(user in users and channel.startswith(prefix) for channel, users in self.local.items())
 
     async def present(self, channels: list[str]) -> set[str]:
         """Which of `channels` have a member on a live process (one Redis round trip for all)."""

@@ -21,6 +21,7 @@ from django.db import connection, transaction
 
 from core import privacy
 from hub import revocation, store
+from hub.channels import tenant_of, unqualify
 
 ERASED = privacy.ERASED
 # What a server publication about a job or booking says of its place, and of the job, in U's words.
@@ -55,19 +56,27 @@ def like_needle(value: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def user_channels_like(user: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching U's `user:` stream in every tenant: streams are stored
+    as `<tenant>/user:U` (hub.channels.qualify), and an erasure or export knows the user id only."""
+    return "%/" + f"user:{user}".replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def export(user: str) -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute('SELECT channel, "offset", ts, data FROM hub_publication WHERE sender = %s '
                        'ORDER BY ts, channel, "offset"', [user])
         sent = cursor.fetchall()
-        cursor.execute('SELECT "offset", ts, data FROM hub_publication WHERE channel = %s ORDER BY "offset"',
-                       [f"user:{user}"])
+        cursor.execute("SELECT channel, \"offset\", ts, data FROM hub_publication WHERE channel LIKE %s ESCAPE '\\' "
+                       'ORDER BY channel, "offset"', [user_channels_like(user)])
         private = cursor.fetchall()
+    # Stored names are tenant-qualified: shown as the tenant and the channel as clients name it.
     return {
-        "messages": [{"channel": ch, "offset": int(off), "ts": int(ts),
+        "messages": [{"tenant": tenant_of(ch), "channel": unqualify(ch), "offset": int(off), "ts": int(ts),
                       "data": orjson.loads(d) if d is not None else None} for ch, off, ts, d in sent],
-        "user_stream": [{"offset": int(off), "ts": int(ts), "data": orjson.loads(d) if d is not None else None}
-                        for off, ts, d in private],
+        "user_stream": [{"tenant": tenant_of(ch), "offset": int(off), "ts": int(ts),
+                         "data": orjson.loads(d) if d is not None else None}
+                        for ch, off, ts, d in private],
     }
 
 
@@ -75,8 +84,9 @@ def erase(user: str, pseudonym: str) -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute("UPDATE hub_publication SET data = NULL, sender = %s WHERE sender = %s", [ERASED, user])
         sent = cursor.rowcount
-        cursor.execute("UPDATE hub_publication SET data = NULL WHERE channel = %s AND data IS NOT NULL",
-                       [f"user:{user}"])
+        # U's `user:` stream in every tenant.
+        cursor.execute("UPDATE hub_publication SET data = NULL WHERE channel LIKE %s ESCAPE '\\' "
+                       "AND data IS NOT NULL", [user_channels_like(user)])
         private = cursor.rowcount
         # Server rows naming U: a LIKE on the JSON string narrows, the parsed JSON decides.
         cursor.execute("SELECT channel, \"offset\", data FROM hub_publication "

@@ -1,5 +1,8 @@
 """A publication as the hub carries it, encoded once per wire format. No Django.
 
+`channel` is the internal, tenant-qualified name (`<tenant>/chat:r`, see hub.channels); every
+frame and reply item shows clients the protocol name (`chat:r`).
+
 `wire(fmt)` is the complete server-to-client WebSocket frame (header + payload): built once
 per publication and format, written as-is to every subscriber's transport. Formats: 0 protocol
 v1 JSON, 1 protocol v1 MessagePack (so a v1 connection's `binary` flag is its format), 2 and 3
@@ -27,6 +30,11 @@ def ws_frame(payload: bytes, binary: bool) -> bytes:
     if n < 65536:
         return struct.pack("!BBH", b0, 126, n) + payload
     return struct.pack("!BBQ", b0, 127, n) + payload
+
+
+def protocol_name(name: str) -> str:
+    """`<tenant>/chat:r` -> `chat:r` (hub.channels.unqualify; repeated here: no Django imports)."""
+    return name.partition("/")[2] or name
 
 
 class Pub:
@@ -64,12 +72,12 @@ class Pub:
         return self._data
 
     def as_push(self) -> dict[str, Any]:
-        return {"push": "pub", "channel": self.channel, "offset": self.offset, "epoch": self.epoch,
+        return {"push": "pub", "channel": protocol_name(self.channel), "offset": self.offset, "epoch": self.epoch,
                 "ts": self.ts, "from": self.sender, "data": self.data}
 
     def as_item(self) -> dict[str, Any]:
         """The shape inside subscribe/history results (same fields, no `push`)."""
-        return {"channel": self.channel, "offset": self.offset, "epoch": self.epoch, "ts": self.ts,
+        return {"channel": protocol_name(self.channel), "offset": self.offset, "epoch": self.epoch, "ts": self.ts,
                 "from": self.sender, "data": self.data}
 
     def frame(self, binary: int) -> bytes:
@@ -119,7 +127,7 @@ class Pub:
         pair = other.get(fmt)
         if pair is None:
             binary = fmt == 3
-            payload = pub_push(self.channel, self.offset, self.sender, self.data_json(), binary)
+            payload = pub_push(protocol_name(self.channel), self.offset, self.sender, self.data_json(), binary)
             pair = other[fmt] = (payload, ws_frame(payload, binary))
         return pair
 

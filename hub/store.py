@@ -150,10 +150,15 @@ def tenant_scope(tenant: str | None) -> Iterator[None]:
 
 
 def _run_user_hooks(channel: str, data: Any) -> None:
-    if _user_hooks and channel.startswith("user:"):
-        tenant = EVENT_TENANT.get()
+    # Stored names are tenant-qualified (`<tenant>/user:<id>`, hub.channels): the tenant is the name's.
+    if not _user_hooks:
+        return
+    tenant, sep, name = channel.partition("/")
+    if not sep:
+        tenant, name = EVENT_TENANT.get() or "", channel
+    if name.startswith("user:"):
         for hook in _user_hooks:
-            hook(channel[5:], data, tenant)
+            hook(name[5:], data, tenant or None)
 
 
 # Hooks run inside the group commit's transaction for client publications on channels with a
@@ -599,8 +604,10 @@ class Writer:
             if rows:
                 insert_rows(cursor, rows)
                 if _publish_prefixes:
-                    hooked = [(p.channel, p.sender, _tenant_of(p), p.data) for p in (batch[i] for i in fresh)
-                              if p.channel.startswith(_publish_prefixes)]
+                    # Hooks see the protocol name and the tenant of the (tenant-qualified) stream.
+                    named = [(p.channel.partition("/"), p) for p in (batch[i] for i in fresh)]
+                    hooked = [(name, p.sender, tenant if sep else _tenant_of(p), p.data)
+                              for (tenant, sep, name), p in named if name.startswith(_publish_prefixes)]
                     if hooked:
                         _run_publish_hooks(hooked)
             if key_offsets:

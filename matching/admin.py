@@ -1,7 +1,8 @@
 """Django admin for zones, assignments, provider state, bookings, offers and assignments.
 
 Zone edits here validate the geometry like the API does, are audited, and reach every hub
-process (the matcher applies them after commit and broadcasts them).
+process (the matcher applies them after commit and broadcasts them). Staff see and edit every
+tenant's rows here (operators; docs/tenancy.md): a zone's tenant is chosen on the form.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from matching.models import Assignment, Booking, Offer, ProviderState, Zone, Zon
 class ZoneForm(forms.ModelForm):
     class Meta:
         model = Zone
-        fields = ["name", "categories", "geometry", "active"]
+        fields = ["tenant", "name", "categories", "geometry", "active"]
 
     def clean_geometry(self) -> Any:
         geometry = self.cleaned_data["geometry"]
@@ -57,12 +58,13 @@ def _after_commit(zone_id: str, deleted: bool = False) -> None:
     m.sync.zone_changed(zone_id)
 
 
-def _assignments_changed(providers: set[str]) -> None:
+def _assignments_changed(providers: set[tuple[str, str]]) -> None:
+    """(tenant, provider) pairs whose zone assignments changed."""
     def apply() -> None:
         m = service.matcher()
-        for p in providers:
-            m.reload_assignments(p)
-            m.sync.assignment_changed(p)
+        for tenant, p in providers:
+            m.reload_assignments(tenant, p)
+            m.sync.assignment_changed(tenant, p)
 
     if providers:
         transaction.on_commit(apply)
@@ -71,8 +73,8 @@ def _assignments_changed(providers: set[str]) -> None:
 @admin.register(Zone)
 class ZoneAdmin(admin.ModelAdmin):
     form = ZoneForm
-    list_display = ["id", "name", "active", "version", "updated_at"]
-    list_filter = ["active"]
+    list_display = ["id", "tenant", "name", "active", "version", "updated_at"]
+    list_filter = ["tenant", "active"]
     search_fields = ["id", "name"]
     readonly_fields = ["version", "created_by", "created_at", "updated_at"]
     inlines = [ZoneAssignmentInline]
@@ -86,16 +88,16 @@ class ZoneAdmin(admin.ModelAdmin):
                 obj.created_by = actor
             super().save_model(request, obj, form, change)
             record(actor, "zones.replace" if change else "zones.create", obj.id, role="admin",
-                   via="django-admin",
+                   via="django-admin", tenant=obj.tenant,
                    name=obj.name, categories=obj.categories, active=obj.active)
         zone_id = obj.id
         transaction.on_commit(lambda: _after_commit(zone_id))
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         zone = form.instance
-        before = set(ZoneAssignment.objects.filter(zone=zone).values_list("provider", flat=True))
+        before = set(ZoneAssignment.objects.filter(zone=zone).values_list("zone__tenant", "provider"))
         super().save_related(request, form, formsets, change)
-        after = set(ZoneAssignment.objects.filter(zone=zone).values_list("provider", flat=True))
+        after = set(ZoneAssignment.objects.filter(zone=zone).values_list("zone__tenant", "provider"))
         _assignments_changed(before | after)
 
     def delete_model(self, request: HttpRequest, obj: Zone) -> None:
@@ -121,8 +123,8 @@ class ProviderStateAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ProviderState, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        user, rating = obj.user, obj.rating
-        transaction.on_commit(lambda: service.matcher().set_stats(user, rating=rating))
+        (tenant, user), rating = service.split_provider_key(obj.user), obj.rating
+        transaction.on_commit(lambda: service.matcher().set_stats(user, rating=rating, tenant=tenant))
 
 
 class OfferInline(admin.TabularInline):
@@ -166,16 +168,16 @@ class ZoneAssignmentAdmin(admin.ModelAdmin):
     search_fields = ["provider", "zone__id", "zone__name"]
 
     def save_model(self, request: HttpRequest, obj: ZoneAssignment, form: Any, change: bool) -> None:
-        old = (ZoneAssignment.objects.filter(pk=obj.pk).values_list("provider", flat=True).first()
+        old = (ZoneAssignment.objects.filter(pk=obj.pk).values_list("zone__tenant", "provider").first()
                if change else None)
         super().save_model(request, obj, form, change)
-        _assignments_changed({obj.provider} | ({old} if old else set()))
+        _assignments_changed({(obj.zone.tenant, obj.provider)} | ({old} if old else set()))
 
     def delete_model(self, request: HttpRequest, obj: ZoneAssignment) -> None:
         super().delete_model(request, obj)
-        _assignments_changed({obj.provider})
+        _assignments_changed({(obj.zone.tenant, obj.provider)})
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        providers = set(queryset.values_list("provider", flat=True))
+        providers = set(queryset.values_list("zone__tenant", "provider"))
         super().delete_queryset(request, queryset)
         _assignments_changed(providers)

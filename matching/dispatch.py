@@ -27,6 +27,7 @@ from core import metrics, tracing
 from core.domain_budgets import cap_open
 from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
+from hub.channels import qualify
 from hub.store import append, atomic, tenant_scope
 from hub.tasks import every, on_start, on_stop
 from matching import privacy, service
@@ -84,13 +85,13 @@ def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: st
     elif at is not None:
         raise bad_request("at: only for scheduled bookings (on_demand is now)")
     m = matcher()
-    zone = m.lookup_zone(lat, lng, category)
+    zone = m.lookup_zone(lat, lng, category, actor.tenant)
     now = timezone.now()
     # A new booking has no offers yet: the first round is searched before the transaction opens,
     # so the transaction is a handful of inserts (no matching while it is open).
     found = m.search(lat, lng, category, k=crew * offer_fanout(), zone=zone, exclude={actor.user},
                      at=when if mode == BookingMode.SCHEDULED else None,
-                     radius_m=crew_radius_m() if crew > 1 else None)[1] if zone is not None else []
+                     radius_m=crew_radius_m() if crew > 1 else None, tenant=actor.tenant)[1] if zone is not None else []
     with atomic():
         cap_open("bookings", actor.tenant, actor.user,
                  Booking.objects.filter(tenant=actor.tenant, customer=actor.user, status=BookingStatus.OFFERING),
@@ -117,12 +118,17 @@ def _offer(b: Booking, found: list[Any], rnd: int, now: datetime) -> list[Offer]
     area = privacy.job_area(b.lat, b.lng)
     for o, f in zip(made, found, strict=True):
         metrics.offer("offered")
-        append(f"user:{o.provider}", {
+        append(_user(b, o.provider), {
             "kind": "offer", "booking": b.id, "category": b.category, **area,
             "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
             "distance_m": privacy.distance_to_area_m(f.lat, f.lng, area), "at_ms": epoch_ms(b.at),
             "expires_at_ms": epoch_ms(expires)})
     return made
+
+
+def _user(b: Booking, user: str) -> str:
+    """`user:<user>` of the booking's tenant (hub.channels.qualify)."""
+    return qualify(b.tenant, f"user:{user}")
 
 
 def _pending_count(b: Booking) -> int:
@@ -148,7 +154,7 @@ def _top_up(b: Booking, now: datetime) -> int:
         _zone, found = matcher().search(
             b.lat, b.lng, b.category, k=want, zone=b.zone, exclude=asked,
             at=b.at if b.mode == BookingMode.SCHEDULED else None,
-            radius_m=crew_radius_m() if b.crew > 1 else None)
+            radius_m=crew_radius_m() if b.crew > 1 else None, tenant=b.tenant)
         if found:
             rnd = (Offer.objects.filter(booking=b).order_by("-round").values_list("round", flat=True)
                    .first() or 0) + 1
@@ -165,11 +171,12 @@ def _top_up(b: Booking, now: datetime) -> int:
 def _close_unfilled(b: Booking, now: datetime, providers: list[str]) -> None:
     Booking.objects.filter(id=b.id).update(status=BookingStatus.UNFILLED, unfilled_at=now)
     b.status, b.unfilled_at = BookingStatus.UNFILLED, now
-    append(f"user:{b.customer}", {"kind": "booking.unfilled", "booking": b.id, "providers": providers})
+    append(_user(b, b.customer), {"kind": "booking.unfilled", "booking": b.id, "providers": providers})
 
 
-def _locked(booking_id: str) -> Booking:
-    b = Booking.objects.select_for_update().filter(id=booking_id).first()
+def _locked(actor: Actor, booking_id: str) -> Booking:
+    """The booking in the actor's tenant, locked; another tenant's is indistinguishable from none."""
+    b = Booking.objects.select_for_update().filter(id=booking_id, tenant=actor.tenant).first()
     if b is None:
         raise not_found(f"no booking {booking_id}")
     return b
@@ -188,7 +195,7 @@ def _my_offer(b: Booking, user: str) -> Offer:
 def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
     with atomic():
-        b = _locked(booking_id)
+        b = _locked(actor, booking_id)
         offer = _my_offer(b, actor.user)
         if offer.status == OfferStatus.ACCEPTED:
             return {"booking": b.id, "status": "accepted", "booking_status": b.status}  # a retried accept
@@ -206,11 +213,11 @@ def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
         Offer.objects.filter(id=offer.id).update(status=OfferStatus.ACCEPTED, accepted_at=now)
         metrics.offer("accepted")
         Assignment.objects.create(booking=b, provider=actor.user, accepted_at=now)
-        service.record_offer_outcome(actor.user, "accepted")
+        service.record_offer_outcome(actor.user, "accepted", b.tenant)
         b.accepted += 1  # the row is ours (locked above): no need to read it back
         if b.accepted >= b.crew:
             _fill(b, now, [actor.user] if b.crew == 1 else None)
-        transaction.on_commit(lambda: service.refresh_acceptance([actor.user]))
+        transaction.on_commit(lambda: service.refresh_acceptance([actor.user], b.tenant))
     return {"booking": b.id, "status": "accepted", "booking_status": b.status}
 
 
@@ -226,23 +233,23 @@ def _fill(b: Booking, now: datetime, providers: list[str] | None = None) -> None
         withdrawn = sorted(row[0] for row in cursor.fetchall())
     for p in withdrawn:
         metrics.offer("withdrawn")
-        append(f"user:{p}", {"kind": "offer.withdrawn", "booking": b.id})
+        append(_user(b, p), {"kind": "offer.withdrawn", "booking": b.id})
     if providers is None:
         providers = list(b.assignments.order_by("accepted_at", "id").values_list("provider", flat=True))
-    append(f"user:{b.customer}", {"kind": "booking.assigned", "booking": b.id, "providers": providers})
+    append(_user(b, b.customer), {"kind": "booking.assigned", "booking": b.id, "providers": providers})
     # Chosen: now, and only now, each assigned provider gets the customer's exact point.
     job = {"kind": "booking.assigned", "booking": b.id, "providers": providers, "customer": b.customer,
            "category": b.category, "lat": b.lat, "lng": b.lng, "mode": b.mode, "at": iso(b.at),
            "at_ms": epoch_ms(b.at), "crew": b.crew}
     for p in providers:
-        append(f"user:{p}", job)
+        append(_user(b, p), job)
 
 
 @tracing.spanned("offer.decline")
 def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
     with atomic():
-        b = _locked(booking_id)
+        b = _locked(actor, booking_id)
         offer = _my_offer(b, actor.user)
         if offer.status == OfferStatus.DECLINED:
             return {"booking": b.id, "status": "declined"}
@@ -250,16 +257,16 @@ def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
             raise conflict(f"the offer was {offer.status}")
         Offer.objects.filter(id=offer.id).update(status=OfferStatus.DECLINED, declined_at=now)
         metrics.offer("declined")
-        service.record_offer_outcome(actor.user, "declined")
+        service.record_offer_outcome(actor.user, "declined", b.tenant)
         _top_up(b, now)
-        transaction.on_commit(lambda: service.refresh_acceptance([actor.user]))
+        transaction.on_commit(lambda: service.refresh_acceptance([actor.user], b.tenant))
     return {"booking": b.id, "status": "declined"}
 
 
 def get_booking(actor: Actor, booking_id: str) -> dict[str, Any]:
     """The customer, providers who were offered it, and admins may read a booking. Its exact point
     goes to the customer, admins and the providers assigned to it; other providers get its area."""
-    b = Booking.objects.filter(id=booking_id).first()
+    b = Booking.objects.filter(id=booking_id, tenant=actor.tenant).first()
     if b is None:
         raise not_found(f"no booking {booking_id}")
     if actor.role != "admin" and actor.user != b.customer and not Offer.objects.filter(
@@ -327,11 +334,12 @@ def _expire_locked(b: Booking, when: datetime) -> int:
         metrics.offer("expired")
     users = sorted(p for _i, p in expired)  # one lock order for provider rows: no deadlocks
     for p in users:
-        service.record_offer_outcome(p, "expired")
+        service.record_offer_outcome(p, "expired", b.tenant)
     for p in users:
-        append(f"user:{p}", {"kind": "offer.expired", "booking": b.id})
+        append(_user(b, p), {"kind": "offer.expired", "booking": b.id})
     _top_up(b, when)
-    transaction.on_commit(lambda: service.refresh_acceptance(users))
+    tenant = b.tenant
+    transaction.on_commit(lambda: service.refresh_acceptance(users, tenant))
     return n
 
 

@@ -14,6 +14,8 @@ class Zone(models.Model):
     """A service area: a GeoJSON Polygon/MultiPolygon (lng/lat order) and the categories served there."""
 
     id = models.CharField(max_length=32, primary_key=True, default=new_id)
+    # The marketplace the zone belongs to: searches, bookings and admins of other tenants never see it.
+    tenant = models.CharField(max_length=128, default="default", db_index=True)
     name = models.CharField(max_length=200)
     categories = models.JSONField(default=list, help_text="category names served in this zone")
     geometry = models.JSONField(help_text="GeoJSON Polygon or MultiPolygon, [lng, lat] positions")
@@ -55,7 +57,8 @@ class ProviderState(models.Model):
     the location fields are owned by the in-memory index and flushed here every few seconds.
     """
 
-    user = models.CharField(max_length=128, primary_key=True)
+    # `<tenant>/<user>` (matching.service.provider_key): the same user id in two tenants is two providers.
+    user = models.CharField(max_length=200, primary_key=True)
     lat = models.FloatField(default=0.0)
     lng = models.FloatField(default=0.0)
     available = models.BooleanField(default=False)

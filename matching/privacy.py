@@ -86,12 +86,13 @@ def distance_to_area_m(provider_lat: float, provider_lng: float, area: dict[str,
 
 def export(user: str) -> dict[str, Any]:
     row = registry.row
-    state = ProviderState.objects.filter(user=user).first()
+    # The snapshot is keyed `<tenant>/<user>` (matching.service.provider_key): U in every tenant.
+    states = list(ProviderState.objects.filter(user__endswith=f"/{user}").order_by("user"))
     return {
         "bookings": [row(b) for b in Booking.objects.filter(customer=user).order_by("created_at", "id")],
         "offers": [row(o) for o in Offer.objects.filter(provider=user).order_by("offered_at", "id")],
         "assignments": [row(a) for a in Assignment.objects.filter(provider=user).order_by("accepted_at", "id")],
-        "provider_state": row(state) if state is not None else None,
+        "provider_state": [row(s) for s in states],
     }
 
 
@@ -106,7 +107,7 @@ def erase(user: str, pseudonym: str) -> dict[str, int]:
         "bookings": Booking.objects.filter(customer=user).update(customer=pseudonym, lat=0.0, lng=0.0),
         "offers": Offer.objects.filter(provider=user).update(provider=pseudonym, distance_m=0.0),
         "assignments": Assignment.objects.filter(provider=user).update(provider=pseudonym),
-        "provider_state": ProviderState.objects.filter(user=user).delete()[0],
+        "provider_state": ProviderState.objects.filter(user__endswith=f"/{user}").delete()[0],
         "zone_assignments": ZoneAssignment.objects.filter(provider=user).delete()[0],
     }
     transaction.on_commit(lambda: sync.erase_provider(user))

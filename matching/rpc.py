@@ -64,7 +64,7 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
 def providers_update(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     cell = service.update_provider(caller.user, params["lat"], params["lng"], params["available"],
                                    categories=params.get("categories"), capacity=params.get("capacity"),
-                                   schedule=params.get("schedule"))
+                                   schedule=params.get("schedule"), tenant=caller.tenant)
     return {"cell": cell}
 
 
@@ -85,7 +85,7 @@ async def match_find(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                       "match.find calls")
     # Customers and enterprises get cell-centre distances (matching.privacy); admins the exact ones.
     args = (params["lat"], params["lng"], params["category"], params.get("k", 10), params.get("crew", 1),
-            privacy.sees_exact(caller.role))
+            privacy.sees_exact(caller.role), caller.tenant)
     with metrics.timer(metrics.match_latency):
         found = service.find_now(*args)  # on the loop: the search is cheaper than a thread hop
         if found is None:  # the index is busy or not loaded yet: wait for it in a worker
@@ -104,7 +104,8 @@ def providers_assign_zone(caller: Caller, params: dict[str, Any]) -> dict[str, A
         params=_obj(["provider", "rating"], provider=USER,
                     rating={"type": "number", "minimum": 0, "maximum": 5}))
 def providers_set_rating(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    service.set_rating(params["provider"], float(params["rating"]), actor=caller)
+    # A provider of the admin's own tenant (docs/tenancy.md).
+    service.set_rating(params["provider"], float(params["rating"]), actor=caller, tenant=caller.tenant)
     return {"provider": params["provider"], "rating": params["rating"]}
 
 
@@ -152,12 +153,12 @@ def zones_create(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 @method("zones.list", roles=ADMIN, summary="List zones, optionally by category or active flag.",
         params=_obj([], category=CATEGORY, active={"type": "boolean"}))
 def zones_list(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return {"zones": service.list_zones(params.get("category"), params.get("active"))}
+    return {"zones": service.list_zones(params.get("category"), params.get("active"), caller.tenant)}
 
 
 @method("zones.get", roles=ADMIN, summary="One zone.", params=_obj(["id"], id=ID), result=ZONE_RESULT)
 def zones_get(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return service.get_zone(params["id"])
+    return service.get_zone(params["id"], caller.tenant)
 
 
 @method("zones.replace", roles=ADMIN, summary="Replace a zone's name, categories, geometry and flag.",

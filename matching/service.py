@@ -28,6 +28,7 @@ from django.db.models import F
 from core.audit import record
 from core.errors import bad_request, not_found
 from core.times import epoch_ms
+from hub.auth import DEFAULT_TENANT
 from matching import privacy
 from matching.index import ProviderIndex
 from matching.index import ProviderState as IndexedProvider
@@ -194,6 +195,19 @@ class ZoneMeta:
     categories: tuple[str, ...]
     active: bool
     version: int
+    tenant: str = DEFAULT_TENANT
+
+
+def provider_key(tenant: str, user: str) -> str:
+    """A provider's key in the snapshot (`matching_provider_state.user`, the Redis hash): the same
+    user id in two tenants is two providers."""
+    return f"{tenant}/{user}"
+
+
+def split_provider_key(key: str) -> tuple[str, str]:
+    """(tenant, user) of a snapshot key; a key written before tenants is the default tenant's."""
+    tenant, sep, user = key.partition("/")
+    return (tenant, user) if sep else (DEFAULT_TENANT, key)
 
 
 def zone_dict(z: Zone) -> dict[str, Any]:
@@ -207,8 +221,26 @@ def zone_dict(z: Zone) -> dict[str, Any]:
 # --- the matcher ------------------------------------------------------------------------------
 
 @dataclass
+class TenantIndex:
+    """One tenant's part of the matcher: its own provider index, zone index, operator assignments
+    and schedules. A search in one tenant never sees another's providers or zones (docs/tenancy.md)."""
+
+    providers: ProviderIndex
+    zones: ZoneIndex
+    assigned: dict[str, frozenset[str]] = field(default_factory=dict)
+    schedules: dict[str, tuple[Window, ...]] = field(default_factory=dict)
+    raw_schedules: dict[str, list[dict[str, Any]] | None] = field(default_factory=dict)
+
+
+def _state_tenant(st: dict[str, Any]) -> str:
+    """The tenant of a provider state; states written before tenants carry none: the default one."""
+    t = st.get("t")
+    return t if isinstance(t, str) and t else DEFAULT_TENANT
+
+
+@dataclass
 class Matcher:
-    """Indexes plus the bookkeeping the index does not hold (assignments, schedules, zone versions)."""
+    """Per-tenant indexes plus the bookkeeping the index does not hold (assignments, schedules, zone versions)."""
 
     h3_res: int = 9
     origin: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -218,14 +250,11 @@ class Matcher:
         from matching.sync import Sync
 
         self.lock = threading.RLock()
-        self.zones = ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS)
-        self.providers = self._new_provider_index()
+        self.tenants: dict[str, TenantIndex] = {}
+        # zone id -> (tenant, meta); zone ids are server-made, unique over all tenants.
         self.zone_meta: dict[str, ZoneMeta] = {}
         # Stored zones the index could not load (id -> version): skipped, logged, shown on /readyz.
         self.bad_zones: dict[str, int] = {}
-        self.assigned: dict[str, frozenset[str]] = {}
-        self.schedules: dict[str, tuple[Window, ...]] = {}
-        self.raw_schedules: dict[str, list[dict[str, Any]] | None] = {}
         self.loaded = False
         self._start_lock = threading.Lock()
         self.sync = Sync(self, use_redis=self.use_redis)
@@ -233,6 +262,22 @@ class Matcher:
     def _new_provider_index(self) -> ProviderIndex:
         # Ring cap large enough that radius_m (not the ring cap) bounds every search.
         return ProviderIndex(res=self.h3_res, stale_after_s=STALE_AFTER_S, max_rings=1000)
+
+    @staticmethod
+    def _new_zone_index() -> ZoneIndex:
+        return ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS)
+
+    def tenant(self, name: str) -> TenantIndex:
+        """The tenant's indexes, made empty on first use (call with the lock held)."""
+        t = self.tenants.get(name)
+        if t is None:
+            t = self.tenants[name] = TenantIndex(self._new_provider_index(), self._new_zone_index())
+        return t
+
+    def providers_of(self, tenant: str = DEFAULT_TENANT) -> ProviderIndex:
+        """The tenant's provider index (tests and tools read it)."""
+        with self.lock:
+            return self.tenant(tenant).providers
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Matcher:
@@ -256,22 +301,28 @@ class Matcher:
 
     # -- zones -------------------------------------------------------------------------------
     def load_zones(self) -> None:
-        """Index every stored zone. One the index cannot load is logged and skipped (listed on
-        /readyz): the others load and serve."""
+        """Index every stored zone in its tenant. One the index cannot load is logged and skipped
+        (listed on /readyz): the others load and serve."""
         rows = list(Zone.objects.all())
         with self.lock:
-            fresh = ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS)
+            fresh: dict[str, ZoneIndex] = {}
             meta: dict[str, ZoneMeta] = {}
             bad: dict[str, int] = {}
             for z in rows:
+                index = fresh.get(z.tenant)
+                if index is None:
+                    index = fresh[z.tenant] = self._new_zone_index()
                 try:
-                    fresh.put(z.id, z.geometry, list(z.categories), active=z.active)
+                    index.put(z.id, z.geometry, list(z.categories), active=z.active)
                 except Exception:  # one bad zone must not stop the others loading
                     log.exception("zone %s (version %s) cannot be indexed; skipped", z.id, z.version)
                     bad[z.id] = z.version
                     continue
-                meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version)
-            self.zones = fresh
+                meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version, z.tenant)
+            for name, t in self.tenants.items():
+                t.zones = fresh.pop(name) if name in fresh else self._new_zone_index()
+            for name, index in fresh.items():
+                self.tenant(name).zones = index
             self.zone_meta = meta
             self.bad_zones = bad
         log.info("matching: %d zones loaded, %d skipped", len(meta), len(bad))
@@ -302,39 +353,46 @@ class Matcher:
                 self.reload_zone(zid)
 
     def _put_zone(self, z: Zone, prepared: PreparedZone | None = None) -> bool:
-        """Index one zone row; False (logged, listed on /readyz, out of the index) if it cannot be."""
+        """Index one zone row in its tenant; False (logged, listed on /readyz, out of the index) if it cannot be."""
+        zones = self.tenant(z.tenant).zones
         try:
-            self.zones.put(z.id, z.geometry, list(z.categories), active=z.active, prepared=prepared)
+            zones.put(z.id, z.geometry, list(z.categories), active=z.active, prepared=prepared)
         except Exception:  # a stored zone that cannot be indexed must not break its callers
             log.exception("zone %s (version %s) cannot be indexed; skipped", z.id, z.version)
             if self.zone_meta.pop(z.id, None) is not None:
-                self.zones.remove(z.id)  # its previous version no longer matches the database
+                zones.remove(z.id)  # its previous version no longer matches the database
             self.bad_zones[z.id] = z.version
             return False
         self.bad_zones.pop(z.id, None)
-        self.zone_meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version)
+        self.zone_meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version, z.tenant)
         return True
 
     def _drop_zone(self, zone_id: str) -> None:
         self.bad_zones.pop(zone_id, None)
-        if self.zone_meta.pop(zone_id, None) is not None:
-            self.zones.remove(zone_id)
-        for user, zs in list(self.assigned.items()):
-            if zone_id in zs:
-                self.assigned[user] = zs - {zone_id}
+        meta = self.zone_meta.pop(zone_id, None)
+        if meta is not None:
+            t = self.tenant(meta.tenant)
+            t.zones.remove(zone_id)
+            for user, zs in list(t.assigned.items()):
+                if zone_id in zs:
+                    t.assigned[user] = zs - {zone_id}
 
     # -- assignments -------------------------------------------------------------------------
     def load_assignments(self) -> None:
-        out: dict[str, set[str]] = {}
-        for provider, zone_id in ZoneAssignment.objects.values_list("provider", "zone_id"):
-            out.setdefault(provider, set()).add(zone_id)
+        out: dict[tuple[str, str], set[str]] = {}
+        for provider, zone_id, tenant in ZoneAssignment.objects.values_list("provider", "zone_id", "zone__tenant"):
+            out.setdefault((tenant, provider), set()).add(zone_id)
         with self.lock:
-            self.assigned = {p: frozenset(zs) for p, zs in out.items()}
+            for t in self.tenants.values():
+                t.assigned = {}
+            for (tenant, provider), zs in out.items():
+                self.tenant(tenant).assigned[provider] = frozenset(zs)
 
-    def reload_assignments(self, provider: str) -> None:
-        zs = frozenset(ZoneAssignment.objects.filter(provider=provider).values_list("zone_id", flat=True))
+    def reload_assignments(self, tenant: str, provider: str) -> None:
+        zs = frozenset(ZoneAssignment.objects.filter(provider=provider, zone__tenant=tenant)
+                       .values_list("zone_id", flat=True))
         with self.lock:
-            self.assigned[provider] = zs
+            self.tenant(tenant).assigned[provider] = zs
 
     # -- providers ---------------------------------------------------------------------------
     def restore_providers(self) -> None:
@@ -344,99 +402,111 @@ class Matcher:
                 self.apply_state(st)
         log.info("matching: %d providers restored", len(states))
 
-    def state_of(self, user: str) -> dict[str, Any] | None:
+    def state_of(self, tenant: str, user: str) -> dict[str, Any] | None:
         """The full wire/snapshot form of a provider (see matching.sync)."""
         with self.lock:
-            p = self.providers.get(user)
-            if p is None:
+            t = self.tenants.get(tenant)
+            p = t.providers.get(user) if t is not None else None
+            if t is None or p is None:
                 return None
-            return {"u": p.user, "lat": p.lat, "lng": p.lng, "a": p.available, "c": list(p.categories),
-                    "cap": p.capacity, "r": p.rating, "acc": p.acceptance, "ts": p.ts,
-                    "s": self.raw_schedules.get(user)}
+            return {"t": tenant, "u": p.user, "lat": p.lat, "lng": p.lng, "a": p.available,
+                    "c": list(p.categories), "cap": p.capacity, "r": p.rating, "acc": p.acceptance, "ts": p.ts,
+                    "s": t.raw_schedules.get(user)}
 
     def apply_state(self, st: dict[str, Any], only_newer: bool = True) -> bool:
         """Apply a full provider state from another process or the snapshot; older ones are ignored."""
         user = st["u"]
         with self.lock:
-            cur = self.providers.get(user)
+            t = self.tenant(_state_tenant(st))
+            cur = t.providers.get(user)
             if only_newer and cur is not None and cur.ts > float(st["ts"]):
                 return False
             try:
                 windows = parse_schedule(st["s"]) if st.get("s") else ()
             except Exception:  # noqa: BLE001 - a bad stored schedule must not block the location
                 windows = ()
-            self.providers.update(user, float(st["lat"]), float(st["lng"]), bool(st["a"]),
-                                  categories=list(st.get("c") or ()), capacity=int(st.get("cap", 1)),
-                                  rating=float(st.get("r", 0.0)),
-                                  acceptance=float(st.get("acc", DEFAULT_ACCEPTANCE)), ts=float(st["ts"]))
-            self.raw_schedules[user] = st.get("s")
-            self.schedules[user] = windows
+            t.providers.update(user, float(st["lat"]), float(st["lng"]), bool(st["a"]),
+                               categories=list(st.get("c") or ()), capacity=int(st.get("cap", 1)),
+                               rating=float(st.get("r", 0.0)),
+                               acceptance=float(st.get("acc", DEFAULT_ACCEPTANCE)), ts=float(st["ts"]))
+            t.raw_schedules[user] = st.get("s")
+            t.schedules[user] = windows
         return True
 
     def update_provider(self, user: str, lat: float, lng: float, available: bool,
                         categories: list[str] | None = None, capacity: int | None = None,
-                        schedule: list[dict[str, Any]] | None = None, ts: float | None = None) -> str:
+                        schedule: list[dict[str, Any]] | None = None, ts: float | None = None, *,
+                        tenant: str = DEFAULT_TENANT) -> str:
         windows = parse_schedule(schedule) if schedule is not None else None
         if categories is not None:
             categories = sorted(set(categories))
         with self.lock:
-            known = user in self.providers
+            known = user in self.tenant(tenant).providers
         rating = acceptance = None
         if not known:
             # First sight in this process: take operator rating and offer history from the database.
-            row = ProviderState.objects.filter(user=user).first()
+            row = ProviderState.objects.filter(user=provider_key(tenant, user)).first()
             rating = row.rating if row else 0.0
             acceptance = row.acceptance if row else DEFAULT_ACCEPTANCE
             if row is not None and schedule is None and row.schedule:
                 schedule, windows = row.schedule, parse_schedule(row.schedule)
         with self.lock:
+            t = self.tenant(tenant)
             try:
-                cell = self.providers.update(user, lat, lng, available, categories=categories,
-                                             capacity=capacity, rating=rating, acceptance=acceptance,
-                                             ts=time.time() if ts is None else ts)
+                cell = t.providers.update(user, lat, lng, available, categories=categories,
+                                          capacity=capacity, rating=rating, acceptance=acceptance,
+                                          ts=time.time() if ts is None else ts)
             except ValueError as exc:
                 raise bad_request(str(exc)) from exc
             if windows is not None:
-                self.schedules[user] = windows
-                self.raw_schedules[user] = schedule if schedule else None
-            st = self.state_of(user)
+                t.schedules[user] = windows
+                t.raw_schedules[user] = schedule if schedule else None
+            st = self.state_of(tenant, user)
         assert st is not None
         self.sync.provider_changed(st)
         return cell
 
-    def set_stats(self, user: str, rating: float | None = None, acceptance: float | None = None) -> None:
+    def set_stats(self, user: str, rating: float | None = None, acceptance: float | None = None, *,
+                  tenant: str = DEFAULT_TENANT) -> None:
         """Rating / acceptance changed in the database: refresh the index and tell other processes."""
         with self.lock:
-            p = self.providers.get(user)
-            if p is None:
+            t = self.tenants.get(tenant)
+            p = t.providers.get(user) if t is not None else None
+            if t is None or p is None:
                 return
             # Keep ts: a stats change is not a sign of life from the provider.
-            self.providers.update(user, p.lat, p.lng, p.available, rating=rating, acceptance=acceptance,
-                                  ts=p.ts + 1e-6)
-            st = self.state_of(user)
+            t.providers.update(user, p.lat, p.lng, p.available, rating=rating, acceptance=acceptance,
+                               ts=p.ts + 1e-6)
+            st = self.state_of(tenant, user)
         assert st is not None
         self.sync.provider_changed(st)
 
-    def remove_provider(self, user: str) -> None:
+    def remove_provider(self, user: str, tenant: str | None = None) -> None:
+        """Forget the provider in `tenant`, or in every tenant (an erasure knows the user id only)."""
         with self.lock:
-            self.providers.remove(user)
-            self.schedules.pop(user, None)
-            self.raw_schedules.pop(user, None)
+            for name, t in self.tenants.items():
+                if tenant is not None and name != tenant:
+                    continue
+                t.providers.remove(user)
+                t.schedules.pop(user, None)
+                t.raw_schedules.pop(user, None)
 
     # -- search ------------------------------------------------------------------------------
-    def serves(self, p: IndexedProvider, zone_id: str) -> bool:
+    @staticmethod
+    def serves(t: TenantIndex, p: IndexedProvider, zone_id: str) -> bool:
         """Provider's zones = zones covering their location, plus the zones operators assigned them."""
-        return zone_id in self.assigned.get(p.user, ()) or self.zones.covers(zone_id, p.lat, p.lng)
+        return zone_id in t.assigned.get(p.user, ()) or t.zones.covers(zone_id, p.lat, p.lng)
 
-    def lookup_zone(self, lat: float, lng: float, category: str) -> str | None:
+    def lookup_zone(self, lat: float, lng: float, category: str, tenant: str = DEFAULT_TENANT) -> str | None:
         with self.lock:
-            return self.zones.lookup(lat, lng, category)
+            return self.tenant(tenant).zones.lookup(lat, lng, category)
 
     def search(self, lat: float, lng: float, category: str, k: int = 10, crew: int = 1, *,
                at: datetime | None = None, exclude: Iterable[str] = (), now: float | None = None,
                zone: str | None = None, radius_m: float | None = None,
-               coarse: bool = False) -> tuple[str | None, list[Match]]:
-        """(zone, matches best first). crew > 1: exactly `crew` providers within the crew radius, or none.
+               coarse: bool = False, tenant: str = DEFAULT_TENANT) -> tuple[str | None, list[Match]]:
+        """(zone, matches best first) within `tenant`. crew > 1: exactly `crew` providers within the
+        crew radius, or none.
 
         A provider is within the radius when the centre of their resolution-8 cell is (so where the
         search's edge falls says nothing finer than a cell). `coarse` (what customers and
@@ -446,13 +516,15 @@ class Matcher:
             raise bad_request("lat must be in -90..90 and lng in -180..180")
         skip = frozenset(exclude)
         with self.lock:
-            zone_id = zone if zone is not None else self.zones.lookup(lat, lng, category)
+            t = self.tenant(tenant)
+            zone_id = zone if zone is not None else t.zones.lookup(lat, lng, category)
             if zone_id is None:
                 return None, []
-            schedules = self.schedules
+            schedules = t.schedules
+            serves = self.serves
 
             def accept(p: IndexedProvider) -> bool:
-                if p.user in skip or not self.serves(p, zone_id):
+                if p.user in skip or not serves(t, p, zone_id):
                     return False
                 return at is None or schedule_covers(schedules.get(p.user), at)
 
@@ -463,7 +535,7 @@ class Matcher:
             # Coarse answers rank a pool larger than the answer by cell centre, so which `want` of
             # them come back does not follow the exact order (docs/matching.md has what remains).
             pool = min(want + COARSE_POOL, 200) if coarse else want
-            rows = self._within(lat, lng, category, pool, radius, accept, now, coarse)
+            rows = self._within(t, lat, lng, category, pool, radius, accept, now, coarse)
         if coarse:
             shown = [(privacy.round_distance(cd), p) for _d, cd, p in rows]
             shown.sort(key=lambda r: (r[0], -r[1].rating, -r[1].acceptance, r[1].user))
@@ -475,15 +547,16 @@ class Matcher:
             out = []
         return zone_id, out
 
-    def _within(self, lat: float, lng: float, category: str, k: int, radius: float,
+    @staticmethod
+    def _within(t: TenantIndex, lat: float, lng: float, category: str, k: int, radius: float,
                 accept: Any, now: float | None, coarse: bool) -> list[tuple[float, float, IndexedProvider]]:
         """Up to k (exact distance, distance to cell centre, provider), nearest first, whose cell
         centre is within the radius. Only providers near the edge need their centre unless `coarse`."""
         ask = k
         sure = radius - privacy.COARSE_SLACK_M  # nearer than this, the cell centre is inside too
         while True:
-            found = self.providers.nearest(lat, lng, category, k=ask, radius_m=radius + privacy.COARSE_SLACK_M,
-                                           accept=accept, now=now)
+            found = t.providers.nearest(lat, lng, category, k=ask, radius_m=radius + privacy.COARSE_SLACK_M,
+                                        accept=accept, now=now)
             rows: list[tuple[float, float, IndexedProvider]] = []
             for d, p in found:
                 cd = privacy.coarse_distance_m(lat, lng, p.lat, p.lng) if coarse or d > sure else d
@@ -526,9 +599,10 @@ def stop() -> None:
 # --- plain functions --------------------------------------------------------------------------
 
 def update_provider(user: str, lat: float, lng: float, available: bool, categories: list[str] | None = None,
-                    capacity: int | None = None, schedule: list[dict[str, Any]] | None = None) -> str:
+                    capacity: int | None = None, schedule: list[dict[str, Any]] | None = None, *,
+                    tenant: str = DEFAULT_TENANT) -> str:
     """A provider's location/availability; returns its H3 cell. None keeps the previous value."""
-    return matcher().update_provider(user, lat, lng, available, categories, capacity, schedule)
+    return matcher().update_provider(user, lat, lng, available, categories, capacity, schedule, tenant=tenant)
 
 
 # Why match.find answered no provider (its "reason"; null when there are providers).
@@ -537,15 +611,15 @@ NO_PROVIDER_AVAILABLE = "no_provider_available"  # a zone, but nobody (or no ful
 
 
 def find(lat: float, lng: float, category: str, k: int = 10, crew: int = 1,
-         exact: bool = False) -> dict[str, Any]:
-    """match.find's answer; coarse (cell centres, 100 m) unless `exact` (matching.privacy.sees_exact)."""
-    zone_id, found = matcher().search(lat, lng, category, k=k, crew=crew, coarse=not exact)
+         exact: bool = False, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+    """match.find's answer in `tenant`; coarse (cell centres, 100 m) unless `exact` (matching.privacy.sees_exact)."""
+    zone_id, found = matcher().search(lat, lng, category, k=k, crew=crew, coarse=not exact, tenant=tenant)
     reason = None if found else (OUTSIDE_ZONES if zone_id is None else NO_PROVIDER_AVAILABLE)
     return {"zone": zone_id, "providers": [m.as_dict() for m in found], "reason": reason}
 
 
 def find_now(lat: float, lng: float, category: str, k: int = 10, crew: int = 1,
-             exact: bool = False) -> dict[str, Any] | None:
+             exact: bool = False, tenant: str = DEFAULT_TENANT) -> dict[str, Any] | None:
     """`find` without waiting: None when the matcher is not loaded yet or its lock is held (an
     update, a zone load), so the caller can take the slow path (a worker thread) instead. A search is
     tens of microseconds in memory: callers on the event loop run it here rather than pay a thread
@@ -554,7 +628,7 @@ def find_now(lat: float, lng: float, category: str, k: int = 10, crew: int = 1,
     if m is None or not m.loaded or not m.lock.acquire(blocking=False):
         return None
     try:
-        return find(lat, lng, category, k=k, crew=crew, exact=exact)
+        return find(lat, lng, category, k=k, crew=crew, exact=exact, tenant=tenant)
     finally:
         m.lock.release()
 
@@ -569,46 +643,50 @@ def zones_ready() -> tuple[bool, dict[str, Any]]:
     return not bad, {"bad_zones": bad}
 
 
-def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> tuple[list[str], str | None]:
-    """Provider ids who could take a custom job here (same filters as match.find), nearest first,
-    and when there are none, why (match.find's reason)."""
-    zone, found = matcher().search(lat, lng, category, k=limit)
+def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50,
+                       tenant: str = DEFAULT_TENANT) -> tuple[list[str], str | None]:
+    """Provider ids of `tenant` who could take a custom job here (same filters as match.find),
+    nearest first, and when there are none, why (match.find's reason)."""
+    zone, found = matcher().search(lat, lng, category, k=limit, tenant=tenant)
     if found:
         return [m.user for m in found], None
     return [], OUTSIDE_ZONES if zone is None else NO_PROVIDER_AVAILABLE
 
 
-def record_offer_outcome(user: str, outcome: str) -> None:
+def record_offer_outcome(user: str, outcome: str, tenant: str = DEFAULT_TENANT) -> None:
     """Count an offer's outcome (accepted/declined/expired) for the acceptance rate; inside a transaction."""
     column = {"accepted": "offers_accepted", "declined": "offers_declined",
               "expired": "offers_expired"}[outcome]
-    updated = ProviderState.objects.filter(user=user).update(**{column: F(column) + 1})
+    key = provider_key(tenant, user)
+    updated = ProviderState.objects.filter(user=key).update(**{column: F(column) + 1})
     if not updated:
-        p = matcher().providers.get(user)
-        ProviderState.objects.get_or_create(user=user, defaults={
+        p = matcher().providers_of(tenant).get(user)
+        ProviderState.objects.get_or_create(user=key, defaults={
             "lat": p.lat if p else 0.0, "lng": p.lng if p else 0.0, "available": bool(p and p.available),
             "categories": list(p.categories) if p else [], "ts": p.ts if p else 0.0})
-        ProviderState.objects.filter(user=user).update(**{column: F(column) + 1})
+        ProviderState.objects.filter(user=key).update(**{column: F(column) + 1})
 
 
-def refresh_acceptance(users: Iterable[str]) -> None:
+def refresh_acceptance(users: Iterable[str], tenant: str = DEFAULT_TENANT) -> None:
     """After commit: push the new acceptance rates into the index (and to other processes)."""
-    users = list(set(users))
-    if not users:
+    keys = {provider_key(tenant, u) for u in users}
+    if not keys:
         return
     m = matcher()
-    for row in ProviderState.objects.filter(user__in=users):
-        m.set_stats(row.user, acceptance=row.acceptance)
+    for row in ProviderState.objects.filter(user__in=keys):
+        m.set_stats(split_provider_key(row.user)[1], acceptance=row.acceptance, tenant=tenant)
 
 
-def set_rating(user: str, rating: float, actor: Actor | None = None) -> None:
+def set_rating(user: str, rating: float, actor: Actor | None = None, tenant: str | None = None) -> None:
+    """The provider `user` of `tenant` (default: the actor's) gets `rating`."""
     if not 0.0 <= rating <= 5.0:
         raise bad_request("rating must be in 0..5")
+    where = tenant or (actor.tenant if actor is not None and actor.tenant else DEFAULT_TENANT)
     with transaction.atomic():
-        ProviderState.objects.update_or_create(user=user, defaults={"rating": rating})
+        ProviderState.objects.update_or_create(user=provider_key(where, user), defaults={"rating": rating})
         if actor is not None:
-            record(actor.user, "providers.rating", user, role=actor.role, tenant=actor.tenant, rating=rating)
-    transaction.on_commit(lambda: matcher().set_stats(user, rating=rating))
+            record(actor.user, "providers.rating", user, role=actor.role, tenant=where, rating=rating)
+    transaction.on_commit(lambda: matcher().set_stats(user, rating=rating, tenant=where))
 
 
 # --- zone CRUD --------------------------------------------------------------------------------
@@ -648,21 +726,27 @@ def _zone_deleted(zone_id: str) -> None:
     m.sync.zone_changed(zone_id)
 
 
+def _tenant_of(actor: Actor) -> str:
+    return actor.tenant or DEFAULT_TENANT
+
+
 def create_zone(actor: Actor, name: str, categories: list[str], geometry: dict[str, Any],
                 active: bool = True) -> dict[str, Any]:
+    """A zone of the actor's tenant."""
     cats, prepared = _check_zone_fields(name, categories, geometry)
     matcher()
     with transaction.atomic():
         z = Zone.objects.create(name=name.strip(), categories=cats, geometry=geometry, active=bool(active),
-                                created_by=actor.user)
+                                created_by=actor.user, tenant=_tenant_of(actor))
         record(actor.user, "zones.create", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
                categories=cats, active=z.active)
         transaction.on_commit(lambda: _zone_committed(z, prepared))
     return zone_dict(z)
 
 
-def list_zones(category: str | None = None, active: bool | None = None) -> list[dict[str, Any]]:
-    qs = Zone.objects.all()
+def list_zones(category: str | None = None, active: bool | None = None,
+               tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+    qs = Zone.objects.filter(tenant=tenant)
     if active is not None:
         qs = qs.filter(active=active)
     zones = [zone_dict(z) for z in qs]
@@ -671,8 +755,9 @@ def list_zones(category: str | None = None, active: bool | None = None) -> list[
     return zones
 
 
-def get_zone(zone_id: str) -> dict[str, Any]:
-    z = Zone.objects.filter(id=zone_id).first()
+def get_zone(zone_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+    """A zone of `tenant`; another tenant's zone is indistinguishable from a missing one."""
+    z = Zone.objects.filter(id=zone_id, tenant=tenant).first()
     if z is None:
         raise not_found(f"no zone {zone_id}")
     return zone_dict(z)
@@ -683,7 +768,7 @@ def replace_zone(actor: Actor, zone_id: str, name: str, categories: list[str], g
     cats, prepared = _check_zone_fields(name, categories, geometry)
     matcher()
     with transaction.atomic():
-        z = Zone.objects.select_for_update().filter(id=zone_id).first()
+        z = Zone.objects.select_for_update().filter(id=zone_id, tenant=_tenant_of(actor)).first()
         if z is None:
             raise not_found(f"no zone {zone_id}")
         z.name, z.categories, z.geometry, z.active = name.strip(), cats, geometry, bool(active)
@@ -698,7 +783,7 @@ def replace_zone(actor: Actor, zone_id: str, name: str, categories: list[str], g
 def delete_zone(actor: Actor, zone_id: str) -> dict[str, Any]:
     matcher()
     with transaction.atomic():
-        z = Zone.objects.select_for_update().filter(id=zone_id).first()
+        z = Zone.objects.select_for_update().filter(id=zone_id, tenant=_tenant_of(actor)).first()
         if z is None:
             raise not_found(f"no zone {zone_id}")
         z.delete()
@@ -708,10 +793,11 @@ def delete_zone(actor: Actor, zone_id: str) -> dict[str, Any]:
 
 
 def assign_zone(actor: Actor, provider: str, zone_id: str, remove: bool = False) -> dict[str, Any]:
-    """Operator assigns (or with remove, unassigns) a provider to a zone."""
+    """Operator assigns (or with remove, unassigns) a provider of their tenant to a zone of it."""
     m = matcher()
+    tenant = _tenant_of(actor)
     with transaction.atomic():
-        if not Zone.objects.filter(id=zone_id).exists():
+        if not Zone.objects.filter(id=zone_id, tenant=tenant).exists():
             raise not_found(f"no zone {zone_id}")
         if remove:
             ZoneAssignment.objects.filter(zone_id=zone_id, provider=provider).delete()
@@ -720,10 +806,11 @@ def assign_zone(actor: Actor, provider: str, zone_id: str, remove: bool = False)
                                                  defaults={"created_by": actor.user})
         record(actor.user, "providers.unassign_zone" if remove else "providers.assign_zone", provider,
                role=actor.role, tenant=actor.tenant, zone=zone_id)
-    zones = sorted(ZoneAssignment.objects.filter(provider=provider).values_list("zone_id", flat=True))
+    zones = sorted(ZoneAssignment.objects.filter(provider=provider, zone__tenant=tenant)
+                   .values_list("zone_id", flat=True))
     with m.lock:
-        m.assigned[provider] = frozenset(zones)
-    m.sync.assignment_changed(provider)
+        m.tenant(tenant).assigned[provider] = frozenset(zones)
+    m.sync.assignment_changed(tenant, provider)
     return {"provider": provider, "zones": zones}
 
 

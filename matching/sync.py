@@ -2,13 +2,13 @@
 
 With Redis (`core.redis.sync_client()` is not None):
 - `matching:zones` carries `{"o": origin, "op": "zone", "id": zone_id}` and
-  `{"o": origin, "op": "assign", "p": provider}`; receivers re-read that row from the database (the
+  `{"o": origin, "op": "assign", "t": tenant, "p": provider}`; receivers re-read that row from the database (the
   source of truth; zone changes are rare), so a late or reordered message can only refresh.
 - `matching:providers` carries a provider's full state (the form below); receivers apply it
   unless they already hold a newer `ts`. `{"o", "op": "remove", "p": provider}` (an erasure,
   `erase_provider`) makes every process forget the provider: index, pending snapshot writes, the
   snapshot hash entry and table row; later states of that provider are ignored by the process.
-- `matching:providers:state` (hash, user -> msgpack state) is the restart snapshot: dirty providers
+- `matching:providers:state` (hash, `<tenant>/<user>` -> msgpack state) is the restart snapshot: dirty providers
   are written every HUB_MATCH_SNAPSHOT_S (5 s) or as soon as 500 are pending.
 - One daemon listener thread per process (redis-py sync pubsub), reconnecting with backoff; after
   every (re)subscribe it reconciles zones and assignments with the database and merges newer
@@ -16,7 +16,7 @@ With Redis (`core.redis.sync_client()` is not None):
 Without Redis everything stays in-process and dirty providers go to the `matching_provider_state`
 table every 5 s (with Redis that table is refreshed every 60 s as a second line of defence).
 
-Provider state form: {"u": user, "lat", "lng", "a": available, "c": [categories], "cap": capacity,
+Provider state form: {"t": tenant, "u": user, "lat", "lng", "a": available, "c": [categories], "cap": capacity,
 "r": rating, "acc": acceptance, "ts": seconds since the epoch, "s": raw schedule or None}.
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from core import redis as hubredis
+from hub.auth import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from matching.service import Matcher
@@ -121,18 +122,18 @@ class Sync:
     def zone_changed(self, zone_id: str) -> None:
         self._publish(ZONES_CHANNEL, {"op": "zone", "id": zone_id})
 
-    def assignment_changed(self, provider: str) -> None:
-        self._publish(ZONES_CHANNEL, {"op": "assign", "p": provider})
+    def assignment_changed(self, tenant: str, provider: str) -> None:
+        self._publish(ZONES_CHANNEL, {"op": "assign", "t": tenant, "p": provider})
 
     def provider_changed(self, state: dict[str, Any]) -> None:
-        user = state["u"]
-        if user in self.erased:
+        if state["u"] in self.erased:
             return
+        key = _key(state)
         self._publish(PROVIDERS_CHANNEL, {"op": "provider", "st": state})
         with self.dirty_lock:
             if self.redis_enabled:
-                self.dirty_redis[user] = state
-            self.dirty_db[user] = state
+                self.dirty_redis[key] = state
+            self.dirty_db[key] = state
             many = len(self.dirty_redis) >= FLUSH_BATCH or (
                 not self.redis_enabled and len(self.dirty_db) >= FLUSH_BATCH)
         if many:
@@ -156,7 +157,7 @@ class Sync:
         elif op == "zone":
             self.matcher.reload_zone(str(msg["id"]))
         elif op == "assign":
-            self.matcher.reload_assignments(str(msg["p"]))
+            self.matcher.reload_assignments(str(msg.get("t") or DEFAULT_TENANT), str(msg["p"]))
 
     def _listen(self) -> None:
         backoff = 0.2
@@ -238,10 +239,11 @@ class Sync:
         The hash and row go again here (not only where the erasure ran): a flush of this process
         that was under way may have written them back."""
         self.erased.add(user)
-        self.matcher.remove_provider(user)
+        self.matcher.remove_provider(user)  # in every tenant: an erasure knows the user id only
         with self.dirty_lock:
-            self.dirty_redis.pop(user, None)
-            self.dirty_db.pop(user, None)
+            for dirty in (self.dirty_redis, self.dirty_db):
+                for key in [k for k, st in dirty.items() if st["u"] == user]:
+                    del dirty[key]
         _drop_snapshot(user)
 
     # -- snapshot ------------------------------------------------------------------------------
@@ -267,10 +269,15 @@ class Sync:
         if states:
             return states
         from matching.models import ProviderState
+        from matching.service import split_provider_key
 
-        return [{"u": r.user, "lat": r.lat, "lng": r.lng, "a": r.available, "c": list(r.categories or ()),
-                 "cap": r.capacity, "r": r.rating, "acc": r.acceptance, "ts": r.ts, "s": r.schedule}
-                for r in ProviderState.objects.exclude(ts=0)]
+        out: list[dict[str, Any]] = []
+        for r in ProviderState.objects.exclude(ts=0):
+            tenant, user = split_provider_key(r.user)
+            out.append({"t": tenant, "u": user, "lat": r.lat, "lng": r.lng, "a": r.available,
+                        "c": list(r.categories or ()), "cap": r.capacity, "r": r.rating, "acc": r.acceptance,
+                        "ts": r.ts, "s": r.schedule})
+        return out
 
     def _flush_loop(self) -> None:
         last_db = time.time()
@@ -292,8 +299,8 @@ class Sync:
             if db or final:
                 to_db, self.dirty_db = self.dirty_db, {}
         if self.erased:
-            to_redis = {u: st for u, st in to_redis.items() if u not in self.erased}
-            to_db = {u: st for u, st in to_db.items() if u not in self.erased}
+            to_redis = {k: st for k, st in to_redis.items() if st["u"] not in self.erased}
+            to_db = {k: st for k, st in to_db.items() if st["u"] not in self.erased}
         if to_redis:
             client = self.client()
             try:
@@ -324,10 +331,10 @@ class Sync:
     def _write_db(states: list[dict[str, Any]]) -> None:
         from matching.models import ProviderState
 
-        rows = [ProviderState(user=st["u"], lat=st["lat"], lng=st["lng"], available=st["a"],
+        rows = [ProviderState(user=_key(st), lat=st["lat"], lng=st["lng"], available=st["a"],
                               categories=list(st.get("c") or ()), capacity=st.get("cap", 1),
                               schedule=st.get("s"), ts=st["ts"])
-                for st in sorted(states, key=lambda s: s["u"])]  # one lock order: no deadlocks
+                for st in sorted(states, key=_key)]  # one lock order: no deadlocks
         # Only the index-owned columns: rating and offer counters belong to the database.
         ProviderState.objects.bulk_create(
             rows, batch_size=500, update_conflicts=True, unique_fields=["user"],
@@ -335,16 +342,28 @@ class Sync:
                            "updated_at"])
 
 
+def _key(st: dict[str, Any]) -> str:
+    """A state's snapshot key, `<tenant>/<user>` (states from before tenants: the default tenant)."""
+    from matching.service import provider_key
+
+    return provider_key(str(st.get("t") or DEFAULT_TENANT), st["u"])
+
+
 def _drop_snapshot(user: str) -> None:
+    """The user's snapshot entries in every tenant (and one written before tenants)."""
+    from django.db.models import Q
+
     from matching.models import ProviderState
 
     client = hubredis.sync_client()
     if client is not None:
         try:
-            client.hdel(STATE_HASH, user)
+            # User ids hold no glob characters (hub.auth.USER_ID): the pattern matches this user only.
+            keys = [k for k, _v in client.hscan_iter(STATE_HASH, match=f"*/{user}", count=1000)]
+            client.hdel(STATE_HASH, user, *keys)
         except redis.RedisError as exc:
             log.warning("matching: removing a provider from the snapshot failed: %s", exc)
-    ProviderState.objects.filter(user=user).delete()
+    ProviderState.objects.filter(Q(user=user) | Q(user__endswith=f"/{user}")).delete()
 
 
 def erase_provider(user: str) -> None:

@@ -99,12 +99,13 @@ class Worker:
         if not jobs:
             return 0, asked
         try:
-            present = await self.foreground(sorted({j.user for j in jobs}))
+            # Keyed `<tenant>/<user>` (hub.engine.foreground_users): the same id in two tenants is two people.
+            present = await self.foreground(sorted({f"{j.tenant}/{j.user}" for j in jobs}))
         except Exception:  # noqa: BLE001 - unknown presence: push (a duplicate beats a miss)
             present = set()
         loop = asyncio.get_running_loop()
         for job in jobs:
-            if job.user in present:
+            if f"{job.tenant}/{job.user}" in present:
                 metrics.push(job.platform, "socket")
                 self._finish(Done(job, OutboxState.SOCKET))
                 continue

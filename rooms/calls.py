@@ -26,7 +26,7 @@ from core.domain_budgets import per_minute
 from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub import engine
-from hub.channels import Namespace, register
+from hub.channels import Namespace, qualify, register
 from hub.rpc import USERS, Caller, method
 from hub.store import append, atomic, tenant_scope
 from hub.tasks import every
@@ -92,18 +92,25 @@ register(Namespace("call", can_subscribe=_subscribe_hook, can_signal=_signal_hoo
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _channel(call: Call | str) -> str:
-    return f"call:{call if isinstance(call, str) else call.id}"
+def _channel(call: Call) -> str:
+    """The call's stream (tenant-qualified, hub.channels.qualify)."""
+    return qualify(call.tenant, f"call:{call.id}")
 
 
-def in_active_call(user: str) -> bool:
-    """Joined (the caller counts as joined) in a call that is still ringing or live."""
-    return CallParticipant.objects.filter(user=user, status=JOINED, call__status__in=LIVE).exists()
+def _user(tenant: str, user: str) -> str:
+    return qualify(tenant, f"user:{user}")
 
 
-def busy_users(users: Collection[str]) -> set[str]:
-    """Those of `users` joined in a live call, in one query (in_active_call for many)."""
-    return set(CallParticipant.objects.filter(user__in=list(users), status=JOINED, call__status__in=LIVE)
+def in_active_call(tenant: str, user: str) -> bool:
+    """Joined (the caller counts as joined) in a call of the tenant that is still ringing or live."""
+    return CallParticipant.objects.filter(user=user, status=JOINED, call__status__in=LIVE,
+                                          call__tenant=tenant).exists()
+
+
+def busy_users(tenant: str, users: Collection[str]) -> set[str]:
+    """Those of `users` (of `tenant`) joined in a live call, in one query (in_active_call for many)."""
+    return set(CallParticipant.objects.filter(user__in=list(users), status=JOINED, call__status__in=LIVE,
+                                              call__tenant=tenant)
                .values_list("user", flat=True))
 
 
@@ -133,8 +140,8 @@ def _missed(call: Call, p: CallParticipant, reason: str) -> bool:
     data = {"kind": "call.missed", "call": call.id, "room": call.room_id, "media": call.media,
             "from": call.caller, "user": p.user, "busy": p.busy, "reason": reason}
     append(_channel(call), data)
-    append(f"user:{call.caller}", data)
-    append(f"user:{p.user}", data)
+    append(_user(call.tenant, call.caller), data)
+    append(_user(call.tenant, p.user), data)
     return True
 
 
@@ -150,7 +157,7 @@ def _finish(call: Call, outcome: str, by: str, now: datetime, *, role: str = "",
     metrics.call(outcome)
     call.status, call.outcome, call.ended_at, call.ended_by, call.duration_s = (
         CallStatus.ENDED, outcome, now, by, max(0, duration))
-    record(by or "system", "calls.end", _channel(call), role=role, tenant=call.tenant, outcome=outcome,
+    record(by or "system", "calls.end", f"call:{call.id}", role=role, tenant=call.tenant, outcome=outcome,
            duration_s=call.duration_s, **({"reason": reason} if reason else {}))
     append(_channel(call), {"kind": "call.ended", "call": call.id, "outcome": outcome, "by": by or None,
                             "duration_s": call.duration_s})
@@ -199,7 +206,7 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     room = Room.objects.filter(pk=room_id, tenant=caller.tenant).first()
     if room is None:
         raise not_found(f"no room {room_id}")
-    people = set(members(room.id))  # one query for both the check and the invitees
+    people = set(members(room.id, caller.tenant))  # one query for both the check and the invitees
     if caller.user not in people:
         raise forbidden("only the room's members may call it")
     others = sorted(people - {caller.user})
@@ -215,7 +222,7 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     now = timezone.now()
     call_id = new_id()
     with atomic():
-        busy = busy_users(others)
+        busy = busy_users(caller.tenant, others)
         call = Call.objects.create(id=call_id, tenant=caller.tenant, room=room, caller=caller.user,
                                    media=media, channel=agora.channel_name(call_id))
         # Agora uids are participant indices: 1 for the caller, then 2.. in user order. Unique per
@@ -226,12 +233,12 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                                    busy=u in busy) for i, u in enumerate(others)]
         CallParticipant.objects.bulk_create([me, *invited])
         metrics.call("started")
-        record(caller.user, "calls.start", _channel(call), role=caller.role, tenant=caller.tenant,
+        record(caller.user, "calls.start", f"call:{call.id}", role=caller.role, tenant=caller.tenant,
                room=room.id, media=media, invited=others, busy=sorted(busy))
         append(_channel(call), {"kind": "call.started", "call": call.id, "room": room.id, "media": media,
                                 "from": caller.user, "participants": [caller.user, *others]})
         for p in invited:
-            append(f"user:{p.user}", {"kind": "call.invite", "call": call.id, "room": room.id, "media": media,
+            append(_user(call.tenant, p.user), {"kind": "call.invite", "call": call.id, "room": room.id, "media": media,
                                       "from": caller.user, "busy": p.busy, "ring_s": ring_s()})
     return _token_result(call, me)
 
@@ -258,11 +265,11 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
             Call.objects.filter(pk=call.pk, status=CallStatus.RINGING).update(
                 status=CallStatus.ACTIVE, answered_at=now, outcome=CallOutcome.ANSWERED)
             metrics.call("answered")
-        record(caller.user, "calls.accept", _channel(call), role=caller.role, tenant=caller.tenant,
+        record(caller.user, "calls.accept", f"call:{call.id}", role=caller.role, tenant=caller.tenant,
                media=call.media, busy=me.busy)
         data = {"kind": "call.accepted", "call": call.id, "user": caller.user, "uid": int(me.uid)}
         append(_channel(call), data)
-        append(f"user:{call.caller}", data)
+        append(_user(call.tenant, call.caller), data)
     return _token_result(call, me)
 
 
@@ -280,10 +287,10 @@ def decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         if CallParticipant.objects.filter(pk=me.pk, status__in=PENDING).update(
                 status=DECLINED, responded_at=now) != 1:
             raise conflict("your invite is no longer pending")
-        record(caller.user, "calls.decline", _channel(call), role=caller.role, tenant=caller.tenant)
+        record(caller.user, "calls.decline", f"call:{call.id}", role=caller.role, tenant=caller.tenant)
         data = {"kind": "call.declined", "call": call.id, "user": caller.user}
         append(_channel(call), data)
-        append(f"user:{call.caller}", data)
+        append(_user(call.tenant, call.caller), data)
         _settle_unanswered(call, now)
     return {"call": call.id, "status": call.status}
 
@@ -364,7 +371,7 @@ def expire_invites(now: datetime | float | None = None, calls: Collection[str] |
                 for p in expired:
                     if _missed(call, p, reason="timeout"):
                         moved += 1
-                        record("system", "calls.missed", _channel(call), tenant=call.tenant, user=p.user)
+                        record("system", "calls.missed", f"call:{call.id}", tenant=call.tenant, user=p.user)
                 try:
                     _settle_unanswered(call, at)
                 except HubError as exc:  # conflict: another process ended it between our reads
@@ -373,19 +380,19 @@ def expire_invites(now: datetime | float | None = None, calls: Collection[str] |
     return moved
 
 
-def default_is_online(user: str) -> bool:
+def default_is_online(tenant: str, user: str) -> bool:
     """The hub engine's cluster-wide presence; with no engine in this process (a management command),
     or presence failing, assume online: no call is ever abandoned by mistake."""
     if engine.current() is None:
         return True
     try:
-        return engine.is_user_online(user)
+        return engine.is_user_online(tenant, user)
     except Exception:  # unknown presence is treated as online (never abandon wrongly)
         log.debug("is_user_online failed for %s", user, exc_info=True)
         return True
 
 
-def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[str], bool] | None = None,
+def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[str, str], bool] | None = None,
                     calls: Collection[str] | None = None) -> int:
     """Live calls whose joined participants have all been offline for HUB_CALL_ABANDON_S end as abandoned.
 
@@ -404,7 +411,7 @@ def sweep_abandoned(now: datetime | float | None = None, is_online: Callable[[st
         live = live.filter(pk__in=list(calls))
     for call in live.order_by("started_at")[:SWEEP_BATCH]:
         users = list(CallParticipant.objects.filter(call=call, status=JOINED).values_list("user", flat=True))
-        if any(online(u) for u in users):
+        if any(online(call.tenant, u) for u in users):
             if call.offline_since is not None:
                 Call.objects.filter(pk=call.pk, offline_since__isnull=False).update(offline_since=None)
             continue

@@ -15,7 +15,7 @@ from django.db.models import Q
 
 from core.errors import bad_request
 from core.times import epoch_ms
-from hub.channels import Namespace, register
+from hub.channels import Namespace, qualify, register
 from hub.rpc import USERS, Caller, method
 from hub.store import append
 from rooms.models import Room, RoomKind, RoomMember, pair_key
@@ -24,20 +24,25 @@ LIST_LIMIT = 50
 LIST_MAX = 100
 
 
-def is_member(room_id: str, user: str) -> bool:
-    return RoomMember.objects.filter(room_id=room_id, user=user).exists()
+def is_member(room_id: str, user: str, tenant: str) -> bool:
+    """`user` of `tenant` is in the room (a room of another tenant has no members for them)."""
+    return RoomMember.objects.filter(room_id=room_id, user=user, room__tenant=tenant).exists()
 
 
-def members(room_id: str) -> list[str]:
-    return list(RoomMember.objects.filter(room_id=room_id).values_list("user", flat=True))
+def members(room_id: str, tenant: str) -> list[str]:
+    return list(RoomMember.objects.filter(room_id=room_id, room__tenant=tenant).values_list("user", flat=True))
 
 
 def _member_hook(caller: Caller, ident: str) -> bool:
-    return is_member(ident, caller.user)
+    return is_member(ident, caller.user, caller.tenant)
+
+
+def _in_tenant(caller: Caller, ident: str) -> bool:
+    return Room.objects.filter(pk=ident, tenant=caller.tenant).exists()
 
 
 register(Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
-                   can_signal=_member_hook, admin_read=True))
+                   can_signal=_member_hook, admin_read=True, in_tenant=_in_tenant))
 
 
 def _room_item(room: Room, people: list[str]) -> dict[str, Any]:
@@ -96,7 +101,7 @@ def _create(caller: Caller, kind: str, ref: str, people: list[str], key: str | N
                 "members": item["members"], "by": caller.user, "created_at": item["created_at"]}
         for user in people:
             if user != caller.user:
-                append(f"user:{user}", note)
+                append(qualify(room.tenant, f"user:{user}"), note)
     return room
 
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 from core.audit import record
 from core.domain_budgets import cap_open, per_minute
 from core.errors import bad_request, conflict, forbidden, not_found
-from hub.channels import Namespace, register
+from hub.channels import Namespace, qualify, register
 from hub.rpc import PROVIDERS, USERS, Caller, method
 from hub.store import append, atomic
 from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
@@ -131,8 +131,13 @@ def _load(caller: Caller, job_id: Any, *, lock: bool = False, share: bool = Fals
     return job
 
 
-def _channel(job: Job | str) -> str:
-    return f"job:{job if isinstance(job, str) else job.id}"
+def _channel(job: Job) -> str:
+    """The job's stream (tenant-qualified, hub.channels.qualify)."""
+    return qualify(job.tenant, f"job:{job.id}")
+
+
+def _user(tenant: str, user: str) -> str:
+    return qualify(tenant, f"user:{user}")
 
 
 def is_member(job: Job, user: str) -> bool:
@@ -155,7 +160,11 @@ def _subscribe_hook(caller: Caller, ident: str) -> bool:
 
 
 # Clients never publish on job:<id> (can_publish stays `never`); admins read (audited).
-register(Namespace("job", can_subscribe=_subscribe_hook, admin_read=True))
+def _in_tenant(caller: Caller, ident: str) -> bool:
+    return Job.objects.filter(pk=ident, tenant=caller.tenant).exists()
+
+
+register(Namespace("job", can_subscribe=_subscribe_hook, admin_read=True, in_tenant=_in_tenant))
 
 
 # --- actors and the transition table ---------------------------------------------------------
@@ -210,7 +219,7 @@ def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
         setattr(job, k, v)
     # The audit keeps that the job was cancelled, not the canceller's words (free text is personal
     # data, and audit rows are never erased): the reason is on the job, where erasure reaches it.
-    record(caller.user, f"jobs.{action}", _channel(job), role=caller.role, tenant=caller.tenant,
+    record(caller.user, f"jobs.{action}", f"job:{job.id}", role=caller.role, tenant=caller.tenant,
            from_status=from_status, status=to, reason_given=bool(reason))
     data: dict[str, Any] = {"kind": "status", "job": job.id, "status": to, "from_status": from_status,
                             "by": caller.user}
@@ -235,7 +244,7 @@ NO_PROVIDER_AVAILABLE = "no_provider_available"
 MATCHER_UNAVAILABLE = "matcher_unavailable"
 
 
-def _candidates(lat: float, lng: float, category: str) -> tuple[list[str], str | None]:
+def _candidates(lat: float, lng: float, category: str, tenant: str) -> tuple[list[str], str | None]:
     """Matched providers for a new job and, when there are none, why (match.find's reasons, or
     matcher_unavailable when the matcher is unavailable or fails: never fatal)."""
     try:
@@ -247,7 +256,7 @@ def _candidates(lat: float, lng: float, category: str) -> tuple[list[str], str |
             log.warning("matching.service.candidates_for_job unavailable; job.new is not broadcast")
         return [], MATCHER_UNAVAILABLE
     try:
-        found = candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES)
+        found = candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES, tenant=tenant)
     except Exception:  # the job is still posted; only its broadcast is skipped
         log.exception("candidates_for_job failed; job.new not broadcast")
         return [], MATCHER_UNAVAILABLE
@@ -289,7 +298,7 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     if budget is not None and not currency:
         currency = "GBP"  # a UK marketplace: a bare budget is in pence
     # The matcher runs before our transaction: a failure or slow query there must not hold locks.
-    found, reason = _candidates(float(lat), float(lng), category)
+    found, reason = _candidates(float(lat), float(lng), category, caller.tenant)
     candidates = [u for u in found if u != caller.user]
     if found and not candidates:
         reason = NO_PROVIDER_AVAILABLE  # the only match was the poster
@@ -300,7 +309,7 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         job = Job.objects.create(tenant=caller.tenant, owner=caller.user, owner_role=caller.role, title=title,
                                  description=description, category=category, lat=float(lat),
                                  lng=float(lng), budget=budget, currency=currency)
-        record(caller.user, "jobs.create", _channel(job), role=caller.role, tenant=caller.tenant,
+        record(caller.user, "jobs.create", f"job:{job.id}", role=caller.role, tenant=caller.tenant,
                category=category, budget=budget, currency=currency, notified=len(candidates))
         from matching.privacy import job_area  # pure (h3 only): works without the matcher
 
@@ -308,7 +317,7 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         note = {"kind": "job.new", "job": job.id, "title": title, "category": category,
                 **job_area(job.lat, job.lng), "budget": budget, "currency": currency or None}
         for user in candidates:
-            append(f"user:{user}", note)
+            append(_user(job.tenant, user), note)
     # `reason` says why nobody was told (null when someone was): the same words as match.find.
     return {"job": job.id, "status": job.status, "notified": len(candidates), "reason": reason}
 
@@ -320,7 +329,7 @@ def _bid_queue(caller: Caller, params: dict[str, Any]) -> str:
     on the event loop, without waiting for a worker."""
     job = params.get("job")
     _refuse_if_closed(caller, job)
-    return f"job:{job}"
+    return qualify(caller.tenant, f"job:{job}")
 
 
 def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
@@ -377,8 +386,8 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
             append(_channel(job), {"kind": "bid", "job": job.id, "bid": new.id, "count": live})
             placed = {"kind": "bid.placed", "job": job.id, "bid": new.id, "provider": caller.user,
                       "amount": amount, "currency": currency, "note": note, "replaces": replaces}
-            append(f"user:{job.owner}", placed)
-            append(f"user:{caller.user}", placed)
+            append(_user(job.tenant, job.owner), placed)
+            append(_user(job.tenant, caller.user), placed)
     except IntegrityError as exc:
         # Two bids from the same provider raced; the partial unique index let only one live.
         raise conflict("another bid from you was placed at the same time; retry") from exc
@@ -410,12 +419,12 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         losers = list(Bid.objects.filter(job=job, status=BidStatus.LIVE).exclude(pk=chosen.pk))
         Bid.objects.filter(pk__in=[b.pk for b in losers]).update(status=BidStatus.REJECTED)
         # Chosen: the winner, and only the winner, gets the job's exact point.
-        append(f"user:{chosen.provider}", {"kind": "bid.accepted", "job": job.id, "bid": chosen.id,
+        append(_user(job.tenant, chosen.provider), {"kind": "bid.accepted", "job": job.id, "bid": chosen.id,
                                            "title": job.title, "amount": chosen.amount,
                                            "currency": chosen.currency, "lat": job.lat, "lng": job.lng})
         for loser in losers:
             if loser.provider != chosen.provider:
-                append(f"user:{loser.provider}", {"kind": "bid.rejected", "job": job.id, "bid": loser.id,
+                append(_user(job.tenant, loser.provider), {"kind": "bid.rejected", "job": job.id, "bid": loser.id,
                                                   "title": job.title})
     return {"job": job.id, "status": job.status, "bid": chosen.id, "provider": chosen.provider}
 
@@ -517,7 +526,7 @@ def answer(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         append(_channel(job), {"kind": "answer", "job": job.id, "query": query.id, "answer": row.id,
                                "by": caller.user, "text": text}, sender=caller.user)
         # The asker may not read the job's stream (only bidders do): the answer reaches them here.
-        append(f"user:{query.author}", {"kind": "query.answered", "job": job.id, "query": query.id,
+        append(_user(job.tenant, query.author), {"kind": "query.answered", "job": job.id, "query": query.id,
                                         "answer": row.id, "by": caller.user, "text": text})
     return {"answer": row.id}
 

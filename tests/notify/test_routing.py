@@ -288,8 +288,8 @@ def test_worker_sends_and_skips_users_on_a_foreground_socket(fake: FakeWebPush) 
     sv, _ = web_device(fake, t, v)
     emit(t, u, offer("b1"))
     emit(t, v, offer("b1"))
-    deliver(make_worker(fake, foreground={v}), u)
-    deliver(make_worker(fake, foreground={v}), v)
+    deliver(make_worker(fake, foreground={f"{t}/{v}"}), u)
+    deliver(make_worker(fake, foreground={f"{t}/{v}"}), v)
     assert [m.message["data"]["booking"] for m in fake.wait(su)] == ["b1"]
     assert [r.state for r in rows(u)] == ["sent"]
     assert [r.state for r in rows(v)] == ["socket"] and fake.messages(sv) == []
