@@ -144,7 +144,7 @@ def _room_with_messages(members: list[str], texts: list[Any]) -> str:
         room = Room.objects.create(kind="booking", tenant="t1", created_by=members[0])
         RoomMember.objects.bulk_create([RoomMember(room=room, user=u) for u in members])
         for i, data in enumerate(texts):
-            store.append(f"chat:{room.id}", data, sender=members[i % len(members)])
+            store.append(f"t1/chat:{room.id}", data, sender=members[i % len(members)])
     return room.id
 
 

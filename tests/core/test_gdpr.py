@@ -24,14 +24,18 @@ def uid(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
+TENANT = "t1"  # the tenant of tests.support's tokens
+
+
 def publish(channel: str, data: object, sender: str | None) -> int:
+    """Append on the protocol channel `channel` of TENANT (streams are tenant-qualified)."""
     with transaction.atomic():
-        return store.append(channel, data, sender=sender).offset
+        return store.append(f"{TENANT}/{channel}", data, sender=sender).offset
 
 
 def read_all(channel: str) -> list[store.Pub]:
-    _top, epoch = store.head(channel)
-    return store.read(channel, epoch, 0, None, 1000)
+    _top, epoch = store.head(f"{TENANT}/{channel}")
+    return store.read(f"{TENANT}/{channel}", epoch, 0, None, 1000)
 
 
 @pytest.fixture
@@ -104,8 +108,8 @@ def test_export_then_erase_round_trip(world: dict[str, str], tmp_path: Path) -> 
     assert (by_offset[2].data, by_offset[2].sender) == ({"text": "hi from v"}, v)
     assert (by_offset[4].data, by_offset[4].sender) == ({"text": "v again"}, v)
     # A subscriber recovering with `since` (hub.store.read after offset 1) gets offsets 2, 3, 4.
-    _top, epoch = store.head(room)
-    assert [p.offset for p in store.read(room, epoch, 1, 5, 10)] == [2, 3, 4]
+    _top, epoch = store.head(f"{TENANT}/{room}")
+    assert [p.offset for p in store.read(f"{TENANT}/{room}", epoch, 1, 5, 10)] == [2, 3, 4]
     # U's private channel: tombstoned. V's notifications naming U: U authored it -> tombstone;
     # U merely listed -> pseudonymised; V's data stays.
     assert [p.data for p in read_all(f"user:{u}")] == [None]
@@ -158,7 +162,7 @@ def _old_pub(channel: str, offset: int, days: float) -> None:
     ts = int((time.time() - days * 86400) * 1000)
     with connection.cursor() as cursor:
         cursor.execute('INSERT INTO hub_publication (channel, "offset", ts, sender, data) VALUES (%s, %s, %s, %s, %s)',
-                       [channel, offset, ts, "x", '{"old": true}'])
+                       [f"{TENANT}/{channel}", offset, ts, "x", '{"old": true}'])
 
 
 def test_purge_by_kind_and_dry_run() -> None:
@@ -168,7 +172,7 @@ def test_purge_by_kind_and_dry_run() -> None:
     key = uid("k")
     with connection.cursor() as cursor:
         cursor.execute('INSERT INTO hub_pubkey (channel, key, "offset", created_at) VALUES (%s, %s, 1, %s)',
-                       [channel, key, int((time.time() - 2 * 86400) * 1000)])
+                       [f"{TENANT}/{channel}", key, int((time.time() - 2 * 86400) * 1000)])
     from ai_assist.models import Transcript
 
     old_t = Transcript.objects.create(id=uid("a"), user="p", prompt="x", outcome="ok",
@@ -375,7 +379,7 @@ def test_erasure_removes_the_provider_from_every_process() -> None:
             time.sleep(0.2)
         time.sleep(1.0)  # several snapshot flushes later, nothing came back
         assert not client.hexists(STATE_HASH, p)
-        assert not ProviderState.objects.filter(user=p).exists()
+        assert not ProviderState.objects.filter(user__endswith=f"/{p}").exists()
         assert found(a) == [] and found(b) == []
     finally:
         a.stop()

@@ -28,13 +28,13 @@ def uid(prefix: str) -> str:
 
 
 def pubs(user: str, kind: str | None = None) -> list[dict[str, Any]]:
-    rows = Publication.objects.filter(channel=f"user:{user}").order_by("offset").values_list("data", flat=True)
+    rows = Publication.objects.filter(channel=f"default/user:{user}").order_by("offset").values_list("data", flat=True)
     out = [orjson.loads(d) for d in rows if d is not None]
     return [d for d in out if kind is None or d.get("kind") == kind]
 
 
 def who(role: str = "provider", user: str | None = None) -> SystemActor:
-    return SystemActor(user=user or uid("u"), role=role, tenant="t1")
+    return SystemActor(user=user or uid("u"), role=role, tenant="default")
 
 
 @pytest.fixture()
@@ -80,9 +80,9 @@ def test_on_demand_offer_accept_assigns_and_withdraws(area: str) -> None:
     assert b.status == "assigned" and b.assigned_at is not None and b.first_offered_at is not None
     o = Offer.objects.get(booking=b, provider=ps[1])
     assert o.accepted_at is not None and o.offered_at <= o.accepted_at < o.expires_at
-    assert ProviderState.objects.get(user=ps[1]).offers_accepted == 1
+    assert ProviderState.objects.get(user="default/" + ps[1]).offers_accepted == 1
     # The acceptance rate feeds the score: (1 + 1) / (1 + 2).
-    got_state = service.matcher().providers.get(ps[1])
+    got_state = service.matcher().tenant("default").providers.get(ps[1])
     assert got_state is not None and abs(got_state.acceptance - 2 / 3) < 1e-9
 
 
@@ -108,7 +108,7 @@ def test_expiry_reoffers_then_unfilled(area: str) -> None:
     assert b.status == "unfilled" and b.unfilled_at is not None
     assert pubs(customer.user, "booking.unfilled") == [
         {"kind": "booking.unfilled", "booking": res["booking"], "providers": []}]
-    assert ProviderState.objects.get(user=ps[0]).offers_expired == 1
+    assert ProviderState.objects.get(user="default/" + ps[0]).offers_expired == 1
 
 
 def test_expired_but_unswept_offer_cannot_be_accepted(area: str) -> None:
@@ -126,8 +126,8 @@ def test_decline_reoffers_and_counts(area: str) -> None:
     res = dispatch.create_booking(who("customer"), area, LAT, LNG, "on_demand")
     assert dispatch.decline(who(user=ps[0]), res["booking"]) == {"booking": res["booking"], "status": "declined"}
     assert pubs(ps[1], "offer")
-    assert ProviderState.objects.get(user=ps[0]).offers_declined == 1
-    st = service.matcher().providers.get(ps[0])
+    assert ProviderState.objects.get(user="default/" + ps[0]).offers_declined == 1
+    st = service.matcher().tenant("default").providers.get(ps[0])
     assert st is not None and abs(st.acceptance - 1 / 3) < 1e-9
     with pytest.raises(HubError) as err:
         dispatch.accept(who(user=ps[0]), res["booking"])
@@ -238,7 +238,7 @@ def test_concurrent_sweeps_expire_once(area: str) -> None:
     expired = Counter(Offer.objects.filter(booking_id__in=bookings, status="expired")
                       .values_list("provider", flat=True))
     assert expired == {ps[0]: 3, ps[1]: 3}
-    assert ProviderState.objects.get(user=ps[0]).offers_expired == 3
+    assert ProviderState.objects.get(user="default/" + ps[0]).offers_expired == 3
     # Re-offered once per booking to the next two (no duplicate offers despite four sweepers).
     for b in bookings:
         assert Offer.objects.filter(booking_id=b, status="pending").count() == 2
@@ -274,6 +274,6 @@ def test_concurrent_bookings_offering_the_same_providers_in_opposite_orders(area
         t.join(60)
     assert [r["offered"] if isinstance(r, dict) else r for r in results] == [3] * len(sides)
     for user in (west, mid, east):
-        offsets = list(Publication.objects.filter(channel=f"user:{user}").order_by("offset")
+        offsets = list(Publication.objects.filter(channel=f"default/user:{user}").order_by("offset")
                        .values_list("offset", flat=True))
         assert offsets == list(range(1, len(sides) + 1))  # gap-free, one per booking

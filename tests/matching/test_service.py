@@ -96,13 +96,13 @@ def random_world(rng: random.Random) -> tuple[list[Z], list[P], list[tuple[float
 def build(zones: list[Z], providers: list[P]) -> Matcher:
     m = Matcher(use_redis=False)
     for z in zones:
-        m.zones.put(z.id, z.geometry, z.cats, active=z.active)
+        m.tenant("default").zones.put(z.id, z.geometry, z.cats, active=z.active)
         m.zone_meta[z.id] = service.ZoneMeta(z.id, tuple(z.cats), z.active, 1)
     for p in providers:
-        m.providers.update(p.user, p.lat, p.lng, p.available, categories=p.cats, capacity=p.capacity,
+        m.tenant("default").providers.update(p.user, p.lat, p.lng, p.available, categories=p.cats, capacity=p.capacity,
                            rating=p.rating, acceptance=p.acceptance, ts=p.ts)
         if p.assigned:
-            m.assigned[p.user] = p.assigned
+            m.tenant("default").assigned[p.user] = p.assigned
     return m
 
 
@@ -180,7 +180,7 @@ def test_assigned_provider_serves_zone_from_outside() -> None:
     out = P("outside", 51.55, -0.09, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset())
     m = build([inner], [out])
     assert m.search(51.51, -0.09, "plumbing", now=NOW)[1] == []
-    m.assigned["outside"] = frozenset({"zi"})
+    m.tenant("default").assigned["outside"] = frozenset({"zi"})
     assert [f.user for f in m.search(51.51, -0.09, "plumbing", now=NOW)[1]] == ["outside"]
 
 
@@ -268,7 +268,7 @@ def test_schedule_windows() -> None:
 def test_scheduled_search_uses_schedule() -> None:
     z = Z("zs", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
     m = build([z], [P(u, 51.5, 0.0, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset()) for u in ("s1", "s2")])
-    m.schedules["s1"] = parse_schedule([{"days": ["mon"], "from": "09:00", "to": "17:00"}])
+    m.tenant("default").schedules["s1"] = parse_schedule([{"days": ["mon"], "from": "09:00", "to": "17:00"}])
     at = datetime(2030, 1, 7, 10, 0, tzinfo=service.ZoneInfo("Europe/London"))
     assert [f.user for f in m.search(51.5, 0.0, "plumbing", at=at, now=NOW)[1]] == ["s1"]
 
@@ -319,16 +319,16 @@ def test_provider_state_flushes_to_db_and_restores() -> None:
     assert isinstance(cell, str) and len(cell) == 15
     m = service.matcher()
     m.sync.flush()
-    row = ProviderState.objects.get(user=user)
+    row = ProviderState.objects.get(user="default/" + user)
     assert (row.lat, row.lng, row.capacity, row.categories) == (51.5, -0.1, 2, [cat])
     assert row.schedule == [{"days": ["mon"], "from": "08:00", "to": "12:00"}]
     # A new process (fresh matcher, no Redis) restores from the snapshot.
     fresh = Matcher(use_redis=m.use_redis)
     try:
         fresh.start()
-        got = fresh.providers.get(user)
+        got = fresh.tenant("default").providers.get(user)
         assert got is not None and got.capacity == 2 and got.categories == (cat,)
-        assert fresh.schedules[user]
+        assert fresh.tenant("default").schedules[user]
         zid, found = fresh.search(51.5, -0.1, cat, now=time.time())
         assert zid == zone["id"] and [f.user for f in found] == [user]
     finally:

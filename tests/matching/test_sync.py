@@ -55,11 +55,11 @@ def test_provider_update_reaches_other_process_within_a_second(peer: Matcher) ->
     t0 = time.time()
     service.update_provider(user, 51.5, -0.1, True, categories=[cat], capacity=3,
                             schedule=[{"days": ["sat"], "from": "10:00", "to": "12:00"}])
-    assert eventually(lambda: peer.providers.get(user) is not None)
+    assert eventually(lambda: peer.tenant("default").providers.get(user) is not None)
     assert time.time() - t0 < 1.0
-    got = peer.providers.get(user)
+    got = peer.tenant("default").providers.get(user)
     assert got is not None and got.capacity == 3 and got.categories == (cat,)
-    assert peer.schedules[user]
+    assert peer.tenant("default").schedules[user]
     assert [f.user for f in peer.search(51.5, -0.1, cat)[1]] == [user]
     service.update_provider(user, 51.5, -0.1, False)
     assert eventually(lambda: peer.search(51.5, -0.1, cat)[1] == [])
@@ -75,9 +75,9 @@ def test_zone_changes_and_assignments_propagate(peer: Matcher) -> None:
     assert eventually(lambda: peer.lookup_zone(51.7, -0.2, cat) == zone["id"])
     assert peer.lookup_zone(51.6, -0.2, cat) is None
     service.assign_zone(actor, user, zone["id"])
-    assert eventually(lambda: zone["id"] in peer.assigned.get(user, ()))
+    assert eventually(lambda: zone["id"] in peer.tenant("default").assigned.get(user, ()))
     service.assign_zone(actor, user, zone["id"], remove=True)
-    assert eventually(lambda: zone["id"] not in peer.assigned.get(user, ()))
+    assert eventually(lambda: zone["id"] not in peer.tenant("default").assigned.get(user, ()))
     service.delete_zone(actor, zone["id"])
     assert eventually(lambda: peer.lookup_zone(51.7, -0.2, cat) is None)
     assert zone["id"] not in peer.zone_meta
@@ -98,9 +98,9 @@ def test_snapshot_hash_restores_a_new_process() -> None:
     restarted = Matcher()
     try:
         restarted.start()
-        got = restarted.providers.get(user)
+        got = restarted.tenant("default").providers.get(user)
         assert got is not None and (got.lat, got.lng, got.capacity) == (51.4, -0.3, 2)
-        assert restarted.schedules[user]
+        assert restarted.tenant("default").schedules[user]
     finally:
         restarted.stop()
 
@@ -137,7 +137,7 @@ def test_listener_reconnects_and_catches_up(peer: Matcher) -> None:
     # After the reconnect, broadcasts flow again.
     user = uid("p")
     service.update_provider(user, 51.3, 0.1, True, categories=[cat])
-    assert eventually(lambda: peer.providers.get(user) is not None, within=2.0)
+    assert eventually(lambda: peer.tenant("default").providers.get(user) is not None, within=2.0)
     z.delete()
 
 
@@ -146,7 +146,7 @@ def test_older_state_is_ignored() -> None:
     base = {"u": "x", "lat": 51.0, "lng": 0.0, "a": True, "c": ["k"], "cap": 1, "r": 0.0, "acc": 0.5, "s": None}
     assert m.apply_state({**base, "ts": 100.0})
     assert not m.apply_state({**base, "lat": 52.0, "ts": 99.0})
-    got = m.providers.get("x")
+    got = m.tenant("default").providers.get("x")
     assert got is not None and got.lat == 51.0
 
 
@@ -160,7 +160,7 @@ def test_without_redis_changes_stay_local_and_snapshot_is_the_table() -> None:
         other = Matcher(use_redis=False)
         other.start()
         try:
-            got = other.providers.get(user)
+            got = other.tenant("default").providers.get(user)
             assert got is not None and got.lat == 51.2
         finally:
             other.stop()
@@ -175,7 +175,7 @@ def test_assignment_rows_load_at_start() -> None:
     m = Matcher(use_redis=False)
     m.start()
     try:
-        assert m.assigned[user] == frozenset({zone["id"]})
+        assert m.tenant("default").assigned[user] == frozenset({zone["id"]})
         assert m.zone_meta[zone["id"]].version == 1
     finally:
         m.stop()

@@ -22,7 +22,7 @@ from tests.support import uid
 
 
 def pubs(channel: str) -> list[dict[str, Any]]:
-    rows = Publication.objects.filter(channel=channel).order_by("offset")
+    rows = Publication.objects.filter(channel__endswith="/" + channel).order_by("offset")
     data = [orjson.loads(r.data) for r in rows if r.data is not None]
     return [d for d in data if d.get("kind") != "room.new"]  # the room's own announcement, not the call's
 
@@ -248,10 +248,10 @@ def test_sweep_abandoned_with_injected_presence(tenant: str) -> None:
     call = calls.start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
     calls.accept(bob, {"call": call})
 
-    def offline(user: str) -> bool:
+    def offline(tenant: str, user: str) -> bool:
         return False
 
-    def bob_online(user: str) -> bool:
+    def bob_online(tenant: str, user: str) -> bool:
         return user == bob.user
 
     # Another hub process sweeping the same database may stamp offline_since too (with its real
@@ -283,7 +283,7 @@ def test_sweep_runs_both_timers_and_accepts_epoch_seconds(tenant: str) -> None:
     assert set(out) == {"missed", "abandoned"}
     assert Call.objects.get(pk=call).status == "ringing"
     # outside a hub process there is no presence: treated as online, nothing is abandoned
-    assert calls.default_is_online(alice.user) is True
+    assert calls.default_is_online(tenant, alice.user) is True
 
 
 def test_describe_is_the_call_record(tenant: str) -> None:
@@ -317,7 +317,7 @@ def test_group_calls_ringing_the_same_people_at_once(tenant: str) -> None:
         t.join(60)
     assert codes == ["ok"] * len(rooms)
     for m in members:  # everyone was invited by the three others; offsets gap-free
-        rows = list(Publication.objects.filter(channel=f"user:{m.user}").order_by("offset")
+        rows = list(Publication.objects.filter(channel__endswith="/" + f"user:{m.user}").order_by("offset")
                     .values_list("offset", "data"))
         assert [o for o, _ in rows] == list(range(1, len(rows) + 1))
         assert sum(orjson.loads(d)["kind"] == "call.invite" for _, d in rows) == len(members) - 1

@@ -22,7 +22,7 @@ from tests.support import uid
 
 
 def pubs(channel: str) -> list[dict[str, Any]]:
-    rows = Publication.objects.filter(channel=channel).order_by("offset")
+    rows = Publication.objects.filter(channel__endswith="/" + channel).order_by("offset")
     return [orjson.loads(r.data) for r in rows if r.data is not None]
 
 
@@ -48,7 +48,7 @@ def no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> list[tuple[Any, ...]]:
     seen: list[tuple[Any, ...]] = []
 
-    def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50) -> Any:
+    def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50, tenant: str = "") -> Any:
         seen.append((lat, lng, category, limit))
         users = fn()
         return users, None if users else "no_provider_available"
@@ -149,7 +149,8 @@ def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
     # The job's stream says only that bids came (rivals read it); no sender names the bidder.
     assert pubs(f"job:{job}") == [{"kind": "bid", "job": job, "bid": first["bid"], "count": 1},
                                   {"kind": "bid", "job": job, "bid": second["bid"], "count": 1}]
-    assert set(Publication.objects.filter(channel=f"job:{job}").values_list("sender", flat=True)) == {None}
+    senders = Publication.objects.filter(channel__endswith=f"/job:{job}").values_list("sender", flat=True)
+    assert set(senders) == {None}
     # The whole bid goes to the owner and to the bidder, on their own channels.
     placed = [
         {"kind": "bid.placed", "job": job, "bid": first["bid"], "provider": prov.user, "amount": 12000,
@@ -239,7 +240,7 @@ def test_the_migration_strips_bids_stored_before_bid_privacy(tenant: str) -> Non
         for data, sender in old:
             append(f"job:{job}", data, sender=sender)
     migration.strip_bids(None, types.SimpleNamespace(connection=connection))
-    rows = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+    rows = list(Publication.objects.filter(channel__endswith="/" + f"job:{job}").order_by("offset")
                 .values_list("offset", "sender", "data"))
     assert [(o, s, orjson.loads(d)) for o, s, d in rows] == [
         (1, None, {"kind": "bid", "job": job, "bid": "b1", "count": 1}),
@@ -247,7 +248,7 @@ def test_the_migration_strips_bids_stored_before_bid_privacy(tenant: str) -> Non
         (3, None, {"kind": "bid", "job": job, "bid": "b2", "count": 2}),
         (4, None, {"kind": "bid", "job": job, "bid": "b3", "count": 2})]
     migration.strip_bids(None, types.SimpleNamespace(connection=connection))  # a second run changes nothing
-    assert list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+    assert list(Publication.objects.filter(channel__endswith="/" + f"job:{job}").order_by("offset")
                 .values_list("offset", "sender", "data")) == rows
 
 
@@ -281,7 +282,7 @@ def test_comments_queries_and_answers(tenant: str) -> None:
     assert stream[2] == {"kind": "comment", "job": job, "comment": c1["comment"], "by": asker.user,
                          "role": "provider", "text": "Thanks"}
     # the author is the publication's sender (erasure of a user's content finds it)
-    senders = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+    senders = list(Publication.objects.filter(channel__endswith="/" + f"job:{job}").order_by("offset")
                    .values_list("sender", flat=True))
     assert senders == [asker.user, owner.user, asker.user, admin.user, owner.user]
     # ... so the answer reaches the asker on their own channel.
@@ -491,7 +492,7 @@ def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
     for t in threads:
         t.join(60)
     assert codes == ["ok"] * len(bidders)
-    offsets = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
+    offsets = list(Publication.objects.filter(channel__endswith="/" + f"job:{job}").order_by("offset")
                    .values_list("offset", flat=True))
     assert offsets == list(range(1, len(bidders) + 1))  # one publication per bid, gap-free
     first = Bid.objects.filter(job_id=job).order_by("created_at").first()

@@ -16,11 +16,12 @@ from tests.support import HubClient, HubServer, mint, running_hubs, uid
 BIG = "x" * 60_000  # one publication's data: ~60 KiB, under the 64 KiB frame limit
 
 
-def fill(channel: str, count: int, data: object = None) -> None:
+def fill(channel: str, count: int, data: object = None, tenant: str = "t1") -> None:
+    """Append on the protocol channel `channel` of `tenant` (tests.support's tokens are of t1)."""
     for start in range(0, count, 500):
         with transaction.atomic():
             for _ in range(min(500, count - start)):
-                store.append(channel, {"text": BIG} if data is None else data)
+                store.append(f"{tenant}/{channel}", {"text": BIG} if data is None else data)
 
 
 def rss_kib(pid: int) -> int:
