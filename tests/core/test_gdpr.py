@@ -367,18 +367,19 @@ def test_erasure_removes_the_provider_from_every_process() -> None:
                 return [m["user"] for m in cust.rpc("match.find", lat=lat, lng=lng, category=cat)["providers"]]
 
         deadline = time.time() + 10
-        while not (found(a) == [p] and found(b) == [p] and client.hexists(STATE_HASH, p)):
+        key = f"{TENANT}/{p}"  # the snapshot is keyed <tenant>/<user>
+        while not (found(a) == [p] and found(b) == [p] and client.hexists(STATE_HASH, key)):
             assert time.time() < deadline, "the provider never reached both processes and the snapshot"
             time.sleep(0.2)
 
         erase(p)
 
         deadline = time.time() + 10
-        while found(a) or found(b) or client.hexists(STATE_HASH, p):
+        while found(a) or found(b) or client.hexists(STATE_HASH, key):
             assert time.time() < deadline, "an erased provider is still matched or in the snapshot"
             time.sleep(0.2)
         time.sleep(1.0)  # several snapshot flushes later, nothing came back
-        assert not client.hexists(STATE_HASH, p)
+        assert not client.hexists(STATE_HASH, key)
         assert not ProviderState.objects.filter(user__endswith=f"/{p}").exists()
         assert found(a) == [] and found(b) == []
     finally:

@@ -201,8 +201,8 @@ def test_a_bad_stored_zone_is_skipped_at_start_up_and_reported_on_readyz() -> No
     from matching.models import Zone
 
     cat = uid("cat")
-    good = Zone.objects.create(name="Good", categories=[cat], geometry=square(51.45, -0.2))
-    bad = Zone.objects.create(name="Bad", categories=[cat], geometry=BOWTIE)  # bypasses validation
+    good = Zone.objects.create(name="Good", categories=[cat], geometry=square(51.45, -0.2), tenant="t1")
+    bad = Zone.objects.create(name="Bad", categories=[cat], geometry=BOWTIE, tenant="t1")  # bypasses validation
     server = HubServer()
     try:
         server.start()

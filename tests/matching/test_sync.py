@@ -91,7 +91,7 @@ def test_snapshot_hash_restores_a_new_process() -> None:
     service.matcher().sync.flush(db=False)
     client = hubredis.sync_client()
     assert client is not None
-    raw = client.hget(STATE_HASH, user)
+    raw = client.hget(STATE_HASH, f"default/{user}")  # keyed <tenant>/<user>
     assert raw is not None
     st = msgpack.unpackb(raw, raw=False)
     assert st["u"] == user and st["cap"] == 2 and st["c"] == [cat] and st["s"]
@@ -115,7 +115,7 @@ def test_flusher_writes_the_hash_periodically() -> None:
         m.update_provider(user, 51.4, -0.3, True, categories=["x"])
         client = hubredis.sync_client()
         assert client is not None
-        assert eventually(lambda: client.hexists(STATE_HASH, user), within=3.0)
+        assert eventually(lambda: client.hexists(STATE_HASH, f"default/{user}"), within=3.0)
     finally:
         m.stop()
 
