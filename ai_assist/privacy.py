@@ -3,7 +3,7 @@
 Export: every transcript of the user, oldest first. Erasure: the user's transcripts are deleted,
 and the user's room messages inside other users' transcripts (their context, [{from, text}]) lose
 their text and name the pseudonym. A row still waiting in a journal (written during a database
-outage) is not seen: erase again after an outage that overlapped (docs/ai-assist.md).
+outage) is checked against the erasures when it is finally inserted (ai_assist.transcripts).
 """
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ from django.utils import timezone
 from ai_assist import config
 from ai_assist.models import Transcript
 from ai_assist.redact import redact
+from core.privacy import ERASED
 from hub.tasks import every, on_start
 
 log = logging.getLogger("ai_assist.transcripts")
@@ -68,9 +69,43 @@ def build(*, assist: str, user: str, tenant: str, room: str, prompt: str, contex
         outcome=outcome, error_code=error_code, finish=finish, created_at=timezone.now())
 
 
+def _after_erasures(rows: list[Transcript]) -> list[Transcript]:
+    """Rows made before their user was erased are dropped, and an erased user's messages in other
+    rows' context lose their text (as the erasure did to the rows already stored). A row can reach
+    the database after an erasure that ran while it waited: in a journal during a database outage,
+    or in a dead process's journal replayed later. One query per batch, on the erasures' audit rows."""
+    from core.models import AuditLog
+
+    people = {r.user for r in rows} | {m.get("from") for r in rows for m in r.context
+                                       if isinstance(m, dict) and isinstance(m.get("from"), str)}
+    # user -> (time of their latest erasure, its pseudonym)
+    erased: dict[str, tuple[datetime, str]] = {}
+    for target, at, detail in AuditLog.objects.filter(
+            action="gdpr.erase", target__in=[f"user:{p}" for p in people]).values_list("target", "at", "detail"):
+        user = target.removeprefix("user:")
+        if user not in erased or at > erased[user][0]:
+            name = detail.get("pseudonym") if isinstance(detail, dict) else None
+            erased[user] = (at, name if isinstance(name, str) else ERASED)
+    if not erased:
+        return rows
+    kept = []
+    for r in rows:
+        if r.user in erased and r.created_at <= erased[r.user][0]:
+            continue
+        context = []
+        for m in r.context:
+            who = m.get("from") if isinstance(m, dict) else None
+            gone = erased.get(who) if isinstance(who, str) else None
+            context.append({**m, "from": gone[1], "text": ""} if gone and r.created_at <= gone[0] else m)
+        r.context = context
+        kept.append(r)
+    return kept
+
+
 def _insert(rows: list[Transcript]) -> None:
     # One INSERT ... ON CONFLICT DO NOTHING in autocommit: a single round trip (bulk_create would add
     # BEGIN and COMMIT), and ids already there are skipped, so a row is never written twice.
+    rows = _after_erasures(rows)
     for start in range(0, len(rows), _BATCH):
         Transcript._base_manager._insert(rows[start:start + _BATCH], fields=_CONCRETE,  # type: ignore[attr-defined]
                                          on_conflict=OnConflict.IGNORE)

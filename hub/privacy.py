@@ -12,7 +12,9 @@ Domain apps call `erase_places` for the publications about their records (jobs, 
 """
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,9 +22,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from core import privacy
-from hub import revocation, store
+from hub import revocation, store, tasks
 from hub.channels import tenant_of, unqualify
 
+log = logging.getLogger("hub.privacy")
 ERASED = privacy.ERASED
 # What a server publication about a job or booking says of its place, and of the job, in U's words.
 PLACE_KEYS = frozenset({"lat", "lng", "area", "distance_m", "title", "description"})
@@ -162,6 +165,62 @@ def purge_messages(days: int, dry_run: bool) -> dict[str, int]:
         cursor.execute("DELETE FROM hub_pubkey WHERE created_at < %s", [key_cutoff_ms])
         keys = cursor.rowcount
     return {"messages": pubs, "pubkeys": keys}
+
+
+# --- erasures made where this process could not hear them ---------------------------------------
+#
+# An erasure tells running hubs at commit (store.invalidate_caches, matching's removal message),
+# through Redis. Without Redis (the embedded default: `erase_user` is another process than the
+# hub), or with a message lost, they would keep the erased content in their caches and the erased
+# provider in their index. So every hub process also reads the erasures' audit rows (`gdpr.erase`)
+# newer than the last one it saw, every HUB_REVOCATION_POLL_S, and applies them locally: its hot
+# caches are dropped and the listeners (matching: forget the provider) run.
+
+_erased_listeners: list[Callable[[str], None]] = []
+_last_erasure: list[int] = []  # the id of the newest erasure row this process has applied
+
+
+def on_erased(listener: Callable[[str], None]) -> None:
+    """`listener(user)` runs in a hub process for each erasure it learns of from the audit log."""
+    _erased_listeners.append(listener)
+
+
+def _newest_erasure() -> int:
+    from core.models import AuditLog
+
+    return AuditLog.objects.filter(action="gdpr.erase").order_by("-id").values_list("id", flat=True).first() or 0
+
+
+@tasks.on_start("erasures")
+def _erasures_at_start() -> None:
+    # Erasures before this process started are in the database already; nothing of them is in memory.
+    _last_erasure[:] = [_newest_erasure()]
+
+
+def poll_erasures(now: float | None = None) -> int:
+    """Apply erasures committed since the last poll to this process; returns how many."""
+    from core.models import AuditLog
+
+    if not _last_erasure:
+        _erasures_at_start()
+        return 0
+    fresh = list(AuditLog.objects.filter(action="gdpr.erase", id__gt=_last_erasure[0]).order_by("id")
+                 .values_list("id", "target"))
+    if not fresh:
+        return 0
+    _last_erasure[:] = [fresh[-1][0]]
+    store.drop_local_caches()
+    for _id, target in fresh:
+        user = target.removeprefix("user:")
+        for listener in _erased_listeners:
+            try:
+                listener(user)
+            except Exception:
+                log.exception("erasure listener failed")
+    return len(fresh)
+
+
+tasks.every(settings.HUB_REVOCATION_POLL_S, "erasures")(poll_erasures)
 
 
 ENTRY = privacy.Entry(

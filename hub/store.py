@@ -318,11 +318,16 @@ def on_invalidate(hook: Callable[[], None]) -> None:
     _invalidate_hooks.append(hook)
 
 
+def drop_local_caches() -> None:
+    """This process's hot caches only (hub.privacy's poll: an erasure heard from the database)."""
+    for hook in _invalidate_hooks:
+        hook()
+
+
 def invalidate_caches() -> None:
     """Stored publications were rewritten (erasure): every process drops its hot caches, so recovery
     reads the database. Rare; the caches refill from new traffic."""
-    for hook in _invalidate_hooks:
-        hook()
+    drop_local_caches()
     from core import redis as hubredis
 
     client = hubredis.sync_client()

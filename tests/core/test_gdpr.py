@@ -407,3 +407,92 @@ def test_audit_rows_hold_no_free_text_and_a_cancel_reason_is_erased() -> None:
     erase(prov)
     job.refresh_from_db()
     assert job.cancel_reason == "" and job.cancelled_by.startswith("erased-")
+
+
+@pytest.mark.services
+def test_erasure_reaches_a_hub_that_has_no_redis() -> None:
+    """The embedded default: `erase_user` runs in another process than the hub and no Redis
+    carries its news. The hub learns it from the erasures' audit rows (hub.privacy.poll_erasures):
+    its hot cache and its matcher forget the erased user within a poll."""
+    from core.management.commands.erase_user import erase
+    from tests.support import HubClient, mint, running_hubs
+    from tests.support import uid as new_uid
+
+    alice, bob, ops, cat = new_uid("alice"), new_uid("bob"), new_uid("ops"), new_uid("cat")
+    lat, lng = 51.44, -0.21
+    ring = [[lng - 0.05, lat - 0.05], [lng + 0.05, lat - 0.05], [lng + 0.05, lat + 0.05],
+            [lng - 0.05, lat + 0.05], [lng - 0.05, lat - 0.05]]
+    with running_hubs(env={"REDIS_URL": "", "HUB_REVOCATION_POLL_S": "1"}) as (hub,), \
+            HubClient(hub.url, mint(alice, "provider")) as a, HubClient(hub.url, mint(bob)) as b, \
+            HubClient(hub.url, mint(ops, "admin")) as admin:
+        admin.rpc("zones.create", name="No Redis", categories=[cat],
+                  geometry={"type": "Polygon", "coordinates": [ring]})
+        a.rpc("providers.update", lat=lat, lng=lng, available=True, categories=[cat])
+        assert [p["user"] for p in admin.rpc("match.find", lat=lat, lng=lng, category=cat)["providers"]] == [alice]
+        room = a.rpc("rooms.create", members=[bob], kind="direct")["room"]
+        channel = f"chat:{room}"
+        sub = b.call("subscribe", channel=channel)  # keeps the channel open (and cached) in the hub
+        for i in range(3):
+            a.call("publish", channel=channel, data={"text": f"secret {i}"})
+        b.next_push("pub", channel=channel)
+        erase(alice)  # this process has Redis configured; the hub does not listen to it
+        deadline = time.time() + 10
+        while True:
+            with HubClient(hub.url, mint(bob)) as fresh:
+                rec = fresh.call("subscribe", channel=channel, since={"offset": 0, "epoch": sub["epoch"]})
+            found = admin.rpc("match.find", lat=lat, lng=lng, category=cat)["providers"]
+            if (all(p["data"] is None for p in rec["pubs"]) and not found) or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert [p["offset"] for p in rec["pubs"]] == [1, 2, 3]
+        assert all(p["data"] is None for p in rec["pubs"]), rec["pubs"]
+        assert found == []
+
+
+def test_a_journaled_transcript_that_outlived_an_erasure_is_not_written() -> None:
+    """A transcript journaled during a database outage reaches the database after its user was
+    erased: it is dropped on the way in, and the erased user's words in another's context blanked."""
+    from ai_assist import transcripts
+    from ai_assist.models import Transcript
+    from core.management.commands.erase_user import erase
+
+    u, v = uid("u"), uid("v")
+
+    def row(user: str, context: list[dict[str, object]]) -> Transcript:
+        return transcripts.build(assist=uid("a"), user=user, tenant="t1", room="r", prompt=f"from {user}",
+                                 context=context, answer="ok", provider="fake", model="m", attempts=1,
+                                 fallbacks=[], tokens_in=1, tokens_out=1, latency_ms=1, first_token_ms=1,
+                                 outcome="ok")
+
+    mine = row(u, [])
+    theirs = row(v, [{"from": u, "text": "my address is 1 Acacia Avenue"}, {"from": v, "text": "thanks"}])
+    erase(u)
+    transcripts._insert([mine, theirs])  # what the writer or a journal replay does after the outage
+    assert not Transcript.objects.filter(id=mine.id).exists()
+    pseudonym = AuditLog.objects.filter(action="gdpr.erase", target=f"user:{u}").get().detail["pseudonym"]
+    assert Transcript.objects.get(id=theirs.id).context == [{"from": pseudonym, "text": ""},
+                                                            {"from": v, "text": "thanks"}]
+    later = row(u, [])  # the same id used again after the erasure (a new account): kept
+    transcripts._insert([later])
+    assert Transcript.objects.filter(id=later.id).exists()
+
+
+def test_old_cancel_audit_rows_lose_their_free_text() -> None:
+    """`jobs.cancel` audit rows from before the audit held no personal text: the migration rewrites
+    their reason to `reason_given`, and the table is append-only again afterwards."""
+    import importlib
+    from types import SimpleNamespace
+
+    from core import audit
+
+    migration = importlib.import_module("rooms.migrations.0005_audit_cancel_reason")
+    actor = uid("u")
+    audit.record(actor, "jobs.cancel", "job:x", role="customer", tenant="t1", status="cancelled",
+                 reason="my neighbour at number 4 is noisy")
+    audit.record(actor, "jobs.cancel", "job:y", role="customer", tenant="t1", status="cancelled", reason="")
+    with transaction.atomic():
+        migration.strip_reasons(None, SimpleNamespace(connection=connection))
+    rows = list(AuditLog.objects.filter(actor=actor).order_by("id").values_list("detail", flat=True))
+    assert [("reason" in d, d["reason_given"]) for d in rows] == [(False, True), (False, False)]
+    with pytest.raises(Exception), transaction.atomic():  # noqa: B017 - the trigger's error, any driver
+        AuditLog.objects.filter(actor=actor).update(action="tampered")

@@ -12,7 +12,8 @@ from matching.zoneindex import ZoneIndex
 
 
 def form(geometry: Any) -> ZoneForm:
-    return ZoneForm(data={"tenant": "default", "name": f"z-{uuid.uuid4().hex[:8]}", "categories": json.dumps(["plumbing"]),
+    return ZoneForm(data={"tenant": "default", "name": f"z-{uuid.uuid4().hex[:8]}",
+                          "categories": json.dumps(["plumbing"]),
                           "geometry": json.dumps(geometry), "active": True})
 
 
