@@ -84,7 +84,9 @@ class HubServer:
                         return
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"hub did not start:\n{self.log()}")
+        log = self.log()
+        self.stop(signal.SIGKILL)  # a hub left running after a failed start would outlive the test
+        raise RuntimeError(f"hub did not start:\n{log}")
 
     def log(self) -> str:
         try:
