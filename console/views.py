@@ -254,7 +254,7 @@ async def coverage(request: HttpRequest) -> HttpResponse:
         if category is not None and len(category) > 64:
             raise HubError(BAD_REQUEST, "category: at most 64 characters")
         active = None if caller.role == "admin" else True
-        zones = await sync_to_async(matching.list_zones, thread_sensitive=False)(category, active)
+        zones = await sync_to_async(matching.list_zones, thread_sensitive=False)(category, active, caller.tenant)
         shown = [{k: z[k] for k in ("id", "name", "categories", "geometry", "active", "version")} for z in zones]
         out: dict[str, Any] = {"zones": shown}
         if request.GET.get("cells") in ("1", "true"):
@@ -267,14 +267,14 @@ async def coverage(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 async def providers(request: HttpRequest) -> HttpResponse:
-    """GET /console/api/providers?category= (admins): available providers and where they are now,
-    from this process's matcher index (polled by the explorer every few seconds)."""
+    """GET /console/api/providers?category= (admins): available providers of the admin's tenant and
+    where they are now, from this process's matcher index (polled by the explorer every few seconds)."""
     try:
         if request.method != "GET":
             return not_allowed("GET")
-        _admin(request)
+        caller = _admin(request)
         category = request.GET.get("category") or None
-        index = matching.matcher().providers
+        index = matching.matcher().providers_of(caller.tenant)  # the admin's own tenant's index
         rows = []
         for user in index.users()[:2000]:
             st = index.get(user)

@@ -346,6 +346,15 @@ def test_every_http_route(world: tuple[Tenant, Tenant], live_hub: HubServer) -> 
         "api/openapi.json": lambda: http_json("GET", f"{base}/api/openapi.json"),
         "metrics": None,
         "^api(?:/|$)": lambda: http_json("GET", f"{base}/api/nope", token=ops_b),
+        # The console: its page and built assets hold no data; its helpers answer for the caller's tenant.
+        "console/": None,
+        "console": None,
+        "^static/console/(?P<name>[A-Za-z0-9._/-]{1,200})$": None,
+        "console/api/coverage": lambda: http_json("GET", f"{base}/console/api/coverage?cells=1", token=ops_b),
+        "console/api/providers": lambda: http_json("GET", f"{base}/console/api/providers", token=ops_b),
+        "console/api/audit": lambda: http_json("GET", f"{base}/console/api/audit?limit=200", token=ops_b),
+        # Development sign-in (loopback, HUB_ENV=development only): mints the tenant it is asked for.
+        "api/dev/token": None,
     }
     assert routes() == set(checks), "a new HTTP route needs a row here"
     for route, check in checks.items():
@@ -353,8 +362,12 @@ def test_every_http_route(world: tuple[Tenant, Tenant], live_hub: HubServer) -> 
             continue
         _status, body = check()
         assert not leaks(body, *A_SECRETS), route
-    # B's admin lists B's zones only; A's zone is not found (its id echoed in the error only).
-    assert not leaks(checks["api/zones"]()[1], zone, f"{a.name} zone")  # type: ignore[misc]
+    # B's admin lists B's zones, providers and audit rows only; A's zone is not found (its id echoed
+    # in the error only).
+    for route in ("api/zones", "console/api/coverage", "console/api/providers", "console/api/audit"):
+        status, body = checks[route]()  # type: ignore[misc]
+        assert status == 200 and not leaks(body, zone, a.name, "apro"), (route, body)
+    assert "bpro" in json.dumps(checks["console/api/providers"]()[1])  # type: ignore[misc]
     for method in ("GET", "DELETE"):
         status, body = http_json(method, f"{base}/api/zones/{zone}", token=ops_b)
         assert (status, body["error"]["code"]) == (404, "not_found"), method
