@@ -609,10 +609,14 @@ class Writer:
             if rows:
                 insert_rows(cursor, rows)
                 if _publish_prefixes:
-                    # Hooks see the protocol name and the tenant of the (tenant-qualified) stream.
-                    named = [(p.channel.partition("/"), p) for p in (batch[i] for i in fresh)]
-                    hooked = [(name, p.sender, tenant if sep else _tenant_of(p), p.data)
-                              for (tenant, sep, name), p in named if name.startswith(_publish_prefixes)]
+                    hooked = []
+                    for p in (batch[i] for i in fresh):
+                        # Hooks see the protocol name and the tenant of the (tenant-qualified) stream.
+                        tenant, sep, name = p.channel.partition("/")
+                        if not sep:
+                            tenant, name = _tenant_of(p) or "", p.channel
+                        if name.startswith(_publish_prefixes):
+                            hooked.append((name, p.sender, tenant or None, p.data))
                     if hooked:
                         _run_publish_hooks(hooked)
             if key_offsets:

@@ -107,6 +107,8 @@ def world(live_hub: HubServer) -> Iterator[tuple[Tenant, Tenant]]:
         a.c["carol"].call("subscribe", channel=f"chat:{a.ids['room']}")
         a.c["carol"].call("publish", channel=f"chat:{a.ids['room']}", data={"text": MARK_A})
         a.ids["call"] = a.rpc("carol", "calls.start", room=a.ids["room"], media="voice")["call"]
+        a.ids["device"] = a.rpc("carol", "devices.register", platform="android", token=f"tok{MARK_A}")["device"]
+        a.rpc("carol", "notify.set_preferences", kinds={"message": False})
         yield a, b
     finally:
         a.close()
@@ -217,6 +219,12 @@ def hostile(ids: dict[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:
         "calls.get": ("ops", {"call": ids["call"]}),
         "assist.ask": ("bob", {"prompt": MARK_B, "room": ids["room"], "context": 5}),
         "assist.cancel": ("bob", {"assist": uuid.uuid4().hex}),
+        "devices.register": ("bob", {"platform": "android", "token": f"tok{MARK_B}"}),
+        "devices.unregister": ("carol", {"device": ids["device"]}),
+        "devices.list": ("carol", {}),
+        "devices.state": ("carol", {"background": True, "device": ids["device"]}),
+        "notify.get_preferences": ("carol", {}),
+        "notify.set_preferences": ("carol", {"kinds": {"message": True, "offer": False}}),
         # Last: it closes B's carol (and only B's: A's carol stays connected, checked below).
         "tokens.revoke": ("ops", {"user": "carol"}),
     }
@@ -225,10 +233,13 @@ def hostile(ids: dict[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:
 def a_records(a: Tenant) -> dict[str, Any]:
     """What B must not change: A's zone, job, bid, query, booking and offers, room, call, ratings."""
     from matching.models import Booking, Offer, ProviderState, Zone
+    from notify.models import Device, Preferences
     from rooms.models import Bid, Call, CallParticipant, Job, JobComment, JobQuery, RoomMember
 
     job = Job.objects.get(pk=a.ids["job"])
     return {
+        "devices": sorted(Device.objects.filter(tenant=a.name).values_list("id", "user", "token")),
+        "preferences": sorted(Preferences.objects.filter(tenant=a.name).values_list("user", "kinds")),
         "zone": Zone.objects.filter(pk=a.ids["zone"]).values("name", "version", "active").first(),
         "job": (job.status, job.title, job.provider, job.cancel_reason),
         "bids": sorted(Bid.objects.filter(job=job).values_list("provider", "amount", "status")),
@@ -263,8 +274,8 @@ def test_every_rpc_method_over_socket_and_http(world: tuple[Tenant, Tenant], liv
             answers.append(body)
         for answer in answers:
             assert not leaks(answer, *A_SECRETS), f"{name} leaked A's data to B: {answer}"
-        if name in ("zones.list", "rooms.list", "match.find"):
-            assert not leaks(answers, a.ids["zone"], a.ids["room"], "apro"), name
+        if name in ("zones.list", "rooms.list", "match.find", "devices.list"):
+            assert not leaks(answers, a.ids["zone"], a.ids["room"], a.ids["device"], "apro"), name
     time.sleep(0.5)  # pushes caused by B's calls have landed
     assert a_records(a) == before
     assert not leaks(a.pushes(), MARK_B), "an A socket received B's data"
@@ -355,6 +366,8 @@ def test_every_http_route(world: tuple[Tenant, Tenant], live_hub: HubServer) -> 
         "console/api/audit": lambda: http_json("GET", f"{base}/console/api/audit?limit=200", token=ops_b),
         # Development sign-in (loopback, HUB_ENV=development only): mints the tenant it is asked for.
         "api/dev/token": None,
+        # The deployment's Web Push public key: the same for every tenant.
+        "api/push/vapid-public-key": lambda: http_json("GET", f"{base}/api/push/vapid-public-key"),
     }
     assert routes() == set(checks), "a new HTTP route needs a row here"
     for route, check in checks.items():
