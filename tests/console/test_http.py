@@ -111,7 +111,7 @@ def test_assets_precompressed_and_confined(client: Client) -> None:
 def test_coverage_by_role(client: Client) -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
     ring = [[-0.2, 51.5], [-0.1, 51.5], [-0.1, 51.55], [-0.2, 51.55], [-0.2, 51.5]]
-    admin = service.SystemActor()
+    admin = service.SystemActor(tenant="t1")  # the tokens' tenant: zones are per tenant
     on = service.create_zone(admin, "on", [cat], {"type": "Polygon", "coordinates": [ring]})
     off = service.create_zone(admin, "off", [cat], {"type": "Polygon", "coordinates": [ring]}, active=False)
     assert client.get(f"/console/api/coverage?category={cat}").status_code == 401

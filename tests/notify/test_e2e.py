@@ -62,15 +62,15 @@ def provider(hub: HubServer, fake: FakeWebPush, category: str, tenant: str = "t1
     return user, sub_id, dev
 
 
-def zone(hub: HubServer, category: str) -> None:
-    with HubClient(hub.url, mint("ops", "admin")) as ops:
+def zone(hub: HubServer, category: str, tenant: str = "t1") -> None:
+    with HubClient(hub.url, mint("ops", "admin", tenant=tenant)) as ops:
         ops.rpc("zones.create", name=uid("z"), categories=[category], geometry=square())
 
 
-def book(hub: HubServer, category: str, tenant: str = "t1") -> str:
+def book(hub: HubServer, category: str, tenant: str = "t1", wait: bool = True) -> str:
     customer = uid("c")
     with HubClient(hub.url, mint(customer, "customer", tenant=tenant)) as c:
-        deadline = time.time() + 5
+        deadline = time.time() + 5 if wait else 0
         while time.time() < deadline:  # the other process learns of the providers within a second
             if c.rpc("match.find", lat=LAT, lng=LNG, category=category, k=5)["providers"]:
                 break
@@ -200,11 +200,12 @@ def test_quiet_hours_hold_pushes_unless_offers_may_override(hubs: tuple[HubServe
 def test_no_push_across_the_tenant_wall(hubs: tuple[HubServer, HubServer], fake: FakeWebPush) -> None:
     a, _b = hubs
     cat = uid("cat")
-    zone(a, cat)
-    # The provider's device belongs to tenant A; a customer of tenant B books where they work (the
-    # matcher is not yet tenant-scoped, so the offer itself reaches them), then one of tenant A.
+    zone(a, cat, tenant="tenant-a")
+    zone(a, cat, tenant="tenant-b")
+    # The provider's device belongs to tenant A; a customer of tenant B books where they work (B's
+    # matcher has no such provider: no offer, no push), then one of tenant A.
     user, sub_id, _dev = provider(a, fake, cat, tenant="tenant-a")
-    other = book(a, cat, tenant="tenant-b")
+    other = book(a, cat, tenant="tenant-b", wait=False)
     own = book(a, cat, tenant="tenant-a")
     got = fake.wait(sub_id, timeout=8)
     assert [m.message["data"]["booking"] for m in got] == [own] and other != own
