@@ -6,13 +6,15 @@ offsets and epochs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from typing import Any
 
 import pytest
 from centrifuge import ReplyError, StreamPosition
 
-from tests.hub.centrifuge.sdk import Sdk, wait
+from tests.hub.centrifuge.sdk import Sdk, path, wait
 from tests.support import HubClient, HubServer, mint, uid
 
 MODES = [pytest.param(False, id="json"), pytest.param(True, id="protobuf")]
@@ -286,3 +288,59 @@ def test_call_signals_both_ways(live_hub: HubServer) -> None:
         await b.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("protobuf", MODES)
+def test_raw_batches_unsubscribe_and_rejected_recovery(live_hub: HubServer, protobuf: bool) -> None:
+    """What the SDKs above do not exercise, on the raw protocol: connect and subscribe batched in one
+    frame (the subscribe waits for the connect), unsubscribe (also of a channel not subscribed), and
+    the "reject unrecovered" flag answering 112 instead of recovered=false."""
+    from centrifuge.codecs import _JsonCodec, _ProtobufCodec
+    from websockets.sync.client import connect
+
+    codec_ = _ProtobufCodec if protobuf else _JsonCodec
+    alice = uid("a")
+
+    def send(ws: Any, *cmds: dict[str, Any]) -> None:
+        if protobuf:
+            cmds = tuple(json.loads(json.dumps(c)) for c in cmds)
+        ws.send(codec_.encode_commands(list(cmds)))
+
+    def replies(ws: Any, n: int) -> dict[int, dict[str, Any]]:
+        got: dict[int, dict[str, Any]] = {}
+        while len(got) < n:
+            for reply in codec_.decode_replies(ws.recv(10)):
+                if reply.get("id"):
+                    got[int(reply["id"])] = reply
+        return got
+
+    with connect(path(live_hub.url), subprotocols=["centrifuge-protobuf"] if protobuf else None,
+                 open_timeout=10, close_timeout=2) as ws:
+        channel = f"user:{alice}"
+        send(ws, {"id": 1, "connect": {"token": mint(alice)}},
+             {"id": 2, "rpc": {"method": "rooms.create",
+                               "data": enc(protobuf, {"members": [uid("b")], "kind": "direct"})}})
+        got = replies(ws, 2)
+        assert channel in got[1]["connect"]["subs"]
+        data = got[2]["rpc"]["data"]
+        room_channel = "chat:" + (json.loads(base64.b64decode(data)) if protobuf else data)["room"]
+        send(ws, {"id": 3, "subscribe": {"channel": room_channel}},
+             {"id": 4, "subscribe": {"channel": room_channel, "recover": True, "epoch": "nope", "offset": 1,
+                                     "flag": 2}},
+             {"id": 5, "unsubscribe": {"channel": "chat:notmine"}})
+        got = replies(ws, 3)
+        assert got[3]["subscribe"]["recoverable"] is True
+        assert int(got[4]["error"]["code"]) == 105  # already subscribed
+        assert "unsubscribe" in got[5]
+        send(ws, {"id": 6, "unsubscribe": {"channel": room_channel}})
+        assert "unsubscribe" in replies(ws, 1)[6]
+        send(ws, {"id": 7, "subscribe": {"channel": room_channel, "recover": True, "epoch": "nope", "offset": 1,
+                                         "flag": 2}})
+        assert int(replies(ws, 1)[7]["error"]["code"]) == 112
+        send(ws, {"id": 8, "subscribe": {"channel": room_channel, "recover": True, "epoch": "nope", "offset": 1}})
+        result = replies(ws, 1)[8]["subscribe"]
+        assert result["was_recovering"] is True and not result.get("recovered", False)
+
+
+def enc(protobuf: bool, value: Any) -> Any:
+    return base64.b64encode(json.dumps(value).encode()).decode() if protobuf else value
