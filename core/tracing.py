@@ -368,7 +368,16 @@ def wrap_http(app: Any) -> Any:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     excluded = os.environ.get("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "/healthz$,/readyz$,/metrics$,/static/")
-    return OpenTelemetryMiddleware(app, excluded_urls=excluded, exclude_spans=["receive", "send"])
+    return OpenTelemetryMiddleware(app, excluded_urls=excluded, exclude_spans=["receive", "send"],
+                                   default_span_details=http_span_details)
+
+
+def http_span_details(scope: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Span names stay few whatever clients send: the method and the path's first segment
+    ("POST /api"); the whole path is the span's url.path attribute."""
+    method = str(scope.get("method") or "HTTP").upper()
+    first = str(scope.get("path") or "/").lstrip("/").split("/", 1)[0]
+    return f"{method} /{first[:32]}", {}
 
 
 # Publish commands get their own span when the client sent a traceparent (it asked for the
