@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ai_assist import config, relay
-from core.errors import HubError, forbidden
-from hub import store
-from hub.channels import qualify
+from core.errors import HubError
 from hub.rpc import USERS, Caller, method, run_sync
+from rooms import chat
 
 log = logging.getLogger("ai_assist.rpc")
 
@@ -32,28 +31,6 @@ class _Running:
 
 RUNNING: dict[str, _Running] = {}
 _by_client: dict[str, set[str]] = {}
-
-
-def _text(data: Any) -> str:
-    if isinstance(data, dict):
-        text = data.get("text")
-        return text if isinstance(text, str) else ""
-    return "" if data is None else str(data)
-
-
-def load_context(room: str, user: str, count: int, tenant: str) -> list[dict[str, Any]]:
-    """The last `count` messages of a room the user (of `tenant`) belongs to (sync: ORM); forbidden
-    otherwise."""
-    from rooms.chat import is_member
-
-    if not is_member(room, user, tenant):
-        raise forbidden("you are not a member of that room")
-    if count <= 0:
-        return []
-    channel = qualify(tenant, f"chat:{room}")
-    top, epoch = store.head(channel)
-    pubs = store.read(channel, epoch, after=max(0, top - count), limit=count)
-    return [{"from": p.sender, "text": _text(p.data)} for p in pubs if p.data is not None and _text(p.data)]
 
 
 def _cancel_client(client: str) -> None:
@@ -124,7 +101,7 @@ async def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     count = int(params.get("context", config.get().default_context if room else 0))
     if count and not room:
         raise HubError("bad_request", "context needs a room")
-    context = await run_sync(load_context, room, caller.user, count, caller.tenant) if room else []
+    context = await run_sync(chat.recent_messages, room, caller.user, caller.tenant, count) if room else []
     est = relay.AssistRequest(prompt=prompt, context=context, system=config.get().system_prompt)
     await relay.admit(caller.user, caller.tenant, est.estimated_tokens())
     assist = uuid.uuid4().hex

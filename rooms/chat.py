@@ -13,8 +13,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from core.errors import bad_request
+from core.errors import bad_request, forbidden
 from core.times import epoch_ms
+from hub import store
 from hub.channels import Namespace, qualify, register
 from hub.rpc import USERS, Caller, method
 from hub.store import append
@@ -31,6 +32,26 @@ def is_member(room_id: str, user: str, tenant: str) -> bool:
 
 def members(room_id: str, tenant: str) -> list[str]:
     return list(RoomMember.objects.filter(room_id=room_id, room__tenant=tenant).values_list("user", flat=True))
+
+
+def _text(data: Any) -> str:
+    if isinstance(data, dict):
+        text = data.get("text")
+        return text if isinstance(text, str) else ""
+    return "" if data is None else str(data)
+
+
+def recent_messages(room: str, user: str, tenant: str, count: int) -> list[dict[str, Any]]:
+    """The last `count` text messages of a room `user` (of `tenant`) belongs to, oldest first, as
+    [{from, text}] (the AI assistant's context); forbidden for anyone else. Sync: ORM."""
+    if not is_member(room, user, tenant):
+        raise forbidden("you are not a member of that room")
+    if count <= 0:
+        return []
+    channel = qualify(tenant, f"chat:{room}")
+    top, epoch = store.head(channel)
+    pubs = store.read(channel, epoch, after=max(0, top - count), limit=count)
+    return [{"from": p.sender, "text": _text(p.data)} for p in pubs if p.data is not None and _text(p.data)]
 
 
 def _member_hook(caller: Caller, ident: str) -> bool:
