@@ -1,7 +1,7 @@
 """Django admin for zones, assignments, provider state, bookings, offers and assignments.
 
-Zone edits here validate the geometry like the API does, are audited, and reach every hub
-process (the matcher applies them after commit and broadcasts them). Staff see and edit every
+Zone saves and deletes here are the zone actions the API calls (matching.service create_zone,
+replace_zone, delete_zone): the same validation, audit and reach to every hub process. Staff see and edit every
 tenant's rows here (operators; docs/tenancy.md): a zone's tenant is chosen on the form.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ from django.contrib import admin
 from django.db import transaction
 from django.http import HttpRequest
 
-from core.audit import record
 from core.errors import HubError
 from matching import rpc as _methods  # noqa: F401 - registers the rpc methods (see apps.ready)
 from matching import service
@@ -48,16 +47,6 @@ class ZoneAssignmentInline(admin.TabularInline):
     readonly_fields = ["created_by", "created_at"]
 
 
-def _after_commit(zone_id: str, deleted: bool = False) -> None:
-    m = service.matcher()
-    if deleted:
-        with m.lock:
-            m._drop_zone(zone_id)
-    else:
-        m.reload_zone(zone_id)
-    m.sync.zone_changed(zone_id)
-
-
 def _assignments_changed(providers: set[tuple[str, str]]) -> None:
     """(tenant, provider) pairs whose zone assignments changed."""
     def apply() -> None:
@@ -70,6 +59,11 @@ def _assignments_changed(providers: set[tuple[str, str]]) -> None:
         transaction.on_commit(apply)
 
 
+def _actor(request: HttpRequest, tenant: str) -> service.SystemActor:
+    """Staff act as an admin of the zone's tenant (audited under their username)."""
+    return service.SystemActor(user=getattr(request.user, "username", "") or "admin", role="admin", tenant=tenant)
+
+
 @admin.register(Zone)
 class ZoneAdmin(admin.ModelAdmin):
     form = ZoneForm
@@ -79,19 +73,19 @@ class ZoneAdmin(admin.ModelAdmin):
     readonly_fields = ["version", "created_by", "created_at", "updated_at"]
     inlines = [ZoneAssignmentInline]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Zone | None = None) -> list[str]:
+        # A zone stays in its tenant: the actions find it there.
+        return [*self.readonly_fields, "tenant"] if obj is not None else list(self.readonly_fields)
+
     def save_model(self, request: HttpRequest, obj: Zone, form: Any, change: bool) -> None:
-        actor = getattr(request.user, "username", "") or "admin"
-        with transaction.atomic():
-            if change:
-                obj.version = obj.version + 1
-            else:
-                obj.created_by = actor
-            super().save_model(request, obj, form, change)
-            record(actor, "zones.replace" if change else "zones.create", obj.id, role="admin",
-                   via="django-admin", tenant=obj.tenant,
-                   name=obj.name, categories=obj.categories, active=obj.active)
-        zone_id = obj.id
-        transaction.on_commit(lambda: _after_commit(zone_id))
+        actor = _actor(request, obj.tenant)
+        fields = (obj.name, list(obj.categories), obj.geometry, obj.active)
+        if change:
+            service.replace_zone(actor, obj.id, *fields)
+        else:
+            obj.pk = service.create_zone(actor, *fields)["id"]
+            obj._state.adding = False
+        obj.refresh_from_db()
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         zone = form.instance
@@ -101,12 +95,7 @@ class ZoneAdmin(admin.ModelAdmin):
         _assignments_changed(before | after)
 
     def delete_model(self, request: HttpRequest, obj: Zone) -> None:
-        actor = getattr(request.user, "username", "") or "admin"
-        zone_id = obj.id
-        with transaction.atomic():
-            super().delete_model(request, obj)
-            record(actor, "zones.delete", zone_id, role="admin", via="django-admin")
-        transaction.on_commit(lambda: _after_commit(zone_id, deleted=True))
+        service.delete_zone(_actor(request, obj.tenant), obj.id)
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for obj in list(queryset):

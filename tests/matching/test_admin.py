@@ -40,3 +40,35 @@ def test_geometry_the_index_cannot_load_is_a_form_error(monkeypatch: pytest.Monk
     monkeypatch.setattr(ZoneIndex, "prepare", cannot_load)
     f = form(SQUARE)
     assert not f.is_valid() and "the zone index cannot load this geometry" in f.errors["geometry"][0]
+
+
+def test_staff_saves_and_deletes_zones_through_the_zone_actions() -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from core.models import AuditLog
+    from matching.models import Zone
+
+    staff = User.objects.create_superuser(f"ops-{uuid.uuid4().hex[:8]}", "ops@example.com", "pw")
+    client = Client()
+    client.force_login(staff)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    name = f"z-{uuid.uuid4().hex[:8]}"
+    data = {"tenant": tenant, "name": name, "categories": json.dumps(["plumbing"]),
+            "geometry": json.dumps(SQUARE), "active": "on",
+            "assignments-TOTAL_FORMS": "0", "assignments-INITIAL_FORMS": "0"}
+    resp = client.post("/admin/matching/zone/add/", data)
+    assert resp.status_code == 302, resp.content[:2000]
+    zone = Zone.objects.get(name=name)
+    assert zone.tenant == tenant and zone.created_by == staff.username and zone.version == 1
+    assert AuditLog.objects.filter(action="zones.create", target=zone.id, actor=staff.username,
+                                   tenant=tenant).exists()
+    data["name"] = name + "-renamed"
+    resp = client.post(f"/admin/matching/zone/{zone.id}/change/", data)
+    assert resp.status_code == 302, resp.content[:2000]
+    zone.refresh_from_db()
+    assert zone.name == name + "-renamed" and zone.version == 2 and zone.tenant == tenant
+    resp = client.post(f"/admin/matching/zone/{zone.id}/delete/", {"post": "yes"})
+    assert resp.status_code == 302
+    assert not Zone.objects.filter(id=zone.id).exists()
+    assert AuditLog.objects.filter(action="zones.delete", target=zone.id, tenant=tenant).exists()
