@@ -981,11 +981,15 @@ def _merge_codes(clients: list[Client]) -> dict[str, int]:
 
 
 def stream_heads(db_url: str, channels: list[str]) -> dict[str, int]:
+    """Each channel's newest offset in the database (streams are stored under tenant-qualified names)."""
     import psycopg
 
+    from hub.channels import qualify, unqualify
+
+    names = [qualify(TENANT, ch) for ch in channels]
     with psycopg.connect(db_url, connect_timeout=5) as conn:
-        rows = conn.execute("SELECT name, top FROM hub_stream WHERE name = ANY(%s)", [channels]).fetchall()
-    return {name: int(top) for name, top in rows}
+        rows = conn.execute("SELECT name, top FROM hub_stream WHERE name = ANY(%s)", [names]).fetchall()
+    return {unqualify(name): int(top) for name, top in rows}
 
 
 def count_bids(db_url: str, ids: list[str]) -> int:

@@ -7,6 +7,7 @@ import time
 import pytest
 from websockets.sync.client import connect
 
+from hub.channels import qualify
 from tests.support import (
     HubClient,
     HubServer,
@@ -305,7 +306,7 @@ def test_recovery_on_a_process_that_has_not_heard_of_the_newest_offsets_yet():
         a.call("subscribe", channel=ch)
         a.call("publish", channel=ch, data={"n": 0})
         assert [p["offset"] for p in collect(a, ch, 1)] == [1]
-        top, epoch = _commit_unheard(ch, 2)
+        top, epoch = _commit_unheard(qualify("t1", ch), 2)  # streams are stored per tenant (mint's default)
         b = HubClient(hub.url, mint(bob))
         res = b.call("subscribe", channel=ch, since={"offset": top, "epoch": epoch})
         assert res["recovered"] is True and res["offset"] == top and res["pubs"] == []
