@@ -173,6 +173,47 @@ def _poll(now: float) -> None:
     load(now)
 
 
+# A jti row outlives its token by this margin (clock skew between issuers and hubs).
+PRUNE_MARGIN_S = 300
+
+
+def prune(now: float | None = None) -> int:
+    """Delete revocation rows that can refuse nothing any more; returns how many went.
+
+    - A user's older rows, once a newer one of the same (tenant, user) exists: the newest
+      `not_before` covers everything they did.
+    - A `jti` row HUB_TOKEN_MAX_TTL_S (plus a margin) after it was made: a token carrying `iat` lives
+      at most that long (hub.auth.Policy), so the token it names has expired. (A token without
+      `iat` is bounded only by `exp - now`: one minted to become valid later than that is not
+      covered once its row is gone; tokens minted here always carry `iat`.)
+    User rows that are the newest of their user stay: they also refuse the user's tokens without
+    `iat`, whatever their age. Processes keep what they loaded in memory until they restart.
+    """
+    from django.db import connection
+
+    from core.models import TokenRevocation
+
+    table = TokenRevocation._meta.db_table
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f'DELETE FROM {table} WHERE jti = %s AND EXISTS (SELECT 1 FROM {table} AS newer WHERE newer.jti = %s '
+            f'AND newer.tenant = {table}.tenant AND newer."user" = {table}."user" '
+            f"AND newer.not_before > {table}.not_before)", ["", ""])
+        gone = cursor.rowcount
+    max_ttl = settings.HUB_TOKEN_MAX_TTL_S
+    if max_ttl:
+        from datetime import UTC, datetime
+
+        cutoff = datetime.fromtimestamp((time.time() if now is None else now) - max_ttl - PRUNE_MARGIN_S, tz=UTC)
+        gone += TokenRevocation.objects.exclude(jti="").filter(created_at__lt=cutoff).delete()[0]
+    if gone:
+        log.info("revocations: %d rows pruned", gone)
+    return gone
+
+
+tasks.every(3600.0, "revocations.prune")(prune)
+
+
 tasks.every(settings.HUB_REVOCATION_POLL_S, "revocations")(_poll)
 
 USER_PARAM = {"type": "string", "pattern": f"^{auth.USER_ID.pattern}$"}
