@@ -122,7 +122,7 @@ def apply_message(msg: bytes) -> None:
 
 def load(now: float | None = None) -> int:
     """Read the table (start-up and the poll); returns how many entries were news."""
-    from core.models import TokenRevocation
+    from hub.models import TokenRevocation
 
     fresh = 0
     for tenant, user, jti, nb in TokenRevocation.objects.values_list("tenant", "user", "jti", "not_before"):
@@ -145,7 +145,7 @@ def _announce(rev: Revocation) -> None:
 
 
 def _store(rev: Revocation, actor: str) -> Revocation:
-    from core.models import TokenRevocation
+    from hub.models import TokenRevocation
 
     TokenRevocation.objects.create(tenant=rev.tenant, user=rev.user, jti=rev.jti, not_before=rev.not_before,
                                    actor=actor)

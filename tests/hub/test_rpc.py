@@ -14,8 +14,8 @@ from django.db import OperationalError, connection, transaction
 from django.test import override_settings
 
 from core.errors import HubError
-from core.models import Publication
 from hub import rpc, store
+from hub.models import Publication
 from hub.rpc import Caller, method
 from rooms.models import Job, JobComment
 from tests.support import HubClient, HubServer, mint, uid

@@ -75,7 +75,7 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
     from django.db import connection
 
-    from core.models import TokenRevocation
+    from hub.models import TokenRevocation
     from matching.models import ProviderState
 
     log = server.log()

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from django.db import connection, transaction
 
-from core.models import Publication
 from hub import store
+from hub.models import Publication
 from hub.pubs import Pub
 from tests.support import uid
 

@@ -15,7 +15,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from core.errors import HubError
-from core.models import Publication
+from hub.models import Publication
 from matching import dispatch, service
 from matching.models import Assignment, Booking, Offer, ProviderState
 from matching.service import SystemActor

@@ -13,7 +13,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from core.errors import HubError
-from core.models import AuditLog, Publication
+from core.models import AuditLog
+from hub.models import Publication
 from hub.rpc import Caller
 from rooms import calls
 from rooms.chat import create_room

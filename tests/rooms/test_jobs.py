@@ -13,8 +13,9 @@ import pytest
 from django.db import connection
 
 from core.errors import HubError
-from core.models import AuditLog, Publication
+from core.models import AuditLog
 from hub.channels import check_subscribe
+from hub.models import Publication
 from hub.rpc import Caller
 from rooms import jobs
 from rooms.models import Bid, Job
