@@ -218,6 +218,7 @@ def test_customer_and_provider(browser: Any, hub: HubServer, upstream: FakeUpstr
     cust.get_by_test_id("chat-send").click()
     prov.get_by_test_id("chat-message").filter(has_text="fix a leak").wait_for(timeout=5000)
     prov.get_by_test_id("chat-input").fill("Yes, this afternoon.")
+    cust.locator("[data-testid=typing]", has_text=bob).wait_for(timeout=5000)  # a signal, not stored
     prov.get_by_test_id("chat-input").press("Enter")
     cust.get_by_test_id("chat-message").filter(has_text="this afternoon").wait_for(timeout=5000)
 

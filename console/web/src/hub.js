@@ -75,6 +75,12 @@ export class Hub {
     }
   }
 
+  // An ephemeral signal (typing, call signalling) to the channel's other subscribers: the hub's
+  // `signal` command, which the Centrifuge endpoint takes as rpc("signal", {channel, data}).
+  signal(channel, data) {
+    return this.rpc('signal', { channel, data });
+  }
+
   // A channel subscription: handlers {publication, join, leave, state}; returns {sub, close}.
   subscribe(channel, handlers = {}) {
     let sub = this.client.getSubscription(channel);

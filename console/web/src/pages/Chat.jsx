@@ -107,7 +107,7 @@ function Room({ room }) {
   const onType = (v) => {
     setText(v);
     const now = Date.now();
-    if (now - lastTyping.current > 2000 && hub.signal) {
+    if (now - lastTyping.current > 2000) {
       lastTyping.current = now;
       hub.signal(`chat:${room}`, { typing: true }).catch(() => {});
     }
