@@ -191,7 +191,7 @@ def prune(now: float | None = None) -> int:
     """
     from django.db import connection
 
-    from core.models import TokenRevocation
+    from hub.models import TokenRevocation
 
     table = TokenRevocation._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:

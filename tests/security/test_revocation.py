@@ -168,8 +168,8 @@ def test_prune_drops_superseded_user_rows_and_expired_jti_rows() -> None:
     from django.conf import settings
     from django.utils import timezone
 
-    from core.models import TokenRevocation
     from hub import revocation
+    from hub.models import TokenRevocation
 
     t, u, v = uid("t"), uid("u"), uid("v")
     old = TokenRevocation.objects.create(tenant=t, user=u, not_before=100)
