@@ -95,9 +95,7 @@ class Connection:
     def send_obj(self, obj: dict[str, Any]) -> None:
         if self.closed:
             return
-        if self.sink.pending() > self.engine.max_queue:
-            self.engine.stats["slow_consumers"] += 1
-            self.close(CLOSE_SLOW)
+        if self.engine.cut_if_behind(self):
             return
         self.sink.write(codec.encode(obj, self.binary), self.binary)
 

@@ -368,19 +368,30 @@ class Engine:
         n = 0
         frames: dict[int, tuple[bytes, bytes]] = {}  # format -> (wire frame, payload), built once each
         for conn in list(st.subs):
-            sink = conn.sink
-            if sink.pending() > max_queue:
-                self.stats["slow_consumers"] += 1
-                conn.close(4009)
+            if conn.sink.pending() > max_queue:
+                self._cut_off(conn)
                 continue
             fmt = conn.fmt
             pair = frames.get(fmt)
             if pair is None:
                 pair = frames[fmt] = (pub.wire(fmt), pub.frame(fmt))
-            sink.write_frame(pair[0], pair[1], conn.binary)
+            conn.sink.write_frame(pair[0], pair[1], conn.binary)
             n += 1
         self.stats["delivered"] += n
         self._cache(st, pub)  # after the writes: its size comes from a frame already built
+
+    def _cut_off(self, conn: Connection) -> None:
+        """A socket more than HUB_MAX_QUEUE_BYTES behind is closed (4009; it reconnects and
+        recovers), so one slow reader never holds memory or delays the others. The one cut-off, for
+        deliveries, events and replies alike."""
+        self.stats["slow_consumers"] += 1
+        conn.close(4009)
+
+    def cut_if_behind(self, conn: Connection) -> bool:
+        if conn.sink.pending() <= self.max_queue:
+            return False
+        self._cut_off(conn)
+        return True
 
     def _cache(self, st: ChannelState, pub: Pub) -> None:
         size = pub.size()
@@ -419,8 +430,7 @@ class Engine:
                 payload = encode(frame, binary) if fmt < 2 else event_push(frame, binary)
                 pair = encoded[fmt] = (ws_frame(payload, binary), payload)
             if conn.sink.pending() > self.max_queue:
-                self.stats["slow_consumers"] += 1
-                conn.close(4009)
+                self._cut_off(conn)
                 continue
             conn.sink.write_frame(pair[0], pair[1], binary)
 

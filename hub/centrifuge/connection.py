@@ -105,9 +105,7 @@ class CentrifugeConnection(Connection):
     def write(self, payload: bytes) -> None:
         if self.closed:
             return
-        if self.sink.pending() > self.engine.max_queue:
-            self.engine.stats["slow_consumers"] += 1
-            self.close(4009)
+        if self.engine.cut_if_behind(self):
             return
         self.sink.write(payload, self.binary)
 
