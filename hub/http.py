@@ -5,12 +5,14 @@ same id is in the logs and audit rows of the request. Unknown paths under /api/ 
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -224,6 +226,11 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body, content_type=content_type)
 
 
+# The readiness probe's own thread: it must not queue behind domain calls and recovery reads in
+# the shared pools (a process busy with a reconnect storm would look dead to the load balancer).
+_PROBE = ThreadPoolExecutor(1, thread_name_prefix="readyz")
+
+
 def _db_ok() -> bool:
     try:
         with connection.cursor() as cursor:
@@ -240,7 +247,7 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     if lifecycle.draining():
         # Leaving: load balancers must send nothing new here (hub.lifecycle).
         return JsonResponse({"ok": False, "draining": True, "checks": {"draining": False}}, status=503)
-    checks: dict[str, bool] = {"database": await sync_to_async(_db_ok, thread_sensitive=False)()}
+    checks: dict[str, bool] = {"database": await asyncio.get_running_loop().run_in_executor(_PROBE, _db_ok)}
     client = hubredis.async_client()
     if client is not None:
         try:

@@ -38,3 +38,30 @@ def test_a_raising_check_fails_instead_of_breaking_readyz(registry: None) -> Non
     assert ready.run_checks() == (True, {"broken": False, "fine": True}, {})
     ready.register_check("broken", broken)
     assert ready.run_checks()[0] is False
+
+
+def test_readyz_answers_while_every_shared_worker_is_busy() -> None:
+    """A process busy with a reconnect storm (every worker thread blocked on recovery reads) still
+    answers its load balancer's probe: the probe has a thread of its own."""
+    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.test import RequestFactory
+
+    from hub import http
+
+    release = threading.Event()
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(2))
+        busy = [loop.run_in_executor(None, release.wait, 30) for _ in range(4)]
+        try:
+            resp = await asyncio.wait_for(http.readyz(RequestFactory().get("/readyz")), 10)
+            return resp.status_code
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
+
+    assert asyncio.run(run()) in (200, 503)  # answered, whatever the checks say
