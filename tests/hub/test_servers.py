@@ -77,6 +77,7 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
 
     from hub.models import TokenRevocation
     from matching.models import ProviderState
+    from matching.service import provider_key
 
     log = server.log()
     # Start-up hooks ran before the first answer (healthz waited for them).
@@ -141,7 +142,7 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
         # The drain ran the shut-down hooks: the matcher wrote its provider snapshot to the table
         # (with Redis it does so only every 60 s otherwise).
         assert "shut-down hook matching done" in log and "drained" in log, log
-        assert ProviderState.objects.filter(user=bob_id, lat=51.5).exists()
+        assert ProviderState.objects.filter(user=provider_key(tenant, bob_id), lat=51.5).exists()
     finally:
         alice.close()
         bob.close()

@@ -153,7 +153,8 @@ def test_open_bookings_are_capped_per_customer(hubs: tuple[HubServer, HubServer]
 
     # Per customer and per tenant: someone else, and the same id in another tenant, still book.
     assert client(closing, a, uid("c")).rpc("bookings.create", **book)["status"] == "offering"
-    assert client(closing, b, user, tenant="t2").rpc("bookings.create", **book)["status"] == "offering"
+    # (t2 has no providers here: its booking is made, and unfilled, not refused.)
+    assert client(closing, b, user, tenant="t2").rpc("bookings.create", **book)["status"] in ("offering", "unfilled")
 
     # Only open bookings count: once one is assigned, the customer may book again.
     p1.rpc("offers.accept", booking=made[0]["booking"])

@@ -48,6 +48,13 @@ class Engine:
         self.conns: set[Any] = set()
         self.draining = False
 
+    def cut_if_behind(self, conn: Any) -> bool:
+        if conn.sink.pending() <= self.max_queue:
+            return False
+        self.stats["slow_consumers"] += 1
+        conn.close(4009)
+        return True
+
 
 def conn_with(sink: Sink) -> CentrifugeConnection:
     return CentrifugeConnection(Engine(asyncio.get_running_loop()), sink, False)  # type: ignore[arg-type]
