@@ -24,15 +24,18 @@ import json
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import httpx2
-import openai
 import pydantic
 
 from ai_assist.config import AssistConfig, ProviderSettings
 from ai_assist.keys import KeySource
+from hub.tasks import on_start
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
 
 OFFLINE = "offline"
 
@@ -138,9 +141,19 @@ def _from_status(provider: str, status: int, headers: Any, body: Any) -> Failure
     return Failure(provider, "provider_error", status=status, message=f"{provider} failed (HTTP {status})")
 
 
+def sdks() -> tuple[Any, Any]:
+    """The openai and anthropic SDKs. They cost ~2 s of CPU to import, so a process imports them
+    when a provider has a key (at start-up, see `warm_up`), not every process and test hub."""
+    import anthropic
+    import openai
+
+    return openai, anthropic
+
+
 def classify(provider: str, exc: BaseException) -> Failure:
     if isinstance(exc, Failure):
         return exc
+    openai, anthropic = sdks()
     if isinstance(exc, (openai.APIStatusError, anthropic.APIStatusError)):
         status = exc.status_code
         body = exc.body
@@ -221,6 +234,7 @@ class _SdkProvider(Provider):
 
 class OpenAIProvider(_SdkProvider):
     def _make(self, key: str) -> openai.AsyncOpenAI:
+        openai, _ = sdks()
         return openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
                                   organization=None, project=None)
 
@@ -252,6 +266,7 @@ class OpenAIProvider(_SdkProvider):
 
 class AnthropicProvider(_SdkProvider):
     def _make(self, key: str) -> anthropic.AsyncAnthropic:
+        _, anthropic = sdks()
         return anthropic.AsyncAnthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
 
     async def stream(self, req: AssistRequest, usage: Usage) -> AsyncGenerator[str, None]:
@@ -326,3 +341,14 @@ def build(cfg: AssistConfig) -> list[Provider]:
         ps = cfg.provider_settings[name]
         out.append(OpenAIProvider(ps, cfg) if name == "openai" else AnthropicProvider(ps, cfg))
     return out
+
+
+@on_start("ai_assist.providers")
+def warm_up() -> None:
+    """Import the SDKs before the process listens when any provider has a key, so the first
+    request does not pay for the import on the event loop."""
+    from ai_assist import config
+
+    cfg = config.get()
+    if any(p.configured() for p in build(cfg)):
+        sdks()
