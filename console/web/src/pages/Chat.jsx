@@ -86,23 +86,32 @@ function Room({ room }) {
     e.preventDefault();
     const body = text.trim();
     if (!body) return;
+    // Cleared at once: the next message can be typed (and sent) while this one is on its way.
+    setText('');
     run(async () => {
-      if (assistOn) {
-        const res = await hub.rpc('assist.ask', { prompt: body, room });
-        const id = res.assist;
-        known.current.add(id);
-        const early = pending.current[id] || [];
-        delete pending.current[id];
-        setAnswers((all) => {
-          let a = { id, prompt: body, text: '', state: 'streaming', order: Date.now() };
-          for (const d of early) a = applyAssist(a, d);
-          return { ...all, [id]: a };
-        });
-      } else {
-        await chRef.current.publish({ text: body });
+      try {
+        await deliver(body);
+      } catch (err) {
+        setText((t) => t || body); // not sent: give the words back
+        throw err;
       }
-      setText('');
     });
+  };
+  const deliver = async (body) => {
+    if (assistOn) {
+      const res = await hub.rpc('assist.ask', { prompt: body, room });
+      const id = res.assist;
+      known.current.add(id);
+      const early = pending.current[id] || [];
+      delete pending.current[id];
+      setAnswers((all) => {
+        let a = { id, prompt: body, text: '', state: 'streaming', order: Date.now() };
+        for (const d of early) a = applyAssist(a, d);
+        return { ...all, [id]: a };
+      });
+    } else {
+      await chRef.current.publish({ text: body });
+    }
   };
   const onType = (v) => {
     setText(v);
@@ -152,7 +161,7 @@ function Room({ room }) {
         <label htmlFor="chat-input" className="sr-only">{assistOn ? 'Question for AI assist' : 'Message'}</label>
         <input id="chat-input" data-testid="chat-input" autoComplete="off" value={text} onChange={(e) => onType(e.target.value)}
           placeholder={assistOn ? 'Ask the assistant about this conversation' : 'Write a message'} />
-        <button type="submit" data-testid="chat-send" disabled={busy && !assistOn}>Send</button>
+        <button type="submit" data-testid="chat-send">Send</button>
       </form>
       <ErrorText error={error} />
     </section>
