@@ -488,8 +488,8 @@ def main() -> int:
             for rnd in range(max(1, opts.tracing_rounds)):  # alternately: the machine's drift hits both alike
                 for side in ("hub", "traced"):
                     log(f"tracing {'on' if side == 'traced' else 'off'} (round {rnd + 1}): fan-out and acks")
-                    results[f"tr_fanout_{side}_{rnd}"] = client(side, "fanout", fan, 240)
-                    results[f"tr_acks_{side}_{rnd}"] = client(side, "acks", acks, 120)
+                    results[f"tr_fanout_{side}_{rnd}"] = client(side, "fanout", fan, 240, profile=True)
+                    results[f"tr_acks_{side}_{rnd}"] = client(side, "acks", acks, 120, profile=True)
             log("tracing on, every publish with a traceparent: fan-out and acks")
             results["tr_fanout_all"] = client("traced", "fanout", [*fan, "--traceparent"], 240)
             results["tr_acks_all"] = client("traced", "acks", [*acks, "--traceparent"], 120)

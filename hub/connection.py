@@ -129,8 +129,8 @@ class Connection:
         except codec.FrameError as exc:
             self.bad_frame(exc.message, exc.id)
             return
-        if tracing.ENABLED:
-            token = tracing.command_context(cmd)  # the client's traceparent, if any, is the parent
+        if tracing.ENABLED and "traceparent" in cmd:
+            token = tracing.command_context(cmd)  # the client's traceparent is the parent
             try:
                 self.dispatch(cmd["id"], cmd["cmd"], cmd)
             finally:
@@ -390,7 +390,8 @@ class Connection:
             self.error(cid, HubError("unavailable", "the server is draining; reconnect elsewhere"))
             return
         data = cmd["data"]
-        span = tracing.publish_span(self.client, cid, cmd) if tracing.ENABLED else None
+        span = tracing.publish_span(self.client, cid, cmd) if tracing.ENABLED and (
+            tracing.PUBLISH_ALL or "traceparent" in cmd) else None
         self.engine.submit_for(self, cid, self.prefix + cmd["channel"], data, orjson.dumps(data).decode(),
                                cmd.get("key"), span)
 
