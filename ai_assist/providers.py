@@ -31,7 +31,6 @@ import pydantic
 
 from ai_assist.config import AssistConfig, ProviderSettings
 from ai_assist.keys import KeySource
-from hub.tasks import on_start
 
 if TYPE_CHECKING:
     import anthropic
@@ -343,7 +342,6 @@ def build(cfg: AssistConfig) -> list[Provider]:
     return out
 
 
-@on_start("ai_assist.providers")
 def warm_up() -> None:
     """Import the SDKs before the process listens when any provider has a key, so the first
     request does not pay for the import on the event loop."""

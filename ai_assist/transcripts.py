@@ -46,7 +46,6 @@ from ai_assist import config
 from ai_assist.models import Transcript
 from ai_assist.redact import redact
 from core.privacy import ERASED
-from hub.tasks import every, on_start
 
 log = logging.getLogger("ai_assist.transcripts")
 
@@ -350,8 +349,3 @@ def recover_journals() -> int:
     if total:
         log.info("%d journaled transcripts recovered", total)
     return total
-
-
-# Before a process serves, and now and then, so a dead process's rows do not wait for a restart.
-on_start("ai_assist.transcripts")(recover_journals)
-every(60, "ai_assist.transcripts")(lambda now: recover_journals())

@@ -1,7 +1,7 @@
 """The hub's own namespace: `user:<id>`, private to that user, written by the server only."""
 from __future__ import annotations
 
-from hub.channels import Namespace, register
+from hub.channels import Namespace
 from hub.rpc import Caller
 
 
@@ -9,4 +9,4 @@ async def _own_async(caller: Caller, ident: str) -> bool:
     return caller.user == ident
 
 
-register(Namespace("user", can_subscribe=_own_async))
+USER = Namespace("user", can_subscribe=_own_async)

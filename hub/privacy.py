@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from core import privacy
-from hub import revocation, store, tasks
+from hub import revocation, store
 from hub.channels import tenant_of, unqualify
 
 log = logging.getLogger("hub.privacy")
@@ -191,8 +191,7 @@ def _newest_erasure() -> int:
     return AuditLog.objects.filter(action="gdpr.erase").order_by("-id").values_list("id", flat=True).first() or 0
 
 
-@tasks.on_start("erasures")
-def _erasures_at_start() -> None:
+def erasures_at_start() -> None:
     # Erasures before this process started are in the database already; nothing of them is in memory.
     _last_erasure[:] = [_newest_erasure()]
 
@@ -202,7 +201,7 @@ def poll_erasures(now: float | None = None) -> int:
     from core.models import AuditLog
 
     if not _last_erasure:
-        _erasures_at_start()
+        erasures_at_start()
         return 0
     fresh = list(AuditLog.objects.filter(action="gdpr.erase", id__gt=_last_erasure[0]).order_by("id")
                  .values_list("id", "target"))
@@ -219,8 +218,6 @@ def poll_erasures(now: float | None = None) -> int:
                 log.exception("erasure listener failed")
     return len(fresh)
 
-
-tasks.every(settings.HUB_REVOCATION_POLL_S, "erasures")(poll_erasures)
 
 
 ENTRY = privacy.Entry(

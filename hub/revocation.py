@@ -22,7 +22,7 @@ from django.db import transaction
 
 from core import audit
 from core.errors import bad_request
-from hub import auth, tasks
+from hub import auth
 from hub.rpc import Caller, method
 
 log = logging.getLogger("hub.revocation")
@@ -164,12 +164,11 @@ def revoke_jti(tenant: str, jti: str, actor: str = "operator") -> Revocation:
     return _store(Revocation(tenant, jti=jti), actor)
 
 
-@tasks.on_start("revocations")
-def _load_at_start() -> None:
+def load_at_start() -> None:
     load()
 
 
-def _poll(now: float) -> None:
+def poll(now: float) -> None:
     load(now)
 
 
@@ -210,11 +209,6 @@ def prune(now: float | None = None) -> int:
         log.info("revocations: %d rows pruned", gone)
     return gone
 
-
-tasks.every(3600.0, "revocations.prune")(prune)
-
-
-tasks.every(settings.HUB_REVOCATION_POLL_S, "revocations")(_poll)
 
 USER_PARAM = {"type": "string", "pattern": f"^{auth.USER_ID.pattern}$"}
 JTI_PARAM = {"type": "string", "pattern": f"^{auth.JTI.pattern}$"}

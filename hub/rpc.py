@@ -1,9 +1,13 @@
 """The rpc registry: domain apps register methods; the socket `rpc` command and HTTP `/api/` serve them.
 
+    # rooms/rpc.py: the declaration sits beside the schema; importing it registers nothing
     from hub.rpc import method, Caller
 
     @method("rooms.create", roles=("customer", "provider"), params={...json schema...})
     def create_room(caller: Caller, params: dict) -> dict: ...
+
+    # rooms/apps.py, in ready(): the app's whole rpc surface, in one line
+    hub.rpc.register(rooms.rpc)
 
 A method function is sync (run in a worker thread, free to use the ORM) or async (run on the
 event loop; must not block). It raises core.errors.HubError for refusals.
@@ -30,6 +34,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -99,14 +104,28 @@ def method(name: str, roles: tuple[str, ...] | list[str], params: dict[str, Any]
         raise ValueError(f"{name}: unknown roles {unknown}")
     schema = params if params is not None else {"type": "object", "properties": {}}
 
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in REGISTRY and REGISTRY[name].fn is not fn:
-            raise ValueError(f"rpc method {name} registered twice")
-        REGISTRY[name] = Method(name, frozenset(roles), schema, fn,
-                                summary or (fn.__doc__ or "").strip().split("\n")[0], result, http, serial)
+    def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.rpc_method = Method(name, frozenset(roles), schema, fn,  # type: ignore[attr-defined]
+                               summary or (fn.__doc__ or "").strip().split("\n")[0], result, http, serial)
         return fn
 
-    return register
+    return declare
+
+
+def declared(module: ModuleType) -> list[Method]:
+    """The methods declared (with `@method`) by functions defined in `module`, in source order."""
+    return [fn.rpc_method for fn in vars(module).values()
+            if callable(fn) and isinstance(getattr(fn, "rpc_method", None), Method)
+            and getattr(fn, "__module__", None) == module.__name__]
+
+
+def register(*modules: ModuleType) -> None:
+    """Serve the methods `modules` declare (an app calls this from its AppConfig.ready())."""
+    for module in modules:
+        for m in declared(module):
+            if m.name in REGISTRY and REGISTRY[m.name].fn is not m.fn:
+                raise ValueError(f"rpc method {m.name} registered twice")
+            REGISTRY[m.name] = m
 
 
 def check(caller: Caller, name: str, params: Any) -> Method:

@@ -25,13 +25,10 @@ _started: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose sweeps ru
 LOOPS: list[tuple[str, Callable[[Engine], Awaitable[None]]]] = []
 
 
-def on_start(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+def on_start(name: str, fn: Callable[[], object]) -> None:
     """Register `fn()` (sync, may use the ORM) to run once before the process starts listening,
     so that a process which answers requests has loaded what it serves."""
-    def register(fn: Callable[[], object]) -> Callable[[], object]:
-        STARTUP.append((name, fn))
-        return fn
-    return register
+    STARTUP.append((name, fn))
 
 
 def run_startup() -> None:
@@ -51,30 +48,21 @@ def run_startup() -> None:
     connections.close_all()
 
 
-def every(seconds: float, name: str) -> Callable[[Callable[[float], object]], Callable[[float], object]]:
+def every(seconds: float, name: str, fn: Callable[[float], object]) -> None:
     """Register `fn(now)` (sync, may use the ORM) to run every `seconds` in each hub process."""
-    def register(fn: Callable[[float], object]) -> Callable[[float], object]:
-        SWEEPS.append((name, seconds, fn))
-        return fn
-    return register
+    SWEEPS.append((name, seconds, fn))
 
 
-def on_stop(name: str) -> Callable[[Callable[[], object]], Callable[[], object]]:
+def on_stop(name: str, fn: Callable[[], object]) -> None:
     """Register `fn()` (sync, may use the ORM) to run once when the process drains, after the last
     socket closed and the last publication committed (e.g. flush state other processes restart from)."""
-    def register(fn: Callable[[], object]) -> Callable[[], object]:
-        SHUTDOWN.append((name, fn))
-        return fn
-    return register
+    SHUTDOWN.append((name, fn))
 
 
-def on_loop(name: str) -> Callable[[Callable[[Engine], Awaitable[None]]], Callable[[Engine], Awaitable[None]]]:
+def on_loop(name: str, fn: Callable[[Engine], Awaitable[None]]) -> None:
     """Register `fn(engine)`, a coroutine run for the life of each hub process on its event loop
     (a worker that waits on the network, e.g. push delivery). It must stop when engine.draining."""
-    def register(fn: Callable[[Engine], Awaitable[None]]) -> Callable[[Engine], Awaitable[None]]:
-        LOOPS.append((name, fn))
-        return fn
-    return register
+    LOOPS.append((name, fn))
 
 
 def run_shutdown() -> None:

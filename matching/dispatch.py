@@ -29,7 +29,6 @@ from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub.channels import qualify
 from hub.store import append, atomic, tenant_scope
-from hub.tasks import every, on_start, on_stop
 from matching import privacy, service
 from matching.models import (
     Assignment,
@@ -341,12 +340,3 @@ def _expire_locked(b: Booking, when: datetime) -> int:
     tenant = b.tenant
     transaction.on_commit(lambda: service.refresh_acceptance(users, tenant))
     return n
-
-
-# Subscribed to other processes' updates and loaded before the first request; if that fails
-# (database down), the sweep's matcher() call retries every second.
-on_start("matching")(service.start)
-every(1.0, "matching.offers")(sweep)
-# On drain: the provider snapshot is flushed (Redis hash and table), so the next process to
-# start restores every provider's last state.
-on_stop("matching")(service.stop)

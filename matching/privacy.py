@@ -117,7 +117,7 @@ def erase(user: str, pseudonym: str) -> dict[str, int]:
 ENTRY = registry.Entry("matching", export=export, erase=erase)
 
 
-def _forget_here(user: str) -> None:
+def forget_here(user: str) -> None:
     """An erasure this hub process heard of from the database rather than Redis (no Redis, or a
     lost message; hub.privacy.poll_erasures): the provider leaves this process's index."""
     from matching import service
@@ -126,5 +126,3 @@ def _forget_here(user: str) -> None:
     if m is not None:
         m.sync.forget(user)
 
-
-hub_privacy.on_erased(_forget_here)

@@ -18,9 +18,7 @@ from django.conf import settings
 
 from core import metrics, tracing
 from hub import engine as hub_engine
-from hub import tasks
 from hub.rpc import run_sync
-from hub.store import on_publish, on_user_append
 from notify import actions, delivery
 from notify.delivery import Done, Job
 from notify.models import OutboxState
@@ -233,14 +231,8 @@ async def run_worker(engine: Engine) -> None:
     await worker.run(lambda: engine.draining)
 
 
-def _start_vapid() -> None:
+def start_vapid() -> None:
     from notify import vapid
 
     vapid.private_key()  # development: generated now, before the first request asks for it
 
-
-on_user_append(actions.on_user_event)
-on_publish("chat:", actions.on_chat_publications)
-tasks.on_start("notify")(_start_vapid)
-tasks.on_loop("notify.delivery")(run_worker)
-tasks.every(60, "notify.purge")(actions.purge_finished)

@@ -5,8 +5,15 @@ class RoomsConfig(AppConfig):
     name = "rooms"
 
     def ready(self) -> None:
-        # The chat/job/call namespaces and the rooms.*, jobs.*, calls.* rpc methods register on import.
+        # The app's whole surface: the chat/job/call namespaces, the rooms.*, jobs.*, calls.* rpc
+        # methods, the calls' timer and the privacy entry.
         from core import privacy as registry
-        from rooms import calls, chat, jobs, privacy  # noqa: F401
+        from hub import channels, rpc, tasks
+        from rooms import calls, chat, jobs, privacy
 
+        for module in (chat, jobs, calls):
+            channels.register(module.NAMESPACE)
+        rpc.register(chat, jobs, calls)
+        # Missed invites and abandoned calls, every second in each hub process.
+        tasks.every(1.0, "calls.sweep", calls.sweep)
         registry.register(privacy.ENTRY)

@@ -26,10 +26,9 @@ from core.domain_budgets import per_minute
 from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub import engine
-from hub.channels import Namespace, qualify, register
+from hub.channels import Namespace, qualify
 from hub.rpc import USERS, Caller, method
 from hub.store import append, atomic, tenant_scope
-from hub.tasks import every
 from rooms import agora
 from rooms.chat import members
 from rooms.models import (
@@ -86,8 +85,8 @@ def _signal_hook(caller: Caller, ident: str) -> bool:
                                           call__status__in=LIVE).exists()
 
 
-register(Namespace("call", can_subscribe=_subscribe_hook, can_signal=_signal_hook,
-                   window_s=int(getattr(settings, "HUB_CALL_WINDOW_S", 600))))
+NAMESPACE = Namespace("call", can_subscribe=_subscribe_hook, can_signal=_signal_hook,
+                      window_s=settings.HUB_CALL_WINDOW_S)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -439,6 +438,3 @@ def sweep(now: datetime | float | None = None) -> dict[str, int]:
     """
     return {"missed": expire_invites(now), "abandoned": sweep_abandoned(now)}
 
-
-# Every second in each hub process (hub.tasks calls it with time.time()).
-every(1.0, "calls.sweep")(sweep)

@@ -16,7 +16,7 @@ from django.db.models import Q
 from core.errors import bad_request, forbidden
 from core.times import epoch_ms
 from hub import store
-from hub.channels import Namespace, qualify, register
+from hub.channels import Namespace, qualify
 from hub.rpc import USERS, Caller, method
 from hub.store import append
 from rooms.models import Room, RoomKind, RoomMember, pair_key
@@ -62,8 +62,8 @@ def _in_tenant(caller: Caller, ident: str) -> bool:
     return Room.objects.filter(pk=ident, tenant=caller.tenant).exists()
 
 
-register(Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
-                   can_signal=_member_hook, admin_read=True, in_tenant=_in_tenant))
+NAMESPACE = Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
+                      can_signal=_member_hook, admin_read=True, in_tenant=_in_tenant)
 
 
 def _room_item(room: Room, people: list[str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from django.utils import timezone
 from core.audit import record
 from core.domain_budgets import cap_open, per_minute
 from core.errors import bad_request, conflict, forbidden, not_found
-from hub.channels import Namespace, qualify, register
+from hub.channels import Namespace, qualify
 from hub.rpc import PROVIDERS, USERS, Caller, method
 from hub.store import append, atomic
 from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
@@ -164,7 +164,7 @@ def _in_tenant(caller: Caller, ident: str) -> bool:
     return Job.objects.filter(pk=ident, tenant=caller.tenant).exists()
 
 
-register(Namespace("job", can_subscribe=_subscribe_hook, admin_read=True, in_tenant=_in_tenant))
+NAMESPACE = Namespace("job", can_subscribe=_subscribe_hook, admin_read=True, in_tenant=_in_tenant)
 
 
 # --- actors and the transition table ---------------------------------------------------------

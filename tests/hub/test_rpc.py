@@ -74,6 +74,7 @@ def test_methods() -> Iterator[None]:
     for name, fn in names.items():
         method(name, roles=("customer",), http=False,
                serial=(lambda _c, p: str(p["key"])) if fn is keyed else None)(fn)
+        rpc.REGISTRY[name] = fn.rpc_method  # type: ignore[attr-defined]
     yield
     for name in names:
         rpc.REGISTRY.pop(name, None)
