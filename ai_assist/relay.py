@@ -1,7 +1,8 @@
 """The relay core: one assist request through providers, retries, fallback and breakers, to a sink.
 
-`run_assist(caller, prompt, context, sink)` is transport-free: the socket rpc gives it a sink that
-pushes frames, HTTP one that collects the text, tests and the bench their own.
+`run_assist(caller, prompt, context, sink)` is transport-free: the assist actions (actions.py) give
+it a sink that pushes frames over a socket or one that collects the text for HTTP, tests and the
+bench their own. Admission and budgets are the actions' rules, not the relay's.
 
 Policy, in order for each provider of AI_PROVIDERS that has a key:
 - its breaker open -> skip it; half-open -> this request may be the single probe (one attempt).
@@ -27,7 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -47,8 +48,7 @@ from ai_assist.providers import (
     classify,
 )
 from core import metrics, tracing
-from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAVAILABLE, HubError
-from core.ratelimit import Limit, limiter
+from core.errors import BAD_REQUEST, INTERNAL, UNAVAILABLE
 
 log = logging.getLogger("ai_assist.relay")
 
@@ -148,36 +148,6 @@ def reset() -> None:
     config.reload()
     _providers = None
     _offline = None
-
-
-# --- rate limits ------------------------------------------------------------------------------
-
-def _limits(user: str, tenant: str, requests: int, tokens: int) -> list[Limit]:
-    cfg = config.get()
-    # A user's budget is their tenant's user's: two tenants' `alice` never share one.
-    who = f"{tenant}/{user}"
-    return [Limit(f"u:{who}:rpm", cfg.user_rpm, requests), Limit(f"t:{tenant}:rpm", cfg.tenant_rpm, requests),
-            Limit(f"u:{who}:tpm", cfg.user_tpm, tokens), Limit(f"t:{tenant}:tpm", cfg.tenant_tpm, tokens)]
-
-
-async def admit(user: str, tenant: str, estimated_tokens: int) -> None:
-    """Charge one request and the estimated input tokens, or refuse with rate_limited."""
-    limits = _limits(user, tenant, 1, estimated_tokens)
-    if any(lim.impossible() for lim in limits if lim.per_minute > 0):
-        raise HubError(TOO_LARGE, "the request is larger than the token limit allows")
-    wait_ms = await limiter().acquire(limits)
-    if wait_ms:
-        metrics.rate_limited("assist")
-        raise HubError(RATE_LIMITED, "too many assist requests; retry later", retry_after_ms=wait_ms)
-
-
-async def _charge_tokens(user: str, tenant: str, tokens: int) -> None:
-    # Tokens known only after the answer are charged unconditionally; they slow the next requests.
-    if tokens > 0:
-        try:
-            await limiter().acquire(_limits(user, tenant, 0, tokens), force=True)
-        except Exception as exc:  # noqa: BLE001 - accounting must not fail a finished answer
-            log.warning("assist token accounting failed: %s", type(exc).__name__)
 
 
 # --- the core ---------------------------------------------------------------------------------
@@ -316,15 +286,19 @@ class _Run:
                 await self.attempt(p, usage, token)
 
 
+Charge = Callable[[str, str, AssistResult], Awaitable[None]]
+
+
 async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], sink: Sink, *,
-                     assist: str | None = None, room: str = "") -> AssistResult:
+                     assist: str | None = None, room: str = "", charge: Charge | None = None) -> AssistResult:
     """Answer one request: deltas, then done or error, go to `sink`; a transcript is written.
 
     The final `done`/`error` reaches the sink only after the transcript row is journaled (on disk),
     so an answer the user was told about survives the process being killed right after; returns
     once the row is committed (or after COMMIT_WAIT_S, the database being slow or down). `caller`
     needs `.user` and `.tenant`. Cancelling the task stops the upstream stream (its HTTP response
-    is closed) and records a cancelled transcript; nothing more is sent to the sink.
+    is closed) and records a cancelled transcript; nothing more is sent to the sink. `charge(user,
+    tenant, result)` settles what the answer cost (ai_assist.actions.charge_answer), however it ended.
     """
     cfg = config.get()
     assist = assist or uuid.uuid4().hex
@@ -357,11 +331,11 @@ async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], si
             result.usage = usage
         committed = _record(caller, room, prompt, context, result)
         if final is None:  # cancelled or failed: no final push follows
-            await asyncio.shield(_settle(caller, result, committed))
+            await asyncio.shield(_settle(caller, result, committed, charge))
     try:
         final()  # only now: the row is on disk before the user hears the answer is over
     finally:
-        await asyncio.shield(_settle(caller, result, committed))
+        await asyncio.shield(_settle(caller, result, committed, charge))
     return result
 
 
@@ -438,10 +412,11 @@ def _record(caller: Any, room: str, prompt: str, context: list[dict[str, Any]],
 COMMIT_WAIT_S = 5.0  # how long a finished request waits for its row's commit (it is journaled already)
 
 
-async def _settle(caller: Any, result: AssistResult, committed: asyncio.Future[bool]) -> None:
+async def _settle(caller: Any, result: AssistResult, committed: asyncio.Future[bool],
+                  charge: Charge | None) -> None:
     user, tenant = str(caller.user), str(getattr(caller, "tenant", "") or "")
-    if result.outcome in ("ok", "incomplete", "cancelled"):
-        await _charge_tokens(user, tenant, result.usage.output_tokens)
+    if charge is not None:
+        await charge(user, tenant, result)
     try:
         await asyncio.wait_for(asyncio.shield(committed), COMMIT_WAIT_S)
         result.transcript_written = True

@@ -130,10 +130,12 @@ class BenchCaller:
 
 
 async def relay_one(n: int, prompt: str, out: Samples, written: list[bool]) -> None:
+    from ai_assist.actions import charge_answer
     from ai_assist.relay import run_assist
 
     sink = TimingSink()
-    result = await run_assist(BenchCaller(f"bench-{n % 1000}"), prompt, [], sink)
+    # Charged as the assist actions do, so the relay side does a real request's work.
+    result = await run_assist(BenchCaller(f"bench-{n % 1000}"), prompt, [], sink, charge=charge_answer)
     written.append(result.transcript_written)
     if sink.failed or sink.end is None:
         out.errors += 1

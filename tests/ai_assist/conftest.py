@@ -5,8 +5,9 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from django.conf import settings
 
 from ai_assist import breaker, relay, transcripts
 from core import ratelimit
+from hub.rpc import Caller
 from tests.fakes.ai_upstream import FakeUpstreamServer
 
 OPENAI_KEY = "sk-test-openai-" + "a1b2c3d4e5f6a7b8c9d0"
@@ -150,3 +152,32 @@ def ask(prompt: str = "hello relay", who: Who | None = None, context: list[dict[
 def expected_answer(user_text: str, tokens: int = 12) -> str:
     words = ("echo " + user_text).split()
     return "".join((" " if i else "") + words[i % len(words)] for i in range(tokens))
+
+
+class SocketCaller:
+    """A Caller with a push function and on_close callbacks, like the socket engine builds."""
+
+    def __init__(self, user: str | None = None) -> None:
+        self.pushes: list[dict[str, Any]] = []
+        self.closers: list[Callable[[], None]] = []
+        self.got = asyncio.Event()
+        self.caller = Caller(user=user or f"u{uuid.uuid4().hex[:10]}", role="customer", tenant="t1",
+                                 client=f"c{uuid.uuid4().hex[:8]}", push=self._push, on_close=self.closers.append)
+
+    def _push(self, frame: dict[str, Any]) -> None:
+        self.pushes.append(frame)
+        self.got.set()
+
+    async def until(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred(self.pushes):
+            self.got.clear()
+            await asyncio.wait_for(self.got.wait(), max(0.01, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for cb in self.closers:
+            cb()
+
+
+def final_push(pushes: list[dict[str, Any]]) -> bool:
+    return any(p.get("done") or p.get("error") for p in pushes)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ai_assist import breaker, relay
+from ai_assist import actions, breaker, relay
 from ai_assist.models import Transcript
 from core import ratelimit
 from tests.ai_assist.conftest import RecordingSink, Relay, Who, ask, expected_answer, journaled_ids
@@ -286,7 +286,7 @@ def test_redis_outage_fails_open(assist: Relay, caplog: pytest.LogCaptureFixture
     breaker._redis.clear()
     ratelimit._redis_limiters.clear()
     try:
-        asyncio.run(relay.admit("u-outage", "t-outage", 10))  # limited in-process instead
+        asyncio.run(actions.admit("u-outage", "t-outage", 10))  # limited in-process instead
         result, sink = ask()
     finally:
         settings.REDIS_URL, hubredis._sync = saved

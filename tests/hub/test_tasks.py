@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The modules that declare an app's surface (rpc methods, namespaces, hooks, sweeps, routes).
 APP_MODULES = ["hub.revocation", "hub.privacy", "hub.namespaces", "hub.http", "rooms.chat", "rooms.jobs",
                "rooms.calls", "matching.rpc", "matching.dispatch", "matching.privacy", "matching.urls",
-               "ai_assist.rpc", "ai_assist.providers", "ai_assist.transcripts", "notify.rpc", "notify.worker",
-               "notify.urls", "console.urls"]
+               "ai_assist.rpc", "ai_assist.actions", "ai_assist.providers", "ai_assist.transcripts",
+               "notify.rpc", "notify.actions", "notify.worker", "notify.urls", "console.urls"]
 
 
 def test_startup_hooks_run_in_order_and_a_failure_is_logged_not_fatal(
