@@ -127,14 +127,18 @@ def on_domain_commit(hook: Callable[[list[Pub]], None]) -> None:
     _after_commit_hooks.append(hook)
 
 
-# Hooks run INSIDE the committing transaction for every append to a `user:<id>` channel, with
-# (user, data, tenant): a domain app (notifications) may write rows that commit, or roll back,
-# with the event. The tenant is the one the event happens in (EVENT_TENANT), None when unknown.
-_user_hooks: list[Callable[[str, Any, str | None], None]] = []
+# Hooks run INSIDE the committing transaction with the events appended to `user:<id>` channels,
+# [(user, data, tenant)] in append order: a domain app (notifications) may write rows that commit,
+# or roll back, with the events. Inside `atomic()` they run once, with every live event of the
+# transaction, just before the offsets are assigned (one look-up for 50 notified providers, not
+# 50); an append outside such a scope runs them with its one event. The tenant is the one the
+# event happens in (EVENT_TENANT when it was appended), None when unknown.
+UserEvent = tuple[str, Any, str | None]
+_user_hooks: list[Callable[[list[UserEvent]], None]] = []
 EVENT_TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar("hub_event_tenant", default=None)
 
 
-def on_user_append(hook: Callable[[str, Any, str | None], None]) -> None:
+def on_user_append(hook: Callable[[list[UserEvent]], None]) -> None:
     if hook not in _user_hooks:
         _user_hooks.append(hook)
 
@@ -149,16 +153,21 @@ def tenant_scope(tenant: str | None) -> Iterator[None]:
         EVENT_TENANT.reset(token)
 
 
-def _run_user_hooks(channel: str, data: Any) -> None:
+def _user_event(channel: str, data: Any) -> UserEvent | None:
+    """(user, data, tenant) of an append to a `user:` channel, else None; read at append time."""
     # Stored names are tenant-qualified (`<tenant>/user:<id>`, hub.channels): the tenant is the name's.
-    if not _user_hooks:
-        return
     tenant, sep, name = channel.partition("/")
     if not sep:
         tenant, name = EVENT_TENANT.get() or "", channel
-    if name.startswith("user:"):
+    if not name.startswith("user:"):
+        return None
+    return name[5:], data, tenant or None
+
+
+def _run_user_hooks(events: list[UserEvent]) -> None:
+    if events:
         for hook in _user_hooks:
-            hook(name[5:], data, tenant or None)
+            hook(events)
 
 
 # Hooks run inside the group commit's transaction for client publications on channels with a
@@ -188,8 +197,9 @@ def _run_publish_hooks(items: list[tuple[str, str | None, str | None, Any]]) -> 
 
 
 class _Scope(threading.local):
-    # Appends of the open store.atomic() block on this thread (Django connections are per thread).
-    pending: list[tuple[Callable[[], None], Pub, str]] | None = None
+    # Appends of the open store.atomic() block on this thread (Django connections are per thread):
+    # (on_commit marker, publication, its JSON, its user event if on a `user:` channel).
+    pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]] | None = None
 
 
 _scope = _Scope()
@@ -214,14 +224,17 @@ def atomic() -> Iterator[None]:
         _scope.pending = None
 
 
-def _flush(pending: list[tuple[Callable[[], None], Pub, str]]) -> None:
+def _flush(pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]]) -> None:
     if not pending:
         return
     # An append inside a savepoint that rolled back lost its on_commit entry: it is not published.
     live = {id(entry[1]) for entry in connection.run_on_commit}
-    items = [(pub, body) for hook, pub, body in pending if id(hook) in live]
-    if not items:
+    kept = [entry for entry in pending if id(entry[0]) in live]
+    if not kept:
         return
+    if _user_hooks:
+        _run_user_hooks([event for _h, _p, _b, event in kept if event is not None])
+    items = [(pub, body) for _h, pub, body, _e in kept]
     counts: dict[str, int] = {}
     for pub, _body in items:
         counts[pub.channel] = counts.get(pub.channel, 0) + 1
@@ -285,11 +298,12 @@ def append(channel: str, data: Any, sender: str | None = None) -> Pub:
             """A distinct on_commit entry per append: Django drops it with a rolled-back savepoint."""
 
         transaction.on_commit(hook)
-        pending.append((hook, pub, body))
-        _run_user_hooks(channel, data)
+        pending.append((hook, pub, body, _user_event(channel, data) if _user_hooks else None))
         return pub
     with transaction.atomic():
-        _run_user_hooks(channel, data)
+        event = _user_event(channel, data) if _user_hooks else None
+        if event is not None:
+            _run_user_hooks([event])
         with connection.cursor() as cursor:
             top, epoch = assign_offsets(cursor, {channel: 1})[channel]
             insert_rows(cursor, [(channel, top, ts, sender, body)])

@@ -1,8 +1,8 @@
 """The rules of notifications: devices, preferences, and what an event puts in the outbox.
 
-`on_user_event` runs inside the transaction that appends a publication to a `user:` channel
-(hub.store.on_user_append), so the event and its pushes commit, or roll back, together: an event
-committed is a push that will be attempted, across restarts and kill -9.
+`on_user_events` runs inside the transaction that appends publications to `user:` channels
+(hub.store.on_user_append), so the events and their pushes commit, or roll back, together: an
+event committed is a push that will be attempted, across restarts and kill -9.
 """
 from __future__ import annotations
 
@@ -334,28 +334,94 @@ def _wake() -> None:
             log.debug("wake failed", exc_info=True)
 
 
-def on_user_event(user: str, data: Any, tenant: str | None) -> None:
-    """hub.store hook: runs inside the transaction appending `data` to `user:<user>`."""
-    if not isinstance(data, dict) or data.get("kind") not in content.RULES:
-        return
+def on_user_events(events: list[tuple[str, Any, str | None]]) -> None:
+    """hub.store hook: the (user, data, tenant) events of the committing transaction, in order.
+
+    The same writes as handling each event alone, in fewer statements: one device look-up and one
+    preferences look-up for all of them, and per round (a user's first event, then their second,
+    ...) one cancelling UPDATE per set of collapse keys, one replacing UPDATE per collapse key and
+    one INSERT. A transaction telling 50 providers of a job costs 2 statements, not 50."""
     now = time.time()
-    eff = content.effect_of(user, data, now)
-    if eff is None:
+    rounds: list[list[tuple[str, str | None, content.Effect]]] = []
+    seen: dict[str, int] = {}
+    for user, data, tenant in events:
+        if not isinstance(data, dict) or data.get("kind") not in content.RULES:
+            continue
+        eff = content.effect_of(user, data, now)
+        if eff is None:
+            continue
+        n = seen[user] = seen.get(user, -1) + 1  # a user's second event waits for their first's writes
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((user, tenant, eff))
+    if not rounds:
         return
-    if eff.cancel:
-        # Pushes not yet sent about something that is over (an offer taken, a call ended) never go.
-        # Collapse keys name ids unique across tenants, so cancelling needs no tenant.
-        Outbox.objects.filter(user=user, collapse_key__in=eff.cancel, state=OutboxState.PENDING).update(
+    pushed = [(user, tenant, eff.push) for r in rounds for user, tenant, eff in r
+              if eff.push is not None and eff.push.expires_at > now]
+    for user, tenant, spec in pushed:
+        if tenant is None:
+            # The event's tenant is unknown: a push could cross a tenant wall, so none is made.
+            log.warning("no tenant for a %s event to user %s: not pushed", spec.kind, user)
+            metrics.push("none", "no_tenant")
+    owners = {(tenant, user) for user, tenant, _s in pushed if tenant is not None}
+    devices: dict[tuple[str, str], list[str]] = {}
+    prefs: dict[tuple[str, str], Preferences] = {}
+    if owners:
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, user in owners:
+            by_tenant.setdefault(tenant, []).append(user)
+        held = Q()
+        for tenant, users in by_tenant.items():
+            held |= Q(tenant=tenant, user__in=users)
+        for device_id, tenant, user in Device.objects.filter(held).values_list("id", "tenant", "user"):
+            devices.setdefault((tenant, user), []).append(device_id)
+        if devices:
+            wanted = Q()
+            for tenant, user in devices:
+                wanted |= Q(tenant=tenant, user=user)
+            prefs = {(p.tenant, p.user): p for p in Preferences.objects.filter(wanted)}
+    for r in rounds:
+        _apply_round(r, now, devices, prefs)
+
+
+def _apply_round(effects: list[tuple[str, str | None, content.Effect]], now: float,
+                 devices: dict[tuple[str, str], list[str]], prefs: dict[tuple[str, str], Preferences]) -> None:
+    """One event per user: cancels, then replaced pushes, then new rows (each user's own order)."""
+    cancels: dict[tuple[str, ...], list[str]] = {}
+    for user, _tenant, eff in effects:
+        if eff.cancel:
+            # Pushes not yet sent about something that is over (an offer taken, a call ended) never go.
+            # Collapse keys name ids unique across tenants, so cancelling needs no tenant.
+            cancels.setdefault(tuple(sorted(eff.cancel)), []).append(user)
+    for keys, users in cancels.items():
+        Outbox.objects.filter(user__in=users, collapse_key__in=keys, state=OutboxState.PENDING).update(
             state=OutboxState.CANCELLED, done_at=timezone.now())
-    spec = eff.push
-    if spec is None or spec.expires_at <= now:
-        return
-    if tenant is None:
-        # The event's tenant is unknown: a push could cross a tenant wall, so none is made.
-        log.warning("no tenant for a %s event to user %s: not pushed", spec.kind, user)
-        metrics.push("none", "no_tenant")
-        return
-    enqueue(tenant, user, spec, now)
+    created = datetime.fromtimestamp(now, tz=UTC)
+    replace: dict[str, list[str]] = {}
+    rows: list[Outbox] = []
+    for user, tenant, eff in effects:
+        spec = eff.push
+        if spec is None or spec.expires_at <= now or tenant is None:
+            continue
+        ids = devices.get((tenant, user))
+        if not ids:
+            continue
+        if not allows(resolve(tenant, prefs.get((tenant, user))), spec, now):
+            metrics.push("all", "suppressed", len(ids))
+            continue
+        # A newer push with the same collapse key replaces one not yet sent (a missed call, its invite).
+        replace.setdefault(spec.collapse_key, []).extend(ids)
+        payload = {"title": spec.title, "body": spec.body, "data": spec.data}
+        expires = datetime.fromtimestamp(spec.expires_at, tz=UTC)
+        rows += [Outbox(tenant=tenant, user=user, device_id=i, kind=spec.kind, payload=payload,
+                        collapse_key=spec.collapse_key, urgent=spec.urgent, created_at=created,
+                        expires_at=expires, next_at=created) for i in ids]
+    for key, ids in replace.items():
+        Outbox.objects.filter(device_id__in=ids, collapse_key=key, state=OutboxState.PENDING).update(
+            state=OutboxState.REPLACED, done_at=created)
+    if rows:
+        Outbox.objects.bulk_create(rows)
+        transaction.on_commit(_wake)
 
 
 # room -> (when it goes stale, [(user, tenant)] of its members who have a device). The group commit

@@ -17,7 +17,7 @@ class NotifyConfig(AppConfig):
         rpc.register(notify_rpc)
         routes.register("notify", urls.urlpatterns, urls.OPENAPI)
         registry.register(privacy.ENTRY)
-        store.on_user_append(actions.on_user_event)
+        store.on_user_append(actions.on_user_events)
         store.on_publish("chat:", actions.on_chat_publications)
         tasks.on_start("notify", worker.start_vapid)
         tasks.on_loop("notify.delivery", worker.run_worker)

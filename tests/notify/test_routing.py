@@ -236,6 +236,40 @@ def test_a_missed_call_replaces_its_invite(fake: FakeWebPush) -> None:
     assert missed.collapse_key == invite.collapse_key == "call:c1"
 
 
+def test_one_transactions_events_act_in_order_with_lookups_shared(fake: FakeWebPush) -> None:
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    t, caller = uid("t"), uid("c")
+    users = [uid("u") for _ in range(6)]
+    for u in users:
+        web_device(fake, t, u)
+    actions.set_preferences(t, users[1], {"kinds": {"offer": False}})
+    bystander = uid("u")  # no device: nothing to write for them
+    with CaptureQueriesContext(connection) as q, store.tenant_scope(t), store.atomic():
+        for u in [*users, bystander]:
+            store.append(f"user:{u}", offer("b1"))
+        # One user's later events follow their first: the invite is replaced by the missed call.
+        store.append(f"user:{users[0]}", {"kind": "call.invite", "call": "c1", "room": "r1", "media": "voice",
+                                          "from": caller, "ring_s": 30})
+        store.append(f"user:{users[0]}", {"kind": "call.missed", "call": "c1", "room": "r1", "media": "voice",
+                                          "from": caller, "user": users[0], "reason": "ended"})
+        with pytest.raises(RuntimeError), transaction.atomic():  # undone with its savepoint: never pushed
+            store.append(f"user:{users[2]}", {"kind": "room.new", "room": "r9"})
+            raise RuntimeError("undone")
+        store.append(f"user:{users[3]}", {"kind": "offer.withdrawn", "booking": "b1"})
+    assert sorted((r.collapse_key, r.state) for r in rows(users[0])) == [
+        ("call:c1", "cancelled"), ("call:c1", "pending"), ("offer:b1", "pending")]
+    assert rows(users[1]) == []  # offers switched off
+    assert [(r.collapse_key, r.state) for r in rows(users[2])] == [("offer:b1", "pending")]
+    assert [r.state for r in rows(users[3])] == ["cancelled"]
+    assert [r.state for r in rows(users[4])] == [r.state for r in rows(users[5])] == ["pending"]
+    assert rows(bystander) == []
+    # Seven users told of one offer: the devices and preferences are read once, not per user.
+    assert sum("notify_device" in x["sql"] for x in q.captured_queries) == 1
+    assert sum("notify_preferences" in x["sql"] for x in q.captured_queries) == 1
+
+
 def test_preferences_and_quiet_hours_decide(fake: FakeWebPush) -> None:
     t, u = uid("t"), uid("u")
     web_device(fake, t, u)
