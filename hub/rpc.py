@@ -81,7 +81,8 @@ class Method:
     http: bool = True
     # Calls with the same key (e.g. the job they write to) run SERIAL_WIDTH at a time per process; the
     # others wait on the event loop rather than in workers blocked on the same database row. Runs on
-    # the loop (must not block); it may raise HubError to refuse a call without taking a worker.
+    # the loop (must not block), before the wait and again after it; it may raise HubError to refuse
+    # a call without taking a worker.
     serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
     validator: Draft202012Validator = field(init=False, repr=False)
     is_async: bool = field(init=False)
@@ -183,10 +184,15 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
     try:
         if m.is_async:
             return await m.fn(caller, params)
-        key = m.serial(caller, params) if m.serial is not None else None
-        if key is None:
+        serial = m.serial
+        key = serial(caller, params) if serial is not None else None
+        if serial is None or key is None:
             return await run_domain(_attempts, name, m.fn, caller, params)
-        async with _serial(key):
+        async with _serial(key) as waited:
+            if waited:
+                # Asked again after the wait: what the calls ahead learnt (a job that closed
+                # meanwhile) refuses this one here, without a worker or a transaction.
+                serial(caller, params)
             return await run_domain(_attempts, name, m.fn, caller, params)
     except HubError:
         raise
@@ -328,19 +334,24 @@ _keys: dict[str, asyncio.Semaphore] = {}
 
 
 @contextlib.asynccontextmanager
-async def _serial(key: str) -> AsyncIterator[None]:
-    """At most SERIAL_WIDTH calls per key at a time in this process; waiting is bounded like the pool's."""
+async def _serial(key: str) -> AsyncIterator[bool]:
+    """At most SERIAL_WIDTH calls per key at a time in this process; waiting is bounded like the pool's.
+    Yields whether the call had to wait for its turn."""
     sem = _keys.get(key)
     if sem is None:
         sem = _keys[key] = asyncio.Semaphore(SERIAL_WIDTH)
     try:
+        waited = sem.locked()
+        if not waited:
+            await sem.acquire()  # free: taken at once, no timer
+        else:
+            try:
+                await asyncio.wait_for(sem.acquire(), settings.HUB_DOMAIN_WAIT_S)
+            except TimeoutError:
+                metrics.command("rpc:saturated", UNAVAILABLE)
+                raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100) from None
         try:
-            await asyncio.wait_for(sem.acquire(), settings.HUB_DOMAIN_WAIT_S)
-        except TimeoutError:
-            metrics.command("rpc:saturated", UNAVAILABLE)
-            raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100) from None
-        try:
-            yield
+            yield waited
         finally:
             sem.release()
     finally:

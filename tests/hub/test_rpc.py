@@ -67,13 +67,33 @@ def keyed(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+closed: set[str] = set()
+close_now = threading.Event()
+
+
+def closing(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    """Closes its key (as an accepted job closes its bids) once told to."""
+    close_now.wait(5)
+    closed.add(params["key"])
+    with count_lock:
+        finished.append(params["key"])
+    return {}
+
+
+def refuse_closed(caller: Caller, params: dict[str, Any]) -> str:
+    if params["key"] in closed:
+        raise HubError("conflict", "closed")
+    return str(params["key"])
+
+
 @pytest.fixture(autouse=True)
 def test_methods() -> Iterator[None]:
     """Methods registered for this module only (the registry is otherwise the documented API)."""
-    names = {"tests.collide": collide, "tests.lost": lost, "tests.block": block, "tests.keyed": keyed}
+    names = {"tests.collide": collide, "tests.lost": lost, "tests.block": block, "tests.keyed": keyed,
+             "tests.closing": closing}
+    serials = {keyed: lambda _c, p: str(p["key"]), closing: refuse_closed}
     for name, fn in names.items():
-        method(name, roles=("customer",), http=False,
-               serial=(lambda _c, p: str(p["key"])) if fn is keyed else None)(fn)
+        method(name, roles=("customer",), http=False, serial=serials.get(fn))(fn)
         rpc.REGISTRY[name] = fn.rpc_method  # type: ignore[attr-defined]
     yield
     for name in names:
@@ -267,6 +287,28 @@ def test_calls_with_one_key_queue_outside_the_pool() -> None:
     assert finished.index("other") <= 3  # it did not queue behind the hot key's calls
     assert finished.count("hot") == 6
     assert rpc._keys == {}  # queues are dropped when empty
+
+
+def test_calls_queued_on_a_key_are_asked_again_after_their_wait() -> None:
+    key = uid()
+
+    async def scenario() -> list[Any]:
+        with override_settings(HUB_DOMAIN_WORKERS=4, HUB_DOMAIN_WAIT_S=10):
+            rpc.reset_pool()
+            close_now.clear()
+            calls = [asyncio.create_task(rpc.call(caller(), "tests.closing", {"key": key})) for _ in range(6)]
+            await asyncio.sleep(0.1)  # every call asked, SERIAL_WIDTH of them running, the others waiting
+            close_now.set()
+            out = await asyncio.gather(*calls, return_exceptions=True)
+        rpc.reset_pool()
+        return out
+
+    out = asyncio.run(scenario())
+    # The first SERIAL_WIDTH ran (and closed the key); those that waited were refused on the loop.
+    assert finished.count(key) == rpc.SERIAL_WIDTH
+    refused = [r for r in out if isinstance(r, HubError)]
+    assert len(refused) == 6 - rpc.SERIAL_WIDTH and {r.code for r in refused} == {"conflict"}
+    assert rpc._keys == {}
 
 
 @pytest.mark.parametrize("params", [{"members": ["a\x00b"], "kind": "booking"},
