@@ -18,7 +18,7 @@ from core import metrics
 from core.errors import BAD_REQUEST, RATE_LIMITED, TOO_LARGE, HubError
 from core.ratelimit import Limit, limiter
 from hub.rpc import Caller, run_sync
-from rooms import chat
+from rooms.actions import chat
 
 log = logging.getLogger("ai_assist.actions")
 

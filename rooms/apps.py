@@ -8,12 +8,14 @@ class RoomsConfig(AppConfig):
         # The app's whole surface: the chat/job/call namespaces, the rooms.*, jobs.*, calls.* rpc
         # methods, the calls' timer and the privacy entry.
         from core import privacy as registry
-        from hub import channels, rpc, tasks
-        from rooms import calls, chat, jobs, privacy
+        from hub import channels, tasks
+        from hub import rpc as hub_rpc
+        from rooms import privacy, rpc
+        from rooms.actions import calls
 
-        for module in (chat, jobs, calls):
-            channels.register(module.NAMESPACE)
-        rpc.register(chat, jobs, calls)
+        for namespace in rpc.NAMESPACES:
+            channels.register(namespace)
+        hub_rpc.register(rpc)
         # Missed invites and abandoned calls, every second in each hub process.
         tasks.every(1.0, "calls.sweep", calls.sweep)
         registry.register(privacy.ENTRY)

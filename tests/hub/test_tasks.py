@@ -16,8 +16,9 @@ from hub import tasks
 
 ROOT = Path(__file__).resolve().parents[2]
 # The modules that declare an app's surface (rpc methods, namespaces, hooks, sweeps, routes).
-APP_MODULES = ["hub.revocation", "hub.privacy", "hub.namespaces", "hub.http", "rooms.chat", "rooms.jobs",
-               "rooms.calls", "matching.rpc", "matching.dispatch", "matching.privacy", "matching.urls",
+APP_MODULES = ["hub.revocation", "hub.privacy", "hub.namespaces", "hub.http", "rooms.rpc", "rooms.actions.chat",
+               "rooms.actions.jobs", "rooms.actions.calls", "matching.rpc", "matching.dispatch", "matching.privacy",
+               "matching.urls",
                "ai_assist.rpc", "ai_assist.actions", "ai_assist.providers", "ai_assist.transcripts",
                "notify.rpc", "notify.actions", "notify.worker", "notify.urls", "console.urls"]
 

@@ -16,8 +16,8 @@ from django.test import override_settings
 from core.errors import HubError
 from hub.channels import check_signal, check_subscribe
 from hub.rpc import Caller
-from rooms import agora, calls
-from rooms.chat import create_room
+from rooms import agora
+from rooms import rpc as methods
 from tests.support import uid
 
 APP_ID = "0123456789abcdef0123456789abcdef"  # real App IDs are 32 hex characters
@@ -134,18 +134,18 @@ def test_uids_are_nonzero_32_bit() -> None:
 def test_call_tokens_verify_and_strangers_get_none() -> None:
     tenant = uid("t")
     alice, bob, eve = (Caller(uid(n), "customer", tenant) for n in ("alice", "bob", "eve"))
-    room = create_room(alice, {"members": [bob.user], "kind": "direct"})["room"]
+    room = methods.rooms_create(alice, {"members": [bob.user], "kind": "direct"})["room"]
     with override_settings(**REAL):
-        started = calls.start(alice, {"room": room, "media": "video"})
-        accepted = calls.accept(bob, {"call": started["call"]})
-        renewed = calls.renew(bob, {"call": started["call"]})
+        started = methods.calls_start(alice, {"room": room, "media": "video"})
+        accepted = methods.calls_accept(bob, {"call": started["call"]})
+        renewed = methods.calls_renew(bob, {"call": started["call"]})
         call_id = started["call"]
         for got in (started["agora"], accepted["agora"], renewed):
             verify(got["token"], APP_ID, CERT, got["channel"], got["uid"])
         assert started["agora"]["uid"] != accepted["agora"]["uid"]
         assert accepted["agora"]["uid"] == renewed["uid"]  # stable per user per call
         assert started["agora"]["channel"] == accepted["agora"]["channel"]
-        for fn in (calls.accept, calls.renew):
+        for fn in (methods.calls_accept, methods.calls_renew):
             with pytest.raises(HubError) as err:
                 fn(eve, {"call": call_id})
             assert err.value.code == "forbidden"

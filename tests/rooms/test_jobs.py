@@ -17,7 +17,8 @@ from core.models import AuditLog
 from hub.channels import check_subscribe
 from hub.models import Publication
 from hub.rpc import Caller
-from rooms import jobs
+from rooms import rpc as methods
+from rooms.actions import jobs
 from rooms.models import Bid, Job
 from tests.support import uid
 
@@ -63,7 +64,7 @@ def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> lis
 def post(owner: Caller, **extra: Any) -> str:
     params = {"title": "Fix the boiler", "description": "No hot water", "category": "plumbing",
               "lat": 51.5072, "lng": -0.1276, **extra}
-    return str(jobs.create_job(owner, params)["job"])
+    return str(methods.jobs_create(owner, params)["job"])
 
 
 # --- create ------------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.Monk
     owner = Caller(uid("cust"), "customer", tenant)
     p1, p2 = uid("p"), uid("p")
     seen = fake_matcher(monkeypatch, lambda: [p1, p2, owner.user])
-    out = jobs.create_job(owner, {"title": "Fix the boiler", "description": "", "category": "plumbing",
+    out = methods.jobs_create(owner, {"title": "Fix the boiler", "description": "", "category": "plumbing",
                                   "lat": 51.5, "lng": -0.12, "budget": 25000, "currency": "GBP"})
     assert out["status"] == "open" and out["notified"] == 2
     assert seen == [(51.5, -0.12, "plumbing", 50)]
@@ -96,19 +97,19 @@ def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
         monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
     owner = Caller(uid("cust"), "customer", tenant)
     monkeypatch.setitem(sys.modules, "matching.service", None)
-    out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    out = methods.jobs_create(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
     assert out["notified"] == 0 and out["reason"] == "matcher_unavailable"
 
     def boom() -> list[str]:
         raise RuntimeError("matcher down")
 
     fake_matcher(monkeypatch, boom)
-    out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    out = methods.jobs_create(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
     assert out["notified"] == 0 and Job.objects.filter(pk=out["job"]).exists()
     assert out["reason"] == "matcher_unavailable"
 
     fake_matcher(monkeypatch, lambda: [owner.user])  # the only provider found is the poster
-    out = jobs.create_job(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    out = methods.jobs_create(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
     assert out["notified"] == 0 and out["reason"] == "no_provider_available"
 
 
@@ -117,19 +118,19 @@ def test_create_validates_roles_money_and_currency(tenant: str) -> None:
     customer = Caller(uid("c"), "customer", tenant)
     base = {"title": "t", "description": "d", "category": "c", "lat": 1.0, "lng": 2.0}
     for role in ("provider", "serviceman", "admin"):
-        assert code_of(jobs.create_job, Caller(uid(), role, tenant), base) == "forbidden"
-    assert code_of(jobs.create_job, Caller(uid(), "enterprise", tenant), base) == "ok"
+        assert code_of(methods.jobs_create, Caller(uid(), role, tenant), base) == "forbidden"
+    assert code_of(methods.jobs_create, Caller(uid(), "enterprise", tenant), base) == "ok"
     for budget in (100.0, 12.5, "100", 0, -1, 10**12 + 1, True):
-        assert code_of(jobs.create_job, customer, {**base, "budget": budget}) == "bad_request", budget
+        assert code_of(methods.jobs_create, customer, {**base, "budget": budget}) == "bad_request", budget
     for currency in ("XYZ", "gbp", "GB", "XAU"):
         params = {**base, "budget": 1, "currency": currency}
-        assert code_of(jobs.create_job, customer, params) == "bad_request"
-    assert code_of(jobs.create_job, customer, {**base, "title": "  "}) == "bad_request"
-    assert code_of(jobs.create_job, customer, {**base, "lat": 91}) == "bad_request"
+        assert code_of(methods.jobs_create, customer, params) == "bad_request"
+    assert code_of(methods.jobs_create, customer, {**base, "title": "  "}) == "bad_request"
+    assert code_of(methods.jobs_create, customer, {**base, "lat": 91}) == "bad_request"
     # a bare budget is in pence; the largest amount is accepted
-    job = Job.objects.get(pk=jobs.create_job(customer, {**base, "budget": 10**12})["job"])
+    job = Job.objects.get(pk=methods.jobs_create(customer, {**base, "budget": 10**12})["job"])
     assert (job.budget, job.currency) == (10**12, "GBP")
-    job = Job.objects.get(pk=jobs.create_job(customer, {**base, "budget": 500, "currency": "JPY"})["job"])
+    job = Job.objects.get(pk=methods.jobs_create(customer, {**base, "budget": 500, "currency": "JPY"})["job"])
     assert (job.budget, job.currency) == (500, "JPY")
     assert {"GBP", "EUR", "USD", "JPY", "CHF"} <= set(jobs.CURRENCIES) and jobs.CURRENCIES["JPY"] == 0
 
@@ -141,9 +142,9 @@ def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     prov = Caller(uid("p"), "provider", tenant)
     job = post(owner)
-    first = jobs.bid(prov, {"job": job, "amount": 12000, "currency": "GBP", "note": "two hours"})
+    first = methods.jobs_bid(prov, {"job": job, "amount": 12000, "currency": "GBP", "note": "two hours"})
     assert first["replaces"] is None
-    second = jobs.bid(prov, {"job": job, "amount": 11000, "currency": "GBP"})
+    second = methods.jobs_bid(prov, {"job": job, "amount": 11000, "currency": "GBP"})
     assert second["replaces"] == first["bid"]
     assert Bid.objects.get(pk=first["bid"]).status == "replaced"
     assert Bid.objects.filter(job_id=job, provider=prov.user, status="live").count() == 1
@@ -161,13 +162,13 @@ def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
     ]
     assert pubs(f"user:{owner.user}") == placed and pubs(f"user:{prov.user}") == placed
     other = Caller(uid("p"), "provider", tenant)
-    jobs.bid(other, {"job": job, "amount": 13000, "currency": "GBP", "note": "mine"})
+    methods.jobs_bid(other, {"job": job, "amount": 13000, "currency": "GBP", "note": "mine"})
     assert pubs(f"job:{job}")[-1]["count"] == 2
     assert [d["amount"] for d in pubs(f"user:{other.user}")] == [13000]  # not the rival's amounts
     # bidding made the provider a member of job:<id>
-    assert jobs._subscribe_hook(prov, job) and jobs._subscribe_hook(owner, job)
-    assert not jobs._subscribe_hook(Caller(uid("p"), "provider", tenant), job)
-    assert not jobs._subscribe_hook(Caller(prov.user, "provider", uid("other")), job)
+    assert jobs.subscribe_hook(prov, job) and jobs.subscribe_hook(owner, job)
+    assert not jobs.subscribe_hook(Caller(uid("p"), "provider", tenant), job)
+    assert not jobs.subscribe_hook(Caller(prov.user, "provider", uid("other")), job)
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -176,17 +177,17 @@ def test_bid_refusals(tenant: str) -> None:
     prov = Caller(uid("p"), "serviceman", tenant)
     job = post(owner, budget=5000, currency="EUR")
     ok = {"job": job, "amount": 4000, "currency": "EUR"}
-    assert code_of(jobs.bid, owner, ok) == "forbidden"  # an enterprise cannot bid on its own job
-    assert code_of(jobs.bid, Caller(uid(), "customer", tenant), ok) == "forbidden"
-    assert code_of(jobs.bid, Caller(uid(), "admin", tenant), ok) == "forbidden"
-    assert code_of(jobs.bid, prov, {**ok, "currency": "GBP"}) == "bad_request"  # job priced in EUR
-    assert code_of(jobs.bid, prov, {**ok, "currency": "ZZZ"}) == "bad_request"
-    assert code_of(jobs.bid, prov, {**ok, "amount": 40.5}) == "bad_request"
-    assert code_of(jobs.bid, prov, {**ok, "amount": 4000.0}) == "bad_request"  # never a float
-    assert code_of(jobs.bid, prov, {**ok, "amount": 0}) == "bad_request"
-    assert code_of(jobs.bid, prov, {**ok, "job": "nope"}) == "not_found"
-    assert code_of(jobs.bid, Caller(prov.user, "serviceman", uid("t")), ok) == "not_found"  # other tenant
-    assert code_of(jobs.bid, prov, ok) == "ok"
+    assert code_of(methods.jobs_bid, owner, ok) == "forbidden"  # an enterprise cannot bid on its own job
+    assert code_of(methods.jobs_bid, Caller(uid(), "customer", tenant), ok) == "forbidden"
+    assert code_of(methods.jobs_bid, Caller(uid(), "admin", tenant), ok) == "forbidden"
+    assert code_of(methods.jobs_bid, prov, {**ok, "currency": "GBP"}) == "bad_request"  # job priced in EUR
+    assert code_of(methods.jobs_bid, prov, {**ok, "currency": "ZZZ"}) == "bad_request"
+    assert code_of(methods.jobs_bid, prov, {**ok, "amount": 40.5}) == "bad_request"
+    assert code_of(methods.jobs_bid, prov, {**ok, "amount": 4000.0}) == "bad_request"  # never a float
+    assert code_of(methods.jobs_bid, prov, {**ok, "amount": 0}) == "bad_request"
+    assert code_of(methods.jobs_bid, prov, {**ok, "job": "nope"}) == "not_found"
+    assert code_of(methods.jobs_bid, Caller(prov.user, "serviceman", uid("t")), ok) == "not_found"  # other tenant
+    assert code_of(methods.jobs_bid, prov, ok) == "ok"
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -194,18 +195,18 @@ def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     a, b, c = (Caller(uid("p"), role, tenant) for role in ("provider", "serviceman", "enterprise"))
     job = post(owner)
-    bid_a = jobs.bid(a, {"job": job, "amount": 100, "currency": "GBP"})["bid"]
-    jobs.bid(b, {"job": job, "amount": 90, "currency": "GBP"})
-    bid_b = jobs.bid(b, {"job": job, "amount": 80, "currency": "GBP"})["bid"]
-    bid_c = jobs.bid(c, {"job": job, "amount": 95, "currency": "GBP"})["bid"]
+    bid_a = methods.jobs_bid(a, {"job": job, "amount": 100, "currency": "GBP"})["bid"]
+    methods.jobs_bid(b, {"job": job, "amount": 90, "currency": "GBP"})
+    bid_b = methods.jobs_bid(b, {"job": job, "amount": 80, "currency": "GBP"})["bid"]
+    bid_c = methods.jobs_bid(c, {"job": job, "amount": 95, "currency": "GBP"})["bid"]
     other_job = post(owner)
-    assert code_of(jobs.accept, owner, {"job": other_job, "bid": bid_b}) == "not_found"
-    assert code_of(jobs.accept, owner, {"job": job, "bid": "missing"}) == "not_found"
+    assert code_of(methods.jobs_accept, owner, {"job": other_job, "bid": bid_b}) == "not_found"
+    assert code_of(methods.jobs_accept, owner, {"job": job, "bid": "missing"}) == "not_found"
     replaced = Bid.objects.get(job_id=job, provider=b.user, status="replaced").id
-    assert code_of(jobs.accept, owner, {"job": job, "bid": replaced}) == "conflict"
-    assert code_of(jobs.accept, a, {"job": job, "bid": bid_a}) == "forbidden"
+    assert code_of(methods.jobs_accept, owner, {"job": job, "bid": replaced}) == "conflict"
+    assert code_of(methods.jobs_accept, a, {"job": job, "bid": bid_a}) == "forbidden"
 
-    out = jobs.accept(owner, {"job": job, "bid": bid_b})
+    out = methods.jobs_accept(owner, {"job": job, "bid": bid_b})
     assert out == {"job": job, "status": "accepted", "bid": bid_b, "provider": b.user}
     assert [d for d in pubs(f"user:{b.user}") if d["kind"] == "bid.accepted"] == [
         {"kind": "bid.accepted", "job": job, "bid": bid_b, "title": "Fix the boiler", "amount": 80,
@@ -218,7 +219,7 @@ def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     status = [d for d in pubs(f"job:{job}") if d["kind"] == "status"]
     assert status == [{"kind": "status", "job": job, "status": "accepted", "from_status": "open",
                        "by": owner.user, "bid": bid_b, "provider": b.user}]
-    assert code_of(jobs.accept, owner, {"job": job, "bid": bid_a}) == "conflict"
+    assert code_of(methods.jobs_accept, owner, {"job": job, "bid": bid_a}) == "conflict"
 
 
 def test_the_migration_strips_bids_stored_before_bid_privacy(tenant: str) -> None:
@@ -261,17 +262,17 @@ def test_comments_queries_and_answers(tenant: str) -> None:
     stranger = Caller(uid("p"), "provider", tenant)
     admin = Caller(uid("a"), "admin", tenant)
     job = post(owner)
-    assert code_of(jobs.comment, stranger, {"job": job, "text": "hi"}) == "forbidden"
-    assert code_of(jobs.ask, owner, {"job": job, "text": "?"}) == "forbidden"
-    assert code_of(jobs.ask, Caller(uid(), "customer", tenant), {"job": job, "text": "?"}) == "forbidden"
-    q = jobs.ask(asker, {"job": job, "text": "Which boiler model?"})["query"]
-    assert not jobs._subscribe_hook(asker, job)  # asking does not open the job's stream to them
-    assert code_of(jobs.answer, asker, {"job": job, "query": q, "text": "x"}) == "forbidden"
-    assert code_of(jobs.answer, owner, {"job": job, "query": "nope", "text": "x"}) == "not_found"
-    a = jobs.answer(owner, {"job": job, "query": q, "text": "Worcester 30i"})["answer"]
-    c1 = jobs.comment(asker, {"job": job, "text": "Thanks"})
-    c2 = jobs.comment(admin, {"job": job, "text": "Moderator here"})
-    c3 = jobs.comment(owner, {"job": job, "text": "Welcome"})
+    assert code_of(methods.jobs_comment, stranger, {"job": job, "text": "hi"}) == "forbidden"
+    assert code_of(methods.jobs_ask, owner, {"job": job, "text": "?"}) == "forbidden"
+    assert code_of(methods.jobs_ask, Caller(uid(), "customer", tenant), {"job": job, "text": "?"}) == "forbidden"
+    q = methods.jobs_ask(asker, {"job": job, "text": "Which boiler model?"})["query"]
+    assert not jobs.subscribe_hook(asker, job)  # asking does not open the job's stream to them
+    assert code_of(methods.jobs_answer, asker, {"job": job, "query": q, "text": "x"}) == "forbidden"
+    assert code_of(methods.jobs_answer, owner, {"job": job, "query": "nope", "text": "x"}) == "not_found"
+    a = methods.jobs_answer(owner, {"job": job, "query": q, "text": "Worcester 30i"})["answer"]
+    c1 = methods.jobs_comment(asker, {"job": job, "text": "Thanks"})
+    c2 = methods.jobs_comment(admin, {"job": job, "text": "Moderator here"})
+    c3 = methods.jobs_comment(owner, {"job": job, "text": "Welcome"})
     assert c1["offset"] < c2["offset"] < c3["offset"]
     got = [(d["kind"], d.get("text")) for d in pubs(f"job:{job}")]
     assert got == [("query", "Which boiler model?"), ("answer", "Worcester 30i"), ("comment", "Thanks"),
@@ -381,31 +382,31 @@ def job_in(state: str, tenant: str) -> tuple[str, dict[str, Caller], str, str]:
               "admin": Caller(uid("adm"), "admin", tenant)}
     owner, winner = people["owner"], people["winner"]
     job = post(owner, budget=10000)
-    win = jobs.bid(winner, {"job": job, "amount": 9000, "currency": "GBP"})["bid"]
-    jobs.bid(people["loser"], {"job": job, "amount": 9500, "currency": "GBP"})
-    query = jobs.ask(people["loser"], {"job": job, "text": "When?"})["query"]
+    win = methods.jobs_bid(winner, {"job": job, "amount": 9000, "currency": "GBP"})["bid"]
+    methods.jobs_bid(people["loser"], {"job": job, "amount": 9500, "currency": "GBP"})
+    query = methods.jobs_ask(people["loser"], {"job": job, "text": "When?"})["query"]
     if state != "open":
-        jobs.accept(owner, {"job": job, "bid": win})
+        methods.jobs_accept(owner, {"job": job, "bid": win})
     if state in ("in_progress", "completed"):
-        jobs.start(winner, {"job": job})
+        methods.jobs_start(winner, {"job": job})
     if state == "completed":
-        jobs.complete(owner, {"job": job})
+        methods.jobs_complete(owner, {"job": job})
     if state == "cancelled":
-        jobs.cancel(owner, {"job": job, "reason": "changed my mind"})
+        methods.jobs_cancel(owner, {"job": job, "reason": "changed my mind"})
     assert Job.objects.get(pk=job).status == state
     return job, people, win, query
 
 
 def attempt(action: str, who: Caller, job: str, win: str, query: str) -> str:
     calls: dict[str, tuple[Callable[[Caller, dict[str, Any]], Any], dict[str, Any]]] = {
-        "accept": (jobs.accept, {"job": job, "bid": win}),
-        "start": (jobs.start, {"job": job}),
-        "complete": (jobs.complete, {"job": job}),
-        "cancel": (jobs.cancel, {"job": job, "reason": "because"}),
-        "bid": (jobs.bid, {"job": job, "amount": 8000, "currency": "GBP"}),
-        "ask": (jobs.ask, {"job": job, "text": "Parking?"}),
-        "comment": (jobs.comment, {"job": job, "text": "Hello"}),
-        "answer": (jobs.answer, {"job": job, "query": query, "text": "Tomorrow"}),
+        "accept": (methods.jobs_accept, {"job": job, "bid": win}),
+        "start": (methods.jobs_start, {"job": job}),
+        "complete": (methods.jobs_complete, {"job": job}),
+        "cancel": (methods.jobs_cancel, {"job": job, "reason": "because"}),
+        "bid": (methods.jobs_bid, {"job": job, "amount": 8000, "currency": "GBP"}),
+        "ask": (methods.jobs_ask, {"job": job, "text": "Parking?"}),
+        "comment": (methods.jobs_comment, {"job": job, "text": "Hello"}),
+        "answer": (methods.jobs_answer, {"job": job, "query": query, "text": "Tomorrow"}),
     }
     fn, params = calls[action]
     return code_of(fn, who, params)
@@ -442,11 +443,13 @@ def test_every_state_action_and_actor(state: str, tenant: str) -> None:
 @pytest.mark.usefixtures("no_matcher")
 def test_unknown_job_is_not_found(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
-    for fn, params in ((jobs.start, {"job": "missing"}), (jobs.cancel, {"job": "missing", "reason": "x"}),
-                       (jobs.comment, {"job": "missing", "text": "x"}), (jobs.get_job, {"job": "missing"})):
+    for fn, params in ((methods.jobs_start, {"job": "missing"}),
+                       (methods.jobs_cancel, {"job": "missing", "reason": "x"}),
+                       (methods.jobs_comment, {"job": "missing", "text": "x"}),
+                       (methods.jobs_get, {"job": "missing"})):
         assert code_of(fn, owner, params) == "not_found"
     job = post(owner)
-    assert code_of(jobs.cancel, owner, {"job": job, "reason": " "}) == "bad_request"
+    assert code_of(methods.jobs_cancel, owner, {"job": job, "reason": " "}) == "bad_request"
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -454,19 +457,19 @@ def test_get_job_shows_members_their_view(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     p1, p2 = Caller(uid("p"), "provider", tenant), Caller(uid("p"), "provider", tenant)
     job = post(owner, budget=1000)
-    jobs.bid(p1, {"job": job, "amount": 900, "currency": "GBP"})
-    jobs.bid(p2, {"job": job, "amount": 800, "currency": "GBP"})
-    assert len(jobs.get_job(owner, {"job": job})["bids"]) == 2
-    assert [b["provider"] for b in jobs.get_job(p1, {"job": job})["bids"]] == [p1.user]
-    assert code_of(jobs.get_job, Caller(uid("x"), "provider", tenant), {"job": job}) == "forbidden"
+    methods.jobs_bid(p1, {"job": job, "amount": 900, "currency": "GBP"})
+    methods.jobs_bid(p2, {"job": job, "amount": 800, "currency": "GBP"})
+    assert len(methods.jobs_get(owner, {"job": job})["bids"]) == 2
+    assert [b["provider"] for b in methods.jobs_get(p1, {"job": job})["bids"]] == [p1.user]
+    assert code_of(methods.jobs_get, Caller(uid("x"), "provider", tenant), {"job": job}) == "forbidden"
     # An admin of the job's tenant sees every bid; one of another tenant does not find the job.
-    admin_view = jobs.get_job(Caller(uid("a"), "admin", tenant), {"job": job})["bids"]
+    admin_view = methods.jobs_get(Caller(uid("a"), "admin", tenant), {"job": job})["bids"]
     assert sorted(b["amount"] for b in admin_view) == [800, 900]
-    assert code_of(jobs.get_job, Caller(uid("a"), "admin", uid("t")), {"job": job}) == "not_found"
+    assert code_of(methods.jobs_get, Caller(uid("a"), "admin", uid("t")), {"job": job}) == "not_found"
     # A provider who only asked reads the job but no bid.
     asker = Caller(uid("p"), "provider", tenant)
-    jobs.ask(asker, {"job": job, "text": "Parking?"})
-    assert jobs.get_job(asker, {"job": job})["bids"] == []
+    methods.jobs_ask(asker, {"job": job, "text": "Parking?"})
+    assert methods.jobs_get(asker, {"job": job})["bids"] == []
 
 
 @pytest.mark.services
@@ -484,7 +487,7 @@ def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
     def place(p: Caller) -> None:
         try:
             barrier.wait()
-            codes.append(code_of(jobs.bid, p, {"job": job, "amount": 5000, "currency": "GBP"}))
+            codes.append(code_of(methods.jobs_bid, p, {"job": job, "amount": 5000, "currency": "GBP"}))
         finally:
             connection.close()
 
@@ -499,9 +502,9 @@ def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
     assert offsets == list(range(1, len(bidders) + 1))  # one publication per bid, gap-free
     first = Bid.objects.filter(job_id=job).order_by("created_at").first()
     assert first is not None
-    jobs.accept(owner, {"job": job, "bid": first.id})
+    methods.jobs_accept(owner, {"job": job, "bid": first.id})
     late = Caller(uid("p"), "provider", tenant)
-    assert code_of(jobs.bid, late, {"job": job, "amount": 5000, "currency": "GBP"}) == "conflict"
+    assert code_of(methods.jobs_bid, late, {"job": job, "amount": 5000, "currency": "GBP"}) == "conflict"
     assert not Bid.objects.filter(job_id=job, provider=late.user).exists()
 
 
@@ -511,8 +514,8 @@ def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
     fake_matcher(monkeypatch, lambda: [])
     job = post(owner, budget=10000, currency="GBP")
     first = Caller(uid("p"), "provider", tenant)
-    winner = jobs.bid(first, {"job": job, "amount": 5000, "currency": "GBP"})["bid"]
-    jobs.accept(owner, {"job": job, "bid": winner})
+    winner = methods.jobs_bid(first, {"job": job, "amount": 5000, "currency": "GBP"})["bid"]
+    methods.jobs_accept(owner, {"job": job, "bid": winner})
     late = Caller(uid("p"), "provider", tenant)
 
     def no_database(*args: Any, **kwargs: Any) -> Any:
@@ -520,11 +523,11 @@ def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
 
     monkeypatch.setattr(jobs, "_load", no_database)
     with pytest.raises(HubError) as info:
-        jobs.bid(late, {"job": job, "amount": 5000, "currency": "GBP"})
+        methods.jobs_bid(late, {"job": job, "amount": 5000, "currency": "GBP"})
     assert info.value.code == "conflict" and "accepted" in info.value.message
     # Another tenant's bid on the same id is not told the job exists: it goes to the database.
     with pytest.raises(AssertionError):
-        jobs.bid(Caller(late.user, "provider", uid("t")), {"job": job, "amount": 5000, "currency": "GBP"})
+        methods.jobs_bid(Caller(late.user, "provider", uid("t")), {"job": job, "amount": 5000, "currency": "GBP"})
 
 
 def test_a_bid_on_a_job_known_closed_is_refused_before_the_queue(
@@ -536,7 +539,8 @@ def test_a_bid_on_a_job_known_closed_is_refused_before_the_queue(
     fake_matcher(monkeypatch, lambda: [])
     job = post(owner, budget=10000, currency="GBP")
     first = Caller(uid("p"), "provider", tenant)
-    jobs.accept(owner, {"job": job, "bid": jobs.bid(first, {"job": job, "amount": 500, "currency": "GBP"})["bid"]})
+    placed = methods.jobs_bid(first, {"job": job, "amount": 500, "currency": "GBP"})["bid"]
+    methods.jobs_accept(owner, {"job": job, "bid": placed})
 
     async def no_worker(*args: Any) -> Any:
         raise AssertionError("a worker was used")

@@ -1,4 +1,4 @@
-"""Custom jobs: posting, bids, comments, queries and the guarded lifecycle; the `job:<id>` namespace.
+"""Custom jobs: posting, bids, comments, queries and the guarded lifecycle; who may follow `job:<id>`.
 
 State machine (docs/jobs-and-calls.md has the full table):
 
@@ -27,8 +27,8 @@ from django.utils import timezone
 from core.audit import record
 from core.domain_budgets import cap_open, per_minute
 from core.errors import bad_request, conflict, forbidden, not_found
-from hub.channels import Namespace, qualify
-from hub.rpc import PROVIDERS, USERS, Caller, method
+from hub.channels import qualify
+from hub.rpc import PROVIDERS, Caller
 from hub.store import append, atomic
 from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
 
@@ -99,8 +99,7 @@ def check_currency(value: Any) -> str:
     return value
 
 
-def _text(params: dict[str, Any], name: str, limit: int) -> str:
-    value = params.get(name)
+def _text(value: Any, name: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip():
         raise bad_request(f"{name} must be a non-empty string")
     if len(value) > limit:
@@ -154,17 +153,14 @@ def follows(job: Job, user: str) -> bool:
     return job.owner == user or Bid.objects.filter(job=job, provider=user).exists()
 
 
-def _subscribe_hook(caller: Caller, ident: str) -> bool:
+def subscribe_hook(caller: Caller, ident: str) -> bool:
+    """`job:<id>` subscribe: the owner and the bidders (clients never publish there; admins read, audited)."""
     job = Job.objects.filter(pk=ident, tenant=caller.tenant).first()
     return job is not None and follows(job, caller.user)
 
 
-# Clients never publish on job:<id> (can_publish stays `never`); admins read (audited).
-def _in_tenant(caller: Caller, ident: str) -> bool:
+def in_tenant(caller: Caller, ident: str) -> bool:
     return Job.objects.filter(pk=ident, tenant=caller.tenant).exists()
-
-
-NAMESPACE = Namespace("job", can_subscribe=_subscribe_hook, admin_read=True, in_tenant=_in_tenant)
 
 
 # --- actors and the transition table ---------------------------------------------------------
@@ -234,7 +230,7 @@ def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
     return job, from_status
 
 
-# --- jobs.create -----------------------------------------------------------------------------
+# --- posting ---------------------------------------------------------------------------------
 
 _warned = False
 
@@ -264,37 +260,21 @@ def _candidates(lat: float, lng: float, category: str, tenant: str) -> tuple[lis
     return [u for u in users if isinstance(u, str) and u][:MAX_CANDIDATES], reason
 
 
-_JOB_ID = {"type": "string", "minLength": 1, "maxLength": 32}
-_TEXT = {"type": "string", "minLength": 1, "maxLength": 4000}
-_RESULT_STATUS = {"type": "object", "properties": {"job": {"type": "string"}, "status": {"type": "string"}}}
-
-
-@method("jobs.create", roles=POSTERS, summary="Post a custom job; matched providers get job.new.",
-        params={"type": "object", "additionalProperties": False,
-                "required": ["title", "description", "category", "lat", "lng"],
-                "properties": {
-                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
-                    "description": {"type": "string", "maxLength": 5000},
-                    "category": {"type": "string", "minLength": 1, "maxLength": 64},
-                    "lat": {"type": "number", "minimum": -90, "maximum": 90},
-                    "lng": {"type": "number", "minimum": -180, "maximum": 180},
-                    "budget": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
-                    "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}},
-        result=_RESULT_STATUS)
-def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+def create_job(caller: Caller, title: str, description: str, category: str, lat: float, lng: float,
+               budget: int | None = None, currency: str | None = None) -> dict[str, Any]:
+    """Post a job (customers and enterprises); matched providers hear `job.new` with its area.
+    A bare budget is in pence (GBP). `reason` in the result says why nobody was told."""
     if caller.role not in POSTERS:
         raise forbidden("only customers and enterprises post jobs")
-    title = _text(params, "title", 200)
-    description = params.get("description", "")
+    title = _text(title, "title", 200)
     if not isinstance(description, str) or len(description) > 5000:
         raise bad_request("description must be a string of at most 5000 characters")
-    category = _text(params, "category", 64)
-    lat, lng = params.get("lat"), params.get("lng")
+    category = _text(category, "category", 64)
     if (not isinstance(lat, (int, float)) or isinstance(lat, bool) or not -90 <= lat <= 90
             or not isinstance(lng, (int, float)) or isinstance(lng, bool) or not -180 <= lng <= 180):
         raise bad_request("lat and lng must be WGS84 degrees")
-    budget = check_amount(params["budget"], "budget") if params.get("budget") is not None else None
-    currency = check_currency(params["currency"]) if params.get("currency") else ""
+    budget = check_amount(budget, "budget") if budget is not None else None
+    currency = check_currency(currency) if currency else ""
     if budget is not None and not currency:
         currency = "GBP"  # a UK marketplace: a bare budget is in pence
     # The matcher runs before our transaction: a failure or slow query there must not hold locks.
@@ -324,12 +304,15 @@ def create_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 
 # --- bids ------------------------------------------------------------------------------------
 
-def _bid_queue(caller: Caller, params: dict[str, Any]) -> str:
-    """Bids on one job wait for each other per process; one on a job known closed is refused here,
-    on the event loop, without waiting for a worker."""
-    job = params.get("job")
-    _refuse_if_closed(caller, job)
-    return qualify(caller.tenant, f"job:{job}")
+def bid_queue(caller: Caller, job_id: Any) -> str:
+    """The queue a bid waits in (bids on one job wait for each other per process); a bid on a job
+    known closed is refused here, on the event loop, without waiting for a worker.
+
+    A new job's bids come in a burst (every notified provider at once) and all write one channel,
+    whose counter row they take in turn at commit: they queue per job on the event loop, not in
+    workers."""
+    _refuse_if_closed(caller, job_id)
+    return qualify(caller.tenant, f"job:{job_id}")
 
 
 def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
@@ -340,31 +323,21 @@ def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
         raise conflict(f"the job is {seen[0]}; bids are closed")
 
 
-# A new job's bids come in a burst (every notified provider at once) and all write one channel,
-# whose counter row they take in turn at commit: they queue per job on the event loop, not in workers.
-@method("jobs.bid", roles=PROVIDERS, summary="Bid on an open job (replaces your earlier bid).",
-        serial=lambda caller, params: _bid_queue(caller, params),
-        params={"type": "object", "additionalProperties": False, "required": ["job", "amount", "currency"],
-                "properties": {"job": _JOB_ID,
-                               "amount": {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT},
-                               "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                               "note": {"type": "string", "maxLength": 2000}}},
-        result={"type": "object", "properties": {"bid": {"type": "string"},
-                                                 "replaces": {"type": ["string", "null"]}}})
-def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+def bid(caller: Caller, job_id: str, amount: int, currency: str, note: str = "") -> dict[str, Any]:
+    """Bid on an open job (providers), replacing the caller's earlier live bid. The job's stream only
+    hears that a bid came; the owner and the bidder get its details on their `user:` channels."""
     if caller.role not in PROVIDERS:
         raise forbidden("only providers bid")
-    amount = check_amount(params.get("amount"))
-    currency = check_currency(params.get("currency"))
-    note = params.get("note", "")
+    amount = check_amount(amount)
+    currency = check_currency(currency)
     if not isinstance(note, str) or len(note) > 2000:
         raise bad_request("note must be a string of at most 2000 characters")
-    _refuse_if_closed(caller, params.get("job"))
+    _refuse_if_closed(caller, job_id)
     # Before the transaction: a provider past their budget changes nothing and tells nobody.
     per_minute("bids", caller.tenant, caller.user, settings.HUB_BIDS_PER_MIN, "bids")
     try:
         with atomic():
-            job = _load(caller, params.get("job"), share=True)
+            job = _load(caller, job_id, share=True)
             if job.owner == caller.user:
                 raise forbidden("you cannot bid on your own job")
             if job.status != OPEN:
@@ -394,16 +367,12 @@ def bid(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"bid": new.id, "replaces": replaces}
 
 
-@method("jobs.accept", roles=POSTERS, summary="Accept one bid (owner only); bidders are told.",
-        params={"type": "object", "additionalProperties": False, "required": ["job", "bid"],
-                "properties": {"job": _JOB_ID, "bid": {"type": "string", "minLength": 1, "maxLength": 32}}},
-        result=_RESULT_STATUS)
-def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    bid_id = params.get("bid")
+def accept(caller: Caller, job_id: str, bid_id: str) -> dict[str, Any]:
+    """The owner accepts one live bid: the winner gets the job's point, the other bidders `bid.rejected`."""
     if not isinstance(bid_id, str) or not bid_id:
         raise bad_request("bid must be a bid id")
     with atomic():
-        job = _load(caller, params.get("job"), lock=True)
+        job = _load(caller, job_id, lock=True)
         if OWNER not in actors_of(job, caller):
             raise forbidden("only the job's owner accepts a bid")
         if job.status != OPEN:
@@ -429,31 +398,26 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"job": job.id, "status": job.status, "bid": chosen.id, "provider": chosen.provider}
 
 
-def _simple_transition(action: str) -> Any:
-    def run(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-        reason = ""
-        if action == "cancel":
-            reason = _text(params, "reason", 1000)
-        with atomic():
-            job, _ = _transition(caller, params.get("job"), action, reason=reason)
-        return {"job": job.id, "status": job.status}
-
-    run.__name__ = f"{action}_job"
-    return run
+def start(caller: Caller, job_id: str) -> dict[str, Any]:
+    """The accepted provider starts work."""
+    with atomic():
+        job, _ = _transition(caller, job_id, "start")
+    return {"job": job.id, "status": job.status}
 
 
-start = method("jobs.start", roles=PROVIDERS, summary="The accepted provider starts work.",
-               params={"type": "object", "additionalProperties": False, "required": ["job"],
-                       "properties": {"job": _JOB_ID}}, result=_RESULT_STATUS)(_simple_transition("start"))
-complete = method("jobs.complete", roles=USERS, summary="Owner or accepted provider completes the job.",
-                  params={"type": "object", "additionalProperties": False, "required": ["job"],
-                          "properties": {"job": _JOB_ID}},
-                  result=_RESULT_STATUS)(_simple_transition("complete"))
-cancel = method("jobs.cancel", roles=USERS, summary="Cancel with a reason (owner, accepted provider, admin).",
-                params={"type": "object", "additionalProperties": False, "required": ["job", "reason"],
-                        "properties": {"job": _JOB_ID,
-                                       "reason": {"type": "string", "minLength": 1, "maxLength": 1000}}},
-                result=_RESULT_STATUS)(_simple_transition("cancel"))
+def complete(caller: Caller, job_id: str) -> dict[str, Any]:
+    """The owner or the accepted provider completes the job."""
+    with atomic():
+        job, _ = _transition(caller, job_id, "complete")
+    return {"job": job.id, "status": job.status}
+
+
+def cancel(caller: Caller, job_id: str, reason: str) -> dict[str, Any]:
+    """The owner, the accepted provider or an admin cancels the job, saying why."""
+    reason = _text(reason, "reason", 1000)
+    with atomic():
+        job, _ = _transition(caller, job_id, "cancel", reason=reason)
+    return {"job": job.id, "status": job.status}
 
 
 # --- comments and queries --------------------------------------------------------------------
@@ -463,15 +427,11 @@ def _writable(job: Job) -> None:
         raise conflict(f"the job is {job.status}; its thread is closed")
 
 
-@method("jobs.comment", roles=USERS, summary="Comment on a job you are on (owner, bidders, askers, admins).",
-        params={"type": "object", "additionalProperties": False, "required": ["job", "text"],
-                "properties": {"job": _JOB_ID, "text": _TEXT}},
-        result={"type": "object", "properties": {"comment": {"type": "string"},
-                                                 "offset": {"type": "integer"}}})
-def comment(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    text = _text(params, "text", 4000)
+def comment(caller: Caller, job_id: str, text: str) -> dict[str, Any]:
+    """A comment on the job's stream by someone on the job (owner, bidders, askers) or an admin."""
+    text = _text(text, "text", 4000)
     with atomic():
-        job = _load(caller, params.get("job"))
+        job = _load(caller, job_id)
         if caller.role != "admin" and not is_member(job, caller.user):
             raise forbidden("only people on the job may comment; providers ask a query first")
         _writable(job)
@@ -482,16 +442,13 @@ def comment(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"comment": row.id, "offset": pub.offset}
 
 
-@method("jobs.ask", roles=PROVIDERS, summary="Ask the owner a question about a job (providers).",
-        params={"type": "object", "additionalProperties": False, "required": ["job", "text"],
-                "properties": {"job": _JOB_ID, "text": _TEXT}},
-        result={"type": "object", "properties": {"query": {"type": "string"}}})
-def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+def ask(caller: Caller, job_id: str, text: str) -> dict[str, Any]:
+    """A provider asks the owner a question (once the job is taken, only providers already on it)."""
     if caller.role not in PROVIDERS:
         raise forbidden("only providers ask queries")
-    text = _text(params, "text", 4000)
+    text = _text(text, "text", 4000)
     with atomic():
-        job = _load(caller, params.get("job"))
+        job = _load(caller, job_id)
         if job.owner == caller.user:
             raise forbidden("you cannot ask about your own job")
         _writable(job)
@@ -504,18 +461,13 @@ def ask(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"query": row.id}
 
 
-@method("jobs.answer", roles=POSTERS, summary="The owner answers a query.",
-        params={"type": "object", "additionalProperties": False, "required": ["job", "query", "text"],
-                "properties": {"job": _JOB_ID, "query": {"type": "string", "minLength": 1, "maxLength": 32},
-                               "text": _TEXT}},
-        result={"type": "object", "properties": {"answer": {"type": "string"}}})
-def answer(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    text = _text(params, "text", 4000)
-    query_id = params.get("query")
+def answer(caller: Caller, job_id: str, query_id: str, text: str) -> dict[str, Any]:
+    """The owner answers a query: on the job's stream and on the asker's `user:` channel."""
+    text = _text(text, "text", 4000)
     if not isinstance(query_id, str) or not query_id:
         raise bad_request("query must be a query id")
     with atomic():
-        job = _load(caller, params.get("job"))
+        job = _load(caller, job_id)
         if job.owner != caller.user:
             raise forbidden("only the job's owner answers queries")
         query = JobQuery.objects.filter(pk=query_id, job=job).first()
@@ -531,11 +483,10 @@ def answer(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"answer": row.id}
 
 
-@method("jobs.get", roles=USERS, summary="A job's current state and live bids (members and admins).",
-        params={"type": "object", "additionalProperties": False, "required": ["job"],
-                "properties": {"job": _JOB_ID}})
-def get_job(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    job = _load(caller, params.get("job"))
+def get_job(caller: Caller, job_id: str) -> dict[str, Any]:
+    """A job's state and bids as the caller may see them (members and admins): providers see only
+    their own bid, and a provider not chosen sees the job's area, not its point."""
+    job = _load(caller, job_id)
     if caller.role != "admin" and not is_member(job, caller.user):
         raise forbidden("not on this job")
     bids = Bid.objects.filter(job=job).filter(Q(status=BidStatus.LIVE) | Q(status=BidStatus.ACCEPTED))

@@ -1,4 +1,5 @@
-"""Voice and video calls over Agora: rpc methods calls.*, the `call:<id>` namespace, and the sweeper.
+"""Voice and video calls over Agora: starting, answering and ending calls, who may use `call:<id>`,
+and the sweeper.
 
 A call rings the room's other members (`call.invite` on their `user:` channels); each callee
 accepts or declines; an invite unanswered for HUB_CALL_RING_S (default 30 s) becomes `call.missed`;
@@ -26,11 +27,11 @@ from core.domain_budgets import per_minute
 from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub import engine
-from hub.channels import Namespace, qualify
-from hub.rpc import USERS, Caller, method
+from hub.channels import qualify
+from hub.rpc import Caller
 from hub.store import append, atomic, tenant_scope
 from rooms import agora
-from rooms.chat import members
+from rooms.actions.chat import members
 from rooms.models import (
     Call,
     CallMedia,
@@ -75,18 +76,16 @@ def is_participant(call_id: str, user: str, tenant: str) -> bool:
     return CallParticipant.objects.filter(call_id=call_id, user=user, call__tenant=tenant).exists()
 
 
-def _subscribe_hook(caller: Caller, ident: str) -> bool:
+def subscribe_hook(caller: Caller, ident: str) -> bool:
+    """`call:<id>` subscribe: the call's participants (clients never publish there)."""
     return is_participant(ident, caller.user, caller.tenant)
 
 
-def _signal_hook(caller: Caller, ident: str) -> bool:
+def signal_hook(caller: Caller, ident: str) -> bool:
+    """`call:<id>` signal: participants, while the call is live."""
     # Negotiation only makes sense while the call is live; the ended call's history stays readable.
     return CallParticipant.objects.filter(call_id=ident, user=caller.user, call__tenant=caller.tenant,
                                           call__status__in=LIVE).exists()
-
-
-NAMESPACE = Namespace("call", can_subscribe=_subscribe_hook, can_signal=_signal_hook,
-                      window_s=settings.HUB_CALL_WINDOW_S)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -177,28 +176,12 @@ def _token_result(call: Call, me: CallParticipant) -> dict[str, Any]:
     return {"call": call.id, "agora": agora.build_token(call.channel, int(me.uid))}
 
 
-# --- rpc methods -----------------------------------------------------------------------------
+# --- calls -----------------------------------------------------------------------------------
 
-_CALL = {"type": "object", "additionalProperties": False, "required": ["call"],
-         "properties": {"call": {"type": "string", "minLength": 1, "maxLength": 32}}}
-_AGORA_RESULT = {"type": "object", "properties": {
-    "call": {"type": "string"},
-    "agora": {"type": "object", "properties": {
-        "app_id": {"type": "string"}, "channel": {"type": "string"}, "uid": {"type": "integer"},
-        "token": {"type": "string"}, "expires_at": {"type": "integer"}, "expires_at_ms": {"type": "integer"},
-        "development": {"type": "boolean"}}}}}
-
-
-@method("calls.start", roles=USERS, summary="Call the other members of a chat room (video or voice).",
-        params={"type": "object", "additionalProperties": False, "required": ["room", "media"],
-                "properties": {"room": {"type": "string", "minLength": 1, "maxLength": 32},
-                               "media": {"enum": list(MEDIA)}}},
-        result=_AGORA_RESULT)
-def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    media = params.get("media")
+def start(caller: Caller, room_id: str, media: str) -> dict[str, Any]:
+    """Ring the room's other members (`call.invite`, busy ones marked); returns the caller's Agora token."""
     if media not in MEDIA:
         raise bad_request("media must be video or voice")
-    room_id = params.get("room")
     if not isinstance(room_id, str) or not room_id:
         raise bad_request("room must be a room id")
     agora.credentials()  # refuse (unavailable) before creating anything when Agora is not configured
@@ -242,12 +225,11 @@ def start(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return _token_result(call, me)
 
 
-@method("calls.accept", roles=USERS, summary="Answer a call you were invited to; returns your Agora token.",
-        params=_CALL, result=_AGORA_RESULT)
-def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+def accept(caller: Caller, call_id: str) -> dict[str, Any]:
+    """Answer a pending invite within the ring window (again once joined: the same token)."""
     now = timezone.now()
     with atomic():
-        call, me = _load(caller, params.get("call"))
+        call, me = _load(caller, call_id)
         if call.status == CallStatus.ENDED:
             raise conflict(f"the call has ended ({call.outcome})")
         if me.status == JOINED:
@@ -272,12 +254,11 @@ def accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return _token_result(call, me)
 
 
-@method("calls.decline", roles=USERS, summary="Decline a call you were invited to.", params=_CALL,
-        result={"type": "object", "properties": {"call": {"type": "string"}, "status": {"type": "string"}}})
-def decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+def decline(caller: Caller, call_id: str) -> dict[str, Any]:
+    """Decline a pending invite; a ringing call everyone declined ends."""
     now = timezone.now()
     with atomic():
-        call, me = _load(caller, params.get("call"))
+        call, me = _load(caller, call_id)
         if call.status == CallStatus.ENDED:
             raise conflict(f"the call has ended ({call.outcome})")
         if me.status not in PENDING:
@@ -294,13 +275,11 @@ def decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"call": call.id, "status": call.status}
 
 
-@method("calls.end", roles=USERS, summary="End the call for everyone (the caller or a joined participant).",
-        params=_CALL, result={"type": "object", "properties": {
-            "call": {"type": "string"}, "outcome": {"type": "string"}, "duration_s": {"type": "integer"}}})
-def end(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+def end(caller: Caller, call_id: str) -> dict[str, Any]:
+    """End the call for everyone (a joined participant): cancelled before an answer, ended after."""
     now = timezone.now()
     with atomic():
-        call, me = _load(caller, params.get("call"))
+        call, me = _load(caller, call_id)
         if call.status == CallStatus.ENDED:
             raise conflict(f"the call has already ended ({call.outcome})")
         if me.status != JOINED:
@@ -312,12 +291,9 @@ def end(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {"call": call.id, "outcome": call.outcome, "duration_s": call.duration_s}
 
 
-@method("calls.renew", roles=USERS, summary="A fresh Agora token for a call you are in.", params=_CALL,
-        result={"type": "object", "properties": {"token": {"type": "string"},
-                                                 "expires_at": {"type": "integer"},
-                                                 "expires_at_ms": {"type": "integer"}}})
-def renew(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    call, me = _load(caller, params.get("call"), lock=False)
+def renew(caller: Caller, call_id: str) -> dict[str, Any]:
+    """A fresh Agora token for a joined participant of a live call."""
+    call, me = _load(caller, call_id, lock=False)
     if call.status == CallStatus.ENDED:
         raise conflict(f"the call has ended ({call.outcome})")
     if me.status != JOINED:
@@ -325,9 +301,9 @@ def renew(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return agora.build_token(call.channel, int(me.uid))
 
 
-@method("calls.get", roles=USERS, summary="A call's record (participants only).", params=_CALL)
-def get_call(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    call, _ = _load(caller, params.get("call"), lock=False)
+def get_call(caller: Caller, call_id: str) -> dict[str, Any]:
+    """A call's record, for its participants."""
+    call, _ = _load(caller, call_id, lock=False)
     return describe(call)
 
 

@@ -1,4 +1,4 @@
-"""Chat rooms: `rooms.create`, `rooms.list`, membership, and the `chat:<room>` namespace.
+"""Chat rooms: creating and listing rooms, membership, and who may use `chat:<room>`.
 
 A new room is announced to its other members with a `room.new` publication on their `user:`
 channels, committed with the room. A direct room is one per pair of users: asking again (in either
@@ -16,8 +16,8 @@ from django.db.models import Q
 from core.errors import bad_request, forbidden
 from core.times import epoch_ms
 from hub import store
-from hub.channels import Namespace, qualify
-from hub.rpc import USERS, Caller, method
+from hub.channels import qualify
+from hub.rpc import Caller
 from hub.store import append
 from rooms.models import Room, RoomKind, RoomMember, pair_key
 
@@ -54,16 +54,13 @@ def recent_messages(room: str, user: str, tenant: str, count: int) -> list[dict[
     return [{"from": p.sender, "text": _text(p.data)} for p in pubs if p.data is not None and _text(p.data)]
 
 
-def _member_hook(caller: Caller, ident: str) -> bool:
+def member_hook(caller: Caller, ident: str) -> bool:
+    """`chat:<room>` subscribe, publish and signal: members of the room only."""
     return is_member(ident, caller.user, caller.tenant)
 
 
-def _in_tenant(caller: Caller, ident: str) -> bool:
+def in_tenant(caller: Caller, ident: str) -> bool:
     return Room.objects.filter(pk=ident, tenant=caller.tenant).exists()
-
-
-NAMESPACE = Namespace("chat", can_subscribe=_member_hook, can_publish=_member_hook,
-                      can_signal=_member_hook, admin_read=True, in_tenant=_in_tenant)
 
 
 def _room_item(room: Room, people: list[str]) -> dict[str, Any]:
@@ -71,27 +68,10 @@ def _room_item(room: Room, people: list[str]) -> dict[str, Any]:
             "created_by": room.created_by, "created_at": epoch_ms(room.created_at)}
 
 
-ROOM_ITEM = {"type": "object", "properties": {
-    "room": {"type": "string"}, "kind": {"enum": ["direct", "booking"]}, "ref": {"type": "string"},
-    "members": {"type": "array", "items": {"type": "string"}}, "created_by": {"type": "string"},
-    "created_at": {"type": "integer", "description": "ms since the epoch"}}}
-
-
-@method("rooms.create", roles=USERS,
-        summary="Create a chat room with members (the caller joins); a direct room is one per pair.",
-        params={"type": "object", "additionalProperties": False, "required": ["members", "kind"],
-                "properties": {
-                    "members": {"type": "array", "minItems": 1, "maxItems": 100,
-                                "items": {"type": "string", "minLength": 1, "maxLength": 128,
-                                          "pattern": "^[^:]+$"}},
-                    "kind": {"enum": ["direct", "booking"]},
-                    "ref": {"type": "string", "maxLength": 128}}},
-        result={"type": "object", "properties": {
-            "room": {"type": "string"}, "members": {"type": "array", "items": {"type": "string"}},
-            "created": {"type": "boolean", "description": "false when an existing direct room came back"}}})
-def create_room(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    people = sorted(set(params["members"]) | {caller.user})
-    kind = params["kind"]
+def create_room(caller: Caller, members: list[str], kind: str, ref: str = "") -> dict[str, Any]:
+    """A room of `members` and the caller; the other members hear `room.new`. A direct room is one
+    per pair: asking again (in either order) returns it with `created: false` and tells nobody."""
+    people = sorted(set(members) | {caller.user})
     if kind == RoomKind.DIRECT:
         if len(people) != 2:
             raise bad_request("a direct room has exactly two members")
@@ -100,7 +80,7 @@ def create_room(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         if existing is not None:
             return {"room": existing.id, "members": people, "created": False}
         try:
-            room = _create(caller, kind, params.get("ref", ""), people, key)
+            room = _create(caller, kind, ref, people, key)
         except IntegrityError:
             # The other member asked at the same moment and committed first: theirs is the room.
             existing = Room.objects.filter(tenant=caller.tenant, pair_key=key).first()
@@ -108,7 +88,7 @@ def create_room(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                 raise
             return {"room": existing.id, "members": people, "created": False}
     else:
-        room = _create(caller, kind, params.get("ref", ""), people, None)
+        room = _create(caller, kind, ref, people, None)
     return {"room": room.id, "members": people, "created": True}
 
 
@@ -143,19 +123,11 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
     return parsed, room_id
 
 
-@method("rooms.list", roles=USERS, summary="The caller's rooms, newest first (pages of at most 100).",
-        params={"type": "object", "additionalProperties": False, "properties": {
-            "limit": {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
-            "cursor": {"type": "string", "minLength": 1, "maxLength": 200,
-                       "description": "`next` of the previous page"}}},
-        result={"type": "object", "properties": {
-            "rooms": {"type": "array", "items": ROOM_ITEM},
-            "next": {"type": ["string", "null"], "description": "cursor of the next page; null at the end"}}})
-def list_rooms(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    limit = params.get("limit", LIST_LIMIT)
+def list_rooms(caller: Caller, limit: int = LIST_LIMIT, cursor: str | None = None) -> dict[str, Any]:
+    """The caller's rooms, newest first; `cursor` is the `next` of the previous page."""
     rooms = Room.objects.filter(tenant=caller.tenant, members__user=caller.user)
-    if "cursor" in params:
-        when, room_id = _parse_cursor(params["cursor"])
+    if cursor is not None:
+        when, room_id = _parse_cursor(cursor)
         rooms = rooms.filter(Q(created_at__lt=when) | Q(created_at=when, id__lt=room_id))
     page = list(rooms.order_by("-created_at", "-id")[:limit + 1])
     more = len(page) > limit
