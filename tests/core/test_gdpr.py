@@ -243,14 +243,14 @@ def test_erasure_drops_the_direct_pair_key() -> None:
     """The pair key is derived from both ids: after erasure a new direct room for the pair is a new room."""
     from core.management.commands.erase_user import erase
     from hub.rpc import Caller
-    from rooms import rpc as methods
+    from rooms.actions import chat
     from rooms.models import Room
 
     u, v = uid("u"), uid("v")
-    room = methods.rooms_create(Caller(u, "customer", "t1"), {"members": [v], "kind": "direct"})["room"]
+    room = chat.create_room(Caller(u, "customer", "t1"), members=[v], kind="direct")["room"]
     erase(u)
     assert Room.objects.get(pk=room).pair_key is None
-    again = methods.rooms_create(Caller(u, "customer", "t1"), {"members": [v], "kind": "direct"})
+    again = chat.create_room(Caller(u, "customer", "t1"), members=[v], kind="direct")
     assert again["created"] is True and again["room"] != room
 
 
@@ -393,13 +393,13 @@ def test_audit_rows_hold_no_free_text_and_a_cancel_reason_is_erased() -> None:
     the erasure blanks it, also when the canceller was the chosen provider rather than the owner."""
     from core.management.commands.erase_user import erase
     from hub.rpc import Caller
-    from rooms import rpc as methods
+    from rooms.actions import jobs
     from rooms.models import Job
 
     owner, prov = uid("o"), uid("p")
     job = Job.objects.create(tenant="t1", owner=owner, owner_role="customer", title="Tile the bathroom",
                              category="tiling", lat=51.5, lng=-0.1, provider=prov, status="accepted")
-    methods.jobs_cancel(Caller(prov, "provider", "t1"), {"job": job.id, "reason": "my van broke down on Elm Road"})
+    jobs.cancel(Caller(prov, "provider", "t1"), job_id=job.id, reason="my van broke down on Elm Road")
     row = AuditLog.objects.get(action="jobs.cancel", target=f"job:{job.id}")
     assert "Elm Road" not in orjson.dumps(row.detail).decode() and row.detail["reason_given"] is True
     job.refresh_from_db()

@@ -433,15 +433,14 @@ def test_the_missed_call_sweep_pushes_in_the_calls_tenant(fake: FakeWebPush) -> 
     from django.utils import timezone
 
     from hub.rpc import Caller
-    from rooms import rpc as methods
-    from rooms.actions import calls
+    from rooms.actions import calls, chat
 
     t = uid("t")
     alice, bob = Caller(uid("a"), "customer", t), Caller(uid("b"), "provider", t)
     web_device(fake, t, bob.user)
     with store.tenant_scope(t):  # what hub.rpc.call sets for a caller
-        room = methods.rooms_create(alice, {"members": [bob.user], "kind": "direct"})["room"]
-        call = methods.calls_start(alice, {"room": room, "media": "voice"})["call"]
+        room = chat.create_room(alice, members=[bob.user], kind="direct")["room"]
+        call = calls.start(alice, room_id=room, media="voice")["call"]
     calls.expire_invites(timezone.now() + timedelta(seconds=calls.ring_s() + 1), calls=[call])
     by_kind = {(r.kind, r.payload["title"]): r.state for r in rows(bob.user)}
     assert by_kind[("call", "Incoming voice call")] == "cancelled"  # nobody rings for a missed call
@@ -602,7 +601,7 @@ def publish(channel: str, data: dict[str, Any], conn: _Conn) -> Any:
 
 def test_a_room_message_pushes_to_the_other_members_without_its_text(fake: FakeWebPush) -> None:
     from hub.rpc import Caller
-    from rooms import rpc as methods
+    from rooms.actions import chat
 
     t = uid("t")
     alice, bob, carol = uid("a"), uid("b"), uid("c")
@@ -610,7 +609,7 @@ def test_a_room_message_pushes_to_the_other_members_without_its_text(fake: FakeW
         web_device(fake, t, u)
     web_device(fake, uid("t"), carol)  # carol's device is in another tenant
     with store.tenant_scope(t):
-        room = methods.rooms_create(Caller(alice, "customer", t), {"members": [bob, carol], "kind": "booking"})["room"]
+        room = chat.create_room(Caller(alice, "customer", t), members=[bob, carol], kind="booking")["room"]
     Outbox.objects.filter(user__in=[alice, bob, carol]).delete()  # the room's own invites
     result, error = publish(f"chat:{room}", {"text": "my address is 1 High St"}, _Conn(alice, t))
     assert error is None and result[0].offset >= 1

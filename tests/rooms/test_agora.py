@@ -17,7 +17,7 @@ from core.errors import HubError
 from hub.channels import check_signal, check_subscribe
 from hub.rpc import Caller
 from rooms import agora
-from rooms import rpc as methods
+from rooms.actions import calls, chat
 from tests.support import uid
 
 APP_ID = "0123456789abcdef0123456789abcdef"  # real App IDs are 32 hex characters
@@ -134,20 +134,20 @@ def test_uids_are_nonzero_32_bit() -> None:
 def test_call_tokens_verify_and_strangers_get_none() -> None:
     tenant = uid("t")
     alice, bob, eve = (Caller(uid(n), "customer", tenant) for n in ("alice", "bob", "eve"))
-    room = methods.rooms_create(alice, {"members": [bob.user], "kind": "direct"})["room"]
+    room = chat.create_room(alice, members=[bob.user], kind="direct")["room"]
     with override_settings(**REAL):
-        started = methods.calls_start(alice, {"room": room, "media": "video"})
-        accepted = methods.calls_accept(bob, {"call": started["call"]})
-        renewed = methods.calls_renew(bob, {"call": started["call"]})
+        started = calls.start(alice, room_id=room, media="video")
+        accepted = calls.accept(bob, call_id=started["call"])
+        renewed = calls.renew(bob, call_id=started["call"])
         call_id = started["call"]
         for got in (started["agora"], accepted["agora"], renewed):
             verify(got["token"], APP_ID, CERT, got["channel"], got["uid"])
         assert started["agora"]["uid"] != accepted["agora"]["uid"]
         assert accepted["agora"]["uid"] == renewed["uid"]  # stable per user per call
         assert started["agora"]["channel"] == accepted["agora"]["channel"]
-        for fn in (methods.calls_accept, methods.calls_renew):
+        for fn in (calls.accept, calls.renew):
             with pytest.raises(HubError) as err:
-                fn(eve, {"call": call_id})
+                fn(eve, call_id=call_id)
             assert err.value.code == "forbidden"
 
     async def refused(check: object) -> str:

@@ -1,4 +1,4 @@
-"""Calls: the plain domain functions and the sweeper against the real test database."""
+"""Calls (rooms.actions.calls): the plain domain functions and the sweeper against the real test database."""
 from __future__ import annotations
 
 import threading
@@ -16,8 +16,7 @@ from core.errors import HubError
 from core.models import AuditLog
 from hub.models import Publication
 from hub.rpc import Caller
-from rooms import rpc as methods
-from rooms.actions import calls
+from rooms.actions import calls, chat
 from rooms.models import Call, CallParticipant
 from tests.support import uid
 
@@ -32,9 +31,9 @@ def kinds(channel: str) -> list[str]:
     return [d["kind"] for d in pubs(channel)]
 
 
-def code_of(fn: Callable[..., Any], *args: Any) -> str:
+def code_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except HubError as exc:
         return exc.code
     return "ok"
@@ -51,7 +50,7 @@ def people(tenant: str, n: int) -> list[Caller]:
 
 def room_of(owner: Caller, *others: Caller) -> str:
     kind = "direct" if len(others) == 1 else "booking"
-    return str(methods.rooms_create(owner, {"members": [o.user for o in others], "kind": kind})["room"])
+    return str(chat.create_room(owner, members=[o.user for o in others], kind=kind)["room"])
 
 
 def later(seconds: float) -> Any:
@@ -61,7 +60,7 @@ def later(seconds: float) -> Any:
 def test_start_invites_the_other_members(tenant: str) -> None:
     alice, bob, carol = people(tenant, 3)
     room = room_of(alice, bob, carol)
-    out = methods.calls_start(alice, {"room": room, "media": "voice"})
+    out = calls.start(alice, room_id=room, media="voice")
     call = out["call"]
     assert set(out["agora"]) >= {"app_id", "channel", "uid", "token", "expires_at"}
     assert out["agora"]["uid"] == 1 and out["agora"]["development"] is True  # dev credentials in tests
@@ -85,29 +84,29 @@ def test_start_invites_the_other_members(tenant: str) -> None:
 def test_start_refusals(tenant: str) -> None:
     alice, bob, eve = people(tenant, 3)
     room = room_of(alice, bob)
-    assert code_of(methods.calls_start, eve, {"room": room, "media": "video"}) == "forbidden"
-    assert code_of(methods.calls_start, alice, {"room": room, "media": "fax"}) == "bad_request"
-    assert code_of(methods.calls_start, alice, {"room": "nope", "media": "video"}) == "not_found"
-    assert code_of(methods.calls_start, Caller(alice.user, "customer", uid("t")), {"room": room, "media": "video"}) \
+    assert code_of(calls.start, eve, room_id=room, media="video") == "forbidden"
+    assert code_of(calls.start, alice, room_id=room, media="fax") == "bad_request"
+    assert code_of(calls.start, alice, room_id="nope", media="video") == "not_found"
+    assert code_of(calls.start, Caller(alice.user, "customer", uid("t")), room_id=room, media="video") \
         == "not_found"  # another tenant's room
-    solo = str(methods.rooms_create(alice, {"members": [alice.user], "kind": "booking"})["room"])
-    assert code_of(methods.calls_start, alice, {"room": solo, "media": "video"}) == "bad_request"
+    solo = str(chat.create_room(alice, members=[alice.user], kind="booking")["room"])
+    assert code_of(calls.start, alice, room_id=solo, media="video") == "bad_request"
 
 
 def test_accept_renew_end(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
-    got = methods.calls_accept(bob, {"call": call})
+    call = calls.start(alice, room_id=room_of(alice, bob), media="video")["call"]
+    got = calls.accept(bob, call_id=call)
     assert got["call"] == call and got["agora"]["uid"] == 2
-    assert methods.calls_accept(bob, {"call": call})["agora"]["uid"] == 2  # idempotent for a joined participant
+    assert calls.accept(bob, call_id=call)["agora"]["uid"] == 2  # idempotent for a joined participant
     record = Call.objects.get(pk=call)
     assert (record.status, record.outcome) == ("active", "answered") and record.answered_at is not None
     assert [d for d in pubs(f"user:{alice.user}") if d["kind"] == "call.accepted"] == [
         {"kind": "call.accepted", "call": call, "user": bob.user, "uid": 2}]
-    renewed = methods.calls_renew(bob, {"call": call})
+    renewed = calls.renew(bob, call_id=call)
     assert set(renewed) >= {"token", "expires_at"} and renewed["uid"] == 2
-    assert code_of(methods.calls_decline, bob, {"call": call}) == "conflict"  # joined: end it instead
-    out = methods.calls_end(bob, {"call": call})
+    assert code_of(calls.decline, bob, call_id=call) == "conflict"  # joined: end it instead
+    out = calls.end(bob, call_id=call)
     assert out["outcome"] == "ended" and out["duration_s"] >= 0
     record.refresh_from_db()
     assert (record.status, record.outcome, record.ended_by) == ("ended", "ended", bob.user)
@@ -118,43 +117,43 @@ def test_accept_renew_end(tenant: str) -> None:
     for action in ("calls.start", "calls.accept", "calls.end"):
         assert AuditLog.objects.filter(action=action, target=f"call:{call}").exists(), action
     # after the end: conflict for participants, forbidden for strangers
-    for fn in (methods.calls_accept, methods.calls_decline, methods.calls_end, methods.calls_renew):
-        assert code_of(fn, bob, {"call": call}) == "conflict", fn.__name__
+    for fn in (calls.accept, calls.decline, calls.end, calls.renew):
+        assert code_of(fn, bob, call_id=call) == "conflict", fn.__name__
     eve = Caller(uid("eve"), "customer", tenant)
-    for fn in (methods.calls_accept, methods.calls_decline, methods.calls_end, methods.calls_renew, methods.calls_get):
-        assert code_of(fn, eve, {"call": call}) == "forbidden", fn.__name__
-        assert code_of(fn, eve, {"call": "missing"}) == "not_found", fn.__name__
+    for fn in (calls.accept, calls.decline, calls.end, calls.renew, calls.get_call):
+        assert code_of(fn, eve, call_id=call) == "forbidden", fn.__name__
+        assert code_of(fn, eve, call_id="missing") == "not_found", fn.__name__
 
 
 def test_strangers_are_refused_while_live(tenant: str) -> None:
     alice, bob, eve = people(tenant, 3)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
-    for fn in (methods.calls_accept, methods.calls_decline, methods.calls_end, methods.calls_renew):
-        assert code_of(fn, eve, {"call": call}) == "forbidden", fn.__name__
+    call = calls.start(alice, room_id=room_of(alice, bob), media="video")["call"]
+    for fn in (calls.accept, calls.decline, calls.end, calls.renew):
+        assert code_of(fn, eve, call_id=call) == "forbidden", fn.__name__
     assert not calls.subscribe_hook(eve, call) and not calls.signal_hook(eve, call)
     assert calls.subscribe_hook(bob, call) and calls.signal_hook(bob, call)
     # a ringing invitee has no token yet and cannot end the call
-    assert code_of(methods.calls_renew, bob, {"call": call}) == "conflict"
-    assert code_of(methods.calls_end, bob, {"call": call}) == "conflict"
+    assert code_of(calls.renew, bob, call_id=call) == "conflict"
+    assert code_of(calls.end, bob, call_id=call) == "conflict"
     assert Call.objects.get(pk=call).status == "ringing"
 
 
 def test_decline_by_everyone_ends_the_call(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "voice"})["call"]
-    assert methods.calls_decline(bob, {"call": call})["status"] == "ended"
+    call = calls.start(alice, room_id=room_of(alice, bob), media="voice")["call"]
+    assert calls.decline(bob, call_id=call)["status"] == "ended"
     record = Call.objects.get(pk=call)
     assert (record.status, record.outcome, record.duration_s) == ("ended", "declined", 0)
     assert kinds(f"call:{call}") == ["call.started", "call.declined", "call.ended"]
     assert "call.declined" in [d["kind"] for d in pubs(f"user:{alice.user}")]
-    assert code_of(methods.calls_accept, bob, {"call": call}) == "conflict"
+    assert code_of(calls.accept, bob, call_id=call) == "conflict"
     assert not calls.signal_hook(bob, call) and calls.subscribe_hook(bob, call)  # history stays readable
 
 
 def test_caller_hanging_up_before_an_answer_cancels(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "voice"})["call"]
-    assert methods.calls_end(alice, {"call": call})["outcome"] == "cancelled"
+    call = calls.start(alice, room_id=room_of(alice, bob), media="voice")["call"]
+    assert calls.end(alice, call_id=call)["outcome"] == "cancelled"
     assert CallParticipant.objects.get(call_id=call, user=bob.user).status == "missed"
     missed = [d for d in pubs(f"user:{bob.user}") if d["kind"] == "call.missed"]
     assert missed and missed[0]["reason"] == "ended" and missed[0]["from"] == alice.user
@@ -163,7 +162,7 @@ def test_caller_hanging_up_before_an_answer_cancels(tenant: str) -> None:
 
 def test_ring_timeout_makes_invites_missed_once(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
+    call = calls.start(alice, room_id=room_of(alice, bob), media="video")["call"]
     assert calls.expire_invites(later(5), calls=[call]) == 0  # still ringing
     assert calls.expire_invites(later(31), calls=[call]) == 1
     assert calls.expire_invites(later(40), calls=[call]) == 0  # idempotent
@@ -174,14 +173,14 @@ def test_ring_timeout_makes_invites_missed_once(tenant: str) -> None:
     for channel in (f"call:{call}", f"user:{alice.user}", f"user:{bob.user}"):
         assert [d for d in pubs(channel) if d["kind"] == "call.missed"] == [expect], channel
     assert kinds(f"call:{call}") == ["call.started", "call.missed", "call.ended"]
-    assert code_of(methods.calls_accept, bob, {"call": call}) == "conflict"
+    assert code_of(calls.accept, bob, call_id=call) == "conflict"
 
 
 def test_accept_after_the_ring_window_is_refused_before_the_sweep(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
+    call = calls.start(alice, room_id=room_of(alice, bob), media="video")["call"]
     CallParticipant.objects.filter(call_id=call, user=bob.user).update(invited_at=later(-60))
-    assert code_of(methods.calls_accept, bob, {"call": call}) == "conflict"
+    assert code_of(calls.accept, bob, call_id=call) == "conflict"
 
 
 def test_ring_seconds_come_from_settings() -> None:
@@ -192,8 +191,8 @@ def test_ring_seconds_come_from_settings() -> None:
 
 def test_group_call_keeps_going_when_one_invitee_misses(tenant: str) -> None:
     alice, bob, carol = people(tenant, 3)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob, carol), "media": "video"})["call"]
-    methods.calls_accept(bob, {"call": call})
+    call = calls.start(alice, room_id=room_of(alice, bob, carol), media="video")["call"]
+    calls.accept(bob, call_id=call)
     assert calls.expire_invites(later(31), calls=[call]) == 1
     assert Call.objects.get(pk=call).status == "active"
     assert CallParticipant.objects.get(call_id=call, user=carol.user).status == "missed"
@@ -202,24 +201,23 @@ def test_group_call_keeps_going_when_one_invitee_misses(tenant: str) -> None:
 
 def test_busy_invitee(tenant: str) -> None:
     alice, bob, carol = people(tenant, 3)
-    first = methods.calls_start(carol, {"room": room_of(carol, bob), "media": "voice"})["call"]
-    methods.calls_accept(bob, {"call": first})
-    second = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
+    first = calls.start(carol, room_id=room_of(carol, bob), media="voice")["call"]
+    calls.accept(bob, call_id=first)
+    second = calls.start(alice, room_id=room_of(alice, bob), media="video")["call"]
     invite = [d for d in pubs(f"user:{bob.user}") if d["kind"] == "call.invite" and d["call"] == second]
     assert invite and invite[0]["busy"] is True
     p = CallParticipant.objects.get(call_id=second, user=bob.user)
     assert (p.status, p.busy) == ("busy", True)
     # a busy callee may still pick up (call waiting)
-    assert methods.calls_accept(bob, {"call": second})["agora"]["uid"] == 2
+    assert calls.accept(bob, call_id=second)["agora"]["uid"] == 2
     # nobody else is busy
-    other = methods.calls_start(alice, {"room": room_of(alice, Caller(uid("z"), "provider", tenant)),
-                                "media": "voice"})["call"]
+    other = calls.start(alice, room_id=room_of(alice, Caller(uid("z"), "provider", tenant)), media="voice")["call"]
     assert CallParticipant.objects.get(call_id=other, is_caller=False).busy is False
 
 
 def test_concurrent_sweepers_move_each_invite_once(tenant: str) -> None:
     alice, *others = people(tenant, 5)
-    call = methods.calls_start(alice, {"room": room_of(alice, *others), "media": "voice"})["call"]
+    call = calls.start(alice, room_id=room_of(alice, *others), media="voice")["call"]
     at = later(31)
     moved: list[int] = []
     errors: list[BaseException] = []
@@ -246,8 +244,8 @@ def test_concurrent_sweepers_move_each_invite_once(tenant: str) -> None:
 
 def test_sweep_abandoned_with_injected_presence(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "video"})["call"]
-    methods.calls_accept(bob, {"call": call})
+    call = calls.start(alice, room_id=room_of(alice, bob), media="video")["call"]
+    calls.accept(bob, call_id=call)
 
     def offline(tenant: str, user: str) -> bool:
         return False
@@ -279,7 +277,7 @@ def test_sweep_abandoned_with_injected_presence(tenant: str) -> None:
 
 def test_sweep_runs_both_timers_and_accepts_epoch_seconds(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "voice"})["call"]
+    call = calls.start(alice, room_id=room_of(alice, bob), media="voice")["call"]
     out = calls.sweep(timezone.now().timestamp())
     assert set(out) == {"missed", "abandoned"}
     assert Call.objects.get(pk=call).status == "ringing"
@@ -289,9 +287,9 @@ def test_sweep_runs_both_timers_and_accepts_epoch_seconds(tenant: str) -> None:
 
 def test_describe_is_the_call_record(tenant: str) -> None:
     alice, bob = people(tenant, 2)
-    call = methods.calls_start(alice, {"room": room_of(alice, bob), "media": "voice"})["call"]
-    methods.calls_decline(bob, {"call": call})
-    got = methods.calls_get(alice, {"call": call})
+    call = calls.start(alice, room_id=room_of(alice, bob), media="voice")["call"]
+    calls.decline(bob, call_id=call)
+    got = calls.get_call(alice, call_id=call)
     assert got["outcome"] == "declined" and got["caller"] == alice.user and got["duration_s"] == 0
     assert [(p["user"], p["status"], p["caller"]) for p in got["participants"]] == [
         (alice.user, "joined", True), (bob.user, "declined", False)]
@@ -307,7 +305,7 @@ def test_group_calls_ringing_the_same_people_at_once(tenant: str) -> None:
     def ring(caller: Caller, room: str) -> None:
         try:
             barrier.wait()
-            codes.append(code_of(methods.calls_start, caller, {"room": room, "media": "voice"}))
+            codes.append(code_of(calls.start, caller, room_id=room, media="voice"))
         finally:
             connection.close()
 

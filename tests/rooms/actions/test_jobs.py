@@ -1,7 +1,6 @@
-"""Custom jobs: the plain domain functions against the real test database."""
+"""Custom jobs (rooms.actions.jobs): the plain domain functions against the real test database."""
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import types
@@ -14,10 +13,8 @@ from django.db import connection
 
 from core.errors import HubError
 from core.models import AuditLog
-from hub.channels import check_subscribe
 from hub.models import Publication
 from hub.rpc import Caller
-from rooms import rpc as methods
 from rooms.actions import jobs
 from rooms.models import Bid, Job
 from tests.support import uid
@@ -28,9 +25,9 @@ def pubs(channel: str) -> list[dict[str, Any]]:
     return [orjson.loads(r.data) for r in rows if r.data is not None]
 
 
-def code_of(fn: Callable[..., Any], *args: Any) -> str:
+def code_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     try:
-        fn(*args)
+        fn(*args, **kwargs)
     except HubError as exc:
         return exc.code
     return "ok"
@@ -64,7 +61,7 @@ def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> lis
 def post(owner: Caller, **extra: Any) -> str:
     params = {"title": "Fix the boiler", "description": "No hot water", "category": "plumbing",
               "lat": 51.5072, "lng": -0.1276, **extra}
-    return str(methods.jobs_create(owner, params)["job"])
+    return str(jobs.create_job(owner, **params)["job"])
 
 
 # --- create ------------------------------------------------------------------------------------
@@ -76,8 +73,8 @@ def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.Monk
     owner = Caller(uid("cust"), "customer", tenant)
     p1, p2 = uid("p"), uid("p")
     seen = fake_matcher(monkeypatch, lambda: [p1, p2, owner.user])
-    out = methods.jobs_create(owner, {"title": "Fix the boiler", "description": "", "category": "plumbing",
-                                  "lat": 51.5, "lng": -0.12, "budget": 25000, "currency": "GBP"})
+    out = jobs.create_job(owner, title="Fix the boiler", description="", category="plumbing", lat=51.5,
+                          lng=-0.12, budget=25000, currency="GBP")
     assert out["status"] == "open" and out["notified"] == 2
     assert seen == [(51.5, -0.12, "plumbing", 50)]
     for p in (p1, p2):
@@ -97,19 +94,19 @@ def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
         monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
     owner = Caller(uid("cust"), "customer", tenant)
     monkeypatch.setitem(sys.modules, "matching.service", None)
-    out = methods.jobs_create(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    out = jobs.create_job(owner, title="a", description="", category="x", lat=0, lng=0)
     assert out["notified"] == 0 and out["reason"] == "matcher_unavailable"
 
     def boom() -> list[str]:
         raise RuntimeError("matcher down")
 
     fake_matcher(monkeypatch, boom)
-    out = methods.jobs_create(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    out = jobs.create_job(owner, title="a", description="", category="x", lat=0, lng=0)
     assert out["notified"] == 0 and Job.objects.filter(pk=out["job"]).exists()
     assert out["reason"] == "matcher_unavailable"
 
     fake_matcher(monkeypatch, lambda: [owner.user])  # the only provider found is the poster
-    out = methods.jobs_create(owner, {"title": "a", "description": "", "category": "x", "lat": 0, "lng": 0})
+    out = jobs.create_job(owner, title="a", description="", category="x", lat=0, lng=0)
     assert out["notified"] == 0 and out["reason"] == "no_provider_available"
 
 
@@ -118,19 +115,19 @@ def test_create_validates_roles_money_and_currency(tenant: str) -> None:
     customer = Caller(uid("c"), "customer", tenant)
     base = {"title": "t", "description": "d", "category": "c", "lat": 1.0, "lng": 2.0}
     for role in ("provider", "serviceman", "admin"):
-        assert code_of(methods.jobs_create, Caller(uid(), role, tenant), base) == "forbidden"
-    assert code_of(methods.jobs_create, Caller(uid(), "enterprise", tenant), base) == "ok"
+        assert code_of(jobs.create_job, Caller(uid(), role, tenant), **base) == "forbidden"
+    assert code_of(jobs.create_job, Caller(uid(), "enterprise", tenant), **base) == "ok"
     for budget in (100.0, 12.5, "100", 0, -1, 10**12 + 1, True):
-        assert code_of(methods.jobs_create, customer, {**base, "budget": budget}) == "bad_request", budget
+        assert code_of(jobs.create_job, customer, **base, budget=budget) == "bad_request", budget
     for currency in ("XYZ", "gbp", "GB", "XAU"):
         params = {**base, "budget": 1, "currency": currency}
-        assert code_of(methods.jobs_create, customer, params) == "bad_request"
-    assert code_of(methods.jobs_create, customer, {**base, "title": "  "}) == "bad_request"
-    assert code_of(methods.jobs_create, customer, {**base, "lat": 91}) == "bad_request"
+        assert code_of(jobs.create_job, customer, **params) == "bad_request"
+    assert code_of(jobs.create_job, customer, **{**base, "title": "  "}) == "bad_request"
+    assert code_of(jobs.create_job, customer, **{**base, "lat": 91}) == "bad_request"
     # a bare budget is in pence; the largest amount is accepted
-    job = Job.objects.get(pk=methods.jobs_create(customer, {**base, "budget": 10**12})["job"])
+    job = Job.objects.get(pk=jobs.create_job(customer, **base, budget=10**12)["job"])
     assert (job.budget, job.currency) == (10**12, "GBP")
-    job = Job.objects.get(pk=methods.jobs_create(customer, {**base, "budget": 500, "currency": "JPY"})["job"])
+    job = Job.objects.get(pk=jobs.create_job(customer, **base, budget=500, currency="JPY")["job"])
     assert (job.budget, job.currency) == (500, "JPY")
     assert {"GBP", "EUR", "USD", "JPY", "CHF"} <= set(jobs.CURRENCIES) and jobs.CURRENCIES["JPY"] == 0
 
@@ -142,9 +139,9 @@ def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     prov = Caller(uid("p"), "provider", tenant)
     job = post(owner)
-    first = methods.jobs_bid(prov, {"job": job, "amount": 12000, "currency": "GBP", "note": "two hours"})
+    first = jobs.bid(prov, job_id=job, amount=12000, currency="GBP", note="two hours")
     assert first["replaces"] is None
-    second = methods.jobs_bid(prov, {"job": job, "amount": 11000, "currency": "GBP"})
+    second = jobs.bid(prov, job_id=job, amount=11000, currency="GBP")
     assert second["replaces"] == first["bid"]
     assert Bid.objects.get(pk=first["bid"]).status == "replaced"
     assert Bid.objects.filter(job_id=job, provider=prov.user, status="live").count() == 1
@@ -162,7 +159,7 @@ def test_a_new_bid_replaces_the_old_one_and_says_so(tenant: str) -> None:
     ]
     assert pubs(f"user:{owner.user}") == placed and pubs(f"user:{prov.user}") == placed
     other = Caller(uid("p"), "provider", tenant)
-    methods.jobs_bid(other, {"job": job, "amount": 13000, "currency": "GBP", "note": "mine"})
+    jobs.bid(other, job_id=job, amount=13000, currency="GBP", note="mine")
     assert pubs(f"job:{job}")[-1]["count"] == 2
     assert [d["amount"] for d in pubs(f"user:{other.user}")] == [13000]  # not the rival's amounts
     # bidding made the provider a member of job:<id>
@@ -176,18 +173,18 @@ def test_bid_refusals(tenant: str) -> None:
     owner = Caller(uid("e"), "enterprise", tenant)
     prov = Caller(uid("p"), "serviceman", tenant)
     job = post(owner, budget=5000, currency="EUR")
-    ok = {"job": job, "amount": 4000, "currency": "EUR"}
-    assert code_of(methods.jobs_bid, owner, ok) == "forbidden"  # an enterprise cannot bid on its own job
-    assert code_of(methods.jobs_bid, Caller(uid(), "customer", tenant), ok) == "forbidden"
-    assert code_of(methods.jobs_bid, Caller(uid(), "admin", tenant), ok) == "forbidden"
-    assert code_of(methods.jobs_bid, prov, {**ok, "currency": "GBP"}) == "bad_request"  # job priced in EUR
-    assert code_of(methods.jobs_bid, prov, {**ok, "currency": "ZZZ"}) == "bad_request"
-    assert code_of(methods.jobs_bid, prov, {**ok, "amount": 40.5}) == "bad_request"
-    assert code_of(methods.jobs_bid, prov, {**ok, "amount": 4000.0}) == "bad_request"  # never a float
-    assert code_of(methods.jobs_bid, prov, {**ok, "amount": 0}) == "bad_request"
-    assert code_of(methods.jobs_bid, prov, {**ok, "job": "nope"}) == "not_found"
-    assert code_of(methods.jobs_bid, Caller(prov.user, "serviceman", uid("t")), ok) == "not_found"  # other tenant
-    assert code_of(methods.jobs_bid, prov, ok) == "ok"
+    ok = {"job_id": job, "amount": 4000, "currency": "EUR"}
+    assert code_of(jobs.bid, owner, **ok) == "forbidden"  # an enterprise cannot bid on its own job
+    assert code_of(jobs.bid, Caller(uid(), "customer", tenant), **ok) == "forbidden"
+    assert code_of(jobs.bid, Caller(uid(), "admin", tenant), **ok) == "forbidden"
+    assert code_of(jobs.bid, prov, **{**ok, "currency": "GBP"}) == "bad_request"  # job priced in EUR
+    assert code_of(jobs.bid, prov, **{**ok, "currency": "ZZZ"}) == "bad_request"
+    assert code_of(jobs.bid, prov, **{**ok, "amount": 40.5}) == "bad_request"
+    assert code_of(jobs.bid, prov, **{**ok, "amount": 4000.0}) == "bad_request"  # never a float
+    assert code_of(jobs.bid, prov, **{**ok, "amount": 0}) == "bad_request"
+    assert code_of(jobs.bid, prov, **{**ok, "job_id": "nope"}) == "not_found"
+    assert code_of(jobs.bid, Caller(prov.user, "serviceman", uid("t")), **ok) == "not_found"  # other tenant
+    assert code_of(jobs.bid, prov, **ok) == "ok"
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -195,18 +192,18 @@ def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     a, b, c = (Caller(uid("p"), role, tenant) for role in ("provider", "serviceman", "enterprise"))
     job = post(owner)
-    bid_a = methods.jobs_bid(a, {"job": job, "amount": 100, "currency": "GBP"})["bid"]
-    methods.jobs_bid(b, {"job": job, "amount": 90, "currency": "GBP"})
-    bid_b = methods.jobs_bid(b, {"job": job, "amount": 80, "currency": "GBP"})["bid"]
-    bid_c = methods.jobs_bid(c, {"job": job, "amount": 95, "currency": "GBP"})["bid"]
+    bid_a = jobs.bid(a, job_id=job, amount=100, currency="GBP")["bid"]
+    jobs.bid(b, job_id=job, amount=90, currency="GBP")
+    bid_b = jobs.bid(b, job_id=job, amount=80, currency="GBP")["bid"]
+    bid_c = jobs.bid(c, job_id=job, amount=95, currency="GBP")["bid"]
     other_job = post(owner)
-    assert code_of(methods.jobs_accept, owner, {"job": other_job, "bid": bid_b}) == "not_found"
-    assert code_of(methods.jobs_accept, owner, {"job": job, "bid": "missing"}) == "not_found"
+    assert code_of(jobs.accept, owner, job_id=other_job, bid_id=bid_b) == "not_found"
+    assert code_of(jobs.accept, owner, job_id=job, bid_id="missing") == "not_found"
     replaced = Bid.objects.get(job_id=job, provider=b.user, status="replaced").id
-    assert code_of(methods.jobs_accept, owner, {"job": job, "bid": replaced}) == "conflict"
-    assert code_of(methods.jobs_accept, a, {"job": job, "bid": bid_a}) == "forbidden"
+    assert code_of(jobs.accept, owner, job_id=job, bid_id=replaced) == "conflict"
+    assert code_of(jobs.accept, a, job_id=job, bid_id=bid_a) == "forbidden"
 
-    out = methods.jobs_accept(owner, {"job": job, "bid": bid_b})
+    out = jobs.accept(owner, job_id=job, bid_id=bid_b)
     assert out == {"job": job, "status": "accepted", "bid": bid_b, "provider": b.user}
     assert [d for d in pubs(f"user:{b.user}") if d["kind"] == "bid.accepted"] == [
         {"kind": "bid.accepted", "job": job, "bid": bid_b, "title": "Fix the boiler", "amount": 80,
@@ -219,40 +216,7 @@ def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     status = [d for d in pubs(f"job:{job}") if d["kind"] == "status"]
     assert status == [{"kind": "status", "job": job, "status": "accepted", "from_status": "open",
                        "by": owner.user, "bid": bid_b, "provider": b.user}]
-    assert code_of(methods.jobs_accept, owner, {"job": job, "bid": bid_a}) == "conflict"
-
-
-def test_the_migration_strips_bids_stored_before_bid_privacy(tenant: str) -> None:
-    """Old `bid` events (amount, note, provider, sender) become the public shape, offsets kept."""
-    import importlib
-
-    from hub.store import append, atomic
-
-    migration = importlib.import_module("rooms.migrations.0004_bid_privacy")
-    job, p1, p2 = uid("j"), uid("p"), uid("p")
-    old = [({"kind": "bid", "job": job, "bid": "b1", "provider": p1, "amount": 500, "currency": "GBP",
-             "note": "p1's note", "replaces": None}, p1),
-           ({"kind": "comment", "job": job, "comment": "c1", "by": p2, "role": "provider",
-             "text": 'quoting {"kind":"bid"} here'}, p2),
-           ({"kind": "bid", "job": job, "bid": "b2", "provider": p2, "amount": 400, "currency": "GBP",
-             "note": "", "replaces": None}, p2),
-           ({"kind": "bid", "job": job, "bid": "b3", "provider": p1, "amount": 450, "currency": "GBP",
-             "note": "again", "replaces": "b1"}, p1)]
-    # Stored as they were before tenants (migration 0004 runs before core.0004_tenant_channels).
-    with atomic():
-        for data, sender in old:
-            append(f"job:{job}", data, sender=sender)
-    migration.strip_bids(None, types.SimpleNamespace(connection=connection))
-    rows = list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
-                .values_list("offset", "sender", "data"))
-    assert [(o, s, orjson.loads(d)) for o, s, d in rows] == [
-        (1, None, {"kind": "bid", "job": job, "bid": "b1", "count": 1}),
-        (2, p2, old[1][0]),
-        (3, None, {"kind": "bid", "job": job, "bid": "b2", "count": 2}),
-        (4, None, {"kind": "bid", "job": job, "bid": "b3", "count": 2})]
-    migration.strip_bids(None, types.SimpleNamespace(connection=connection))  # a second run changes nothing
-    assert list(Publication.objects.filter(channel=f"job:{job}").order_by("offset")
-                .values_list("offset", "sender", "data")) == rows
+    assert code_of(jobs.accept, owner, job_id=job, bid_id=bid_a) == "conflict"
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -262,17 +226,17 @@ def test_comments_queries_and_answers(tenant: str) -> None:
     stranger = Caller(uid("p"), "provider", tenant)
     admin = Caller(uid("a"), "admin", tenant)
     job = post(owner)
-    assert code_of(methods.jobs_comment, stranger, {"job": job, "text": "hi"}) == "forbidden"
-    assert code_of(methods.jobs_ask, owner, {"job": job, "text": "?"}) == "forbidden"
-    assert code_of(methods.jobs_ask, Caller(uid(), "customer", tenant), {"job": job, "text": "?"}) == "forbidden"
-    q = methods.jobs_ask(asker, {"job": job, "text": "Which boiler model?"})["query"]
+    assert code_of(jobs.comment, stranger, job_id=job, text="hi") == "forbidden"
+    assert code_of(jobs.ask, owner, job_id=job, text="?") == "forbidden"
+    assert code_of(jobs.ask, Caller(uid(), "customer", tenant), job_id=job, text="?") == "forbidden"
+    q = jobs.ask(asker, job_id=job, text="Which boiler model?")["query"]
     assert not jobs.subscribe_hook(asker, job)  # asking does not open the job's stream to them
-    assert code_of(methods.jobs_answer, asker, {"job": job, "query": q, "text": "x"}) == "forbidden"
-    assert code_of(methods.jobs_answer, owner, {"job": job, "query": "nope", "text": "x"}) == "not_found"
-    a = methods.jobs_answer(owner, {"job": job, "query": q, "text": "Worcester 30i"})["answer"]
-    c1 = methods.jobs_comment(asker, {"job": job, "text": "Thanks"})
-    c2 = methods.jobs_comment(admin, {"job": job, "text": "Moderator here"})
-    c3 = methods.jobs_comment(owner, {"job": job, "text": "Welcome"})
+    assert code_of(jobs.answer, asker, job_id=job, query_id=q, text="x") == "forbidden"
+    assert code_of(jobs.answer, owner, job_id=job, query_id="nope", text="x") == "not_found"
+    a = jobs.answer(owner, job_id=job, query_id=q, text="Worcester 30i")["answer"]
+    c1 = jobs.comment(asker, job_id=job, text="Thanks")
+    c2 = jobs.comment(admin, job_id=job, text="Moderator here")
+    c3 = jobs.comment(owner, job_id=job, text="Welcome")
     assert c1["offset"] < c2["offset"] < c3["offset"]
     got = [(d["kind"], d.get("text")) for d in pubs(f"job:{job}")]
     assert got == [("query", "Which boiler model?"), ("answer", "Worcester 30i"), ("comment", "Thanks"),
@@ -291,23 +255,6 @@ def test_comments_queries_and_answers(tenant: str) -> None:
     # ... so the answer reaches the asker on their own channel.
     assert pubs(f"user:{asker.user}") == [{"kind": "query.answered", "job": job, "query": q, "answer": a,
                                            "by": owner.user, "text": "Worcester 30i"}]
-
-
-@pytest.mark.usefixtures("no_matcher")
-def test_admins_read_job_channels_through_the_namespace(tenant: str) -> None:
-    owner = Caller(uid("c"), "customer", tenant)
-    job = post(owner)
-    ns, via_admin = asyncio.run(check_subscribe(Caller(uid("a"), "admin", tenant), f"job:{job}"))
-    assert ns.name == "job" and via_admin
-
-    async def stranger() -> str:
-        try:
-            await check_subscribe(Caller(uid("p"), "provider", tenant), f"job:{job}")
-        except HubError as exc:
-            return exc.code
-        return "allowed"
-
-    assert asyncio.run(stranger()) == "forbidden"
 
 
 # --- the state machine, exhaustively ---------------------------------------------------------
@@ -382,34 +329,34 @@ def job_in(state: str, tenant: str) -> tuple[str, dict[str, Caller], str, str]:
               "admin": Caller(uid("adm"), "admin", tenant)}
     owner, winner = people["owner"], people["winner"]
     job = post(owner, budget=10000)
-    win = methods.jobs_bid(winner, {"job": job, "amount": 9000, "currency": "GBP"})["bid"]
-    methods.jobs_bid(people["loser"], {"job": job, "amount": 9500, "currency": "GBP"})
-    query = methods.jobs_ask(people["loser"], {"job": job, "text": "When?"})["query"]
+    win = jobs.bid(winner, job_id=job, amount=9000, currency="GBP")["bid"]
+    jobs.bid(people["loser"], job_id=job, amount=9500, currency="GBP")
+    query = jobs.ask(people["loser"], job_id=job, text="When?")["query"]
     if state != "open":
-        methods.jobs_accept(owner, {"job": job, "bid": win})
+        jobs.accept(owner, job_id=job, bid_id=win)
     if state in ("in_progress", "completed"):
-        methods.jobs_start(winner, {"job": job})
+        jobs.start(winner, job_id=job)
     if state == "completed":
-        methods.jobs_complete(owner, {"job": job})
+        jobs.complete(owner, job_id=job)
     if state == "cancelled":
-        methods.jobs_cancel(owner, {"job": job, "reason": "changed my mind"})
+        jobs.cancel(owner, job_id=job, reason="changed my mind")
     assert Job.objects.get(pk=job).status == state
     return job, people, win, query
 
 
 def attempt(action: str, who: Caller, job: str, win: str, query: str) -> str:
     calls: dict[str, tuple[Callable[[Caller, dict[str, Any]], Any], dict[str, Any]]] = {
-        "accept": (methods.jobs_accept, {"job": job, "bid": win}),
-        "start": (methods.jobs_start, {"job": job}),
-        "complete": (methods.jobs_complete, {"job": job}),
-        "cancel": (methods.jobs_cancel, {"job": job, "reason": "because"}),
-        "bid": (methods.jobs_bid, {"job": job, "amount": 8000, "currency": "GBP"}),
-        "ask": (methods.jobs_ask, {"job": job, "text": "Parking?"}),
-        "comment": (methods.jobs_comment, {"job": job, "text": "Hello"}),
-        "answer": (methods.jobs_answer, {"job": job, "query": query, "text": "Tomorrow"}),
+        "accept": (jobs.accept, {"job_id": job, "bid_id": win}),
+        "start": (jobs.start, {"job_id": job}),
+        "complete": (jobs.complete, {"job_id": job}),
+        "cancel": (jobs.cancel, {"job_id": job, "reason": "because"}),
+        "bid": (jobs.bid, {"job_id": job, "amount": 8000, "currency": "GBP"}),
+        "ask": (jobs.ask, {"job_id": job, "text": "Parking?"}),
+        "comment": (jobs.comment, {"job_id": job, "text": "Hello"}),
+        "answer": (jobs.answer, {"job_id": job, "query_id": query, "text": "Tomorrow"}),
     }
     fn, params = calls[action]
-    return code_of(fn, who, params)
+    return code_of(fn, who, **params)
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -443,13 +390,13 @@ def test_every_state_action_and_actor(state: str, tenant: str) -> None:
 @pytest.mark.usefixtures("no_matcher")
 def test_unknown_job_is_not_found(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
-    for fn, params in ((methods.jobs_start, {"job": "missing"}),
-                       (methods.jobs_cancel, {"job": "missing", "reason": "x"}),
-                       (methods.jobs_comment, {"job": "missing", "text": "x"}),
-                       (methods.jobs_get, {"job": "missing"})):
-        assert code_of(fn, owner, params) == "not_found"
+    for fn, params in ((jobs.start, {"job_id": "missing"}),
+                       (jobs.cancel, {"job_id": "missing", "reason": "x"}),
+                       (jobs.comment, {"job_id": "missing", "text": "x"}),
+                       (jobs.get_job, {"job_id": "missing"})):
+        assert code_of(fn, owner, **params) == "not_found"
     job = post(owner)
-    assert code_of(methods.jobs_cancel, owner, {"job": job, "reason": " "}) == "bad_request"
+    assert code_of(jobs.cancel, owner, job_id=job, reason=" ") == "bad_request"
 
 
 @pytest.mark.usefixtures("no_matcher")
@@ -457,19 +404,19 @@ def test_get_job_shows_members_their_view(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     p1, p2 = Caller(uid("p"), "provider", tenant), Caller(uid("p"), "provider", tenant)
     job = post(owner, budget=1000)
-    methods.jobs_bid(p1, {"job": job, "amount": 900, "currency": "GBP"})
-    methods.jobs_bid(p2, {"job": job, "amount": 800, "currency": "GBP"})
-    assert len(methods.jobs_get(owner, {"job": job})["bids"]) == 2
-    assert [b["provider"] for b in methods.jobs_get(p1, {"job": job})["bids"]] == [p1.user]
-    assert code_of(methods.jobs_get, Caller(uid("x"), "provider", tenant), {"job": job}) == "forbidden"
+    jobs.bid(p1, job_id=job, amount=900, currency="GBP")
+    jobs.bid(p2, job_id=job, amount=800, currency="GBP")
+    assert len(jobs.get_job(owner, job_id=job)["bids"]) == 2
+    assert [b["provider"] for b in jobs.get_job(p1, job_id=job)["bids"]] == [p1.user]
+    assert code_of(jobs.get_job, Caller(uid("x"), "provider", tenant), job_id=job) == "forbidden"
     # An admin of the job's tenant sees every bid; one of another tenant does not find the job.
-    admin_view = methods.jobs_get(Caller(uid("a"), "admin", tenant), {"job": job})["bids"]
+    admin_view = jobs.get_job(Caller(uid("a"), "admin", tenant), job_id=job)["bids"]
     assert sorted(b["amount"] for b in admin_view) == [800, 900]
-    assert code_of(methods.jobs_get, Caller(uid("a"), "admin", uid("t")), {"job": job}) == "not_found"
+    assert code_of(jobs.get_job, Caller(uid("a"), "admin", uid("t")), job_id=job) == "not_found"
     # A provider who only asked reads the job but no bid.
     asker = Caller(uid("p"), "provider", tenant)
-    methods.jobs_ask(asker, {"job": job, "text": "Parking?"})
-    assert methods.jobs_get(asker, {"job": job})["bids"] == []
+    jobs.ask(asker, job_id=job, text="Parking?")
+    assert jobs.get_job(asker, job_id=job)["bids"] == []
 
 
 @pytest.mark.services
@@ -487,7 +434,7 @@ def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
     def place(p: Caller) -> None:
         try:
             barrier.wait()
-            codes.append(code_of(methods.jobs_bid, p, {"job": job, "amount": 5000, "currency": "GBP"}))
+            codes.append(code_of(jobs.bid, p, job_id=job, amount=5000, currency="GBP"))
         finally:
             connection.close()
 
@@ -502,9 +449,9 @@ def test_many_bids_at_once_all_land_and_an_accept_shuts_the_rest_out(
     assert offsets == list(range(1, len(bidders) + 1))  # one publication per bid, gap-free
     first = Bid.objects.filter(job_id=job).order_by("created_at").first()
     assert first is not None
-    methods.jobs_accept(owner, {"job": job, "bid": first.id})
+    jobs.accept(owner, job_id=job, bid_id=first.id)
     late = Caller(uid("p"), "provider", tenant)
-    assert code_of(methods.jobs_bid, late, {"job": job, "amount": 5000, "currency": "GBP"}) == "conflict"
+    assert code_of(jobs.bid, late, job_id=job, amount=5000, currency="GBP") == "conflict"
     assert not Bid.objects.filter(job_id=job, provider=late.user).exists()
 
 
@@ -514,8 +461,8 @@ def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
     fake_matcher(monkeypatch, lambda: [])
     job = post(owner, budget=10000, currency="GBP")
     first = Caller(uid("p"), "provider", tenant)
-    winner = methods.jobs_bid(first, {"job": job, "amount": 5000, "currency": "GBP"})["bid"]
-    methods.jobs_accept(owner, {"job": job, "bid": winner})
+    winner = jobs.bid(first, job_id=job, amount=5000, currency="GBP")["bid"]
+    jobs.accept(owner, job_id=job, bid_id=winner)
     late = Caller(uid("p"), "provider", tenant)
 
     def no_database(*args: Any, **kwargs: Any) -> Any:
@@ -523,30 +470,9 @@ def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
 
     monkeypatch.setattr(jobs, "_load", no_database)
     with pytest.raises(HubError) as info:
-        methods.jobs_bid(late, {"job": job, "amount": 5000, "currency": "GBP"})
+        jobs.bid(late, job_id=job, amount=5000, currency="GBP")
     assert info.value.code == "conflict" and "accepted" in info.value.message
     # Another tenant's bid on the same id is not told the job exists: it goes to the database.
     with pytest.raises(AssertionError):
-        methods.jobs_bid(Caller(late.user, "provider", uid("t")), {"job": job, "amount": 5000, "currency": "GBP"})
+        jobs.bid(Caller(late.user, "provider", uid("t")), job_id=job, amount=5000, currency="GBP")
 
-
-def test_a_bid_on_a_job_known_closed_is_refused_before_the_queue(
-        monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
-    """Over rpc the refusal comes from the queue key, on the event loop: no worker is taken."""
-    from hub import rpc
-
-    owner = Caller(uid("cust"), "customer", tenant)
-    fake_matcher(monkeypatch, lambda: [])
-    job = post(owner, budget=10000, currency="GBP")
-    first = Caller(uid("p"), "provider", tenant)
-    placed = methods.jobs_bid(first, {"job": job, "amount": 500, "currency": "GBP"})["bid"]
-    methods.jobs_accept(owner, {"job": job, "bid": placed})
-
-    async def no_worker(*args: Any) -> Any:
-        raise AssertionError("a worker was used")
-
-    monkeypatch.setattr(rpc, "run_domain", no_worker)
-    late = Caller(uid("p"), "provider", tenant)
-    with pytest.raises(HubError) as info:
-        asyncio.run(rpc.call(late, "jobs.bid", {"job": job, "amount": 500, "currency": "GBP"}))
-    assert info.value.code == "conflict"
