@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         from django.conf import settings
 
         from hub.rpc import REGISTRY, Caller
-        from matching import service
+        from matching.actions.providers import update_provider
 
         workers = settings.HUB_DOMAIN_WORKERS
         ring = [[BOX[1] - 0.05, BOX[0] - 0.05], [BOX[3] + 0.05, BOX[0] - 0.05], [BOX[3] + 0.05, BOX[2] + 0.05],
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  {"members": [providers[i]], "kind": "direct"})["room"]
                  for i, c in enumerate(customers)}
         for p, (lat, lng) in places.items():  # this process's matcher, for the floor
-            service.update_provider(p, lat, lng, True, [CATEGORY], 3)
+            update_provider(p, lat, lng, True, [CATEGORY], 3)
         side = HubSide(f"ws://127.0.0.1:{port}/ws", secret)
         loop = asyncio.new_event_loop()
 

@@ -27,7 +27,8 @@ from core.models import AuditLog
 from hub import auth, credentials
 from hub.http import authenticate, error_response, json_body, not_allowed
 from hub.rpc import Caller
-from matching import service as matching
+from matching.actions.zones import list_zones
+from matching.matcher import matcher
 
 ASSETS = Path(__file__).resolve().parent / "static" / "console"
 # Dev tokens live a working day (the hub's longest lifetime is 24 h).
@@ -254,7 +255,7 @@ async def coverage(request: HttpRequest) -> HttpResponse:
         if category is not None and len(category) > 64:
             raise HubError(BAD_REQUEST, "category: at most 64 characters")
         active = None if caller.role == "admin" else True
-        zones = await sync_to_async(matching.list_zones, thread_sensitive=False)(category, active, caller.tenant)
+        zones = await sync_to_async(list_zones, thread_sensitive=False)(category, active, caller.tenant)
         shown = [{k: z[k] for k in ("id", "name", "categories", "geometry", "active", "version")} for z in zones]
         out: dict[str, Any] = {"zones": shown}
         if request.GET.get("cells") in ("1", "true"):
@@ -274,7 +275,7 @@ async def providers(request: HttpRequest) -> HttpResponse:
             return not_allowed("GET")
         caller = _admin(request)
         category = request.GET.get("category") or None
-        index = matching.matcher().providers_of(caller.tenant)  # the admin's own tenant's index
+        index = matcher().providers_of(caller.tenant)  # the admin's own tenant's index
         rows = []
         for user in index.users()[:2000]:
             st = index.get(user)

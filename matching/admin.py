@@ -1,8 +1,9 @@
 """Django admin for zones, assignments, provider state, bookings, offers and assignments.
 
-Zone saves and deletes here are the zone actions the API calls (matching.service create_zone,
-replace_zone, delete_zone): the same validation, audit and reach to every hub process. Staff see and edit every
-tenant's rows here (operators; docs/tenancy.md): a zone's tenant is chosen on the form.
+Zone saves and deletes and rating changes here are the actions the API calls
+(matching.actions.zones, matching.actions.providers.set_rating): the same validation, audit and
+reach to every hub process. Staff see and edit every tenant's rows here (operators;
+docs/tenancy.md): a zone's tenant is chosen on the form, and staff act as an admin of the row's tenant.
 """
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db import transaction
 from django.http import HttpRequest
 
 from core.errors import HubError
-from matching import rpc as _methods  # noqa: F401 - registers the rpc methods (see apps.ready)
-from matching import service
+from hub.rpc import Caller
+from matching.actions import providers, zones
+from matching.matcher import provider_key, split_provider_key
 from matching.models import Assignment, Booking, Offer, ProviderState, Zone, ZoneAssignment
 
 
@@ -27,7 +28,7 @@ class ZoneForm(forms.ModelForm):
     def clean_geometry(self) -> Any:
         geometry = self.cleaned_data["geometry"]
         try:
-            service.prepare_zone_geometry(geometry)  # the index must be able to load it: else not saved
+            zones.prepare_zone_geometry(geometry)  # the index must be able to load it: else not saved
         except HubError as exc:
             raise forms.ValidationError(exc.message) from exc
         return geometry
@@ -47,21 +48,9 @@ class ZoneAssignmentInline(admin.TabularInline):
     readonly_fields = ["created_by", "created_at"]
 
 
-def _assignments_changed(providers: set[tuple[str, str]]) -> None:
-    """(tenant, provider) pairs whose zone assignments changed."""
-    def apply() -> None:
-        m = service.matcher()
-        for tenant, p in providers:
-            m.reload_assignments(tenant, p)
-            m.sync.assignment_changed(tenant, p)
-
-    if providers:
-        transaction.on_commit(apply)
-
-
-def _actor(request: HttpRequest, tenant: str) -> service.SystemActor:
-    """Staff act as an admin of the zone's tenant (audited under their username)."""
-    return service.SystemActor(user=getattr(request.user, "username", "") or "admin", role="admin", tenant=tenant)
+def _actor(request: HttpRequest, tenant: str) -> Caller:
+    """Staff act as an admin of the row's tenant (audited under their username)."""
+    return Caller(user=getattr(request.user, "username", "") or "admin", role="admin", tenant=tenant)
 
 
 @admin.register(Zone)
@@ -81,9 +70,9 @@ class ZoneAdmin(admin.ModelAdmin):
         actor = _actor(request, obj.tenant)
         fields = (obj.name, list(obj.categories), obj.geometry, obj.active)
         if change:
-            service.replace_zone(actor, obj.id, *fields)
+            zones.replace_zone(actor, obj.id, *fields)
         else:
-            obj.pk = service.create_zone(actor, *fields)["id"]
+            obj.pk = zones.create_zone(actor, *fields)["id"]
             obj._state.adding = False
         obj.refresh_from_db()
 
@@ -92,28 +81,47 @@ class ZoneAdmin(admin.ModelAdmin):
         before = set(ZoneAssignment.objects.filter(zone=zone).values_list("zone__tenant", "provider"))
         super().save_related(request, form, formsets, change)
         after = set(ZoneAssignment.objects.filter(zone=zone).values_list("zone__tenant", "provider"))
-        _assignments_changed(before | after)
+        providers.assignments_changed(before | after)
 
     def delete_model(self, request: HttpRequest, obj: Zone) -> None:
-        service.delete_zone(_actor(request, obj.tenant), obj.id)
+        zones.delete_zone(_actor(request, obj.tenant), obj.id)
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for obj in list(queryset):
             self.delete_model(request, obj)
 
 
+class ProviderStateForm(forms.ModelForm):
+    class Meta:
+        model = ProviderState
+        fields = ["user", "rating"]
+
+    def clean_rating(self) -> float:
+        rating = float(self.cleaned_data["rating"])
+        if not 0.0 <= rating <= 5.0:
+            raise forms.ValidationError("a rating is in 0..5")
+        return rating
+
+
 @admin.register(ProviderState)
 class ProviderStateAdmin(admin.ModelAdmin):
+    form = ProviderStateForm
     list_display = ["user", "available", "capacity", "rating", "offers_accepted", "offers_declined",
                     "offers_expired", "updated_at"]
     search_fields = ["user"]
     readonly_fields = ["lat", "lng", "available", "categories", "capacity", "schedule", "ts",
                        "offers_accepted", "offers_declined", "offers_expired", "updated_at"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: ProviderState | None = None) -> list[str]:
+        # A row is one provider of one tenant: only its rating changes here.
+        return [*self.readonly_fields, "user"] if obj is not None else list(self.readonly_fields)
+
     def save_model(self, request: HttpRequest, obj: ProviderState, form: Any, change: bool) -> None:
-        super().save_model(request, obj, form, change)
-        (tenant, user), rating = service.split_provider_key(obj.user), obj.rating
-        transaction.on_commit(lambda: service.matcher().set_stats(user, rating=rating, tenant=tenant))
+        # The rating is set as providers.set_rating sets it: checked, audited, in every process.
+        tenant, user = split_provider_key(obj.user)
+        providers.set_rating(_actor(request, tenant), user, obj.rating)
+        obj.pk = provider_key(tenant, user)
+        obj.refresh_from_db()
 
 
 class OfferInline(admin.TabularInline):
@@ -160,13 +168,13 @@ class ZoneAssignmentAdmin(admin.ModelAdmin):
         old = (ZoneAssignment.objects.filter(pk=obj.pk).values_list("zone__tenant", "provider").first()
                if change else None)
         super().save_model(request, obj, form, change)
-        _assignments_changed({(obj.zone.tenant, obj.provider)} | ({old} if old else set()))
+        providers.assignments_changed({(obj.zone.tenant, obj.provider)} | ({old} if old else set()))
 
     def delete_model(self, request: HttpRequest, obj: ZoneAssignment) -> None:
         super().delete_model(request, obj)
-        _assignments_changed({(obj.zone.tenant, obj.provider)})
+        providers.assignments_changed({(obj.zone.tenant, obj.provider)})
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        providers = set(queryset.values_list("zone__tenant", "provider"))
+        pairs = set(queryset.values_list("zone__tenant", "provider"))
         super().delete_queryset(request, queryset)
-        _assignments_changed(providers)
+        providers.assignments_changed(pairs)

@@ -11,8 +11,9 @@ class MatchingConfig(AppConfig):
         from hub import privacy as hub_privacy
         from hub import routes, rpc, tasks
         from hub.ready import register_check
-        from matching import dispatch, privacy, service, urls
+        from matching import matcher, privacy, urls
         from matching import rpc as matching_rpc
+        from matching.actions import bookings
 
         rpc.register(matching_rpc)
         routes.register("matching", urls.urlpatterns, urls.openapi())
@@ -20,11 +21,11 @@ class MatchingConfig(AppConfig):
         hub_privacy.on_erased(privacy.forget_here)
         # Subscribed to other processes' updates and loaded before the first request; if that fails
         # (database down), the sweep's matcher() call retries every second.
-        tasks.on_start("matching", service.start)
-        tasks.every(1.0, "matching.offers", dispatch.sweep)
+        tasks.on_start("matching", matcher.start)
+        tasks.every(1.0, "matching.offers", bookings.sweep)
         # On drain: the provider snapshot is flushed (Redis hash and table), so the next process to
         # start restores every provider's last state.
-        tasks.on_stop("matching", service.stop)
+        tasks.on_stop("matching", matcher.stop)
         # Not critical: a bad stored zone is the same in every process, so taking processes out of
         # the load balancer would not fix it; it is reported (bad_zones) and the others serve.
-        register_check("zones", service.zones_ready, critical=False)
+        register_check("zones", matcher.zones_ready, critical=False)

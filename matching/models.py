@@ -57,7 +57,7 @@ class ProviderState(models.Model):
     the location fields are owned by the in-memory index and flushed here every few seconds.
     """
 
-    # `<tenant>/<user>` (matching.service.provider_key): the same user id in two tenants is two providers.
+    # `<tenant>/<user>` (matching.matcher.provider_key): the same user id in two tenants is two providers.
     user = models.CharField(max_length=200, primary_key=True)
     lat = models.FloatField(default=0.0)
     lng = models.FloatField(default=0.0)

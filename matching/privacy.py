@@ -86,7 +86,7 @@ def distance_to_area_m(provider_lat: float, provider_lng: float, area: dict[str,
 
 def export(user: str) -> dict[str, Any]:
     row = registry.row
-    # The snapshot is keyed `<tenant>/<user>` (matching.service.provider_key): U in every tenant.
+    # The snapshot is keyed `<tenant>/<user>` (matching.matcher.provider_key): U in every tenant.
     states = list(ProviderState.objects.filter(user__endswith=f"/{user}").order_by("user"))
     return {
         "bookings": [row(b) for b in Booking.objects.filter(customer=user).order_by("created_at", "id")],
@@ -120,9 +120,9 @@ ENTRY = registry.Entry("matching", export=export, erase=erase)
 def forget_here(user: str) -> None:
     """An erasure this hub process heard of from the database rather than Redis (no Redis, or a
     lost message; hub.privacy.poll_erasures): the provider leaves this process's index."""
-    from matching import service
+    from matching import matcher
 
-    m = service._matcher
+    m = matcher._matcher
     if m is not None:
         m.sync.forget(user)
 

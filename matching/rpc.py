@@ -1,4 +1,5 @@
-"""rpc methods for providers, matching, bookings, offers and zones (also served at POST /api/<method>).
+"""rpc methods for providers, matching, bookings, offers and zones (also served at POST /api/<method>):
+schemas and registration; the rules are in matching.actions.
 
 Roles: `match.find` is for customers, enterprises and admins. Providers and servicemen may not
 call it: distances to named competitors from chosen points would let them locate each other.
@@ -8,13 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-
-from core import metrics
-from core.domain_budgets import aper_minute
-from hub.rpc import PROVIDERS, USERS, Caller, method, run_sync
-from matching import dispatch, privacy, service
-from matching.service import WEEKDAYS
+from hub.rpc import PROVIDERS, USERS, Caller, method
+from matching.actions import bookings, providers, zones
+from matching.matcher import NO_PROVIDER_AVAILABLE, OUTSIDE_ZONES
+from matching.schedules import WEEKDAYS
 
 ADMIN = ("admin",)
 LAT = {"type": "number", "minimum": -90, "maximum": 90}
@@ -62,7 +60,7 @@ def _obj(required: list[str], **props: Any) -> dict[str, Any]:
                     capacity={"type": "integer", "minimum": 0, "maximum": 100}, schedule=SCHEDULE),
         result={"type": "object", "properties": {"cell": {"type": "string"}}})
 def providers_update(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    cell = service.update_provider(caller.user, params["lat"], params["lng"], params["available"],
+    cell = providers.update_provider(caller.user, params["lat"], params["lng"], params["available"],
                                    categories=params.get("categories"), capacity=params.get("capacity"),
                                    schedule=params.get("schedule"), tenant=caller.tenant)
     return {"cell": cell}
@@ -78,34 +76,24 @@ def providers_update(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
             "providers": {"type": "array", "items": {"type": "object", "properties": {
                 "user": {"type": "string"}, "distance_m": {"type": "number"},
                 "score": {"type": "number"}}}},
-            "reason": {"enum": [None, service.OUTSIDE_ZONES, service.NO_PROVIDER_AVAILABLE]}}})
+            "reason": {"enum": [None, OUTSIDE_ZONES, NO_PROVIDER_AVAILABLE]}}})
 async def match_find(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    # One budget over all of the user's sockets and processes: nobody sweeps the map for providers.
-    await aper_minute("match_find", caller.tenant, caller.user, settings.HUB_MATCH_FIND_PER_MIN,
-                      "match.find calls")
-    # Customers and enterprises get cell-centre distances (matching.privacy); admins the exact ones.
-    args = (params["lat"], params["lng"], params["category"], params.get("k", 10), params.get("crew", 1),
-            privacy.sees_exact(caller.role), caller.tenant)
-    with metrics.timer(metrics.match_latency):
-        found = service.find_now(*args)  # on the loop: the search is cheaper than a thread hop
-        if found is None:  # the index is busy or not loaded yet: wait for it in a worker
-            found = await run_sync(service.find, *args)
-        return found
+    return await providers.find_providers(caller, params["lat"], params["lng"], params["category"],
+                                          k=params.get("k", 10), crew=params.get("crew", 1))
 
 
 @method("providers.assign_zone", roles=ADMIN,
         summary="Assign a provider to a zone (remove: true unassigns); they then serve it from anywhere.",
         params=_obj(["provider", "zone"], provider=USER, zone=ID, remove={"type": "boolean"}))
 def providers_assign_zone(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return service.assign_zone(caller, params["provider"], params["zone"], remove=params.get("remove", False))
+    return providers.assign_zone(caller, params["provider"], params["zone"], remove=params.get("remove", False))
 
 
 @method("providers.set_rating", roles=ADMIN, summary="Set a provider's rating (0..5), used in the score.",
         params=_obj(["provider", "rating"], provider=USER,
                     rating={"type": "number", "minimum": 0, "maximum": 5}))
 def providers_set_rating(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    # A provider of the admin's own tenant (docs/tenancy.md).
-    service.set_rating(params["provider"], float(params["rating"]), actor=caller, tenant=caller.tenant)
+    providers.set_rating(caller, params["provider"], float(params["rating"]))
     return {"provider": params["provider"], "rating": params["rating"]}
 
 
@@ -119,26 +107,26 @@ def providers_set_rating(caller: Caller, params: dict[str, Any]) -> dict[str, An
         result={"type": "object", "properties": {"booking": {"type": "string"},
                                                  "status": {"type": "string"}}})
 def bookings_create(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return dispatch.create_booking(caller, params["category"], params["lat"], params["lng"], params["mode"],
+    return bookings.create_booking(caller, params["category"], params["lat"], params["lng"], params["mode"],
                                    at=params.get("at"), crew=params.get("crew", 1))
 
 
 @method("bookings.get", roles=USERS, summary="A booking, for its customer, providers offered it, admins.",
         params=_obj(["booking"], booking=ID))
 def bookings_get(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return dispatch.get_booking(caller, params["booking"])
+    return bookings.get_booking(caller, params["booking"])
 
 
 @method("offers.accept", roles=PROVIDERS, summary="Accept an offer: first come, first served.",
         params=_obj(["booking"], booking=ID))
 def offers_accept(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return dispatch.accept(caller, params["booking"])
+    return bookings.accept_offer(caller, params["booking"])
 
 
 @method("offers.decline", roles=PROVIDERS, summary="Decline an offer; it goes to the next candidate.",
         params=_obj(["booking"], booking=ID))
 def offers_decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return dispatch.decline(caller, params["booking"])
+    return bookings.decline_offer(caller, params["booking"])
 
 
 # --- zones (also REST: /api/zones, /api/zones/<id>) --------------------------------------------
@@ -146,25 +134,25 @@ def offers_decline(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 @method("zones.create", roles=ADMIN, summary="Create a service zone (GeoJSON Polygon/MultiPolygon).",
         params=_obj(["name", "categories", "geometry"], **ZONE_FIELDS), result=ZONE_RESULT)
 def zones_create(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return service.create_zone(caller, params["name"], params["categories"], params["geometry"],
+    return zones.create_zone(caller, params["name"], params["categories"], params["geometry"],
                                active=params.get("active", True))
 
 
 @method("zones.list", roles=ADMIN, summary="List zones, optionally by category or active flag.",
         params=_obj([], category=CATEGORY, active={"type": "boolean"}))
 def zones_list(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return {"zones": service.list_zones(params.get("category"), params.get("active"), caller.tenant)}
+    return {"zones": zones.list_zones(params.get("category"), params.get("active"), caller.tenant)}
 
 
 @method("zones.get", roles=ADMIN, summary="One zone.", params=_obj(["id"], id=ID), result=ZONE_RESULT)
 def zones_get(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return service.get_zone(params["id"], caller.tenant)
+    return zones.get_zone(params["id"], caller.tenant)
 
 
 @method("zones.replace", roles=ADMIN, summary="Replace a zone's name, categories, geometry and flag.",
         params=_obj(["id", "name", "categories", "geometry"], id=ID, **ZONE_FIELDS), result=ZONE_RESULT)
 def zones_replace(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return service.replace_zone(caller, params["id"], params["name"], params["categories"],
+    return zones.replace_zone(caller, params["id"], params["name"], params["categories"],
                                 params["geometry"],
                                 active=params.get("active", True))
 
@@ -172,4 +160,4 @@ def zones_replace(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 @method("zones.delete", roles=ADMIN, summary="Delete a zone (its provider assignments go with it).",
         params=_obj(["id"], id=ID))
 def zones_delete(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return service.delete_zone(caller, params["id"])
+    return zones.delete_zone(caller, params["id"])

@@ -35,7 +35,7 @@ from core import redis as hubredis
 from hub.auth import DEFAULT_TENANT
 
 if TYPE_CHECKING:
-    from matching.service import Matcher
+    from matching.matcher import Matcher
 
 log = logging.getLogger("matching.sync")
 
@@ -268,8 +268,8 @@ class Sync:
         states = self._read_hash()
         if states:
             return states
+        from matching.matcher import split_provider_key
         from matching.models import ProviderState
-        from matching.service import split_provider_key
 
         out: list[dict[str, Any]] = []
         for r in ProviderState.objects.exclude(ts=0):
@@ -344,7 +344,7 @@ class Sync:
 
 def _key(st: dict[str, Any]) -> str:
     """A state's snapshot key, `<tenant>/<user>` (states from before tenants: the default tenant)."""
-    from matching.service import provider_key
+    from matching.matcher import provider_key
 
     return provider_key(str(st.get("t") or DEFAULT_TENANT), st["u"])
 
@@ -370,9 +370,9 @@ def erase_provider(user: str) -> None:
     """An erased provider leaves every process: this one's matcher (when it runs), the snapshot, and,
     through `matching:providers`, every other process's index and pending writes. Call after the
     erasure committed."""
-    from matching import service
+    from matching import matcher
 
-    m = service._matcher
+    m = matcher._matcher
     if m is not None:
         m.sync.forget(user)
     else:

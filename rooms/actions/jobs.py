@@ -244,12 +244,12 @@ def _candidates(lat: float, lng: float, category: str, tenant: str) -> tuple[lis
     """Matched providers for a new job and, when there are none, why (match.find's reasons, or
     matcher_unavailable when the matcher is unavailable or fails: never fatal)."""
     try:
-        from matching.service import candidates_for_job
+        from matching.matcher import candidates_for_job
     except Exception:  # noqa: BLE001 - ImportError, or a matcher that does not load: post the job regardless
         global _warned
         if not _warned:
             _warned = True
-            log.warning("matching.service.candidates_for_job unavailable; job.new is not broadcast")
+            log.warning("matching.matcher.candidates_for_job unavailable; job.new is not broadcast")
         return [], MATCHER_UNAVAILABLE
     try:
         found = candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES, tenant=tenant)

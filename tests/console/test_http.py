@@ -15,7 +15,8 @@ from django.test import Client, override_settings
 from console import views
 from core import audit
 from hub import auth, credentials
-from matching import service
+from hub.rpc import Caller
+from matching.actions.zones import create_zone
 
 LOOPBACK = {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000"}
 DEV = {"HUB_ENV": "development", "HOST": "127.0.0.1"}
@@ -111,9 +112,9 @@ def test_assets_precompressed_and_confined(client: Client) -> None:
 def test_coverage_by_role(client: Client) -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
     ring = [[-0.2, 51.5], [-0.1, 51.5], [-0.1, 51.55], [-0.2, 51.55], [-0.2, 51.5]]
-    admin = service.SystemActor(tenant="t1")  # the tokens' tenant: zones are per tenant
-    on = service.create_zone(admin, "on", [cat], {"type": "Polygon", "coordinates": [ring]})
-    off = service.create_zone(admin, "off", [cat], {"type": "Polygon", "coordinates": [ring]}, active=False)
+    admin = Caller("system", "admin", "t1")  # the tokens' tenant: zones are per tenant
+    on = create_zone(admin, "on", [cat], {"type": "Polygon", "coordinates": [ring]})
+    off = create_zone(admin, "off", [cat], {"type": "Polygon", "coordinates": [ring]}, active=False)
     assert client.get(f"/console/api/coverage?category={cat}").status_code == 401
     svc = client.get(f"/console/api/coverage?category={cat}", HTTP_AUTHORIZATION=f"Bearer {token('service')}")
     assert svc.status_code == 403

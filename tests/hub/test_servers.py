@@ -76,8 +76,8 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
     from django.db import connection
 
     from hub.models import TokenRevocation
+    from matching.matcher import provider_key
     from matching.models import ProviderState
-    from matching.service import provider_key
 
     log = server.log()
     # Start-up hooks ran before the first answer (healthz waited for them).

@@ -17,7 +17,8 @@ from hub import tasks
 ROOT = Path(__file__).resolve().parents[2]
 # The modules that declare an app's surface (rpc methods, namespaces, hooks, sweeps, routes).
 APP_MODULES = ["hub.revocation", "hub.privacy", "hub.namespaces", "hub.http", "rooms.rpc", "rooms.actions.chat",
-               "rooms.actions.jobs", "rooms.actions.calls", "matching.rpc", "matching.dispatch", "matching.privacy",
+               "rooms.actions.jobs", "rooms.actions.calls", "matching.rpc", "matching.actions.bookings",
+               "matching.actions.providers", "matching.actions.zones", "matching.matcher", "matching.privacy",
                "matching.urls",
                "ai_assist.rpc", "ai_assist.actions", "ai_assist.providers", "ai_assist.transcripts",
                "notify.rpc", "notify.actions", "notify.worker", "notify.urls", "console.urls"]
@@ -105,6 +106,6 @@ def test_shutdown_hooks_run_in_order_and_a_failure_is_logged_not_fatal(
 
 
 def test_the_matcher_flushes_its_snapshot_on_drain() -> None:
-    from matching import service
+    from matching import matcher
 
-    assert ("matching", service.stop) in tasks.SHUTDOWN
+    assert ("matching", matcher.stop) in tasks.SHUTDOWN

@@ -72,3 +72,30 @@ def test_staff_saves_and_deletes_zones_through_the_zone_actions() -> None:
     assert resp.status_code == 302
     assert not Zone.objects.filter(id=zone.id).exists()
     assert AuditLog.objects.filter(action="zones.delete", target=zone.id, tenant=tenant).exists()
+
+
+def test_staff_set_a_rating_through_the_rating_action() -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from core.models import AuditLog
+    from matching.actions.providers import update_provider
+    from matching.matcher import matcher
+    from matching.models import ProviderState
+
+    staff = User.objects.create_superuser(f"ops-{uuid.uuid4().hex[:8]}", "ops@example.com", "pw")
+    client = Client()
+    client.force_login(staff)
+    tenant, user = f"t-{uuid.uuid4().hex[:6]}", f"p-{uuid.uuid4().hex[:8]}"
+    update_provider(user, 51.5, -0.1, True, categories=["plumbing"], tenant=tenant)
+    key = f"{tenant}/{user}"
+    resp = client.post("/admin/matching/providerstate/add/", {"user": key, "rating": "4.5"})
+    assert resp.status_code == 302, resp.content[:2000]
+    assert ProviderState.objects.get(user=key).rating == 4.5
+    assert AuditLog.objects.filter(action="providers.rating", target=user, actor=staff.username,
+                                   tenant=tenant).exists()
+    got = matcher().providers_of(tenant).get(user)
+    assert got is not None and got.rating == 4.5
+    resp = client.post(f"/admin/matching/providerstate/{key}/change/", {"rating": "7"})
+    assert resp.status_code == 200 and b"a rating is in 0..5" in resp.content
+    assert ProviderState.objects.get(user=key).rating == 4.5

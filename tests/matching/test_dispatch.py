@@ -1,4 +1,4 @@
-"""matching.dispatch: offers, first-come accepts (threads), expiry sweeps, re-offers, scheduled bookings."""
+"""matching.actions.bookings: offers, first-come accepts (threads), expiry sweeps, re-offers, scheduled bookings."""
 from __future__ import annotations
 
 import threading
@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -16,9 +17,13 @@ from django.utils import timezone
 
 from core.errors import HubError
 from hub.models import Publication
-from matching import dispatch, service
+from hub.rpc import Caller
+from matching.actions.bookings import accept_offer, create_booking, decline_offer, sweep
+from matching.actions.providers import update_provider
+from matching.actions.zones import create_zone
+from matching.matcher import matcher
 from matching.models import Assignment, Booking, Offer, ProviderState
-from matching.service import SystemActor
+from matching.schedules import WEEKDAYS
 
 LAT, LNG = 51.45, -0.20
 
@@ -33,8 +38,8 @@ def pubs(user: str, kind: str | None = None) -> list[dict[str, Any]]:
     return [d for d in out if kind is None or d.get("kind") == kind]
 
 
-def who(role: str = "provider", user: str | None = None) -> SystemActor:
-    return SystemActor(user=user or uid("u"), role=role, tenant="default")
+def who(role: str = "provider", user: str | None = None) -> Caller:
+    return Caller(user or uid("u"), role, "default")
 
 
 @pytest.fixture()
@@ -43,7 +48,7 @@ def area() -> Iterator[str]:
     cat = uid("cat")
     d = 0.1
     ring = [[LNG - d, LAT - d], [LNG + d, LAT - d], [LNG + d, LAT + d], [LNG - d, LAT + d], [LNG - d, LAT - d]]
-    service.create_zone(SystemActor(user="ops"), "test zone", [cat], {"type": "Polygon", "coordinates": [ring]})
+    create_zone(Caller("ops", "admin", ""), "test zone", [cat], {"type": "Polygon", "coordinates": [ring]})
     yield cat
 
 
@@ -51,30 +56,30 @@ def providers(cat: str, n: int, schedule: list[dict[str, Any]] | None = None) ->
     users = [uid("p") for _ in range(n)]
     for i, u in enumerate(users):
         # Increasing distance: users[0] is the nearest.
-        service.update_provider(u, LAT + 0.001 * (i + 1), LNG, True, categories=[cat], schedule=schedule)
+        update_provider(u, LAT + 0.001 * (i + 1), LNG, True, categories=[cat], schedule=schedule)
     return users
 
 
 def test_on_demand_offer_accept_assigns_and_withdraws(area: str) -> None:
     ps = providers(area, 4)
     customer = who("customer")
-    res = dispatch.create_booking(customer, area, LAT, LNG, "on_demand")
+    res = create_booking(customer, area, LAT, LNG, "on_demand")
     assert res["status"] == "offering" and res["offered"] == 3  # fan-out 3 for one place
     offer = pubs(ps[0], "offer")[0]
     assert {"kind", "booking", "category", "lat", "lng", "mode", "at", "expires_at"} <= set(offer)
     assert offer["booking"] == res["booking"] and offer["mode"] == "on_demand" and offer["at"] is None
     assert pubs(ps[3], "offer") == []  # fourth nearest waits for a re-offer
-    got = dispatch.accept(who(user=ps[1]), res["booking"])
+    got = accept_offer(who(user=ps[1]), res["booking"])
     assert got == {"booking": res["booking"], "status": "accepted", "booking_status": "assigned"}
-    assert dispatch.accept(who(user=ps[1]), res["booking"])["status"] == "accepted"  # a retry is harmless
+    assert accept_offer(who(user=ps[1]), res["booking"])["status"] == "accepted"  # a retry is harmless
     assigned = pubs(customer.user, "booking.assigned")
     assert assigned == [{"kind": "booking.assigned", "booking": res["booking"], "providers": [ps[1]]}]
     assert pubs(ps[0], "offer.withdrawn") == [{"kind": "offer.withdrawn", "booking": res["booking"]}]
     with pytest.raises(HubError) as err:
-        dispatch.accept(who(user=ps[0]), res["booking"])
+        accept_offer(who(user=ps[0]), res["booking"])
     assert err.value.code == "conflict"
     with pytest.raises(HubError) as err:
-        dispatch.accept(who(user=ps[3]), res["booking"])
+        accept_offer(who(user=ps[3]), res["booking"])
     assert err.value.code == "forbidden"
     b = Booking.objects.get(id=res["booking"])
     assert b.status == "assigned" and b.assigned_at is not None and b.first_offered_at is not None
@@ -82,7 +87,7 @@ def test_on_demand_offer_accept_assigns_and_withdraws(area: str) -> None:
     assert o.accepted_at is not None and o.offered_at <= o.accepted_at < o.expires_at
     assert ProviderState.objects.get(user="default/" + ps[1]).offers_accepted == 1
     # The acceptance rate feeds the score: (1 + 1) / (1 + 2).
-    got_state = service.matcher().tenant("default").providers.get(ps[1])
+    got_state = matcher().tenant("default").providers.get(ps[1])
     assert got_state is not None and abs(got_state.acceptance - 2 / 3) < 1e-9
 
 
@@ -90,20 +95,20 @@ def test_on_demand_offer_accept_assigns_and_withdraws(area: str) -> None:
 def test_expiry_reoffers_then_unfilled(area: str) -> None:
     ps = providers(area, 2)
     customer = who("customer")
-    res = dispatch.create_booking(customer, area, LAT, LNG, "on_demand")
+    res = create_booking(customer, area, LAT, LNG, "on_demand")
     assert [o.provider for o in Offer.objects.filter(booking_id=res["booking"])] == [ps[0]]
     first = Offer.objects.get(booking_id=res["booking"], provider=ps[0])
     assert (first.expires_at - first.offered_at).total_seconds() == pytest.approx(1.0)
     later = timezone.now() + timedelta(seconds=2)
-    assert dispatch.sweep(later) == 1
-    assert dispatch.sweep(later) == 0  # idempotent
+    assert sweep(later) == 1
+    assert sweep(later) == 0  # idempotent
     assert pubs(ps[0], "offer.expired")
     assert Offer.objects.get(booking_id=res["booking"], provider=ps[0]).expired_at is not None
     assert pubs(ps[1], "offer")[0]["booking"] == res["booking"]
     with pytest.raises(HubError) as err:
-        dispatch.accept(who(user=ps[0]), res["booking"])
+        accept_offer(who(user=ps[0]), res["booking"])
     assert err.value.code == "conflict"
-    assert dispatch.sweep(later + timedelta(seconds=5)) == 1
+    assert sweep(later + timedelta(seconds=5)) == 1
     b = Booking.objects.get(id=res["booking"])
     assert b.status == "unfilled" and b.unfilled_at is not None
     assert pubs(customer.user, "booking.unfilled") == [
@@ -113,45 +118,45 @@ def test_expiry_reoffers_then_unfilled(area: str) -> None:
 
 def test_expired_but_unswept_offer_cannot_be_accepted(area: str) -> None:
     ps = providers(area, 1)
-    res = dispatch.create_booking(who("customer"), area, LAT, LNG, "on_demand")
+    res = create_booking(who("customer"), area, LAT, LNG, "on_demand")
     Offer.objects.filter(booking_id=res["booking"]).update(expires_at=timezone.now() - timedelta(seconds=1))
     with pytest.raises(HubError) as err:
-        dispatch.accept(who(user=ps[0]), res["booking"])
+        accept_offer(who(user=ps[0]), res["booking"])
     assert err.value.code == "conflict" and "expired" in err.value.message
 
 
 @override_settings(HUB_OFFER_FANOUT=1)
 def test_decline_reoffers_and_counts(area: str) -> None:
     ps = providers(area, 2)
-    res = dispatch.create_booking(who("customer"), area, LAT, LNG, "on_demand")
-    assert dispatch.decline(who(user=ps[0]), res["booking"]) == {"booking": res["booking"], "status": "declined"}
+    res = create_booking(who("customer"), area, LAT, LNG, "on_demand")
+    assert decline_offer(who(user=ps[0]), res["booking"]) == {"booking": res["booking"], "status": "declined"}
     assert pubs(ps[1], "offer")
     assert ProviderState.objects.get(user="default/" + ps[0]).offers_declined == 1
-    st = service.matcher().tenant("default").providers.get(ps[0])
+    st = matcher().tenant("default").providers.get(ps[0])
     assert st is not None and abs(st.acceptance - 1 / 3) < 1e-9
     with pytest.raises(HubError) as err:
-        dispatch.accept(who(user=ps[0]), res["booking"])
+        accept_offer(who(user=ps[0]), res["booking"])
     assert err.value.code == "conflict"
 
 
 def test_no_zone_means_unfilled_at_once() -> None:
     customer = who("customer")
-    res = dispatch.create_booking(customer, uid("nocat"), 10.0, 10.0, "on_demand")
+    res = create_booking(customer, uid("nocat"), 10.0, 10.0, "on_demand")
     assert res["status"] == "unfilled" and res["zone"] is None
     assert pubs(customer.user, "booking.unfilled")
 
 
 def test_scheduled_only_offers_covering_schedules(area: str) -> None:
     at = (timezone.now() + timedelta(days=2)).replace(microsecond=0)
-    london = at.astimezone(service.ZoneInfo("Europe/London"))
-    day = service.WEEKDAYS[london.weekday()]
+    london = at.astimezone(ZoneInfo("Europe/London"))
+    day = WEEKDAYS[london.weekday()]
     covering = providers(area, 1, schedule=[{"days": [day], "from": "00:00", "to": "24:00"}])
     absolute = providers(area, 1, schedule=[{"from": (at - timedelta(hours=1)).isoformat(),
                                              "to": (at + timedelta(hours=1)).isoformat()}])
-    other = service.WEEKDAYS[(london.weekday() + 3) % 7]
+    other = WEEKDAYS[(london.weekday() + 3) % 7]
     elsewhere = providers(area, 1, schedule=[{"days": [other], "from": "00:00", "to": "24:00"}])
     unstated = providers(area, 1)
-    res = dispatch.create_booking(who("customer"), area, LAT, LNG, "scheduled", at=at.isoformat())
+    res = create_booking(who("customer"), area, LAT, LNG, "scheduled", at=at.isoformat())
     offered = set(Offer.objects.filter(booking_id=res["booking"]).values_list("provider", flat=True))
     assert offered == {covering[0], absolute[0]}
     assert not offered & {elsewhere[0], unstated[0]}
@@ -163,13 +168,13 @@ def test_scheduled_only_offers_covering_schedules(area: str) -> None:
 @pytest.mark.parametrize("at", [None, "2001-01-01T10:00:00Z", "next tuesday"])
 def test_scheduled_needs_future_at(area: str, at: str | None) -> None:
     with pytest.raises(HubError) as err:
-        dispatch.create_booking(who("customer"), area, LAT, LNG, "scheduled", at=at)
+        create_booking(who("customer"), area, LAT, LNG, "scheduled", at=at)
     assert err.value.code == "bad_request"
 
 
 def test_on_demand_refuses_at(area: str) -> None:
     with pytest.raises(HubError) as err:
-        dispatch.create_booking(who("customer"), area, LAT, LNG, "on_demand", at="2100-01-01T10:00:00Z")
+        create_booking(who("customer"), area, LAT, LNG, "on_demand", at="2100-01-01T10:00:00Z")
     assert err.value.code == "bad_request"
 
 
@@ -177,7 +182,7 @@ def test_on_demand_refuses_at(area: str) -> None:
 def test_concurrent_accepts_exactly_crew_win(area: str) -> None:
     ps = providers(area, 12)
     customer = who("customer")
-    res = dispatch.create_booking(customer, area, LAT, LNG, "on_demand", crew=3)
+    res = create_booking(customer, area, LAT, LNG, "on_demand", crew=3)
     assert res["offered"] == 12
     barrier = threading.Barrier(len(ps))
     outcomes: list[str] = []
@@ -187,7 +192,7 @@ def test_concurrent_accepts_exactly_crew_win(area: str) -> None:
         try:
             barrier.wait()
             try:
-                dispatch.accept(who(user=user), res["booking"])
+                accept_offer(who(user=user), res["booking"])
                 outcome = "ok"
             except HubError as exc:
                 outcome = exc.code
@@ -214,7 +219,7 @@ def test_concurrent_accepts_exactly_crew_win(area: str) -> None:
 @override_settings(HUB_OFFER_FANOUT=2, HUB_OFFER_TTL_S=1)
 def test_concurrent_sweeps_expire_once(area: str) -> None:
     ps = providers(area, 6)
-    bookings = [dispatch.create_booking(who("customer"), area, LAT, LNG, "on_demand")["booking"]
+    bookings = [create_booking(who("customer"), area, LAT, LNG, "on_demand")["booking"]
                 for _ in range(3)]
     later = timezone.now() + timedelta(seconds=3)
     barrier = threading.Barrier(4)
@@ -223,7 +228,7 @@ def test_concurrent_sweeps_expire_once(area: str) -> None:
     def go() -> None:
         try:
             barrier.wait()
-            totals.append(dispatch.sweep(later))
+            totals.append(sweep(later))
         finally:
             connection.close()
 
@@ -249,7 +254,7 @@ def test_concurrent_bookings_offering_the_same_providers_in_opposite_orders(area
     with each offer's offset taken as it was made, such transactions deadlocked."""
     west, mid, east = uid("pw"), uid("pm"), uid("pe")
     for user, dlng in ((west, -0.01), (mid, 0.0), (east, 0.01)):
-        service.update_provider(user, LAT, LNG + dlng, True, categories=[area])
+        update_provider(user, LAT, LNG + dlng, True, categories=[area])
     sides = [-0.02, 0.02] * 4
     barrier = threading.Barrier(len(sides))
     results: list[Any] = []
@@ -259,7 +264,7 @@ def test_concurrent_bookings_offering_the_same_providers_in_opposite_orders(area
         try:
             barrier.wait()
             try:
-                out: Any = dispatch.create_booking(who("customer"), area, LAT, LNG + dlng, "on_demand")
+                out: Any = create_booking(who("customer"), area, LAT, LNG + dlng, "on_demand")
             except Exception as exc:
                 out = exc
             with lock:

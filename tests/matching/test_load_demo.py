@@ -10,8 +10,8 @@ from django.test import override_settings
 
 from core.models import AuditLog
 from matching.management.commands.load_demo import DEMO_ZONES
+from matching.matcher import Matcher
 from matching.models import Zone
-from matching.service import Matcher
 
 DEMO_IDS = [zone_id for zone_id, *_ in DEMO_ZONES]
 

@@ -1,4 +1,4 @@
-"""matching.service: `find` against a brute-force scan, schedules, zone CRUD and snapshot restore."""
+"""matching.matcher: `find` against a brute-force scan, schedules, zone CRUD and snapshot restore."""
 from __future__ import annotations
 
 import random
@@ -7,18 +7,37 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from shapely.geometry import Point, shape
 
 from core.errors import HubError
 from core.models import AuditLog
-from matching import privacy, service
+from hub.rpc import Caller
+from matching import privacy
+from matching.actions.providers import update_provider
+from matching.actions.zones import create_zone, delete_zone, get_zone, list_zones, replace_zone
 from matching.geo import haversine_m
+from matching.matcher import (
+    NO_PROVIDER_AVAILABLE,
+    OUTSIDE_ZONES,
+    Matcher,
+    ZoneMeta,
+    candidates_for_job,
+    find,
+    find_now,
+    match_radius_m,
+    matcher,
+    score,
+    zones_ready,
+)
 from matching.models import ProviderState, Zone
-from matching.service import Matcher, SystemActor, parse_schedule, schedule_covers
+from matching.schedules import parse_schedule, schedule_covers
+from matching.zoneindex import ZoneIndex
 
 NOW = 1_750_000_000.0
+ADMIN = Caller("system", "admin", "")
 CATS = ("plumbing", "electrics", "cleaning")
 RATINGS = (0.0, 4.0, 4.5, 5.0)
 ACCEPTANCES = (0.25, 0.5, 1.0)
@@ -97,7 +116,7 @@ def build(zones: list[Z], providers: list[P]) -> Matcher:
     m = Matcher(use_redis=False)
     for z in zones:
         m.tenant("default").zones.put(z.id, z.geometry, z.cats, active=z.active)
-        m.zone_meta[z.id] = service.ZoneMeta(z.id, tuple(z.cats), z.active, 1)
+        m.zone_meta[z.id] = ZoneMeta(z.id, tuple(z.cats), z.active, 1)
     for p in providers:
         m.tenant("default").providers.update(p.user, p.lat, p.lng, p.available, categories=p.cats, capacity=p.capacity,
                            rating=p.rating, acceptance=p.acceptance, ts=p.ts)
@@ -138,7 +157,7 @@ def test_find_matches_brute_force(seed: int) -> None:
     rng = random.Random(seed)
     zones, providers, points = random_world(rng)
     m = build(zones, providers)
-    radius = service.match_radius_m()
+    radius = match_radius_m()
     for lat, lng in points:
         for cat in CATS:
             k = rng.choice((1, 3, 10, 100))
@@ -160,7 +179,7 @@ def test_ties_break_by_rating_then_acceptance_then_user() -> None:
     assert zone == "zt"
     assert [f.user for f in found] == ["c", "d", "a", "b"]
     d = found[0].distance_m
-    assert found[0].score == service.score(haversine_m(51.5, 0.01, 51.5, 0.0), 5.0, 0.1)
+    assert found[0].score == score(haversine_m(51.5, 0.01, 51.5, 0.0), 5.0, 0.1)
     assert abs(found[0].score - (d / 1000 - 0.05 * 5.0 - 0.1 * 0.1)) < 1e-3
 
 
@@ -227,7 +246,7 @@ def test_coarse_search_shows_cell_centres_and_ranks_by_them() -> None:
     coarse = m.search(q[0], q[1], "plumbing", now=NOW, coarse=True)[1]
     shown = privacy.round_distance(haversine_m(q[0], q[1], clat, clng))
     assert [(f.user, f.distance_m) for f in coarse] == [("a", shown), ("b", shown)]
-    assert coarse[0].score == service.score(shown, 0.0, 0.5)
+    assert coarse[0].score == score(shown, 0.0, 0.5)
     assert [f.user for f in m.search(q[0], q[1], "plumbing", k=1, now=NOW, coarse=True)[1]] == ["a"]
     # A radius that reaches the provider's exact point but not its cell centre does not find them.
     d_exact, d_centre = haversine_m(*q, *near), haversine_m(q[0], q[1], clat, clng)
@@ -246,7 +265,7 @@ def test_schedule_windows() -> None:
         {"days": ["fri"], "from": "22:00", "to": "06:00"},
         {"from": "2030-01-05T10:00:00Z", "to": "2030-01-05T12:00:00Z"},
     ])
-    london = service.ZoneInfo("Europe/London")
+    london = ZoneInfo("Europe/London")
     assert schedule_covers(windows, datetime(2030, 1, 7, 9, 0, tzinfo=london))  # Monday 09:00
     assert not schedule_covers(windows, datetime(2030, 1, 7, 17, 30, tzinfo=london))
     assert schedule_covers(windows, datetime(2030, 1, 12, 5, 59, tzinfo=london))  # Saturday early: Friday night
@@ -269,7 +288,7 @@ def test_scheduled_search_uses_schedule() -> None:
     z = Z("zs", {"type": "Polygon", "coordinates": [rect(51.0, -1.0, 52.0, 1.0)]}, ["plumbing"], True)
     m = build([z], [P(u, 51.5, 0.0, True, ["plumbing"], 1, 0.0, 0.5, NOW, frozenset()) for u in ("s1", "s2")])
     m.tenant("default").schedules["s1"] = parse_schedule([{"days": ["mon"], "from": "09:00", "to": "17:00"}])
-    at = datetime(2030, 1, 7, 10, 0, tzinfo=service.ZoneInfo("Europe/London"))
+    at = datetime(2030, 1, 7, 10, 0, tzinfo=ZoneInfo("Europe/London"))
     assert [f.user for f in m.search(51.5, 0.0, "plumbing", at=at, now=NOW)[1]] == ["s1"]
 
 
@@ -281,18 +300,18 @@ def square(lat: float, lng: float, d: float = 0.05) -> dict[str, Any]:
 
 def test_zone_crud_updates_index_and_audits() -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
-    actor = SystemActor(user="admin1")
-    z = service.create_zone(actor, "Camden", [cat], square(51.54, -0.14))
-    assert service.matcher().lookup_zone(51.54, -0.14, cat) == z["id"]
+    actor = Caller("admin1", "admin", "")
+    z = create_zone(actor, "Camden", [cat], square(51.54, -0.14))
+    assert matcher().lookup_zone(51.54, -0.14, cat) == z["id"]
     assert AuditLog.objects.filter(action="zones.create", target=z["id"]).exists()
-    assert service.get_zone(z["id"])["name"] == "Camden"
-    assert any(x["id"] == z["id"] for x in service.list_zones(category=cat))
-    service.replace_zone(actor, z["id"], "Camden", [cat], square(51.54, -0.14), active=False)
-    assert service.matcher().lookup_zone(51.54, -0.14, cat) is None
+    assert get_zone(z["id"])["name"] == "Camden"
+    assert any(x["id"] == z["id"] for x in list_zones(category=cat))
+    replace_zone(actor, z["id"], "Camden", [cat], square(51.54, -0.14), active=False)
+    assert matcher().lookup_zone(51.54, -0.14, cat) is None
     assert Zone.objects.get(id=z["id"]).version == 2
-    service.delete_zone(actor, z["id"])
+    delete_zone(actor, z["id"])
     with pytest.raises(HubError) as err:
-        service.get_zone(z["id"])
+        get_zone(z["id"])
     assert err.value.code == "not_found"
     assert AuditLog.objects.filter(action="zones.delete", target=z["id"]).exists()
 
@@ -305,19 +324,19 @@ def test_zone_crud_updates_index_and_audits() -> None:
 ])
 def test_invalid_geometry_is_bad_request(geometry: dict[str, Any]) -> None:
     with pytest.raises(HubError) as err:
-        service.create_zone(SystemActor(), "bad", ["x"], geometry)
+        create_zone(ADMIN, "bad", ["x"], geometry)
     assert err.value.code == "bad_request"
     assert err.value.message.startswith("geometry:")
 
 
 def test_provider_state_flushes_to_db_and_restores() -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
-    zone = service.create_zone(SystemActor(), "Z", [cat], square(51.5, -0.1))
+    zone = create_zone(ADMIN, "Z", [cat], square(51.5, -0.1))
     user = f"p{uuid.uuid4().hex[:8]}"
-    cell = service.update_provider(user, 51.5, -0.1, True, categories=[cat], capacity=2,
+    cell = update_provider(user, 51.5, -0.1, True, categories=[cat], capacity=2,
                                    schedule=[{"days": ["mon"], "from": "08:00", "to": "12:00"}])
     assert isinstance(cell, str) and len(cell) == 15
-    m = service.matcher()
+    m = matcher()
     m.sync.flush()
     row = ProviderState.objects.get(user="default/" + user)
     assert (row.lat, row.lng, row.capacity, row.categories) == (51.5, -0.1, 2, [cat])
@@ -337,13 +356,13 @@ def test_provider_state_flushes_to_db_and_restores() -> None:
 
 def test_candidates_for_job() -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
-    service.create_zone(SystemActor(), "Z", [cat, f"{cat}-empty"], square(51.3, -0.3))
+    create_zone(ADMIN, "Z", [cat, f"{cat}-empty"], square(51.3, -0.3))
     users = [f"p{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for i, u in enumerate(users):
-        service.update_provider(u, 51.3 + 0.001 * i, -0.3, True, categories=[cat])
-    assert service.candidates_for_job(51.3, -0.3, cat, limit=2) == (users[:2], None)
-    assert service.candidates_for_job(10.0, 10.0, cat) == ([], service.OUTSIDE_ZONES)
-    assert service.candidates_for_job(51.3, -0.3, f"{cat}-empty") == ([], service.NO_PROVIDER_AVAILABLE)
+        update_provider(u, 51.3 + 0.001 * i, -0.3, True, categories=[cat])
+    assert candidates_for_job(51.3, -0.3, cat, limit=2) == (users[:2], None)
+    assert candidates_for_job(10.0, 10.0, cat) == ([], OUTSIDE_ZONES)
+    assert candidates_for_job(51.3, -0.3, f"{cat}-empty") == ([], NO_PROVIDER_AVAILABLE)
 
 
 BOWTIE = {"type": "Polygon", "coordinates": [[[0.0, 51.0], [1.0, 52.0], [1.0, 51.0], [0.0, 52.0], [0.0, 51.0]]]}
@@ -351,7 +370,7 @@ BOWTIE = {"type": "Polygon", "coordinates": [[[0.0, 51.0], [1.0, 52.0], [1.0, 51
 
 def test_a_stored_zone_the_index_cannot_load_is_skipped_and_reported() -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
-    good = service.create_zone(SystemActor(), "Good", [cat], square(51.45, -0.2))
+    good = create_zone(ADMIN, "Good", [cat], square(51.45, -0.2))
     bad = Zone.objects.create(name="Bad", categories=[cat], geometry=BOWTIE)  # bypasses validation
     try:
         m = Matcher(use_redis=False)
@@ -376,45 +395,45 @@ def test_a_stored_zone_the_index_cannot_load_is_skipped_and_reported() -> None:
         assert m.bad_zones == {}
     finally:
         Zone.objects.filter(id=bad.id).delete()
-        service.delete_zone(SystemActor(), good["id"])
+        delete_zone(ADMIN, good["id"])
 
 
 def test_zones_ready_reports_bad_zones(monkeypatch: pytest.MonkeyPatch) -> None:
     m = Matcher(use_redis=False)
-    monkeypatch.setattr(service, "_matcher", m)
-    assert service.zones_ready() == (False, {"bad_zones": []})  # not loaded yet
+    monkeypatch.setattr("matching.matcher._matcher", m)
+    assert zones_ready() == (False, {"bad_zones": []})  # not loaded yet
     m.loaded = True
-    assert service.zones_ready() == (True, {"bad_zones": []})
+    assert zones_ready() == (True, {"bad_zones": []})
     m.bad_zones = {"zb": 2, "za": 1}
-    assert service.zones_ready() == (False, {"bad_zones": ["za", "zb"]})
+    assert zones_ready() == (False, {"bad_zones": ["za", "zb"]})
 
 
 def test_find_says_why_it_is_empty() -> None:
     cat = f"c{uuid.uuid4().hex[:8]}"
-    assert service.find(10.0, 10.0, cat) == {"zone": None, "providers": [], "reason": "outside_zones"}
-    zone = service.create_zone(SystemActor(), "Z", [cat], square(51.2, -0.4))
-    assert service.find(51.2, -0.4, cat) == {"zone": zone["id"], "providers": [], "reason": "no_provider_available"}
+    assert find(10.0, 10.0, cat) == {"zone": None, "providers": [], "reason": "outside_zones"}
+    zone = create_zone(ADMIN, "Z", [cat], square(51.2, -0.4))
+    assert find(51.2, -0.4, cat) == {"zone": zone["id"], "providers": [], "reason": "no_provider_available"}
     user = f"p{uuid.uuid4().hex[:8]}"
-    service.update_provider(user, 51.2, -0.4, True, categories=[cat])
-    got = service.find(51.2, -0.4, cat)
+    update_provider(user, 51.2, -0.4, True, categories=[cat])
+    got = find(51.2, -0.4, cat)
     assert got["reason"] is None and [p["user"] for p in got["providers"]] == [user]
-    assert service.find(51.2, -0.4, cat, crew=2)["reason"] == "no_provider_available"
+    assert find(51.2, -0.4, cat, crew=2)["reason"] == "no_provider_available"
 
 
 def test_any_index_failure_on_a_stored_zone_skips_only_that_zone(monkeypatch: pytest.MonkeyPatch) -> None:
     # Not only refused geometry: whatever the index raises for one zone (before this was fixed, a
     # ValueError from cells with more than six vertices) leaves the others loaded.
     cat = f"c{uuid.uuid4().hex[:8]}"
-    good = service.create_zone(SystemActor(), "Good", [cat], square(51.40, -0.3))
-    other = service.create_zone(SystemActor(), "Other", [cat], square(51.65, -0.3))
-    real_put = service.ZoneIndex.put
+    good = create_zone(ADMIN, "Good", [cat], square(51.40, -0.3))
+    other = create_zone(ADMIN, "Other", [cat], square(51.65, -0.3))
+    real_put = ZoneIndex.put
 
     def put(self: Any, zone_id: str, *args: Any, **kwargs: Any) -> None:
         if zone_id == other["id"]:
             raise ValueError("setting an array element with a sequence")
         real_put(self, zone_id, *args, **kwargs)
 
-    monkeypatch.setattr(service.ZoneIndex, "put", put)
+    monkeypatch.setattr(ZoneIndex, "put", put)
     try:
         m = Matcher(use_redis=False)
         m.load_zones()
@@ -422,8 +441,8 @@ def test_any_index_failure_on_a_stored_zone_skips_only_that_zone(monkeypatch: py
         assert m.lookup_zone(51.40, -0.3, cat) == good["id"] and m.lookup_zone(51.65, -0.3, cat) is None
     finally:
         monkeypatch.undo()
-        service.delete_zone(SystemActor(), good["id"])
-        service.delete_zone(SystemActor(), other["id"])
+        delete_zone(ADMIN, good["id"])
+        delete_zone(ADMIN, other["id"])
 
 
 def test_find_now_steps_aside_while_the_index_is_busy() -> None:
@@ -432,9 +451,9 @@ def test_find_now_steps_aside_while_the_index_is_busy() -> None:
     import threading
 
     cat = f"c{uuid.uuid4().hex[:8]}"
-    service.create_zone(SystemActor(), "Z", [cat], square(51.3, -0.3))
-    m = service.matcher()
-    assert service.find_now(51.3, -0.3, cat) == service.find(51.3, -0.3, cat)
+    create_zone(ADMIN, "Z", [cat], square(51.3, -0.3))
+    m = matcher()
+    assert find_now(51.3, -0.3, cat) == find(51.3, -0.3, cat)
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -446,8 +465,8 @@ def test_find_now_steps_aside_while_the_index_is_busy() -> None:
     worker.start()
     held.wait(10)
     try:
-        assert service.find_now(51.3, -0.3, cat) is None
+        assert find_now(51.3, -0.3, cat) is None
     finally:
         release.set()
         worker.join()
-    assert service.find_now(51.3, -0.3, cat) is not None
+    assert find_now(51.3, -0.3, cat) is not None

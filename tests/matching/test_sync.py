@@ -11,9 +11,11 @@ import pytest
 from django.test import override_settings
 
 from core import redis as hubredis
-from matching import service
+from hub.rpc import Caller
+from matching.actions.providers import assign_zone, update_provider
+from matching.actions.zones import create_zone, delete_zone, replace_zone
+from matching.matcher import Matcher, matcher
 from matching.models import Zone, ZoneAssignment
-from matching.service import Matcher, SystemActor
 from matching.sync import STATE_HASH
 
 # Redis is part of the suite (make test): these fail, never skip, without it.
@@ -50,10 +52,10 @@ def peer() -> Iterator[Matcher]:
 @needs_redis
 def test_provider_update_reaches_other_process_within_a_second(peer: Matcher) -> None:
     cat, user = uid("c"), uid("p")
-    zone = service.create_zone(SystemActor(), "Z", [cat], square(51.5, -0.1))
+    zone = create_zone(Caller("system", "admin", ""), "Z", [cat], square(51.5, -0.1))
     assert eventually(lambda: peer.lookup_zone(51.5, -0.1, cat) == zone["id"])
     t0 = time.time()
-    service.update_provider(user, 51.5, -0.1, True, categories=[cat], capacity=3,
+    update_provider(user, 51.5, -0.1, True, categories=[cat], capacity=3,
                             schedule=[{"days": ["sat"], "from": "10:00", "to": "12:00"}])
     assert eventually(lambda: peer.tenant("default").providers.get(user) is not None)
     assert time.time() - t0 < 1.0
@@ -61,24 +63,24 @@ def test_provider_update_reaches_other_process_within_a_second(peer: Matcher) ->
     assert got is not None and got.capacity == 3 and got.categories == (cat,)
     assert peer.tenant("default").schedules[user]
     assert [f.user for f in peer.search(51.5, -0.1, cat)[1]] == [user]
-    service.update_provider(user, 51.5, -0.1, False)
+    update_provider(user, 51.5, -0.1, False)
     assert eventually(lambda: peer.search(51.5, -0.1, cat)[1] == [])
 
 
 @needs_redis
 def test_zone_changes_and_assignments_propagate(peer: Matcher) -> None:
     cat, user = uid("c"), uid("p")
-    actor = SystemActor(user="ops")
-    zone = service.create_zone(actor, "Z", [cat], square(51.6, -0.2))
+    actor = Caller("ops", "admin", "")
+    zone = create_zone(actor, "Z", [cat], square(51.6, -0.2))
     assert eventually(lambda: peer.lookup_zone(51.6, -0.2, cat) == zone["id"])
-    service.replace_zone(actor, zone["id"], "Z2", [cat], square(51.7, -0.2))
+    replace_zone(actor, zone["id"], "Z2", [cat], square(51.7, -0.2))
     assert eventually(lambda: peer.lookup_zone(51.7, -0.2, cat) == zone["id"])
     assert peer.lookup_zone(51.6, -0.2, cat) is None
-    service.assign_zone(actor, user, zone["id"])
+    assign_zone(actor, user, zone["id"])
     assert eventually(lambda: zone["id"] in peer.tenant("default").assigned.get(user, ()))
-    service.assign_zone(actor, user, zone["id"], remove=True)
+    assign_zone(actor, user, zone["id"], remove=True)
     assert eventually(lambda: zone["id"] not in peer.tenant("default").assigned.get(user, ()))
-    service.delete_zone(actor, zone["id"])
+    delete_zone(actor, zone["id"])
     assert eventually(lambda: peer.lookup_zone(51.7, -0.2, cat) is None)
     assert zone["id"] not in peer.zone_meta
 
@@ -86,9 +88,9 @@ def test_zone_changes_and_assignments_propagate(peer: Matcher) -> None:
 @needs_redis
 def test_snapshot_hash_restores_a_new_process() -> None:
     cat, user = uid("c"), uid("p")
-    service.update_provider(user, 51.4, -0.3, True, categories=[cat], capacity=2,
+    update_provider(user, 51.4, -0.3, True, categories=[cat], capacity=2,
                             schedule=[{"days": ["mon"], "from": "09:00", "to": "10:00"}])
-    service.matcher().sync.flush(db=False)
+    matcher().sync.flush(db=False)
     client = hubredis.sync_client()
     assert client is not None
     raw = client.hget(STATE_HASH, f"default/{user}")  # keyed <tenant>/<user>
@@ -136,7 +138,7 @@ def test_listener_reconnects_and_catches_up(peer: Matcher) -> None:
     assert eventually(lambda: peer.lookup_zone(51.3, 0.1, cat) == z.id, within=5.0)
     # After the reconnect, broadcasts flow again.
     user = uid("p")
-    service.update_provider(user, 51.3, 0.1, True, categories=[cat])
+    update_provider(user, 51.3, 0.1, True, categories=[cat])
     assert eventually(lambda: peer.tenant("default").providers.get(user) is not None, within=2.0)
     z.delete()
 
@@ -169,7 +171,7 @@ def test_without_redis_changes_stay_local_and_snapshot_is_the_table() -> None:
 
 
 def test_assignment_rows_load_at_start() -> None:
-    zone = service.create_zone(SystemActor(), "Z", [uid("c")], square(51.1, 0.2))
+    zone = create_zone(Caller("system", "admin", ""), "Z", [uid("c")], square(51.1, 0.2))
     user = uid("p")
     ZoneAssignment.objects.create(zone_id=zone["id"], provider=user)
     m = Matcher(use_redis=False)

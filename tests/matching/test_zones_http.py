@@ -14,7 +14,7 @@ from django.test import Client
 from shapely.geometry import Point, shape
 
 from hub import auth
-from matching import service
+from matching.matcher import find, matcher
 from matching.models import Zone
 from matching.zoneindex import ZoneIndex
 
@@ -119,7 +119,7 @@ def test_zone_across_an_icosahedron_edge_is_stored_and_indexed(client: Client) -
                        token())
     assert status == 201, zone
     assert Zone.objects.get(id=zone["id"]).geometry == geometry
-    m = service.matcher()
+    m = matcher()
     geom = shape(geometry)
     rng = random.Random(3)
     x0, y0, x1, y1 = geom.bounds
@@ -127,7 +127,7 @@ def test_zone_across_an_icosahedron_edge_is_stored_and_indexed(client: Client) -
         lat, lng = rng.uniform(y0 - 0.005, y1 + 0.005), rng.uniform(x0 - 0.005, x1 + 0.005)
         want = zone["id"] if geom.covers(Point(lng, lat)) else None
         assert m.lookup_zone(lat, lng, cat, "t1") == want, (lat, lng)
-    assert service.find(48.9027, 3.0867, cat, tenant="t1")["zone"] == zone["id"]
+    assert find(48.9027, 3.0867, cat, tenant="t1")["zone"] == zone["id"]
     req(client, "DELETE", f"/api/zones/{zone['id']}", tok=token())
 
 
@@ -167,7 +167,7 @@ def test_zone_the_index_cannot_load_is_refused_and_nothing_stored(
     row = Zone.objects.get(id=zone["id"])
     assert (row.name, row.version, row.geometry) == ("Kept", 1, square(51.50, -0.10))
     monkeypatch.undo()
-    assert service.matcher().lookup_zone(51.50, -0.10, cat, "t1") == zone["id"]
+    assert matcher().lookup_zone(51.50, -0.10, cat, "t1") == zone["id"]
     req(client, "DELETE", f"/api/zones/{zone['id']}", tok=token())
 
 

@@ -20,7 +20,7 @@ from tests.support import HubClient, ReplyError, mint, uid
 
 @pytest.fixture
 def no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matching.service", None)  # the matcher is "unavailable"
+    monkeypatch.setitem(sys.modules, "matching.matcher", None)  # the matcher is "unavailable"
 
 
 def test_ready_serves_every_declared_method_and_namespace() -> None:

@@ -15,8 +15,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from core.audit import record
+from matching.actions.zones import prepare_zone_geometry
 from matching.models import Zone
-from matching.service import prepare_zone_geometry
 
 DEMO_PREFIX = "Demo: "
 

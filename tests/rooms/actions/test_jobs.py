@@ -41,7 +41,7 @@ def tenant() -> str:
 @pytest.fixture
 def no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
     # A None entry in sys.modules makes the import fail: the matcher is "unavailable".
-    monkeypatch.setitem(sys.modules, "matching.service", None)
+    monkeypatch.setitem(sys.modules, "matching.matcher", None)
 
 
 def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> list[tuple[Any, ...]]:
@@ -52,9 +52,9 @@ def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> lis
         users = fn()
         return users, None if users else "no_provider_available"
 
-    module = types.ModuleType("matching.service")
+    module = types.ModuleType("matching.matcher")
     module.candidates_for_job = candidates_for_job  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "matching.service", module)
+    monkeypatch.setitem(sys.modules, "matching.matcher", module)
     return seen
 
 
@@ -93,7 +93,7 @@ def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.Monk
 def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
         monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
     owner = Caller(uid("cust"), "customer", tenant)
-    monkeypatch.setitem(sys.modules, "matching.service", None)
+    monkeypatch.setitem(sys.modules, "matching.matcher", None)
     out = jobs.create_job(owner, title="a", description="", category="x", lat=0, lng=0)
     assert out["notified"] == 0 and out["reason"] == "matcher_unavailable"
 

@@ -3,12 +3,12 @@
 Flow (docs/matching.md has the timeline):
 - `create_booking` stores the booking and offers it to up to `(crew - accepted) * HUB_OFFER_FANOUT`
   matched providers at once (fan-out 3 by default), each offer open HUB_OFFER_TTL_S (30 s).
-- `accept` is first come, first served across processes: the booking row is locked
+- `accept_offer` is first come, first served across processes: the booking row is locked
   (SELECT ... FOR UPDATE; SQLite serialises writers anyway) and a conditional
   `UPDATE ... SET accepted = accepted + 1 WHERE accepted < crew` admits at most `crew` winners.
   When the crew is full, still-pending offers are withdrawn and the customer is told
   `booking.assigned`.
-- `decline` and expiry (`sweep`, every second in every hub process) top the offers up from the
+- `decline_offer` and expiry (`sweep`, every second in every hub process) top the offers up from the
   next candidates; when none are left and nothing is pending the booking is `unfilled` and the
   customer is told `booking.unfilled`.
 """
@@ -28,8 +28,11 @@ from core.domain_budgets import cap_open
 from core.errors import bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub.channels import qualify
+from hub.rpc import Caller
 from hub.store import append, atomic, tenant_scope
-from matching import privacy, service
+from matching import privacy
+from matching.actions.providers import record_offer_outcome, refresh_acceptance
+from matching.matcher import crew_radius_m, matcher
 from matching.models import (
     Assignment,
     Booking,
@@ -38,9 +41,9 @@ from matching.models import (
     Offer,
     OfferStatus,
 )
-from matching.service import Actor, booking_time_ok, crew_radius_m, matcher, parse_when
+from matching.schedules import booking_time_ok, parse_when
 
-log = logging.getLogger("matching.dispatch")
+log = logging.getLogger("matching.actions.bookings")
 
 SWEEP_BATCH = 200
 
@@ -73,7 +76,7 @@ def booking_dict(b: Booking, providers: list[str] | None = None) -> dict[str, An
 # --- creating and offering --------------------------------------------------------------------
 
 @tracing.spanned("booking.create")
-def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: str, at: str | None = None,
+def create_booking(caller: Caller, category: str, lat: float, lng: float, mode: str, at: str | None = None,
                    crew: int = 1) -> dict[str, Any]:
     when: datetime | None = None
     if mode == BookingMode.SCHEDULED:
@@ -84,18 +87,19 @@ def create_booking(actor: Actor, category: str, lat: float, lng: float, mode: st
     elif at is not None:
         raise bad_request("at: only for scheduled bookings (on_demand is now)")
     m = matcher()
-    zone = m.lookup_zone(lat, lng, category, actor.tenant)
+    zone = m.lookup_zone(lat, lng, category, caller.tenant)
     now = timezone.now()
     # A new booking has no offers yet: the first round is searched before the transaction opens,
     # so the transaction is a handful of inserts (no matching while it is open).
-    found = m.search(lat, lng, category, k=crew * offer_fanout(), zone=zone, exclude={actor.user},
+    found = m.search(lat, lng, category, k=crew * offer_fanout(), zone=zone, exclude={caller.user},
                      at=when if mode == BookingMode.SCHEDULED else None,
-                     radius_m=crew_radius_m() if crew > 1 else None, tenant=actor.tenant)[1] if zone is not None else []
+                     radius_m=crew_radius_m() if crew > 1 else None,
+                     tenant=caller.tenant)[1] if zone is not None else []
     with atomic():
-        cap_open("bookings", actor.tenant, actor.user,
-                 Booking.objects.filter(tenant=actor.tenant, customer=actor.user, status=BookingStatus.OFFERING),
+        cap_open("bookings", caller.tenant, caller.user,
+                 Booking.objects.filter(tenant=caller.tenant, customer=caller.user, status=BookingStatus.OFFERING),
                  settings.HUB_MAX_OPEN_BOOKINGS_PER_USER, "bookings (still offering)")
-        b = Booking.objects.create(customer=actor.user, tenant=actor.tenant, category=category, lat=lat,
+        b = Booking.objects.create(customer=caller.user, tenant=caller.tenant, category=category, lat=lat,
                                    lng=lng, mode=mode, at=when, crew=crew, zone=zone,
                                    first_offered_at=now if found else None)
         if found:
@@ -173,9 +177,9 @@ def _close_unfilled(b: Booking, now: datetime, providers: list[str]) -> None:
     append(_user(b, b.customer), {"kind": "booking.unfilled", "booking": b.id, "providers": providers})
 
 
-def _locked(actor: Actor, booking_id: str) -> Booking:
-    """The booking in the actor's tenant, locked; another tenant's is indistinguishable from none."""
-    b = Booking.objects.select_for_update().filter(id=booking_id, tenant=actor.tenant).first()
+def _locked(caller: Caller, booking_id: str) -> Booking:
+    """The booking in the caller's tenant, locked; another tenant's is indistinguishable from none."""
+    b = Booking.objects.select_for_update().filter(id=booking_id, tenant=caller.tenant).first()
     if b is None:
         raise not_found(f"no booking {booking_id}")
     return b
@@ -191,11 +195,11 @@ def _my_offer(b: Booking, user: str) -> Offer:
 # --- answering ---------------------------------------------------------------------------------
 
 @tracing.spanned("offer.accept")
-def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
+def accept_offer(caller: Caller, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
     with atomic():
-        b = _locked(actor, booking_id)
-        offer = _my_offer(b, actor.user)
+        b = _locked(caller, booking_id)
+        offer = _my_offer(b, caller.user)
         if offer.status == OfferStatus.ACCEPTED:
             return {"booking": b.id, "status": "accepted", "booking_status": b.status}  # a retried accept
         if offer.status != OfferStatus.PENDING:
@@ -211,12 +215,12 @@ def accept(actor: Actor, booking_id: str) -> dict[str, Any]:
             raise conflict("the booking's crew is already full")
         Offer.objects.filter(id=offer.id).update(status=OfferStatus.ACCEPTED, accepted_at=now)
         metrics.offer("accepted")
-        Assignment.objects.create(booking=b, provider=actor.user, accepted_at=now)
-        service.record_offer_outcome(actor.user, "accepted", b.tenant)
+        Assignment.objects.create(booking=b, provider=caller.user, accepted_at=now)
+        record_offer_outcome(caller.user, "accepted", b.tenant)
         b.accepted += 1  # the row is ours (locked above): no need to read it back
         if b.accepted >= b.crew:
-            _fill(b, now, [actor.user] if b.crew == 1 else None)
-        transaction.on_commit(lambda: service.refresh_acceptance([actor.user], b.tenant))
+            _fill(b, now, [caller.user] if b.crew == 1 else None)
+        transaction.on_commit(lambda: refresh_acceptance([caller.user], b.tenant))
     return {"booking": b.id, "status": "accepted", "booking_status": b.status}
 
 
@@ -245,37 +249,37 @@ def _fill(b: Booking, now: datetime, providers: list[str] | None = None) -> None
 
 
 @tracing.spanned("offer.decline")
-def decline(actor: Actor, booking_id: str) -> dict[str, Any]:
+def decline_offer(caller: Caller, booking_id: str) -> dict[str, Any]:
     now = timezone.now()
     with atomic():
-        b = _locked(actor, booking_id)
-        offer = _my_offer(b, actor.user)
+        b = _locked(caller, booking_id)
+        offer = _my_offer(b, caller.user)
         if offer.status == OfferStatus.DECLINED:
             return {"booking": b.id, "status": "declined"}
         if offer.status != OfferStatus.PENDING:
             raise conflict(f"the offer was {offer.status}")
         Offer.objects.filter(id=offer.id).update(status=OfferStatus.DECLINED, declined_at=now)
         metrics.offer("declined")
-        service.record_offer_outcome(actor.user, "declined", b.tenant)
+        record_offer_outcome(caller.user, "declined", b.tenant)
         _top_up(b, now)
-        transaction.on_commit(lambda: service.refresh_acceptance([actor.user], b.tenant))
+        transaction.on_commit(lambda: refresh_acceptance([caller.user], b.tenant))
     return {"booking": b.id, "status": "declined"}
 
 
-def get_booking(actor: Actor, booking_id: str) -> dict[str, Any]:
+def get_booking(caller: Caller, booking_id: str) -> dict[str, Any]:
     """The customer, providers who were offered it, and admins may read a booking. Its exact point
     goes to the customer, admins and the providers assigned to it; other providers get its area."""
-    b = Booking.objects.filter(id=booking_id, tenant=actor.tenant).first()
+    b = Booking.objects.filter(id=booking_id, tenant=caller.tenant).first()
     if b is None:
         raise not_found(f"no booking {booking_id}")
-    if actor.role != "admin" and actor.user != b.customer and not Offer.objects.filter(
-            booking=b, provider=actor.user).exists():
+    if caller.role != "admin" and caller.user != b.customer and not Offer.objects.filter(
+            booking=b, provider=caller.user).exists():
         raise not_found(f"no booking {booking_id}")  # no hint that it exists
     out = booking_dict(b)
-    if (not privacy.sees_exact(actor.role) and actor.user != b.customer
-            and not (b.status == BookingStatus.ASSIGNED and actor.user in out["providers"])):
+    if (not privacy.sees_exact(caller.role) and caller.user != b.customer
+            and not (b.status == BookingStatus.ASSIGNED and caller.user in out["providers"])):
         out.update(privacy.job_area(b.lat, b.lng))  # offered, not chosen: the area only
-    mine = Offer.objects.filter(booking=b, provider=actor.user).first()
+    mine = Offer.objects.filter(booking=b, provider=caller.user).first()
     if mine is not None:
         out["offer"] = {"status": mine.status, "expires_at": iso(mine.expires_at),
                         "expires_at_ms": epoch_ms(mine.expires_at)}
@@ -333,10 +337,10 @@ def _expire_locked(b: Booking, when: datetime) -> int:
         metrics.offer("expired")
     users = sorted(p for _i, p in expired)  # one lock order for provider rows: no deadlocks
     for p in users:
-        service.record_offer_outcome(p, "expired", b.tenant)
+        record_offer_outcome(p, "expired", b.tenant)
     for p in users:
         append(_user(b, p), {"kind": "offer.expired", "booking": b.id})
     _top_up(b, when)
     tenant = b.tenant
-    transaction.on_commit(lambda: service.refresh_acceptance(users, tenant))
+    transaction.on_commit(lambda: refresh_acceptance(users, tenant))
     return n

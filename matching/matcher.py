@@ -1,12 +1,14 @@
-"""The process-wide matcher: zone and provider indexes, their loading, and the plain functions.
+"""The process-wide matcher: per-tenant zone and provider indexes, their loading, scoring and search.
 
 One `Matcher` per hub process (`matcher()`), started lazily on first use or by `start()` at
 server start-up: it subscribes to the cross-process feed first (matching.sync), then loads zones
 and operator assignments from the database and providers from the snapshot (Redis hash, else the
 `matching_provider_state` table), so nothing that changes during the load is missed.
 
-Every public function here is synchronous (ORM and locks); rpc methods run them in worker threads.
-The indexes are guarded by one lock: updates are short, and searches are bounded by k and radius.
+Everything here is synchronous (ORM and locks); rpc methods run it in worker threads, except
+`find_now`, which the event loop may try first. The indexes are guarded by one lock: updates are
+short, and searches are bounded by k and radius. The rules of who may change what are in
+matching.actions; this module only holds and searches the state.
 """
 from __future__ import annotations
 
@@ -16,29 +18,22 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import time as dtime
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
 
-from core.audit import record
-from core.errors import bad_request, not_found
-from core.times import epoch_ms
+from core.errors import bad_request
 from hub.auth import DEFAULT_TENANT
 from matching import privacy
 from matching.index import ProviderIndex
 from matching.index import ProviderState as IndexedProvider
 from matching.models import ProviderState, Zone, ZoneAssignment, acceptance_rate
-from matching.zoneindex import GeometryError, PreparedZone, ZoneIndex
+from matching.schedules import Window, parse_schedule, schedule_covers
+from matching.zoneindex import PreparedZone, ZoneIndex
 
-log = logging.getLogger("matching.service")
+log = logging.getLogger("matching.matcher")
 
-LOCAL_TZ = "Europe/London"
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STALE_AFTER_S = 300.0
 # score = distance_km - RATING_WEIGHT * rating - ACCEPTANCE_WEIGHT * acceptance (lower is better).
 RATING_WEIGHT = 0.05
@@ -57,115 +52,6 @@ def match_radius_m() -> float:
 def crew_radius_m() -> float:
     """A crew (crew > 1) must all be this close to the job so they arrive together."""
     return float(settings.HUB_CREW_RADIUS_M)
-
-
-# --- identity ---------------------------------------------------------------------------------
-
-class Actor(Protocol):
-    """Who asks (hub.rpc.Caller satisfies it); used for audit rows."""
-
-    @property
-    def user(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def tenant(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class SystemActor:
-    user: str = "system"
-    role: str = "admin"
-    tenant: str = ""
-
-
-# --- scheduled availability -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Window:
-    """One availability window: absolute [start, end) or weekly (days, minute range, time zone)."""
-
-    start: datetime | None = None
-    end: datetime | None = None
-    days: frozenset[int] = frozenset()
-    from_min: int = 0
-    to_min: int = 0
-    tz: str = LOCAL_TZ
-
-    def covers(self, at: datetime) -> bool:
-        if self.start is not None and self.end is not None:
-            return self.start <= at < self.end
-        local = at.astimezone(ZoneInfo(self.tz))
-        minute = local.hour * 60 + local.minute + local.second / 60.0
-        day = local.weekday()
-        if self.from_min < self.to_min:
-            return day in self.days and self.from_min <= minute < self.to_min
-        # Overnight (e.g. 22:00-06:00): starts on a listed day, ends the next morning.
-        return (day in self.days and minute >= self.from_min) or (
-            (day - 1) % 7 in self.days and minute < self.to_min)
-
-
-def parse_when(value: str, what: str) -> datetime:
-    """ISO 8601 instant; a value without an offset is UK local time (Europe/London)."""
-    try:
-        dt = datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise bad_request(f"{what}: not an ISO 8601 date-time: {value!r}") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=ZoneInfo(LOCAL_TZ))
-    return dt
-
-
-def _clock_minutes(value: str, what: str, allow_24: bool) -> int:
-    try:
-        hh, mm = value.split(":")
-        h, m = int(hh), int(mm)
-    except (AttributeError, ValueError) as exc:
-        raise bad_request(f"{what}: expected HH:MM, got {value!r}") from exc
-    if allow_24 and h == 24 and m == 0:
-        return 24 * 60
-    if not (0 <= h <= 23 and 0 <= m <= 59):
-        raise bad_request(f"{what}: expected HH:MM, got {value!r}")
-    dtime(h, m)
-    return h * 60 + m
-
-
-def parse_schedule(raw: list[dict[str, Any]]) -> tuple[Window, ...]:
-    """Validate `providers.update`'s schedule (see docs/matching.md) into windows."""
-    out: list[Window] = []
-    for i, w in enumerate(raw):
-        where = f"schedule/{i}"
-        if not isinstance(w, dict):
-            raise bad_request(f"{where}: must be an object")
-        if "days" in w:
-            days = w["days"]
-            if not isinstance(days, list) or not days or any(d not in WEEKDAYS for d in days):
-                raise bad_request(f"{where}/days: a non-empty list of {', '.join(WEEKDAYS)}")
-            tz = w.get("tz", LOCAL_TZ)
-            try:
-                ZoneInfo(tz)
-            except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-                raise bad_request(f"{where}/tz: unknown time zone {tz!r}") from exc
-            start = _clock_minutes(w.get("from", ""), f"{where}/from", allow_24=False)
-            end = _clock_minutes(w.get("to", ""), f"{where}/to", allow_24=True)
-            if start == end:
-                raise bad_request(f"{where}: from and to are equal (empty window)")
-            out.append(Window(days=frozenset(WEEKDAYS.index(d) for d in days), from_min=start, to_min=end,
-                              tz=tz))
-        else:
-            start_dt = parse_when(w.get("from", ""), f"{where}/from")
-            end_dt = parse_when(w.get("to", ""), f"{where}/to")
-            if end_dt <= start_dt:
-                raise bad_request(f"{where}: to must be after from")
-            out.append(Window(start=start_dt, end=end_dt))
-    return tuple(out)
-
-
-def schedule_covers(windows: tuple[Window, ...] | None, at: datetime) -> bool:
-    """No stated schedule means no scheduled work: only stated availability counts."""
-    return bool(windows) and any(w.covers(at) for w in windows)  # type: ignore[union-attr]
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -208,14 +94,6 @@ def split_provider_key(key: str) -> tuple[str, str]:
     """(tenant, user) of a snapshot key; a key written before tenants is the default tenant's."""
     tenant, sep, user = key.partition("/")
     return (tenant, user) if sep else (DEFAULT_TENANT, key)
-
-
-def zone_dict(z: Zone) -> dict[str, Any]:
-    return {"id": z.id, "name": z.name, "categories": list(z.categories), "geometry": z.geometry,
-            "active": z.active, "version": z.version,
-            "created_at": z.created_at.isoformat() if z.created_at else None,
-            "updated_at": z.updated_at.isoformat() if z.updated_at else None,
-            "created_at_ms": epoch_ms(z.created_at), "updated_at_ms": epoch_ms(z.updated_at)}
 
 
 # --- the matcher ------------------------------------------------------------------------------
@@ -367,6 +245,18 @@ class Matcher:
         self.zone_meta[z.id] = ZoneMeta(z.name, tuple(z.categories), z.active, z.version, z.tenant)
         return True
 
+    def zone_saved(self, z: Zone, prepared: PreparedZone | None = None) -> None:
+        """A zone row committed here: index it now and tell the other processes."""
+        with self.lock:
+            self._put_zone(z, prepared)
+        self.sync.zone_changed(z.id)
+
+    def zone_deleted(self, zone_id: str) -> None:
+        """A zone deleted here: out of the index now, and the other processes told."""
+        with self.lock:
+            self._drop_zone(zone_id)
+        self.sync.zone_changed(zone_id)
+
     def _drop_zone(self, zone_id: str) -> None:
         self.bad_zones.pop(zone_id, None)
         meta = self.zone_meta.pop(zone_id, None)
@@ -393,6 +283,12 @@ class Matcher:
                        .values_list("zone_id", flat=True))
         with self.lock:
             self.tenant(tenant).assigned[provider] = zs
+
+    def assignments_saved(self, tenant: str, provider: str, zones: Iterable[str]) -> None:
+        """A provider's zone assignments committed here: apply them now and tell the other processes."""
+        with self.lock:
+            self.tenant(tenant).assigned[provider] = frozenset(zones)
+        self.sync.assignment_changed(tenant, provider)
 
     # -- providers ---------------------------------------------------------------------------
     def restore_providers(self) -> None:
@@ -596,15 +492,6 @@ def stop() -> None:
         _matcher.stop()
 
 
-# --- plain functions --------------------------------------------------------------------------
-
-def update_provider(user: str, lat: float, lng: float, available: bool, categories: list[str] | None = None,
-                    capacity: int | None = None, schedule: list[dict[str, Any]] | None = None, *,
-                    tenant: str = DEFAULT_TENANT) -> str:
-    """A provider's location/availability; returns its H3 cell. None keeps the previous value."""
-    return matcher().update_provider(user, lat, lng, available, categories, capacity, schedule, tenant=tenant)
-
-
 # Why match.find answered no provider (its "reason"; null when there are providers).
 OUTSIDE_ZONES = "outside_zones"  # no active zone serving the category covers the point
 NO_PROVIDER_AVAILABLE = "no_provider_available"  # a zone, but nobody (or no full crew) can go
@@ -653,171 +540,3 @@ def candidates_for_job(lat: float, lng: float, category: str, limit: int = 50,
     return [], OUTSIDE_ZONES if zone is None else NO_PROVIDER_AVAILABLE
 
 
-def record_offer_outcome(user: str, outcome: str, tenant: str = DEFAULT_TENANT) -> None:
-    """Count an offer's outcome (accepted/declined/expired) for the acceptance rate; inside a transaction."""
-    column = {"accepted": "offers_accepted", "declined": "offers_declined",
-              "expired": "offers_expired"}[outcome]
-    key = provider_key(tenant, user)
-    updated = ProviderState.objects.filter(user=key).update(**{column: F(column) + 1})
-    if not updated:
-        p = matcher().providers_of(tenant).get(user)
-        ProviderState.objects.get_or_create(user=key, defaults={
-            "lat": p.lat if p else 0.0, "lng": p.lng if p else 0.0, "available": bool(p and p.available),
-            "categories": list(p.categories) if p else [], "ts": p.ts if p else 0.0})
-        ProviderState.objects.filter(user=key).update(**{column: F(column) + 1})
-
-
-def refresh_acceptance(users: Iterable[str], tenant: str = DEFAULT_TENANT) -> None:
-    """After commit: push the new acceptance rates into the index (and to other processes)."""
-    keys = {provider_key(tenant, u) for u in users}
-    if not keys:
-        return
-    m = matcher()
-    for row in ProviderState.objects.filter(user__in=keys):
-        m.set_stats(split_provider_key(row.user)[1], acceptance=row.acceptance, tenant=tenant)
-
-
-def set_rating(user: str, rating: float, actor: Actor | None = None, tenant: str | None = None) -> None:
-    """The provider `user` of `tenant` (default: the actor's) gets `rating`."""
-    if not 0.0 <= rating <= 5.0:
-        raise bad_request("rating must be in 0..5")
-    where = tenant or (actor.tenant if actor is not None and actor.tenant else DEFAULT_TENANT)
-    with transaction.atomic():
-        ProviderState.objects.update_or_create(user=provider_key(where, user), defaults={"rating": rating})
-        if actor is not None:
-            record(actor.user, "providers.rating", user, role=actor.role, tenant=where, rating=rating)
-    transaction.on_commit(lambda: matcher().set_stats(user, rating=rating, tenant=where))
-
-
-# --- zone CRUD --------------------------------------------------------------------------------
-
-def prepare_zone_geometry(geometry: Any) -> PreparedZone:
-    """Validate a zone geometry and build its index entry, before anything is stored: a zone that
-    this index cannot load is refused (bad_request), never committed."""
-    try:
-        return ZoneIndex(res=ZONE_RES, max_cells=settings.HUB_ZONE_MAX_CELLS).prepare(geometry)
-    except GeometryError as exc:
-        raise bad_request(f"geometry: {exc}") from exc
-    except Exception as exc:  # the index failed on a valid geometry: refuse it, keep the process up
-        log.exception("zone geometry refused: the zone index cannot load it")
-        raise bad_request(f"geometry: the zone index cannot load this geometry ({type(exc).__name__})") from exc
-
-
-def _check_zone_fields(name: Any, categories: Any, geometry: Any) -> tuple[list[str], PreparedZone]:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise bad_request("name: a non-empty string of at most 200 characters")
-    if (not isinstance(categories, list) or not categories or len(categories) > 100
-            or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in categories)):
-        raise bad_request("categories: a non-empty list of category names (1-64 characters)")
-    return sorted(set(categories)), prepare_zone_geometry(geometry)
-
-
-def _zone_committed(z: Zone, prepared: PreparedZone | None = None) -> None:
-    m = matcher()
-    with m.lock:
-        m._put_zone(z, prepared)
-    m.sync.zone_changed(z.id)
-
-
-def _zone_deleted(zone_id: str) -> None:
-    m = matcher()
-    with m.lock:
-        m._drop_zone(zone_id)
-    m.sync.zone_changed(zone_id)
-
-
-def _tenant_of(actor: Actor) -> str:
-    return actor.tenant or DEFAULT_TENANT
-
-
-def create_zone(actor: Actor, name: str, categories: list[str], geometry: dict[str, Any],
-                active: bool = True) -> dict[str, Any]:
-    """A zone of the actor's tenant."""
-    cats, prepared = _check_zone_fields(name, categories, geometry)
-    matcher()
-    with transaction.atomic():
-        z = Zone.objects.create(name=name.strip(), categories=cats, geometry=geometry, active=bool(active),
-                                created_by=actor.user, tenant=_tenant_of(actor))
-        record(actor.user, "zones.create", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
-               categories=cats, active=z.active)
-        transaction.on_commit(lambda: _zone_committed(z, prepared))
-    return zone_dict(z)
-
-
-def list_zones(category: str | None = None, active: bool | None = None,
-               tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
-    qs = Zone.objects.filter(tenant=tenant)
-    if active is not None:
-        qs = qs.filter(active=active)
-    zones = [zone_dict(z) for z in qs]
-    if category is not None:
-        zones = [z for z in zones if category in z["categories"]]
-    return zones
-
-
-def get_zone(zone_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
-    """A zone of `tenant`; another tenant's zone is indistinguishable from a missing one."""
-    z = Zone.objects.filter(id=zone_id, tenant=tenant).first()
-    if z is None:
-        raise not_found(f"no zone {zone_id}")
-    return zone_dict(z)
-
-
-def replace_zone(actor: Actor, zone_id: str, name: str, categories: list[str], geometry: dict[str, Any],
-                 active: bool = True) -> dict[str, Any]:
-    cats, prepared = _check_zone_fields(name, categories, geometry)
-    matcher()
-    with transaction.atomic():
-        z = Zone.objects.select_for_update().filter(id=zone_id, tenant=_tenant_of(actor)).first()
-        if z is None:
-            raise not_found(f"no zone {zone_id}")
-        z.name, z.categories, z.geometry, z.active = name.strip(), cats, geometry, bool(active)
-        z.version = z.version + 1
-        z.save()
-        record(actor.user, "zones.replace", z.id, role=actor.role, tenant=actor.tenant, name=z.name,
-               categories=cats, active=z.active, version=z.version)
-        transaction.on_commit(lambda: _zone_committed(z, prepared))
-    return zone_dict(z)
-
-
-def delete_zone(actor: Actor, zone_id: str) -> dict[str, Any]:
-    matcher()
-    with transaction.atomic():
-        z = Zone.objects.select_for_update().filter(id=zone_id, tenant=_tenant_of(actor)).first()
-        if z is None:
-            raise not_found(f"no zone {zone_id}")
-        z.delete()
-        record(actor.user, "zones.delete", zone_id, role=actor.role, tenant=actor.tenant, name=z.name)
-        transaction.on_commit(lambda: _zone_deleted(zone_id))
-    return {"id": zone_id, "deleted": True}
-
-
-def assign_zone(actor: Actor, provider: str, zone_id: str, remove: bool = False) -> dict[str, Any]:
-    """Operator assigns (or with remove, unassigns) a provider of their tenant to a zone of it."""
-    m = matcher()
-    tenant = _tenant_of(actor)
-    with transaction.atomic():
-        if not Zone.objects.filter(id=zone_id, tenant=tenant).exists():
-            raise not_found(f"no zone {zone_id}")
-        if remove:
-            ZoneAssignment.objects.filter(zone_id=zone_id, provider=provider).delete()
-        else:
-            ZoneAssignment.objects.get_or_create(zone_id=zone_id, provider=provider,
-                                                 defaults={"created_by": actor.user})
-        record(actor.user, "providers.unassign_zone" if remove else "providers.assign_zone", provider,
-               role=actor.role, tenant=actor.tenant, zone=zone_id)
-    zones = sorted(ZoneAssignment.objects.filter(provider=provider, zone__tenant=tenant)
-                   .values_list("zone_id", flat=True))
-    with m.lock:
-        m.tenant(tenant).assigned[provider] = frozenset(zones)
-    m.sync.assignment_changed(tenant, provider)
-    return {"provider": provider, "zones": zones}
-
-
-def booking_time_ok(at: datetime, now: datetime | None = None) -> None:
-    """A scheduled booking is for the future (a minute of clock skew allowed), at most a year ahead."""
-    now = now or datetime.now(ZoneInfo("UTC"))
-    if at < now - timedelta(minutes=1):
-        raise bad_request("at: must be in the future")
-    if at > now + timedelta(days=366):
-        raise bad_request("at: at most a year ahead")
