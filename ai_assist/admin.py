@@ -3,16 +3,14 @@
 every tenant's rows (operators; docs/tenancy.md)."""
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
 from ai_assist.models import Transcript
+from core.admin import ReadOnlyAdmin
 
 
 @admin.register(Transcript)
-class TranscriptAdmin(admin.ModelAdmin):
+class TranscriptAdmin(ReadOnlyAdmin):
     list_display = ("id", "created_at", "tenant", "user", "room", "provider", "outcome", "finish", "error_code",
                     "tokens_in", "tokens_out", "latency_ms")
     list_filter = ("outcome", "provider", "finish", "tenant")
@@ -21,11 +19,3 @@ class TranscriptAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     show_full_result_count = False  # no second COUNT(*) of the whole table on every filtered page
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -7,6 +7,7 @@ event committed is a push that will be attempted, across restarts and kill -9.
 from __future__ import annotations
 
 import base64
+import enum
 import ipaddress
 import logging
 import threading
@@ -26,8 +27,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
-from core.errors import TOO_LARGE, HubError, bad_request, not_found
-from notify import content
+from core.errors import TOO_LARGE, HubError, bad_request, not_found, unavailable
+from hub.rpc import Caller, run_domain
+from notify import content, vapid
 from notify.content import Spec
 from notify.models import Device, Outbox, OutboxState, Platform, Preferences
 
@@ -171,14 +173,31 @@ def list_devices(tenant: str, user: str) -> dict[str, Any]:
             "max": settings.NOTIFY_MAX_DEVICES_PER_USER}
 
 
-def set_state(tenant: str, user: str, background: bool, device: str | None) -> dict[str, Any]:
+def set_state(tenant: str, user: str, background: bool, device: str) -> None:
     """Record the app's state on its device (what `devices.list` shows)."""
+    n = Device.objects.filter(id=device, tenant=tenant, user=user).update(
+        background=background, last_seen=timezone.now())
+    if not n:
+        raise not_found(f"no device {device}")
+
+
+async def app_state(caller: Caller, background: bool, device: str | None) -> dict[str, Any]:
+    """The app went to the background (or came back): its device records it, and the caller's socket
+    stops (or starts again) counting as reaching the user, so events push instead."""
     if device is not None:
-        n = Device.objects.filter(id=device, tenant=tenant, user=user).update(
-            background=background, last_seen=timezone.now())
-        if not n:
-            raise not_found(f"no device {device}")
+        await run_domain(set_state, caller.tenant, caller.user, background, device)
+    if caller.set_background is not None:
+        # This socket (we are on its event loop); over HTTP there is none.
+        caller.set_background(background)
     return {"background": background, "device": device}
+
+
+def vapid_public_key() -> str:
+    """The key browsers subscribe with (`applicationServerKey`); unavailable without Web Push."""
+    key = vapid.public_key_b64()
+    if key is None:
+        raise unavailable("Web Push is not configured on this hub")
+    return key
 
 
 # --- preferences ---------------------------------------------------------------------------------
@@ -256,33 +275,48 @@ def _zone(name: Any) -> ZoneInfo:
         raise bad_request("timezone must be an IANA time zone such as Europe/London") from exc
 
 
-def set_preferences(tenant: str, user: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Change what the user set; fields not given stay. Everything is checked before anything changes."""
+class Keep(enum.Enum):
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP  # a preference left as it is
+
+
+def check_preferences(*, kinds: dict[str, bool] | Keep = KEEP, quiet: tuple[str, str] | None | Keep = KEEP,
+                      time_zone: str | Keep = KEEP, quiet_override: bool | None | Keep = KEEP) -> dict[str, Any]:
+    """The fields to change, every one checked (bad_request); `quiet` None ends quiet hours,
+    `quiet_override` None goes back to the tenant's default."""
     updates: dict[str, Any] = {}
-    if "kinds" in params:
-        kinds = params["kinds"]
+    if kinds is not KEEP:
         if not isinstance(kinds, dict) or any(k not in content.KINDS or not isinstance(v, bool)
                                               for k, v in kinds.items()):
             raise bad_request(f"kinds maps {', '.join(content.KINDS)} to true or false")
         updates["kinds"] = kinds
-    if "quiet" in params:
-        quiet = params["quiet"]
-        if quiet is None:
-            updates["quiet_start"] = updates["quiet_end"] = ""
-        else:
-            if not isinstance(quiet, dict):
-                raise bad_request("quiet must be {start, end} or null")
-            start, end = _clock(quiet.get("start"), "quiet.start"), _clock(quiet.get("end"), "quiet.end")
-            if start == end:
-                raise bad_request("quiet.start and quiet.end must differ")
-            updates["quiet_start"], updates["quiet_end"] = start, end
-    if "timezone" in params:
-        _zone(params["timezone"])
-        updates["timezone"] = params["timezone"]
-    if "quiet_override" in params:
-        if not isinstance(params["quiet_override"], bool):
+    if quiet is None:
+        updates["quiet_start"] = updates["quiet_end"] = ""
+    elif quiet is not KEEP:
+        if not isinstance(quiet, tuple) or len(quiet) != 2:
+            raise bad_request("quiet must be {start, end} or null")
+        start, end = _clock(quiet[0], "quiet.start"), _clock(quiet[1], "quiet.end")
+        if start == end:
+            raise bad_request("quiet.start and quiet.end must differ")
+        updates["quiet_start"], updates["quiet_end"] = start, end
+    if time_zone is not KEEP:
+        _zone(time_zone)
+        updates["timezone"] = time_zone
+    if quiet_override is not KEEP:
+        if quiet_override is not None and not isinstance(quiet_override, bool):
             raise bad_request("quiet_override must be true or false")
-        updates["quiet_override"] = params["quiet_override"]
+        updates["quiet_override"] = quiet_override
+    return updates
+
+
+def set_preferences(tenant: str, user: str, *, kinds: dict[str, bool] | Keep = KEEP,
+                    quiet: tuple[str, str] | None | Keep = KEEP, time_zone: str | Keep = KEEP,
+                    quiet_override: bool | None | Keep = KEEP) -> dict[str, Any]:
+    """Change what the user set; fields left at KEEP stay, and `kinds` adds to the kinds already
+    chosen. Everything is checked before anything changes."""
+    updates = check_preferences(kinds=kinds, quiet=quiet, time_zone=time_zone, quiet_override=quiet_override)
     with transaction.atomic():
         row, _ = Preferences.objects.select_for_update().get_or_create(tenant=tenant, user=user)
         if "kinds" in updates:
@@ -293,6 +327,12 @@ def set_preferences(tenant: str, user: str, params: dict[str, Any]) -> dict[str,
             setattr(row, k, v)
         row.save()
     return resolve(tenant, row).as_dict()
+
+
+def reset_preferences(tenant: str, user: str) -> dict[str, Any]:
+    """Forget what the user set: the tenant's defaults apply again."""
+    Preferences.objects.filter(tenant=tenant, user=user).delete()
+    return resolve(tenant, None).as_dict()
 
 
 def in_quiet_hours(p: Prefs, at: float) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.rpc import USERS, Caller, method, run_domain
+from hub.rpc import USERS, Caller, method
 from notify import actions
 from notify.content import KINDS
 
@@ -61,16 +61,7 @@ def list_devices(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
         result={"type": "object", "properties": {"background": {"type": "boolean"},
                                                  "device": {"type": ["string", "null"]}}})
 async def state(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    flag = bool(params["background"])
-    device = params.get("device")
-    if device is not None:
-        out = await run_domain(actions.set_state, caller.tenant, caller.user, flag, device)
-    else:
-        out = {"background": flag, "device": None}
-    if caller.set_background is not None:
-        # This socket (we are on its event loop): from now on it does (not) count as reaching the user.
-        caller.set_background(flag)
-    return out
+    return await actions.app_state(caller, bool(params["background"]), params.get("device"))
 
 
 @method("notify.get_preferences", roles=USERS, summary="Which kinds push, quiet hours and time zone.",
@@ -92,4 +83,8 @@ def preferences_get(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
                     "quiet_override": {"type": "boolean"}}},
         result=_PREFS)
 def preferences_set(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
-    return actions.set_preferences(caller.tenant, caller.user, params)
+    quiet = params.get("quiet", actions.KEEP)
+    return actions.set_preferences(
+        caller.tenant, caller.user, kinds=params.get("kinds", actions.KEEP),
+        quiet=(quiet["start"], quiet["end"]) if isinstance(quiet, dict) else quiet,
+        time_zone=params.get("timezone", actions.KEEP), quiet_override=params.get("quiet_override", actions.KEEP))

@@ -6,17 +6,18 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-from core.errors import UNAVAILABLE, HubError
+from core.errors import HubError
 from hub.http import error_response, not_allowed
-from notify import vapid
+from notify import actions
 
 
 def vapid_public_key(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return not_allowed("GET")
-    key = vapid.public_key_b64()
-    if key is None:
-        return error_response(HubError(UNAVAILABLE, "Web Push is not configured on this hub"))
+    try:
+        key = actions.vapid_public_key()
+    except HubError as exc:
+        return error_response(exc)
     resp = JsonResponse({"public_key": key})
     resp["Cache-Control"] = "public, max-age=3600"
     return resp

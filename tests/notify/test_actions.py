@@ -1,63 +1,23 @@
-"""Devices, preferences and the outbox against the real test database; the worker against the
-Web Push fake (retries, Retry-After, dead letters, unregistered devices, expiry, sockets)."""
+"""notify.actions against the real test database: devices, preferences, what an event puts in
+the outbox (and in which tenant), room messages through the group commit, the clean-up sweep."""
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pytest
 from django.test import override_settings
-from py_vapid import Vapid02
 
-from core.errors import HubError
 from hub import store
 from notify import actions
-from notify.models import DeadLetter, Device, Outbox
-from notify.providers.webpush import WebPushProvider
-from notify.worker import Worker
+from notify.models import Device, Outbox
 from tests.fakes.webpush import FakeWebPush
+from tests.notify.conftest import code_of, emit, offer, rows, web_device
 from tests.support import uid
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeWebPush]:
-    f = FakeWebPush(hang_s=2).start()
-    yield f
-    f.stop()
-
-
-def code_of(fn: Callable[..., Any], *args: Any, **kw: Any) -> str:
-    try:
-        fn(*args, **kw)
-    except HubError as exc:
-        return exc.code
-    return "ok"
-
-
-def web_device(fake: FakeWebPush, tenant: str, user: str) -> tuple[str, str]:
-    sub_id, sub = fake.subscription()
-    return sub_id, actions.register(tenant, user, "web", subscription=sub)["device"]
-
-
-def offer(booking: str, ttl_s: float = 30, category: str = "plumbing") -> dict[str, Any]:
-    exp = int((time.time() + ttl_s) * 1000)
-    return {"kind": "offer", "booking": booking, "category": category, "lat": 51.5, "lng": -0.12,
-            "area": {"cell": "x", "radius_m": 500}, "distance_m": 1200, "expires_at_ms": exp, "mode": "on_demand"}
-
-
-def emit(tenant: str | None, user: str, data: dict[str, Any]) -> None:
-    with store.tenant_scope(tenant), store.atomic():
-        store.append(f"user:{user}", data)
-
-
-def rows(user: str) -> list[Outbox]:
-    return list(Outbox.objects.filter(user=user).order_by("id"))
-
-
-# --- devices ---------------------------------------------------------------------------------------
+# --- devices --------------------------------------------------------------------------------------
 
 def test_register_list_unregister_and_ownership(fake: FakeWebPush) -> None:
     t, u, other = uid("t"), uid("u"), uid("u")
@@ -130,21 +90,20 @@ def test_at_most_the_documented_number_of_devices(fake: FakeWebPush) -> None:
     assert Device.objects.filter(tenant=t, user=u).count() == 2
 
 
-# --- preferences -----------------------------------------------------------------------------------
+# --- preferences ----------------------------------------------------------------------------------
 
 def test_preferences_defaults_set_and_refusals() -> None:
     t, u = uid("t"), uid("u")
     got = actions.get_preferences(t, u)
     assert all(got["kinds"].values()) and got["quiet_start"] is None and got["quiet_override"] is False
-    got = actions.set_preferences(t, u, {"kinds": {"job": False}, "quiet": {"start": "22:00", "end": "07:00"},
-                                         "timezone": "Europe/London"})
+    got = actions.set_preferences(t, u, kinds={"job": False}, quiet=("22:00", "07:00"), time_zone="Europe/London")
     assert got["kinds"]["job"] is False and got["kinds"]["offer"] is True and got["quiet_start"] == "22:00"
-    for bad in ({"timezone": "Mars/Olympus"}, {"timezone": "../../etc/passwd"}, {"kinds": {"spam": True}},
-                {"quiet": {"start": "25:00", "end": "07:00"}}, {"quiet": {"start": "07:00", "end": "07:00"}},
-                {"quiet_override": "yes"}, {"kinds": {"job": True}, "timezone": "Nowhere/Nope"}):
-        assert code_of(actions.set_preferences, t, u, bad) == "bad_request"
+    for bad in ({"time_zone": "Mars/Olympus"}, {"time_zone": "../../etc/passwd"}, {"kinds": {"spam": True}},
+                {"quiet": ("25:00", "07:00")}, {"quiet": ("07:00", "07:00")}, {"quiet": ("07:00",)},
+                {"quiet_override": "yes"}, {"kinds": {"job": True}, "time_zone": "Nowhere/Nope"}):
+        assert code_of(actions.set_preferences, t, u, **bad) == "bad_request"
     assert actions.get_preferences(t, u) == got  # nothing changed by the refusals
-    assert actions.set_preferences(t, u, {"quiet": None})["quiet_start"] is None
+    assert actions.set_preferences(t, u, quiet=None)["quiet_start"] is None
 
 
 def test_tenant_defaults_apply_until_the_user_chooses() -> None:
@@ -152,7 +111,7 @@ def test_tenant_defaults_apply_until_the_user_chooses() -> None:
     with override_settings(NOTIFY_TENANT_DEFAULTS=f'{{"{t}": {{"kinds": {{"job": false}}, "quiet_override": true}}}}'):
         got = actions.get_preferences(t, u)
         assert got["kinds"]["job"] is False and got["quiet_override"] is True
-        assert actions.set_preferences(t, u, {"kinds": {"job": True}})["kinds"]["job"] is True
+        assert actions.set_preferences(t, u, kinds={"job": True})["kinds"]["job"] is True
         assert actions.get_preferences(uid("t"), u)["kinds"]["job"] is True  # other tenants: built-in
 
 
@@ -163,10 +122,10 @@ def quiet_now(tz: str = "UTC") -> dict[str, Any]:
     now = datetime.now(ZoneInfo(tz))
     start = f"{(now.hour - 1) % 24:02d}:00"
     end = f"{(now.hour + 2) % 24:02d}:00"
-    return {"quiet": {"start": start, "end": end}, "timezone": tz}
+    return {"quiet": (start, end), "time_zone": tz}
 
 
-# --- the outbox ------------------------------------------------------------------------------------
+# --- the outbox -----------------------------------------------------------------------------------
 
 def test_an_event_puts_one_row_per_device_with_lock_screen_text_only(fake: FakeWebPush) -> None:
     t, u = uid("t"), uid("u")
@@ -244,7 +203,7 @@ def test_one_transactions_events_act_in_order_with_lookups_shared(fake: FakeWebP
     users = [uid("u") for _ in range(6)]
     for u in users:
         web_device(fake, t, u)
-    actions.set_preferences(t, users[1], {"kinds": {"offer": False}})
+    actions.set_preferences(t, users[1], kinds={"offer": False})
     bystander = uid("u")  # no device: nothing to write for them
     with CaptureQueriesContext(connection) as q, store.tenant_scope(t), store.atomic():
         for u in [*users, bystander]:
@@ -273,147 +232,23 @@ def test_one_transactions_events_act_in_order_with_lookups_shared(fake: FakeWebP
 def test_preferences_and_quiet_hours_decide(fake: FakeWebPush) -> None:
     t, u = uid("t"), uid("u")
     web_device(fake, t, u)
-    actions.set_preferences(t, u, {"kinds": {"job": False}})
+    actions.set_preferences(t, u, kinds={"job": False})
     emit(t, u, {"kind": "job.new", "job": "j1", "title": "Fix my sink", "category": "plumbing"})
     assert rows(u) == []
-    actions.set_preferences(t, u, quiet_now("Asia/Tokyo"))
+    actions.set_preferences(t, u, **quiet_now("Asia/Tokyo"))
     emit(t, u, offer("b1"))
     emit(t, u, {"kind": "room.new", "room": "r1"})
     assert rows(u) == []  # quiet hours in their zone: nothing, offers included
-    actions.set_preferences(t, u, {"quiet_override": True})
+    actions.set_preferences(t, u, quiet_override=True)
     emit(t, u, offer("b2"))
     emit(t, u, {"kind": "room.new", "room": "r2"})
     assert [r.collapse_key for r in rows(u)] == ["offer:b2"]  # offers (and calls) only
-    actions.set_preferences(t, u, {"quiet": None})
+    actions.set_preferences(t, u, quiet=None)
     emit(t, u, {"kind": "room.new", "room": "r3"})
     assert [r.kind for r in rows(u)] == ["offer", "room_invite"]
 
 
-# --- the worker against the fake -------------------------------------------------------------------
-
-def make_worker(fake: FakeWebPush, foreground: set[str] | None = None, timeout_s: float = 5) -> Worker:
-    key = Vapid02()
-    key.generate_keys()
-    present = foreground or set()
-
-    async def fg(users: list[str]) -> set[str]:
-        return present & set(users)
-
-    return Worker({"web": WebPushProvider(key, "mailto:ops@example.com", timeout_s)}, foreground=fg)
-
-
-def deliver(worker: Worker, user: str) -> None:
-    ids = [r.id for r in rows(user) if r.state == "pending"]
-
-    async def go() -> None:
-        await worker.round(ids)
-        await worker.drain()
-
-    asyncio.run(go())
-
-
-def due_now(user: str) -> None:
-    Outbox.objects.filter(user=user, state="pending").update(next_at=datetime.now(UTC))
-
-
-def test_worker_sends_and_skips_users_on_a_foreground_socket(fake: FakeWebPush) -> None:
-    t, u, v = uid("t"), uid("u"), uid("v")
-    su, _ = web_device(fake, t, u)
-    sv, _ = web_device(fake, t, v)
-    emit(t, u, offer("b1"))
-    emit(t, v, offer("b1"))
-    deliver(make_worker(fake, foreground={f"{t}/{v}"}), u)
-    deliver(make_worker(fake, foreground={f"{t}/{v}"}), v)
-    assert [m.message["data"]["booking"] for m in fake.wait(su)] == ["b1"]
-    assert [r.state for r in rows(u)] == ["sent"]
-    assert [r.state for r in rows(v)] == ["socket"] and fake.messages(sv) == []
-
-
-def test_retry_after_backoff_and_dead_letter(fake: FakeWebPush) -> None:
-    t, u = uid("t"), uid("u")
-    sub, dev = web_device(fake, t, u)
-    fake.fail(sub, 429, retry_after=40)
-    emit(t, u, offer("b1", ttl_s=600))
-    t0 = time.time()
-    deliver(make_worker(fake), u)
-    (r,) = rows(u)
-    assert r.state == "pending" and r.attempts == 1 and "429" in r.last_error
-    assert r.next_at.timestamp() >= t0 + 40  # the service's Retry-After, not our 1 s backoff
-    # 5xx until the attempts run out: a dead letter with the reason.
-    with override_settings(NOTIFY_MAX_ATTEMPTS=3):
-        for _ in range(2):
-            fake.fail(sub, 503)
-            due_now(u)
-            deliver(make_worker(fake), u)
-    (r,) = rows(u)
-    assert r.state == "dead" and r.attempts == 3
-    (dead,) = DeadLetter.objects.filter(user=u)
-    assert "gave up after 3 attempts" in dead.reason and "503" in dead.reason and dead.device_id == dev
-    assert fake.messages(sub) == []
-
-
-def test_timeouts_retry_then_deliver_once(fake: FakeWebPush) -> None:
-    t, u = uid("t"), uid("u")
-    sub, _ = web_device(fake, t, u)
-    fake.fail(sub, "timeout")
-    emit(t, u, offer("b1", ttl_s=600))
-    deliver(make_worker(fake, timeout_s=0.3), u)
-    assert rows(u)[0].state == "pending" and fake.messages(sub) == []
-    due_now(u)
-    deliver(make_worker(fake), u)
-    assert rows(u)[0].state == "sent" and len(fake.wait(sub)) == 1
-
-
-def test_unregistered_subscription_removes_the_device(fake: FakeWebPush) -> None:
-    t, u = uid("t"), uid("u")
-    sub, dev = web_device(fake, t, u)
-    fake.fail(sub, 410)
-    emit(t, u, offer("b1"))
-    deliver(make_worker(fake), u)
-    assert not Device.objects.filter(id=dev).exists() and rows(u) == []
-    assert "unregistered" in DeadLetter.objects.get(user=u).reason
-
-
-def test_a_push_past_its_expiry_is_never_sent(fake: FakeWebPush) -> None:
-    t, u = uid("t"), uid("u")
-    sub, _ = web_device(fake, t, u)
-    emit(t, u, offer("b1", ttl_s=600))
-    Outbox.objects.filter(user=u).update(expires_at=datetime.fromtimestamp(time.time() - 1, tz=UTC))
-    before = fake.requests
-    deliver(make_worker(fake), u)
-    assert rows(u)[0].state == "expired" and fake.requests == before
-
-
-def test_a_platform_without_a_provider_is_dead_lettered() -> None:
-    t, u = uid("t"), uid("u")
-    actions.register(t, u, "ios", token="ab" * 32)
-    emit(t, u, offer("b1"))
-    deliver(Worker({}, foreground=_no_one), u)
-    assert rows(u)[0].state == "dead"
-    assert DeadLetter.objects.get(user=u).reason == "no provider configured for ios"
-
-
-async def _no_one(users: list[str]) -> set[str]:
-    return set()
-
-
-def test_export_and_erase_through_the_privacy_registry(fake: FakeWebPush) -> None:
-    from core import privacy
-
-    t, u = uid("t"), uid("u")
-    web_device(fake, t, u)
-    actions.set_preferences(t, u, {"kinds": {"job": False}})
-    emit(t, u, offer("b1"))
-    entry = privacy.REGISTRY["notify"]
-    assert entry.export is not None and entry.erase is not None
-    doc = entry.export(u)["push"]
-    assert len(doc["devices"]) == 1 and "token" not in doc["devices"][0] and len(doc["outbox"]) == 1
-    counts = entry.erase(u, "erased-x")
-    assert counts["push_devices"] == 1 and counts["push_outbox"] == 1 and counts["push_preferences"] == 1
-    assert entry.export(u)["push"] == {"devices": [], "preferences": [], "outbox": [], "dead_letters": []}
-
-
-# --- the tenant of an event: the caller's for rpc methods, the record's for sweeps --------------------
+# --- the tenant of an event: the caller's for rpc methods, the record's for sweeps ----------------
 
 def test_rpc_calls_append_in_the_callers_tenant(fake: FakeWebPush) -> None:
     from hub import rpc
@@ -448,112 +283,6 @@ def test_the_missed_call_sweep_pushes_in_the_calls_tenant(fake: FakeWebPush) -> 
     assert {r.tenant for r in rows(bob.user)} == {t}
 
 
-def test_rpc_surface_refuses_services_unknown_fields_and_strangers_devices(fake: FakeWebPush) -> None:
-    from hub import rpc
-    from hub.rpc import Caller
-
-    t, u, other = uid("t"), uid("u"), uid("u")
-    _s, sub = fake.subscription()
-
-    def call(caller: Caller, name: str, params: dict[str, Any]) -> Any:
-        return asyncio.run(rpc.call(caller, name, params))
-
-    me = Caller(u, "provider", t)
-    assert code_of(call, Caller("svc", "service", t), "devices.register", {"platform": "web", "subscription": sub}) \
-        == "forbidden"
-    assert code_of(call, me, "devices.register", {"platform": "web", "subscription": sub, "user": other}) \
-        == "bad_request"  # nobody registers a device for someone else
-    assert code_of(call, me, "devices.register", {"platform": "web", "subscription": {**sub, "x": 1, "y": 2}}) \
-        == "bad_request"
-    dev = call(me, "devices.register", {"platform": "web", "subscription": sub})["device"]
-    stranger = Caller(other, "provider", t)
-    assert code_of(call, stranger, "devices.state", {"background": True, "device": dev}) == "not_found"
-    assert code_of(call, stranger, "devices.unregister", {"device": dev}) == "not_found"
-    # Over HTTP there is no socket to mark: the device's flag is recorded.
-    assert call(me, "devices.state", {"background": True, "device": dev}) == {"background": True, "device": dev}
-    assert Device.objects.get(id=dev).background is True
-    assert code_of(call, me, "notify.set_preferences", {}) == "bad_request"
-    assert code_of(call, me, "notify.set_preferences", {"quiet": {"start": "22:00"}}) == "bad_request"
-    assert call(me, "notify.get_preferences", {})["quiet_start"] is None
-
-
-def test_each_attempt_is_a_span_when_tracing_is_on(fake: FakeWebPush, monkeypatch: pytest.MonkeyPatch) -> None:
-    from opentelemetry import trace as api
-
-    from core import tracing
-
-    class Recorded(api.NonRecordingSpan):
-        def __init__(self, name: str, attributes: dict[str, Any] | None) -> None:
-            super().__init__(api.INVALID_SPAN_CONTEXT)
-            self.name, self.attributes, self.status = name, dict(attributes or {}), None
-
-        def set_attribute(self, key: str, value: Any) -> None:
-            self.attributes[key] = value
-
-        def set_status(self, status: Any, description: str | None = None) -> None:
-            self.status = status
-
-    class Tracer:
-        def __init__(self) -> None:
-            self.spans: list[Recorded] = []
-
-        def start_span(self, name: str, context: Any = None, **kw: Any) -> Recorded:
-            self.spans.append(Recorded(name, kw.get("attributes")))
-            return self.spans[-1]
-
-    # A recording tracer of this test's own (the SDK stays unloaded: tests/core/test_tracing checks it).
-    tracer = Tracer()
-    monkeypatch.setattr(tracing, "ENABLED", True)
-    monkeypatch.setattr(tracing, "_tracer", tracer)
-    t, u = uid("t"), uid("u")
-    sub, _ = web_device(fake, t, u)
-    fake.fail(sub, 503)
-    emit(t, u, offer("b1"))
-    deliver(make_worker(fake), u)
-    due_now(u)
-    deliver(make_worker(fake), u)
-    spans = [s for s in tracer.spans if s.name == "notify.push"]
-    assert [s.attributes.get("push.outcome") for s in spans] == ["retry", "sent"]
-    assert spans[0].status is not None and spans[1].status is None  # the retry is a failed span
-    attrs = spans[1].attributes
-    assert (attrs["push.platform"], attrs["push.kind"], attrs["push.attempt"], attrs["http.response.status_code"]) \
-        == ("web", "offer", 2, 201)
-    assert u not in str([s.attributes for s in spans])  # no user ids in spans
-
-
-def test_send_test_push_command_delivers_to_each_device(fake: FakeWebPush) -> None:
-    import io
-
-    import orjson
-    from django.core.management import call_command
-    from django.core.management.base import CommandError
-
-    t, u = uid("t"), uid("u")
-    sub, dev = web_device(fake, t, u)
-    actions.set_preferences(t, u, {"kinds": {k: False for k in ("offer", "call", "job", "bid", "message",
-                                                                 "room_invite")}})  # a test push still goes
-    out = io.StringIO()
-    call_command("send_test_push", user=u, tenant=t, stdout=out)
-    (line,) = [orjson.loads(x) for x in out.getvalue().splitlines()]
-    assert line == {"device": dev, "platform": "web", "outcome": "sent", "reason": ""}
-    (got,) = fake.wait(sub)
-    assert got.message["title"] == "Test notification"
-    with pytest.raises(CommandError):
-        call_command("send_test_push", user=uid("nobody"), tenant=t, stdout=io.StringIO())
-
-
-def test_vapid_public_key_is_served_for_browsers() -> None:
-    from django.test import Client
-
-    from notify import vapid
-
-    resp = Client().get("/api/push/vapid-public-key")
-    assert resp.status_code == 200 and resp.json() == {"public_key": vapid.public_key_b64()}
-    key = vapid.public_key_b64()
-    assert key is not None and len(key) == 87  # 65 bytes, base64url without padding
-    assert Client().post("/api/push/vapid-public-key").status_code == 405
-
-
 def test_finished_rows_are_purged_after_their_keep_period(fake: FakeWebPush) -> None:
     t, u = uid("t"), uid("u")
     web_device(fake, t, u)
@@ -567,7 +296,7 @@ def test_finished_rows_are_purged_after_their_keep_period(fake: FakeWebPush) -> 
     assert [r.state for r in rows(u)] == ["pending"]  # a pending push is never purged
 
 
-# --- room messages: client publications through the group commit ------------------------------------
+# --- room messages: client publications through the group commit ----------------------------------
 
 class _Conn:
     """What the group commit needs of a socket: its caller, and where to answer."""
@@ -618,7 +347,7 @@ def test_a_room_message_pushes_to_the_other_members_without_its_text(fake: FakeW
     assert (r.kind, r.payload["title"], r.collapse_key) == ("message", "New message", f"room:{room}")
     assert "High St" not in str(r.payload)
     # A second message replaces the first while it waits; a user who switched messages off gets none.
-    actions.set_preferences(t, alice, {"kinds": {"message": False}})
+    actions.set_preferences(t, alice, kinds={"message": False})
     publish(f"chat:{room}", {"text": "hello?"}, _Conn(bob, t))
     assert rows(alice) == []
     publish(f"chat:{room}", {"text": "again"}, _Conn(carol, t))
