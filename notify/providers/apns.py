@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import http2
 from .base import Outcome, Provider, Push, Result, Target
-from .fcm import retry_after_seconds
 
 log = logging.getLogger("notify.apns")
 
@@ -133,15 +132,10 @@ class ApnsProvider:
         with contextlib.suppress(ValueError, AttributeError, TypeError):
             reason = str(resp.json().get("reason") or "")
         reason = reason or f"http {code}"
-        retry_after = retry_after_seconds(resp.headers.get("retry-after"))
-        if code == 410 or (code == 400 and reason == "BadDeviceToken"):
-            return Result(Outcome.UNREGISTERED, status=code, reason=reason)
         if code == 403 and reason == "ExpiredProviderToken":
             # A new provider token is made for the next attempt, which may come at once.
             return Result(Outcome.RETRY, status=code, reason=reason, retry_after_s=0.0)
-        if code == 429 or code >= 500:
-            return Result(Outcome.RETRY, status=code, reason=reason, retry_after_s=retry_after)
-        return Result(Outcome.FAILED, status=code, reason=reason)
+        return http2.result(resp, reason, unregistered=code == 410 or (code == 400 and reason == "BadDeviceToken"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -5,7 +5,11 @@ happened to one attempt. Providers never log credentials or payloads.
 """
 from __future__ import annotations
 
+import datetime
+import email.utils
 import enum
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -47,6 +51,26 @@ class Result:
     status: int | None = None  # the service's HTTP status, when it answered
     reason: str = ""  # the service's error code or a short description, for dead letters and logs
     retry_after_s: float | None = None  # the service's Retry-After, when it gave one
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, not this machine's zone
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - time.time())
 
 
 class Provider(Protocol):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import email.utils
 import json
 import logging
 import time
@@ -30,22 +29,6 @@ MAX_TTL_S = 28 * 24 * 3600  # FCM keeps a message at most four weeks
 # FCM refuses these data keys (reserved words and prefixes); the push's own keys must avoid them.
 RESERVED_DATA_KEYS = frozenset({"from", "notification", "message_type"})
 RESERVED_DATA_PREFIXES = ("google", "gcm")
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _expiry_timestamp(expiry: datetime.datetime | None) -> float:
@@ -236,15 +219,10 @@ class FcmProvider:
                 for violation in detail.get("fieldViolations") or []:
                     fields.append(str(violation.get("field") or ""))
         reason = error_code or status or f"http {code}"
-        retry_after = retry_after_seconds(resp.headers.get("retry-after"))
-        if error_code == "UNREGISTERED":
-            return Result(Outcome.UNREGISTERED, status=code, reason=reason)
-        if code == 400 and "message.token" in fields:
+        if error_code != "UNREGISTERED" and code == 400 and "message.token" in fields:
             # A token FCM says is not a registration token at all can never be delivered to.
-            return Result(Outcome.UNREGISTERED, status=code, reason=f"{reason}: message.token")
-        if code == 429 or code >= 500:
-            return Result(Outcome.RETRY, status=code, reason=reason, retry_after_s=retry_after)
-        return Result(Outcome.FAILED, status=code, reason=reason)
+            return http2.result(resp, f"{reason}: message.token", unregistered=True)
+        return http2.result(resp, reason, unregistered=error_code == "UNREGISTERED")
 
     async def aclose(self) -> None:
         if self._refresh_task is not None and not self._refresh_task.done():

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from .base import Outcome, Result, retry_after_seconds
+
 
 class Response(NamedTuple):
     status: int
@@ -166,3 +168,15 @@ class Client:
         pool, self._pool = self._pool, None
         if pool is not None and self._loop is asyncio.get_running_loop():
             await pool.aclose()
+
+
+def result(resp: Response, reason: str, *, unregistered: bool = False) -> Result:
+    """A refusal as an attempt's outcome, once the provider has read the service's reason: a device
+    that is gone (`unregistered`), 429 and 5xx worth a retry after the service's Retry-After, and
+    anything else failed for good."""
+    if unregistered:
+        return Result(Outcome.UNREGISTERED, status=resp.status, reason=reason)
+    if resp.status == 429 or resp.status >= 500:
+        return Result(Outcome.RETRY, status=resp.status, reason=reason,
+                      retry_after_s=retry_after_seconds(resp.headers.get("retry-after")))
+    return Result(Outcome.FAILED, status=resp.status, reason=reason)

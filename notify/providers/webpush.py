@@ -19,7 +19,7 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from notify import vapid
-from notify.providers.base import Outcome, Push, Result, Target
+from notify.providers.base import Outcome, Push, Result, Target, retry_after_seconds
 
 # RFC 8030 5.2: a push service keeps a message at most TTL seconds; ours never outlive their event.
 MAX_TTL_S = 28 * 24 * 3600
@@ -97,20 +97,6 @@ def _topic(key: str) -> str:
     return hashlib.blake2b(key.encode(), digest_size=24).hexdigest()[:32]
 
 
-def retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 def _result(status: int, retry_after: str | None) -> Result:
     if 200 <= status < 300:
         return Result(Outcome.SENT, status=status)
@@ -118,7 +104,7 @@ def _result(status: int, retry_after: str | None) -> Result:
         return Result(Outcome.UNREGISTERED, status=status, reason="subscription gone")
     if status == 429 or status >= 500:
         return Result(Outcome.RETRY, status=status, reason="throttled" if status == 429 else "service error",
-                      retry_after_s=retry_after_s(retry_after))
+                      retry_after_s=retry_after_seconds(retry_after))
     if status == 413:
         return Result(Outcome.FAILED, status=status, reason="payload too large")
     if status in (401, 403):

@@ -18,6 +18,7 @@ from notify.providers import apns as apns_provider
 from notify.providers.apns import ApnsProvider
 from notify.providers.base import Outcome, Push, Result, Target
 from tests.fakes import apns
+from tests.notify.providers.conftest import print_throughput
 from tests.support import free_port
 
 TOKEN = apns.device_token()
@@ -298,30 +299,4 @@ def test_from_settings(fake: apns.FakeApnsServer, tmp_path: Path) -> None:
 
 
 def test_throughput_to_the_fake() -> None:
-    """Printed, not asserted (timing targets live in bench/): 2,000 sends, at most 64 in flight, to a fake
-    in a process of its own (as a benchmark starts it), so the CPU figure is the provider's alone."""
-    spawned = apns.spawn()
-    provider = apns.provider_for(spawned.env)
-
-    async def run() -> tuple[float, float, set[Outcome]]:
-        gate = asyncio.Semaphore(64)
-
-        async def one() -> Result:
-            async with gate:
-                return await provider.send(target(), push())
-        try:
-            await provider.send(target(), push())
-            start, cpu = time.perf_counter(), time.process_time()
-            results = await asyncio.gather(*[one() for _ in range(2000)])
-            return (2000 / (time.perf_counter() - start), (time.process_time() - cpu) / 2000 * 1e6,
-                    {r.outcome for r in results})
-        finally:
-            await provider.aclose()
-    try:
-        rate, cpu_us, outcomes = asyncio.run(run())
-        stats = spawned.stats()
-    finally:
-        spawned.stop()
-    print(f"\nAPNs provider -> fake (TLS, HTTP/2, fake in another process): {rate:.0f} sends/s, "
-          f"{cpu_us:.0f} us CPU per send in the provider's process, {stats['connections']} connection(s)")
-    assert outcomes == {Outcome.SENT} and stats["accepted"] == 2001 and stats["connections"] == 1
+    print_throughput("APNs", apns, target, push)
