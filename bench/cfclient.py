@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import sys
 import time
 from typing import Any
@@ -22,16 +21,22 @@ import orjson
 
 from bench.loadclient import (
     WS,
+    Meter,
     Publisher,
     Stats,
+    close_all,
     emit,
     extract_t,
+    fill_windows,
     frame_text,
     gather_limited,
     open_ws,
-    proc_cpu_s,
     raise_nofile,
+    room_params,
+    room_users,
     summarise_latency,
+    until_delivered,
+    warm_up,
 )
 
 JSON_PUSH = b'{"push":'
@@ -98,19 +103,9 @@ class Cf:
         return None
 
 
-class Conn:
-    """A socket and its outstanding setup commands."""
-
-    def __init__(self, ws: WS) -> None:
-        self.ws = ws
-        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self.next_id = 0
-
-
 async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
     cf = Cf(args.protobuf)
     st = Stats()
-    conns: dict[int, Conn] = {}
     pubs: dict[int, Publisher] = {}
     setup_done = False
 
@@ -122,9 +117,8 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
                 st.last_recv = now
             return
         if not setup_done:
-            conn = conns[id(ws)]
             for reply in cf.replies(payload):
-                fut = conn.waiting.pop(int(reply.get("id", 0)), None)
+                fut = ws.waiting.pop(int(reply.get("id", 0)), None)
                 if fut is not None and not fut.done():
                     fut.set_result(reply)
             return
@@ -142,38 +136,33 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
                 sys.stderr.write(f"publish error: {payload[:300]!r}\n")
         p.release(args.window)
 
-    async def call(conn: Conn, kind: str, req: dict[str, Any]) -> dict[str, Any]:
-        conn.next_id += 1
+    async def call(ws: WS, kind: str, req: dict[str, Any]) -> dict[str, Any]:
+        ws.next_id += 1
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        conn.waiting[conn.next_id] = fut
-        conn.ws.transport.write(frame_text(cf.command(conn.next_id, kind, req), cf.opcode))  # type: ignore[union-attr]
+        ws.waiting[ws.next_id] = fut
+        ws.transport.write(frame_text(cf.command(ws.next_id, kind, req), cf.opcode))  # type: ignore[union-attr]
         reply = await asyncio.wait_for(fut, 30)
         if "error" in reply:
             raise RuntimeError(f"{kind} failed: {reply['error']}")
         return reply[kind] if kind in reply else {}
 
-    async def open_one(token: str) -> Conn:
+    async def open_one(token: str) -> WS:
         ws = await open_ws(args.host, args.port, cf.path, on_message)
-        conn = conns[id(ws)] = Conn(ws)
-        await call(conn, "connect", {"token": token})
-        return conn
+        await call(ws, "connect", {"token": token})
+        return ws
 
-    from bench.loadclient import _mint
-
-    users = [[f"{args.tag}-r{r}-m{m}" for m in range(args.members)] for r in range(args.rooms)]
-    tokens = _mint([u for row in users for u in row], args.secret)
-    rooms: list[list[Conn]] = []
+    users, tokens = room_users(args)
+    rooms: list[list[WS]] = []
     for r in range(args.rooms):
         rooms.append(list(await gather_limited([open_one(tokens[u]) for u in users[r]], 50)))
 
     async def make_room(r: int) -> None:
-        params = {"members": users[r][1:] or [f"{args.tag}-r{r}-x"], "kind": "booking"}
-        res = await call(rooms[r][0], "rpc", {"method": "rooms.create", "data": params})
+        res = await call(rooms[r][0], "rpc", {"method": "rooms.create", "data": room_params(args, users, r)})
         data = res["data"]
         room = (orjson.loads(data) if isinstance(data, bytes) else data)["room"]
         channel = f"chat:{room}"
-        await asyncio.gather(*(call(c, "subscribe", {"channel": channel}) for c in rooms[r]))
-        pubs[id(rooms[r][0].ws)] = p = Publisher(rooms[r][0].ws, channel, args.messages)
+        await asyncio.gather(*(call(ws, "subscribe", {"channel": channel}) for ws in rooms[r]))
+        pubs[id(rooms[r][0])] = p = Publisher(rooms[r][0], channel, args.messages)
         p.ws.next_id = 100  # publish ids above the setup commands'
         p.prefix = channel.encode()
 
@@ -185,60 +174,17 @@ async def run_fanout(args: argparse.Namespace) -> dict[str, Any]:
         return frame_text(cf.publish(p.ws.next_id, p.prefix, b'{"seq":%d,"t":"%d"}' % (seq, time.time_ns())),
                           cf.opcode)
 
-    for p in pubs.values():  # warm-up: the first publish per room checks permission
-        p.inflight += 1
-        p.ws.transport.write(message(p, -1))  # type: ignore[union-attr]
-    deadline = time.monotonic() + 30
-    while any(p.inflight for p in pubs.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.3)
-
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    srv0 = proc_cpu_s(args.server_pid)
-    st.counting = True
+    await warm_up(list(pubs.values()), lambda p: p.ws.transport.write(message(p, -1)))  # type: ignore[union-attr]
+    meter = Meter(st, args.server_pid)
     expected = args.rooms * args.members * args.messages
-    t_first = st.first_send = time.time_ns()
-
-    async def blast(p: Publisher) -> None:
-        while p.sent < p.total:
-            if p.inflight >= args.window:
-                p.wake.clear()
-                await p.wake.wait()
-                continue
-            n = min(args.window - p.inflight, p.total - p.sent)
-            chunks = []
-            for _ in range(n):
-                chunks.append(message(p, p.sent))
-                p.sent += 1
-            p.inflight += n
-            st.sent += n
-            p.ws.transport.write(b"".join(chunks))  # type: ignore[union-attr]
-
-    await asyncio.gather(*(blast(p) for p in pubs.values()))
-    last_seen, last_change = -1, time.monotonic()
-    while st.deliveries < expected:
-        if st.deliveries != last_seen:
-            last_seen, last_change = st.deliveries, time.monotonic()
-        elif time.monotonic() - last_change > args.stall:
-            break
-        await asyncio.sleep(0.005)
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    srv1 = proc_cpu_s(args.server_pid)
-    elapsed = (st.last_recv - st.first_send) / 1e9 if st.last_recv else float("nan")
-    wall = (time.time_ns() - t_first) / 1e9
-    socks = [c.ws for row in rooms for c in row]
-    codes = sorted({ws.close_code for ws in socks if ws.close_code is not None})
-    for ws in socks:
-        ws.close()
-    await asyncio.sleep(0.2)
-    client_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    await asyncio.gather(*(fill_windows(p, st, args.window, message) for p in pubs.values()))
+    await until_delivered(st, expected, args.stall)
+    figures = meter.figures()
+    _closed, codes = await close_all([ws for row in rooms for ws in row])
     out: dict[str, Any] = {
         "mode": "fanout", "kind": "centrifuge-protobuf" if args.protobuf else "centrifuge-json",
         "rooms": args.rooms, "members": args.members, "sent": st.sent, "expected": expected,
-        "deliveries": st.deliveries, "acks": st.acks, "errors": st.errors, "elapsed_s": elapsed,
-        "deliveries_per_s": st.deliveries / elapsed if elapsed and elapsed == elapsed else 0.0,
-        "client_cpu_s": client_cpu, "client_cpu_frac": client_cpu / wall if wall else 0.0,
-        "close_codes": codes, "server_cpu_run_s": srv1 - srv0,
+        "deliveries": st.deliveries, "acks": st.acks, "errors": st.errors, **figures, "close_codes": codes,
     }
     out.update(summarise_latency(st.lat))
     return out

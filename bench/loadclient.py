@@ -320,6 +320,17 @@ async def gather_limited(coros: list[Any], limit: int) -> list[Any]:
     return await asyncio.gather(*(run(c) for c in coros))
 
 
+def room_users(args: argparse.Namespace) -> tuple[list[list[str]], dict[str, str]]:
+    """The user ids of each room (member 0 creates it and publishes) and everyone's token."""
+    users = [[f"{args.tag}-r{r}-m{m}" for m in range(args.members)] for r in range(args.rooms)]
+    return users, _mint([u for row in users for u in row], args.secret)
+
+
+def room_params(args: argparse.Namespace, users: list[list[str]], r: int) -> dict[str, Any]:
+    """`rooms.create` params for room r, by its member 0."""
+    return {"members": users[r][1:] or [f"{args.tag}-r{r}-x"], "kind": "booking"}
+
+
 async def setup_rooms(args: argparse.Namespace, on_message: Callable[[WS, bytes, int], None],
                       subscribe: bool = True) -> list[list[WS]]:
     """rooms x members sockets; member 0 of each room publishes. Returns sockets per room."""
@@ -333,8 +344,7 @@ async def setup_rooms(args: argparse.Namespace, on_message: Callable[[WS, bytes,
                 ws.tag = f"{args.tag}-{r}"
             rooms.append(list(socks))
         return rooms
-    users = [[f"{args.tag}-r{r}-m{m}" for m in range(args.members)] for r in range(args.rooms)]
-    tokens = _mint([u for row in users for u in row], args.secret)
+    users, tokens = room_users(args)
     for r in range(args.rooms):
         socks = await gather_limited([connect_hub(host, port, tokens[u], on_message) for u in users[r]], 50)
         rooms.append(list(socks))
@@ -342,9 +352,7 @@ async def setup_rooms(args: argparse.Namespace, on_message: Callable[[WS, bytes,
     async def make_room(r: int) -> None:
         owner = rooms[r][0]
         res = await expect_ok(owner.command({"cmd": "rpc", "method": "rooms.create",
-                                             "params": {"members": users[r][1:] or [f"{args.tag}-r{r}-x"],
-                                                        "kind": "booking"}}),
-                              "rooms.create")
+                                             "params": room_params(args, users, r)}), "rooms.create")
         channel = f"chat:{res['room']}"
         for ws in rooms[r]:
             ws.tag = channel
@@ -370,6 +378,90 @@ def message_bytes(kind: str, channel: str, cid: int, t: int, seq: int) -> bytes:
         return (b'{"id":%d,"cmd":"publish","channel":"%s","data":{"seq":%d,"t":"%d"}%s}'
                 % (cid, channel.encode(), seq, t, traceparent()))
     return b'{"seq":%d,"t":"%d"}' % (seq, t)
+
+
+# --- a measured run: warm-up, windows, waiting for the deliveries, figures ------------------------
+
+async def warm_up(pubs: list[Publisher], send: Callable[[Publisher], None]) -> None:
+    """One message per room, all answered or delivered (hub: the first publish checks permission)."""
+    for p in pubs:
+        p.inflight += 1
+        send(p)
+    deadline = time.monotonic() + 30
+    while any(p.inflight for p in pubs) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # the last warm-up deliveries land before counting starts
+
+
+async def fill_windows(p: Publisher, st: Stats, window: int, frame: Callable[[Publisher, int], bytes],
+                       cap: float | None = None) -> None:
+    """Send p's messages as fast as its window allows (`frame(p, seq)`), each refill in one write;
+    `cap`, a time.monotonic() deadline, also bounds each wait for room in the window."""
+    write = p.ws.transport.write  # type: ignore[union-attr]
+    end = float("inf") if cap is None else cap
+    while p.sent < p.total and time.monotonic() < end:
+        if p.inflight >= window:
+            p.wake.clear()
+            if cap is None:
+                await p.wake.wait()
+                continue
+            try:
+                await asyncio.wait_for(p.wake.wait(), max(0.001, cap - time.monotonic()))
+            except TimeoutError:
+                break
+            continue
+        n = min(window - p.inflight, p.total - p.sent)
+        chunks = []
+        for _ in range(n):
+            chunks.append(frame(p, p.sent))
+            p.sent += 1
+        p.inflight += n
+        st.sent += n
+        write(b"".join(chunks))
+
+
+async def until_delivered(st: Stats, expected: int, stall_s: float, cap: float = float("inf")) -> None:
+    """Until every delivery arrived, or nothing arrived for `stall_s`, or the cap."""
+    last_seen, last_change = -1, time.monotonic()
+    while st.deliveries < expected and time.monotonic() < cap:
+        if st.deliveries != last_seen:
+            last_seen, last_change = st.deliveries, time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            break
+        await asyncio.sleep(0.005)
+
+
+class Meter:
+    """This process's and the server's CPU, and the time, from the start of counting."""
+
+    def __init__(self, st: Stats, server_pid: int) -> None:
+        self.st, self.server_pid = st, server_pid
+        self.cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.srv0 = proc_cpu_s(server_pid)
+        st.counting = True
+        self.t_first = st.first_send = time.time_ns()
+
+    def figures(self) -> dict[str, Any]:
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        srv1 = proc_cpu_s(self.server_pid)
+        st = self.st
+        elapsed = (st.last_recv - st.first_send) / 1e9 if st.last_recv else float("nan")
+        wall = (time.time_ns() - self.t_first) / 1e9
+        client_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (self.cpu0.ru_utime + self.cpu0.ru_stime)
+        return {"elapsed_s": elapsed,
+                "deliveries_per_s": st.deliveries / elapsed if elapsed and elapsed == elapsed else 0.0,
+                "client_cpu_s": client_cpu, "client_cpu_frac": client_cpu / wall if wall else 0.0,
+                "server_cpu_run_s": srv1 - self.srv0}
+
+
+async def close_all(socks: list[WS]) -> tuple[int, list[int]]:
+    """Close every socket; returns how many the server had closed already, and its close codes."""
+    closed = sum(1 for ws in socks if ws.closed.done())
+    codes = sorted({ws.close_code for ws in socks if ws.close_code is not None})
+    for ws in socks:
+        ws.close()
+    await asyncio.sleep(0.2)
+    return closed, codes
 
 
 # --- fanout and paced -----------------------------------------------------------------------------
@@ -411,45 +503,17 @@ async def run_deliveries(args: argparse.Namespace, paced: bool) -> dict[str, Any
         p = Publisher(socks[0], socks[0].tag, args.messages)
         pubs[id(socks[0])] = p
 
-    # Warm-up: one message per room, all delivered (hub: the first publish checks permission).
-    for p in pubs.values():
-        p.inflight += 1
-        p.ws.send_raw(message_bytes(args.kind, p.channel, _next_id(p), time.time_ns(), -1))
-    deadline = time.monotonic() + 30
-    while any(p.inflight for p in pubs.values()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.3)  # the last warm-up deliveries land before counting starts
+    await warm_up(list(pubs.values()),
+                  lambda p: p.ws.send_raw(message_bytes(args.kind, p.channel, _next_id(p), time.time_ns(), -1)))
 
-    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    srv0 = proc_cpu_s(args.server_pid)
-    st.counting = True
+    meter = Meter(st, args.server_pid)
+    t_first = meter.t_first
     expected = args.rooms * args.members * (args.messages if not paced else 0)
-    t_first = time.time_ns()
-    st.first_send = t_first
-
     cap = time.monotonic() + args.max_time if args.max_time else float("inf")
+    kind = args.kind
 
-    async def blast(p: Publisher) -> None:
-        ws = p.ws
-        kind = args.kind
-        window = args.window
-        while p.sent < p.total and time.monotonic() < cap:
-            if p.inflight >= window:
-                p.wake.clear()
-                try:
-                    await asyncio.wait_for(p.wake.wait(), max(0.001, cap - time.monotonic()))
-                except TimeoutError:
-                    break
-                continue
-            # fill the window in one go
-            n = min(window - p.inflight, p.total - p.sent)
-            chunks = []
-            for _ in range(n):
-                chunks.append(frame_text(message_bytes(kind, p.channel, _next_id(p), time.time_ns(), p.sent)))
-                p.sent += 1
-            p.inflight += n
-            st.sent += n
-            ws.transport.write(b"".join(chunks))  # type: ignore[union-attr]
+    def frame(p: Publisher, seq: int) -> bytes:
+        return frame_text(message_bytes(kind, p.channel, _next_id(p), time.time_ns(), seq))
 
     async def paced_loop() -> None:
         rate = args.rate  # per room
@@ -478,36 +542,16 @@ async def run_deliveries(args: argparse.Namespace, paced: bool) -> dict[str, Any
         await paced_loop()
         expected = st.sent * args.members
     else:
-        await asyncio.gather(*(blast(p) for p in pubs.values()))
+        await asyncio.gather(*(fill_windows(p, st, args.window, frame, cap) for p in pubs.values()))
     send_done = time.time_ns()
-    # Wait for the deliveries (stop when complete, or nothing arrived for a while).
-    last_seen, last_change = -1, time.monotonic()
-    while st.deliveries < expected and time.monotonic() < cap:
-        if st.deliveries != last_seen:
-            last_seen, last_change = st.deliveries, time.monotonic()
-        elif time.monotonic() - last_change > args.stall:
-            break
-        await asyncio.sleep(0.005)
-    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    srv1 = proc_cpu_s(args.server_pid)
-    elapsed = (st.last_recv - st.first_send) / 1e9 if st.last_recv else float("nan")
-    wall = (time.time_ns() - t_first) / 1e9
-    closed = sum(1 for socks in rooms for ws in socks if ws.closed.done())
-    codes = sorted({ws.close_code for socks in rooms for ws in socks if ws.close_code is not None})
-    for socks in rooms:
-        for ws in socks:
-            ws.close()
-    await asyncio.sleep(0.2)
-    client_cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    await until_delivered(st, expected, args.stall, cap)
+    figures = meter.figures()
+    closed, codes = await close_all([ws for socks in rooms for ws in socks])
     out: dict[str, Any] = {
         "mode": "paced" if paced else "fanout", "kind": args.kind, "rooms": args.rooms, "members": args.members,
         "sent": st.sent, "expected": expected, "deliveries": st.deliveries, "acks": st.acks, "errors": st.errors,
-        "elapsed_s": elapsed, "send_s": (send_done - t_first) / 1e9,
-        "deliveries_per_s": st.deliveries / elapsed if elapsed and elapsed == elapsed else 0.0,
-        "client_cpu_s": client_cpu, "client_cpu_frac": client_cpu / wall if wall else 0.0,
-        "closed_sockets": closed, "close_codes": codes,
+        "send_s": (send_done - t_first) / 1e9, **figures, "closed_sockets": closed, "close_codes": codes,
         "capped": time.monotonic() >= cap, "max_time": args.max_time,
-        "server_cpu_run_s": srv1 - srv0,
     }
     if paced:
         out["offered_pubs_per_s"] = st.sent / args.duration
