@@ -6,11 +6,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from ai_assist.models import Transcript
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnly
 
 
 @admin.register(Transcript)
-class TranscriptAdmin(ReadOnlyAdmin):
+class TranscriptAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "created_at", "tenant", "user", "room", "provider", "outcome", "finish", "error_code",
                     "tokens_in", "tokens_out", "latency_ms")
     list_filter = ("outcome", "provider", "finish", "tenant")

@@ -8,11 +8,11 @@ from django.http import HttpRequest
 from core.models import AuditLog
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows staff may list, search and open, but never add, edit or delete in the admin: records
-    (the audit log, transcripts) or rows only the apps' own rules change."""
+class ReadOnly:
+    """Mixed into a ModelAdmin or an inline: rows staff may list, search and open, but never add, edit
+    or delete in the admin: records (the audit log, transcripts) or rows only the apps' rules change."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -23,7 +23,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(ReadOnlyAdmin):
+class AuditLogAdmin(ReadOnly, admin.ModelAdmin):
     # Read-only in the admin too: the table is append-only.
     list_display = ("at", "actor", "actor_role", "action", "target", "request_id")
     list_filter = ("action",)

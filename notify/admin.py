@@ -15,7 +15,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnly
 from core.errors import HubError
 from notify import actions
 from notify.models import DeadLetter, Device, Outbox, Preferences
@@ -94,14 +94,14 @@ class PreferencesAdmin(admin.ModelAdmin):
 
 
 @admin.register(Outbox)
-class OutboxAdmin(ReadOnlyAdmin):
+class OutboxAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "tenant", "user", "kind", "state", "attempts", "next_at", "expires_at")
     list_filter = ("state", "kind")
     search_fields = ("user", "collapse_key")
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(ReadOnlyAdmin):
+class DeadLetterAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "tenant", "user", "platform", "kind", "reason", "attempts", "created_at")
     list_filter = ("platform", "kind")
     search_fields = ("user", "reason")

@@ -4,7 +4,7 @@ through rooms.actions.jobs.cancel acting as an admin of the job's tenant (audite
 username). Staff see every tenant's rows (operators; docs/tenancy.md)."""
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -12,6 +12,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnly
 from core.errors import HubError
 from hub.rpc import Caller
 from hub.store import tenant_scope
@@ -25,19 +26,6 @@ from rooms.models import (
     JobComment,
     JobQuery,
 )
-
-
-class ReadOnly:
-    """Viewable, never added, edited or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class BidInline(ReadOnly, admin.TabularInline):
