@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import msgpack
 from django.conf import settings
 from websockets.sync.client import ClientConnection, connect
 
+from core.errors import HubError
 from hub import auth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def uid(prefix: str = "u") -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def code_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """The code of the HubError `fn(*args, **kwargs)` raises, "ok" when it raises none."""
+    try:
+        fn(*args, **kwargs)
+    except HubError as exc:
+        return exc.code
+    return "ok"
 
 
 def mint(user: str, role: str = "customer", tenant: str = "t1", ttl: int = 3600) -> str:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from core.errors import HubError
 from hub import store
 from notify import actions
 from notify.models import Outbox
@@ -19,14 +18,6 @@ def fake() -> Iterator[FakeWebPush]:
     f = FakeWebPush(hang_s=2).start()
     yield f
     f.stop()
-
-
-def code_of(fn: Callable[..., Any], *args: Any, **kw: Any) -> str:
-    try:
-        fn(*args, **kw)
-    except HubError as exc:
-        return exc.code
-    return "ok"
 
 
 def web_device(fake: FakeWebPush, tenant: str, user: str) -> tuple[str, str]:

@@ -14,8 +14,8 @@ from hub import store
 from notify import actions
 from notify.models import Device, Outbox
 from tests.fakes.webpush import FakeWebPush
-from tests.notify.conftest import code_of, emit, offer, rows, web_device
-from tests.support import uid
+from tests.notify.conftest import emit, offer, rows, web_device
+from tests.support import code_of, uid
 
 # --- devices --------------------------------------------------------------------------------------
 

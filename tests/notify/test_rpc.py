@@ -6,8 +6,7 @@ from typing import Any
 
 from notify.models import Device
 from tests.fakes.webpush import FakeWebPush
-from tests.notify.conftest import code_of
-from tests.support import uid
+from tests.support import code_of, uid
 
 
 def test_rpc_surface_refuses_services_unknown_fields_and_strangers_devices(fake: FakeWebPush) -> None:

@@ -1,12 +1,33 @@
-"""Shared by the HTTP/2 providers' tests (FCM, APNs): their throughput against a fake in a process of its own."""
+"""Shared by the HTTP/2 providers' tests (FCM, APNs): a fresh fake for each test (from the module's
+`server`), sends through a provider, and the throughput against a fake in a process of its own."""
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
-from notify.providers.base import Outcome, Push, Result, Target
+import pytest
+
+from notify.providers.base import Outcome, Provider, Push, Result, Target
+
+
+@pytest.fixture()
+def fake(server: Any) -> Any:
+    """The test module's fake server (its `server` fixture), forgetting what earlier tests did."""
+    server.reset()
+    return server
+
+
+def send(provider: Provider, *pairs: tuple[Target, Push]) -> list[Result]:
+    """Each (target, push) in turn, then the provider closed."""
+    async def run() -> list[Result]:
+        try:
+            return [await provider.send(t, p) for t, p in pairs]
+        finally:
+            await provider.aclose()
+    return asyncio.run(run())
 
 
 def print_throughput(name: str, fake: ModuleType, target: Callable[[], Target], push: Callable[[], Push],

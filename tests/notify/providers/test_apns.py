@@ -18,7 +18,7 @@ from notify.providers import apns as apns_provider
 from notify.providers.apns import ApnsProvider
 from notify.providers.base import Outcome, Push, Result, Target
 from tests.fakes import apns
-from tests.notify.providers.conftest import print_throughput
+from tests.notify.providers.conftest import print_throughput, send
 from tests.support import free_port
 
 TOKEN = apns.device_token()
@@ -33,11 +33,6 @@ def server() -> Iterator[apns.FakeApnsServer]:
         srv.stop()
 
 
-@pytest.fixture()
-def fake(server: apns.FakeApnsServer) -> apns.FakeApnsServer:
-    server.reset()
-    return server
-
 
 def push(**kw: Any) -> Push:
     values: dict[str, Any] = {"kind": "call", "title": "Call from Sam", "body": "Tap to answer",
@@ -50,14 +45,6 @@ def push(**kw: Any) -> Push:
 def target(token: str = TOKEN, app: str = "") -> Target:
     return Target("ios", token, app=app)
 
-
-def send(provider: ApnsProvider, *pairs: tuple[Target, Push]) -> list[Result]:
-    async def run() -> list[Result]:
-        try:
-            return [await provider.send(t, p) for t, p in pairs]
-        finally:
-            await provider.aclose()
-    return asyncio.run(run())
 
 
 def test_a_push_with_apns_headers_and_payload_is_sent(fake: apns.FakeApnsServer) -> None:

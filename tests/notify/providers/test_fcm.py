@@ -18,7 +18,7 @@ from notify.providers import fcm as fcm_provider
 from notify.providers.base import Outcome, Push, Result, Target
 from notify.providers.fcm import FcmProvider
 from tests.fakes import fcm
-from tests.notify.providers.conftest import print_throughput
+from tests.notify.providers.conftest import print_throughput, send
 from tests.support import free_port
 
 TOKEN = "fcm-token_" + "a1B2c3D4e5" * 15  # the shape of a registration token: letters, digits, - _ :
@@ -33,11 +33,6 @@ def server() -> Iterator[fcm.FakeFcmServer]:
         srv.stop()
 
 
-@pytest.fixture()
-def fake(server: fcm.FakeFcmServer) -> fcm.FakeFcmServer:
-    server.reset()
-    return server
-
 
 def push(**kw: Any) -> Push:
     values: dict[str, Any] = {"kind": "offer", "title": "New plumbing job near you", "body": "Tap to see it",
@@ -50,14 +45,6 @@ def push(**kw: Any) -> Push:
 def target(token: str = TOKEN) -> Target:
     return Target("android", token)
 
-
-def send(provider: FcmProvider, *pairs: tuple[Target, Push]) -> list[Result]:
-    async def run() -> list[Result]:
-        try:
-            return [await provider.send(t, p) for t, p in pairs]
-        finally:
-            await provider.aclose()
-    return asyncio.run(run())
 
 
 def test_a_message_of_fcms_schema_is_sent(fake: fcm.FakeFcmServer) -> None:

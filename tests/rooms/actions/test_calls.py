@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,13 +11,12 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from core.errors import HubError
 from core.models import AuditLog
 from hub.models import Publication
 from hub.rpc import Caller
 from rooms.actions import calls, chat
 from rooms.models import Call, CallParticipant
-from tests.support import uid
+from tests.support import code_of, uid
 
 
 def pubs(channel: str) -> list[dict[str, Any]]:
@@ -29,14 +27,6 @@ def pubs(channel: str) -> list[dict[str, Any]]:
 
 def kinds(channel: str) -> list[str]:
     return [d["kind"] for d in pubs(channel)]
-
-
-def code_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-    try:
-        fn(*args, **kwargs)
-    except HubError as exc:
-        return exc.code
-    return "ok"
 
 
 @pytest.fixture

@@ -17,20 +17,12 @@ from hub.models import Publication
 from hub.rpc import Caller
 from rooms.actions import jobs
 from rooms.models import Bid, Job
-from tests.support import uid
+from tests.support import code_of, uid
 
 
 def pubs(channel: str) -> list[dict[str, Any]]:
     rows = Publication.objects.filter(channel__endswith="/" + channel).order_by("offset")
     return [orjson.loads(r.data) for r in rows if r.data is not None]
-
-
-def code_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-    try:
-        fn(*args, **kwargs)
-    except HubError as exc:
-        return exc.code
-    return "ok"
 
 
 @pytest.fixture
