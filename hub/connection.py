@@ -11,6 +11,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -392,11 +393,14 @@ class Connection:
         data = cmd["data"]
         span = tracing.publish_span(self.client, cid, cmd) if tracing.ENABLED and (
             tracing.PUBLISH_ALL or "traceparent" in cmd) else None
-        self.engine.submit_for(self, cid, self.prefix + cmd["channel"], data, orjson.dumps(data).decode(),
-                               cmd.get("key"), span)
+        caller = self.caller
+        self.engine.publish(self.prefix + cmd["channel"], data, orjson.dumps(data).decode(),
+                            caller.user if caller is not None else None, cmd.get("key"),
+                            partial(self.publish_done, cid), span)
 
     def publish_done(self, cid: int, result: Any, error: HubError | None, t0: float) -> None:
-        """Called by the group-commit writer, in the loop, once the batch holding this publish ends."""
+        """The completion of publish `cid` (hub.subscriber.Completion, bound to the id): called by
+        the group-commit writer, in the loop, once the batch holding it ends."""
         if error is None:
             metrics.commit_latency(time.perf_counter() - t0)
             metrics.command("publish", "ok")

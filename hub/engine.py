@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 
@@ -25,9 +25,7 @@ from hub.codec import encode
 from hub.presence import Presence
 from hub.pubs import Pub, ws_frame
 from hub.rpc import run_sync
-
-if TYPE_CHECKING:
-    from hub.connection import Connection
+from hub.subscriber import Completion, Subscriber
 
 log = logging.getLogger("hub.engine")
 CACHE_SIZE = 512
@@ -42,7 +40,7 @@ class ChannelState:
         self.name = name
         self.epoch = ""
         self.delivered = 0
-        self.subs: dict[Connection, None] = {}
+        self.subs: dict[Subscriber, None] = {}
         # The newest publications, for recovery without the database: bounded in count and bytes.
         self.cache: deque[Pub] = deque()
         self.cache_bytes = 0
@@ -64,7 +62,7 @@ class Engine:
         self.loop = loop
         self.node = secrets.token_hex(6)
         self.channels: dict[str, ChannelState] = {}
-        self.conns: set[Connection] = set()
+        self.conns: set[Subscriber] = set()
         self.draining = False
         self.writer = store.Writer(loop, self._on_batch)
         # Limits read once (Django settings access costs on every frame).
@@ -128,7 +126,7 @@ class Engine:
 
     # --- subscribe / unsubscribe ---------------------------------------------------------
 
-    async def attach(self, conn: Connection, channel: str, since: dict[str, Any] | None,
+    async def attach(self, conn: Subscriber, channel: str, since: dict[str, Any] | None,
                      window_s: int) -> dict[str, Any]:
         st = self.channels.get(channel)
         if st is None:
@@ -207,7 +205,7 @@ class Engine:
             return False, []
         return True, pubs
 
-    def detach(self, conn: Connection, channel: str) -> None:
+    def detach(self, conn: Subscriber, channel: str) -> None:
         st = self.channels.get(channel)
         if st is None:
             return
@@ -221,17 +219,28 @@ class Engine:
 
     def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None
                ) -> asyncio.Future[tuple[Pub, bool]]:
-        """Queue a durable publication; the future resolves after commit (pub, duplicate)."""
+        """Queue a durable publication (HTTP, server code); the future resolves after commit
+        (pub, duplicate)."""
         fut: asyncio.Future[tuple[Pub, bool]] = self.loop.create_future()
-        self.writer.submit(channel, data, body, sender, key, fut)
+
+        def done(result: tuple[Pub, bool] | None, error: HubError | None, _t0: float) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                assert result is not None
+                fut.set_result(result)
+
+        self.writer.submit(channel, data, body, sender, key, done,
+                           trace=tracing.current() if tracing.ENABLED else None)
         return fut
 
-    def submit_for(self, conn: Connection, cid: int, channel: str, data: Any, body: str, key: str | None,
-                   span: Any = None) -> None:
-        """Queue a socket's publish; the writer answers `conn.publish_done` after commit (no future).
+    def publish(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
+                done: Completion, span: Any = None) -> None:
+        """Queue a socket's publish; the writer calls `done` after commit (no future per publish).
         `span` (tracing) is the publish command's, ended with the reply."""
-        self.writer.submit(channel, data, body, conn.caller.user if conn.caller else None, key, conn=conn, cid=cid,
-                           span=span)
+        self.writer.submit(channel, data, body, sender, key, done, span)
 
     def _on_batch(self, batch: list[store.Pending]) -> None:
         pubs = store.committed(batch)
@@ -380,14 +389,14 @@ class Engine:
         self.stats["delivered"] += n
         self._cache(st, pub)  # after the writes: its size comes from a frame already built
 
-    def _cut_off(self, conn: Connection) -> None:
+    def _cut_off(self, conn: Subscriber) -> None:
         """A socket more than HUB_MAX_QUEUE_BYTES behind is closed (4009; it reconnects and
         recovers), so one slow reader never holds memory or delays the others. The one cut-off, for
         deliveries, events and replies alike."""
         self.stats["slow_consumers"] += 1
         conn.close(4009)
 
-    def cut_if_behind(self, conn: Connection) -> bool:
+    def cut_if_behind(self, conn: Subscriber) -> bool:
         if conn.sink.pending() <= self.max_queue:
             return False
         self._cut_off(conn)
@@ -409,11 +418,11 @@ class Engine:
 
     # --- ephemeral: signals, join/leave ---------------------------------------------------
 
-    def event(self, channel: str, frame: dict[str, Any], exclude: Connection | None = None) -> None:
+    def event(self, channel: str, frame: dict[str, Any], exclude: Subscriber | None = None) -> None:
         self.on_remote_event(channel, frame, exclude)
         self.broker.event(channel, frame)
 
-    def on_remote_event(self, channel: str, frame: dict[str, Any], exclude: Connection | None = None) -> None:
+    def on_remote_event(self, channel: str, frame: dict[str, Any], exclude: Subscriber | None = None) -> None:
         st = self.channels.get(channel)
         if st is None or not st.subs:
             return

@@ -39,6 +39,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from core import tracing
 from core.errors import INTERNAL, HubError, unavailable
 from hub.pubs import Pub
+from hub.subscriber import Completion
 
 log = logging.getLogger("hub.store")
 
@@ -444,10 +445,9 @@ class Pending:
     body: str
     sender: str | None
     key: str | None
-    # Either a future (HTTP, tests) or the socket and command id to answer (no future per publish).
-    future: asyncio.Future[tuple[Pub, bool]] | None
-    conn: Any = None
-    cid: int = 0
+    # Called on the loop when the batch ends (hub.subscriber.Completion): the writer knows nothing
+    # of who published (a socket answers its command, HTTP resolves a future).
+    done: Completion
     t0: float = 0.0
     ts: int = 0
     result: tuple[Pub, bool] | None = field(default=None)
@@ -455,12 +455,6 @@ class Pending:
     # the publication carries to the fan-out (the span's, or the HTTP request's).
     span: Any = None
     trace: Any = None
-
-
-def _tenant_of(p: Pending) -> str | None:
-    """A socket's publication happens in its caller's tenant; an HTTP one's is not known here."""
-    caller = getattr(p.conn, "caller", None) if p.conn is not None else None
-    return getattr(caller, "tenant", None)
 
 
 PENDING_RETRY_MS = 250
@@ -490,15 +484,14 @@ class Writer:
         self.thread.start()
 
     def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
-               future: asyncio.Future[tuple[Pub, bool]] | None = None, conn: Any = None, cid: int = 0,
-               span: Any = None) -> None:
+               done: Completion, span: Any = None, trace: Any = None) -> None:
+        """Queue a publication; `done` is called on the loop after its batch commits (or fails).
+        `span`: the publish command's, ended with the reply; `trace`: the SpanContext to carry
+        when there is no such span (HTTP, server code)."""
         if self.inflight >= self.max_pending or self.inflight_bytes >= self.max_pending_bytes:
             busy = unavailable("the hub is behind on commits; retry shortly")
             busy.retry_after_ms = PENDING_RETRY_MS
-            if conn is not None:
-                conn.publish_done(cid, None, busy, time.perf_counter())
-            elif future is not None:
-                future.set_exception(busy)
+            done(None, busy, time.perf_counter())
             if span is not None:
                 tracing.end(span, busy.code)
             return
@@ -507,13 +500,10 @@ class Writer:
         self.inflight += 1
         self.inflight_bytes += len(body)
         self.idle.clear()
-        pending = Pending(channel, data, body, sender, key, future, conn, cid, time.perf_counter())
+        pending = Pending(channel, data, body, sender, key, done, time.perf_counter())
         if tracing.ENABLED:
             pending.span = span
-            if span is not None:
-                pending.trace = span.get_span_context()
-            elif conn is None:  # HTTP or server code: the current span (a socket's publish has none)
-                pending.trace = tracing.current()
+            pending.trace = span.get_span_context() if span is not None else trace
         self.queue.put(pending)
 
     def stop(self) -> None:
@@ -628,7 +618,7 @@ class Writer:
                         # Hooks see the protocol name and the tenant of the (tenant-qualified) stream.
                         tenant, sep, name = p.channel.partition("/")
                         if not sep:
-                            tenant, name = _tenant_of(p) or "", p.channel
+                            tenant, name = "", p.channel
                         if name.startswith(_publish_prefixes):
                             hooked.append((name, p.sender, tenant or None, p.data))
                     if hooked:
@@ -665,14 +655,7 @@ class Writer:
         if error is None:
             self.on_batch(batch)
         for p in batch:
-            if p.conn is not None:
-                p.conn.publish_done(p.cid, p.result, error, p.t0)
-            elif p.future is not None and not p.future.done():
-                if error is not None:
-                    p.future.set_exception(error)
-                else:
-                    assert p.result is not None
-                    p.future.set_result(p.result)
+            p.done(p.result, error, p.t0)
             if p.span is not None:
                 tracing.end(p.span, error.code if error is not None else None)
 

@@ -299,7 +299,8 @@ def test_finished_rows_are_purged_after_their_keep_period(fake: FakeWebPush) -> 
 # --- room messages: client publications through the group commit ----------------------------------
 
 class _Conn:
-    """What the group commit needs of a socket: its caller, and where to answer."""
+    """A socket's publish as the group commit sees it: the sender, the caller's tenant's channel,
+    and where to answer."""
 
     def __init__(self, user: str, tenant: str) -> None:
         from hub.rpc import Caller
@@ -307,7 +308,7 @@ class _Conn:
         self.caller = Caller(user, "customer", tenant)
         self.done: asyncio.Future[Any] | None = None
 
-    def publish_done(self, cid: int, result: Any, error: Any, t0: float) -> None:
+    def publish_done(self, result: Any, error: Any, t0: float) -> None:
         assert self.done is not None
         self.done.set_result((result, error))
 
@@ -315,11 +316,14 @@ class _Conn:
 def publish(channel: str, data: dict[str, Any], conn: _Conn) -> Any:
     import orjson
 
+    from hub.channels import qualify
+
     async def go() -> Any:
         loop = asyncio.get_running_loop()
         writer = store.Writer(loop, lambda batch: None)
         conn.done = loop.create_future()
-        writer.submit(channel, data, orjson.dumps(data).decode(), conn.caller.user, None, conn=conn, cid=1)
+        writer.submit(qualify(conn.caller.tenant, channel), data, orjson.dumps(data).decode(), conn.caller.user,
+                      None, conn.publish_done)
         try:
             return await conn.done
         finally:
