@@ -1,6 +1,8 @@
-"""hub.store's domain path: appends inside store.atomic() get gap-free offsets at commit."""
+"""hub.store: the domain path (appends inside store.atomic() get gap-free offsets at commit), reads,
+and the group-commit writer (batches, completions, idempotency keys)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -146,3 +148,70 @@ def test_read_bounded_stops_at_the_budget() -> None:
     assert not cut and len(everything) == 10
     five, cut = store.read_bounded(channel, epoch, 0, None, 5, 10**9)
     assert not cut and [p.offset for p in five] == [1, 2, 3, 4, 5]
+
+
+# --- the group-commit writer ---------------------------------------------------------------------
+
+class Completions:
+    """Each publish's completion (hub.subscriber.Completion), recorded in the order called."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Pub, bool] | None, Any]] = []
+
+    def for_(self, name: str) -> Any:
+        return lambda result, error, t0: self.calls.append((name, result, error))
+
+
+def write(items: list[tuple[str, Any, str | None, str | None]], max_pending: int | None = None
+          ) -> tuple[Completions, list[list[store.Pending]]]:
+    """Submit (channel, data, sender, key) items in one loop turn; wait for every completion."""
+    done = Completions()
+    batches: list[list[store.Pending]] = []
+
+    async def go() -> None:
+        writer = store.Writer(asyncio.get_running_loop(), batches.append)
+        if max_pending is not None:
+            writer.max_pending = max_pending
+        try:
+            for i, (channel, data, sender, key) in enumerate(items):
+                writer.submit(channel, data, orjson.dumps(data).decode(), sender, key, done.for_(str(i)))
+            await asyncio.wait_for(writer.idle.wait(), 10)
+        finally:
+            writer.stop()
+
+    asyncio.run(go())
+    return done, batches
+
+
+def test_the_writer_commits_in_batches_and_completes_each_publish_in_order() -> None:
+    a, b = f"t1/chat:{uid('r')}", f"t1/chat:{uid('r')}"
+    items = [(a if i % 3 else b, {"n": i}, "alice", None) for i in range(30)]
+    done, batches = write(items)
+    assert [name for name, _r, _e in done.calls] == [str(i) for i in range(30)]
+    assert all(error is None for _n, _r, error in done.calls)
+    assert len(batches) < 30 and sum(len(b) for b in batches) == 30  # grouped: fewer commits than publishes
+    offsets = [result[0].offset for _n, result, _e in done.calls if result is not None]
+    assert [o for (ch, *_rest), o in zip(items, offsets, strict=True) if ch == a] == list(range(1, 21))
+    assert [o for (ch, *_rest), o in zip(items, offsets, strict=True) if ch == b] == list(range(1, 11))
+    assert stored(b)[:2] == [(1, {"n": 0}), (2, {"n": 3})]
+    assert store.committed([p for batch in batches for p in batch])[0].channel in (a, b)
+
+
+def test_idempotency_keys_belong_to_their_sender() -> None:
+    name = f"t1/chat:{uid('r')}"
+    done, _b = write([(name, {"n": 1}, "alice", "k"), (name, {"n": 1}, "alice", "k"), (name, {"n": 2}, "bob", "k")])
+    (_n1, first, _e1), (_n2, again, _e2), (_n3, bobs, _e3) = done.calls
+    assert first is not None and again is not None and bobs is not None
+    assert (first[1], again[1], bobs[1]) == (False, True, False)  # the same key twice in one batch
+    assert again[0].offset == first[0].offset and bobs[0].offset == first[0].offset + 1
+    later, _b = write([(name, {"n": 1}, "alice", "k")])  # a later batch: answered from the key's row
+    (_n, result, _e), = later.calls
+    assert result is not None and result[1] is True and result[0].offset == first[0].offset
+    assert [off for off, _d in stored(name)] == [1, 2]
+
+
+def test_a_writer_behind_on_commits_refuses_at_once() -> None:
+    done, batches = write([(f"t1/chat:{uid('r')}", {"n": 1}, "alice", None)], max_pending=0)
+    (_n, result, error), = done.calls
+    assert result is None and error.code == "unavailable" and error.retry_after_ms == store.PENDING_RETRY_MS
+    assert batches == []
