@@ -22,7 +22,7 @@ from core.errors import BAD_REQUEST, INTERNAL, RATE_LIMITED, TOO_LARGE, UNAUTHOR
 from core.logs import request_id
 from hub import auth, channels, codec, credentials, revocation, rpc, store
 from hub.limits import TokenBucket
-from hub.rpc import Caller, run_sync
+from hub.rpc import Caller
 from hub.sink import Sink
 
 if TYPE_CHECKING:
@@ -498,20 +498,7 @@ class Connection:
         if limit > 100:
             raise HubError(BAD_REQUEST, "limit is at most 100")
         after, before = cmd.get("after"), cmd.get("before")
-
-        internal = self.prefix + channel
-
-        def read() -> tuple[int, str, list[Any], bool]:
-            top, epoch = store.head(internal)
-            # Without `after`, the newest `limit` before `before` (or the top); at most one reply's bytes.
-            pubs, cut = store.read_bounded(internal, epoch, after or 0, before, limit, self.engine.max_reply,
-                                           newest=after is None)
-            return top, epoch, pubs, cut
-
-        try:
-            top, epoch, pubs, cut = await run_sync(read)
-        except Exception as exc:
-            raise HubError("unavailable", "history is unavailable; retry") from exc
+        top, epoch, pubs, cut = await self.engine.history(self.prefix + channel, after, before, limit)
         reply: dict[str, Any] = {"offset": top, "epoch": epoch, "pubs": [p.as_item() for p in pubs]}
         if cut:
             reply["truncated"] = True  # fewer than `limit` fitted: page on with after/before

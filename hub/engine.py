@@ -57,6 +57,35 @@ class ChannelState:
         return [p for p in self.cache if p.offset > offset]
 
 
+def cached_page(cached: list[Pub], top: int, after: int | None, before: int | None, limit: int,
+                max_bytes: int) -> tuple[list[Pub], bool] | None:
+    """`store.read_bounded`'s page (same rows, same byte budget) from a contiguous run of cached
+    publications, or None when the run does not hold all of it."""
+    if limit <= 0:
+        return None
+    low = (after or 0) + 1
+    high = top if before is None else min(before - 1, top)
+    if high < low:
+        return [], False
+    first, last = (low, min(high, low + limit - 1)) if after is not None else (max(low, high - limit + 1), high)
+    base = cached[0].offset
+    if first < base or last > cached[-1].offset or cached[-1].offset - base != len(cached) - 1:
+        return None
+    wanted = cached[first - base:last - base + 1]
+    ordered = wanted if after is not None else wanted[::-1]
+    total = 0
+    kept = 0
+    for pub in ordered:
+        # The database counts the stored JSON text of the data plus ITEM_OVERHEAD per row.
+        total += len(pub.data_json()) + store.ITEM_OVERHEAD
+        if total > max_bytes:
+            break
+        kept += 1
+    cut = kept < len(ordered)
+    page = ordered[:kept]
+    return (page if after is not None else page[::-1]), cut
+
+
 class Engine:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -204,6 +233,37 @@ class Engine:
         if pubs and pubs[0].ts < (time.time() - window_s) * 1000:
             return False, []
         return True, pubs
+
+    async def history(self, channel: str, after: int | None, before: int | None, limit: int
+                      ) -> tuple[int, str, list[Pub], bool]:
+        """A page of `channel`'s stream: (top, epoch, pubs, cut). From `after` on, the first
+        `limit` after it; without `after`, the newest `limit` before `before` (or the top); at most
+        one reply's bytes (HUB_MAX_REPLY_BYTES), `cut` when fewer than `limit` fitted.
+
+        The top and epoch come from the database, so a read never lags a publication committed on
+        another process; the page comes from this process's hot cache when the channel is open here
+        and has been delivered up to the top, else from the database (the same rows either way)."""
+        st = self.channels.get(channel)
+        cached: list[Pub] | None = None
+        known_epoch = ""
+        if st is not None and st.cache and st.ready.done():
+            cached, known_epoch = list(st.cache), st.epoch  # a snapshot: the loop keeps delivering
+        max_bytes = self.max_reply
+
+        def read() -> tuple[int, str, list[Pub], bool]:
+            top, epoch = store.head(channel)
+            if cached is not None and epoch == known_epoch:
+                page = cached_page(cached, top, after, before, limit, max_bytes)
+                if page is not None:
+                    return top, epoch, page[0], page[1]
+            pubs, cut = store.read_bounded(channel, epoch, after or 0, before, limit, max_bytes,
+                                           newest=after is None)
+            return top, epoch, pubs, cut
+
+        try:
+            return await run_sync(read)
+        except Exception as exc:
+            raise unavailable("history is unavailable; retry") from exc
 
     def detach(self, conn: Subscriber, channel: str) -> None:
         st = self.channels.get(channel)

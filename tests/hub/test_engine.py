@@ -1,10 +1,11 @@
 """hub.engine in process, with fake subscribers: subscribe, ordered delivery, gap fill, the
-slow-consumer cut-off, recovery, events, revocation, drain, the hot cache."""
+slow-consumer cut-off, recovery, history through the engine, events, revocation, the hot cache."""
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -159,6 +160,60 @@ def test_idempotency_keys_answer_the_first_offset() -> None:
         assert (dup, dup2) == (False, True) and again.offset == pub.offset
 
     run(scenario)
+
+
+def test_history_comes_from_the_hot_cache_when_it_holds_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(eng: Engine) -> None:
+        name = channel()
+        await eng.attach(FakeSubscriber(), name, None, 60)
+        await publish(eng, name, *(f"m{i}" for i in range(10)))
+        reads: list[Any] = []
+        real = store.read_bounded
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            reads.append(args)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "read_bounded", counted)
+        top, epoch, pubs, cut = await eng.history(name, None, None, 4)  # open here: from the cache
+        assert (top, [p.offset for p in pubs], cut, reads) == (10, [7, 8, 9, 10], False, [])
+        assert [p.data for p in pubs] == [{"text": f"m{i}"} for i in range(6, 10)]
+        assert [p.offset for p in (await eng.history(name, 2, 6, 100))[2]] == [3, 4, 5] and reads == []
+        eng.drop_caches()
+        page = await eng.history(name, 2, 6, 100)
+        assert [p.offset for p in page[2]] == [3, 4, 5] and page[1] == epoch and len(reads) == 1
+        # Committed by another process, not delivered here yet: the database answers, with it.
+        await publish(eng, name, "m10")
+        deaf(eng)
+        await asyncio.to_thread(appended, name, 1)
+        top, _e, pubs, _cut = await eng.history(name, None, None, 2)
+        assert (top, [p.offset for p in pubs], len(reads)) == (12, [11, 12], 2)
+        closed = channel()  # not open here: the database answers
+        await asyncio.to_thread(appended, closed, 3)
+        assert [p.offset for p in (await eng.history(closed, None, None, 2))[2]] == [2, 3] and len(reads) == 3
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("sizes", [[10] * 12, [3000, 10, 9000, 1, 20000, 50, 500, 7000, 10, 10, 4000, 2]])
+def test_a_cached_page_is_the_page_the_database_reads(sizes: list[int]) -> None:
+    """cached_page against store.read_bounded over the same publications: every combination of
+    after, before, limit and byte budget gives the same rows and the same `cut`."""
+    name = channel()
+    pubs = [store.append(name, {"text": "y" * n}) for n in sizes]
+    top, epoch = store.head(name)
+    for after in (None, 0, 1, 5, 11, 12):
+        for before in (None, 1, 4, 13, 20):
+            for limit in (1, 3, 100):
+                for budget in (200, 3300, 12_000, 10**9):
+                    want = store.read_bounded(name, epoch, after or 0, before, limit, budget, newest=after is None)
+                    for start in (0, 4):  # a cache that reaches back to the start, or not
+                        got = engine_mod.cached_page(pubs[start:], top, after, before, limit, budget)
+                        if got is None:
+                            assert start > 0
+                            continue
+                        assert ([p.offset for p in got[0]], got[1]) == ([p.offset for p in want[0]], want[1]), \
+                            (after, before, limit, budget, start)
 
 
 def test_revoked_tokens_close_their_sockets() -> None:
