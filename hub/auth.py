@@ -5,6 +5,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -77,9 +78,24 @@ def mint(user: str, role: str, secret: str, tenant: str = "default", ttl: int = 
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
+def _check_times(payload: dict[str, Any], now: float) -> None:
+    """PyJWT's rules for `iat`, `nbf` and `exp`, against `now` instead of its own reading of the clock."""
+    try:
+        iat = int(payload["iat"]) if "iat" in payload else None
+        nbf = int(payload["nbf"]) if "nbf" in payload else None
+        exp = int(payload["exp"])
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TokenError("invalid token") from exc
+    if (iat is not None and iat > now) or (nbf is not None and nbf > now):
+        raise TokenError("invalid token")  # not valid yet
+    if exp <= now:
+        raise TokenError("token expired")
+
+
 def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None = None) -> Claims:
     """Signature, algorithm (HS256 only: `none` and others refused), expiry, claim types, and the
-    deployment's `policy` (issuer, audience, longest lifetime, tenant claim)."""
+    deployment's `policy` (issuer, audience, longest lifetime, tenant claim). `now` (seconds since
+    the epoch) is the time the token is checked at; the clock when None."""
     if not isinstance(token, str) or not token or len(token) > 4096:
         raise TokenError("token must be a non-empty string")
     try:
@@ -88,12 +104,13 @@ def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None 
         raise TokenError("malformed token") from exc
     if header.get("alg") != ALGORITHM:
         raise TokenError("token algorithm not accepted")
+    current = now if now is not None else time.time()
     try:
         payload = jwt.decode(
             token, secret, algorithms=[ALGORITHM], issuer=policy.issuer, audience=policy.audience,
-            options={"require": ["exp", "sub", "role"], "verify_aud": policy.audience is not None})
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenError("token expired") from exc
+            # The times are checked below, against `current`: a clock the caller may inject.
+            options={"require": ["exp", "sub", "role"], "verify_aud": policy.audience is not None,
+                     "verify_exp": False, "verify_iat": False, "verify_nbf": False})
     except jwt.InvalidIssuerError as exc:
         raise TokenError("token issuer not accepted") from exc
     except jwt.InvalidAudienceError as exc:
@@ -102,6 +119,7 @@ def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None 
         raise TokenError(f"token lacks the {exc.claim!r} claim") from exc
     except jwt.PyJWTError as exc:
         raise TokenError("invalid token") from exc
+    _check_times(payload, current)
     if policy.require_tenant and "tenant" not in payload:
         raise TokenError("token lacks the 'tenant' claim")
     sub, role, exp = payload.get("sub"), payload.get("role"), payload["exp"]
@@ -118,7 +136,6 @@ def verify(token: object, secret: str, policy: Policy = OPEN, now: float | None 
     if jti is not None and (not isinstance(jti, str) or not JTI.fullmatch(jti)):
         raise TokenError("invalid jti claim: 1-128 characters of A-Z a-z 0-9 . _ ~ + / = -")
     if policy.max_ttl_s is not None:
-        current = now if now is not None else time.time()
         # Measured from now as well as from `iat`: an old `iat` must not excuse a far-off `exp`.
         if exp - current > policy.max_ttl_s or (isinstance(iat, int) and exp - iat > policy.max_ttl_s):
             raise TokenError(f"token lifetime exceeds {policy.max_ttl_s} s")

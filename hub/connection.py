@@ -324,7 +324,8 @@ class Connection:
         self.exp = exp
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = self.engine.loop.call_later(max(0.0, exp - time.time()), self.close, CLOSE_EXPIRED)
+        # Measured on the credentials' clock, timed on the loop's (tests move both by hand).
+        self.timer = self.engine.loop.call_later(max(0.0, exp - credentials.now()), self.close, CLOSE_EXPIRED)
 
     def do_refresh(self, cid: int, token: str) -> None:
         assert self.caller is not None

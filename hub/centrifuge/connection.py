@@ -29,7 +29,7 @@ from django.conf import settings
 
 from core import metrics
 from core.errors import BAD_REQUEST, HubError
-from hub import auth
+from hub import auth, credentials
 from hub import codec as v1codec
 from hub.centrifuge import codec
 from hub.centrifuge.proto import varint
@@ -64,7 +64,7 @@ def _position(req: dict[str, Any], cid: int) -> tuple[int, str]:
 
 def _ttl(exp: int) -> int:
     """Seconds until the SDK should refresh: a little before expiry (the hub closes at expiry)."""
-    left = int(exp - time.time())
+    left = int(exp - credentials.now())
     return max(1, left - max(1, min(30, left // 5)))
 
 

@@ -1,11 +1,12 @@
 """In-process stand-ins for the hub's tests: a socket the engine can write to and cut off
-(hub.subscriber.Subscriber) and an engine started on the test's own loop."""
+(hub.subscriber.Subscriber), an engine started on the test's own loop, and a clock that moves
+only when the test says (tokens, a socket's expiry timer)."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -13,7 +14,7 @@ import orjson
 from django.test import override_settings
 
 from core import redis as hubredis
-from hub import revocation, store
+from hub import credentials, revocation, store
 from hub.engine import Engine
 from hub.rpc import Caller
 from hub.sink import Sink
@@ -110,3 +111,39 @@ async def until(check: Callable[[], Any], timeout: float = 10) -> Any:
 def deaf(engine: Engine) -> None:
     """The engine stops hearing of domain commits: as if their wake-ups were still on the way."""
     store._after_commit_hooks.remove(engine._domain_commit_threadsafe)
+
+
+class Clock:
+    """Wall and loop time that move only with `advance`: give it to hub.credentials (tokens) and run
+    the test on `loop()` (whose timers, a socket's expiry among them, follow it)."""
+
+    def __init__(self) -> None:
+        self.wall = float(int(time.time()))  # a whole second: token times are whole seconds
+        self.mono = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.wall
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        clock = self
+
+        class Loop(asyncio.SelectorEventLoop):
+            def time(self) -> float:
+                return clock.mono
+
+        return Loop()
+
+    async def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+        for _ in range(3):  # timers now due run, and what they scheduled
+            await asyncio.sleep(0)
+
+
+@contextlib.contextmanager
+def frozen_credentials(clock: Clock) -> Iterator[None]:
+    credentials.set_clock(clock)
+    try:
+        yield
+    finally:
+        credentials.set_clock(None)

@@ -4,6 +4,7 @@ SDK as the disconnect code whose reconnect advice matches."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -104,3 +105,35 @@ def test_error_codes() -> None:
         got = codec.error_of(HubError(hub_code, message), kind)
         assert got["code"] == expected, (hub_code, message)
         assert got.get("temporary", False) == (expected in (100, 108, 111))
+
+
+def test_the_ttl_asks_for_a_refresh_before_expiry_which_closes_3005() -> None:
+    """On the credentials' clock: connect and refresh answer a ttl a little short of the token's
+    life; a token left to run out closes the socket with the "expired" disconnect (3005)."""
+    from hub import credentials
+    from tests.hub.fakes import Clock, FakeSink, frozen_credentials, running_engine, until
+    from tests.support import uid
+
+    clock = Clock()
+
+    async def scenario() -> None:
+        async with running_engine() as eng:
+            sink = FakeSink()
+            conn = CentrifugeConnection(eng, sink, False)
+            user = uid()
+            conn.on_frame(json.dumps({"id": 1, "connect": {"token": credentials.mint(user, "customer", "t1",
+                                                                                      ttl=100)}}))
+            hello = await until(lambda: [r for r in map(json.loads, sink.payloads) if r.get("id") == 1])
+            assert hello[0]["connect"]["ttl"] == 80  # 100 s less a fifth (at most 30 s)
+            await clock.advance(70)
+            conn.on_frame(json.dumps({"id": 2, "refresh": {"token": credentials.mint(user, "customer", "t1",
+                                                                                      ttl=40)}}))
+            refreshed = await until(lambda: [r for r in map(json.loads, sink.payloads) if r.get("id") == 2])
+            assert refreshed[0]["refresh"]["ttl"] == 32
+            await clock.advance(39.9)
+            assert sink.code is None
+            await clock.advance(0.1)
+            assert sink.code == 3005
+
+    with frozen_credentials(clock), asyncio.Runner(loop_factory=clock.loop) as runner:
+        runner.run(scenario())
