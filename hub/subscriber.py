@@ -11,7 +11,7 @@ writes to the sink itself, no call through the subscriber per delivery.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from core.errors import HubError
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hub.sink import Sink
 
 
+@runtime_checkable  # for tests; the engine never asks isinstance on its paths
 class Subscriber(Protocol):
     @property
     def sink(self) -> Sink:

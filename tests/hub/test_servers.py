@@ -16,7 +16,7 @@ from pathlib import Path
 import django
 import pytest
 
-from tests.support import HubClient, HubServer, free_port, http_json, mint, uid
+from tests.support import HubClient, HubServer, http_json, mint, uid
 
 pytestmark = pytest.mark.services
 
@@ -146,30 +146,3 @@ def test_socket_flows_sweeps_static_files_and_drain(server: HubServer) -> None:
     finally:
         alice.close()
         bob.close()
-
-
-def test_serve_reuse_port_drain_hands_new_connections_to_the_sibling() -> None:
-    """`serve --reuse-port`: a draining process stops listening at once, so every new connection to
-    the shared address reaches the other process (none meets the drain's 503)."""
-    port = free_port()
-    draining = HubServer(port=port, reuse_port=True, env={"HUB_DRAIN_GRACE_S": "3"})
-    sibling = HubServer(port=port, reuse_port=True)
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            for started in [pool.submit(hub.start, 90) for hub in (draining, sibling)]:
-                started.result()
-        deadline = time.time() + 90
-        while not all("hub serving on" in hub.log() for hub in (draining, sibling)):  # both listen
-            assert time.time() < deadline, draining.log() + sibling.log()
-            time.sleep(0.2)
-        assert draining.proc is not None
-        draining.proc.send_signal(signal.SIGTERM)
-        while "draining" not in draining.log():
-            assert time.time() < deadline, draining.log()
-            time.sleep(0.05)
-        answers = [http_json("GET", draining.http + "/readyz")[0] for _ in range(30)]
-        assert answers == [200] * 30  # the sibling answered each (the draining process says 503)
-        assert draining.proc.wait(30) == 0
-    finally:
-        draining.stop()
-        sibling.stop()

@@ -159,28 +159,3 @@ def test_erase_user_revokes_the_users_tokens(two_hubs: tuple[HubServer, HubServe
     assert c_b.wait_closed(CLOSE_WAIT_S)[0] == 4001
     assert refused(b.url, token)[::2] == ("unauthorized", 4001)
     assert http_json("POST", a.http + "/api/rooms.list", {}, token=token)[0] == 401
-
-
-def test_prune_drops_superseded_user_rows_and_expired_jti_rows() -> None:
-    """The table is read whole by every process's poll: rows that can refuse nothing any more go."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
-    from hub import revocation
-    from hub.models import TokenRevocation
-
-    t, u, v = uid("t"), uid("u"), uid("v")
-    old = TokenRevocation.objects.create(tenant=t, user=u, not_before=100)
-    newest = TokenRevocation.objects.create(tenant=t, user=u, not_before=200)
-    only = TokenRevocation.objects.create(tenant=t, user=v, not_before=100)  # v's only row: kept
-    other_tenant = TokenRevocation.objects.create(tenant=uid("t"), user=u, not_before=50)
-    stale_jti = TokenRevocation.objects.create(tenant=t, jti=uid("j"))
-    fresh_jti = TokenRevocation.objects.create(tenant=t, jti=uid("j"))
-    long_ago = timezone.now() - timedelta(seconds=settings.HUB_TOKEN_MAX_TTL_S + revocation.PRUNE_MARGIN_S + 60)
-    TokenRevocation.objects.filter(pk=stale_jti.pk).update(created_at=long_ago)
-    assert revocation.prune() >= 2
-    left = set(TokenRevocation.objects.filter(pk__in=[old.pk, newest.pk, only.pk, other_tenant.pk, stale_jti.pk,
-                                                      fresh_jti.pk]).values_list("pk", flat=True))
-    assert left == {newest.pk, only.pk, other_tenant.pk, fresh_jti.pk}
