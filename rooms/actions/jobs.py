@@ -345,17 +345,12 @@ def bid(caller: Caller, job_id: str, amount: int, currency: str, note: str = "")
                 raise conflict(f"the job is {job.status}; bids are closed")
             if job.currency and currency != job.currency:
                 raise bad_request(f"this job is priced in {job.currency}")
-            old = Bid.objects.filter(job=job, provider=caller.user, status=BidStatus.LIVE).first()
-            replaces: str | None = None
-            if (old is not None and Bid.objects.filter(pk=old.pk, status=BidStatus.LIVE)
-                    .update(status=BidStatus.REPLACED) == 1):
-                replaces = old.id
+            replaces, live = _replace_live_bid(job, caller.user)
             new = Bid.objects.create(job=job, provider=caller.user, provider_role=caller.role, amount=amount,
                                      currency=currency, note=note, replaces=replaces or "")
             # Bid privacy: the job's stream (rivals read it) says only that a bid came; who bid, the
             # amount and the note go to the owner and the bidder on their own channels. No sender
             # either: `from` would name the bidder.
-            live = Bid.objects.filter(job=job, status=BidStatus.LIVE).count()
             append(_channel(job), {"kind": "bid", "job": job.id, "bid": new.id, "count": live})
             placed = {"kind": "bid.placed", "job": job.id, "bid": new.id, "provider": caller.user,
                       "amount": amount, "currency": currency, "note": note, "replaces": replaces}
@@ -365,6 +360,28 @@ def bid(caller: Caller, job_id: str, amount: int, currency: str, note: str = "")
         # Two bids from the same provider raced; the partial unique index let only one live.
         raise conflict("another bid from you was placed at the same time; retry") from exc
     return {"bid": new.id, "replaces": replaces}
+
+
+def _replace_live_bid(job: Job, provider: str) -> tuple[str | None, int]:
+    """Retire the provider's live bid on the job (if any) before their new one goes in; returns
+    (the retired bid's id or None, the job's live bids once the new one is in)."""
+    if connection.vendor == "postgresql":
+        # One round trip for what the ORM takes three: the count reads the statement's snapshot,
+        # before the retirement, so the retired bid is taken off and the new one added.
+        table = Bid._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH old AS (UPDATE {table} SET status = %s WHERE job_id = %s AND provider = %s "
+                "AND status = %s RETURNING id) "
+                f"SELECT (SELECT id FROM old), (SELECT count(*) FROM {table} WHERE job_id = %s AND status = %s)",
+                [BidStatus.REPLACED, job.id, provider, BidStatus.LIVE, job.id, BidStatus.LIVE])
+            retired, count = cursor.fetchone()
+        return retired, int(count) - (1 if retired else 0) + 1
+    old = Bid.objects.filter(job=job, provider=provider, status=BidStatus.LIVE).values_list("id", flat=True).first()
+    replaces = None
+    if old is not None and Bid.objects.filter(pk=old, status=BidStatus.LIVE).update(status=BidStatus.REPLACED):
+        replaces = old
+    return replaces, Bid.objects.filter(job=job, status=BidStatus.LIVE).count() + 1
 
 
 def accept(caller: Caller, job_id: str, bid_id: str) -> dict[str, Any]:
