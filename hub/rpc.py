@@ -44,6 +44,7 @@ from jsonschema import Draft202012Validator
 
 from core import metrics, tracing
 from core.errors import BAD_REQUEST, FORBIDDEN, INTERNAL, UNAVAILABLE, HubError, unavailable
+from hub import fastschema
 from hub.auth import ALL_ROLES
 from hub.store import DB_DOWN, EVENT_TENANT, sqlstate
 
@@ -85,11 +86,15 @@ class Method:
     # a call without taking a worker.
     serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
     validator: Draft202012Validator = field(init=False, repr=False)
+    # The same schema as a quick test that passes only valid params (hub.fastschema); None: the
+    # validator alone.
+    quick: Callable[[Any], bool] | None = field(init=False, repr=False)
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
         Draft202012Validator.check_schema(self.params)
         self.validator = Draft202012Validator(self.params)
+        self.quick = fastschema.quick_check(self.params)
         self.is_async = inspect.iscoroutinefunction(self.fn)
 
 
@@ -141,6 +146,8 @@ def check(caller: Caller, name: str, params: Any) -> Method:
     if _has_nul(params):
         # Postgres text cannot hold U+0000: refused here rather than failing inside the method.
         raise HubError(BAD_REQUEST, f"{name}: strings in params may not contain NUL (U+0000)")
+    if m.quick is not None and m.quick(params):
+        return m
     error = next(iter(m.validator.iter_errors(params)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "params"
