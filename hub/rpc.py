@@ -32,7 +32,7 @@ import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -380,21 +380,40 @@ async def run_domain(fn: Callable[..., Any], *args: Any) -> Any:
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     ctx = contextvars.copy_context()
-    try:
-        cf: Future[Any] = executor.submit(ctx.run, _guarded, fn, *args)
-    except BaseException:
-        gate.release()
-        raise
+    done: asyncio.Future[Any] = loop.create_future()
 
-    def finished(_f: Future[Any]) -> None:
-        # The slot is freed when the thread is done, not when an impatient caller stops waiting.
+    def work() -> None:
+        # One hand-back to the loop per call: the result and the freed slot together. The slot is
+        # freed when the thread is done, not when an impatient caller stops waiting; a call whose
+        # caller gave up before a thread took it never runs.
+        result: Any = None
+        error: BaseException | None = None
+        if not done.cancelled():
+            try:
+                result = ctx.run(_guarded, fn, *args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                error = exc
         try:
-            loop.call_soon_threadsafe(gate.done, t0)
+            loop.call_soon_threadsafe(_settle, done, gate, t0, result, error)
         except RuntimeError:  # the loop has closed (end of a test's asyncio.run)
             pass
 
-    cf.add_done_callback(finished)
-    return await asyncio.wrap_future(cf)
+    try:
+        executor.submit(work)
+    except BaseException:
+        gate.release()
+        raise
+    return await done
+
+
+def _settle(done: asyncio.Future[Any], gate: _Gate, t0: float, result: Any, error: BaseException | None) -> None:
+    gate.done(t0)
+    if done.done():
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)
 
 
 def _guarded(fn: Callable[..., Any], *args: Any) -> Any:
