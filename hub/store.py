@@ -226,8 +226,8 @@ def atomic() -> Iterator[None]:
 
 
 def _flush(pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]]) -> None:
-    if not pending:
-        return
+    if not pending or connection.needs_rollback:
+        return  # nothing to publish, or the block rolls back (transaction.set_rollback)
     # An append inside a savepoint that rolled back lost its on_commit entry: it is not published.
     live = {id(entry[1]) for entry in connection.run_on_commit}
     kept = [entry for entry in pending if id(entry[0]) in live]
@@ -242,7 +242,11 @@ def _flush(pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]])
     pubs = [pub for pub, _body in items]
     with connection.cursor() as cursor:
         if _is_pg():
-            tops = _assign_and_insert(cursor, counts, items)
+            # The last statement of the outermost block: the transaction commits in the same round
+            # trip, so the channels' counter rows are held for one exchange with the server, not
+            # two plus a wait for the interpreter lock in between. Django's own commit then finds
+            # nothing to do.
+            tops = _assign_and_insert(cursor, counts, items, commit=True)
         else:
             tops = assign_offsets(cursor, counts)
         next_off = {ch: top - counts[ch] + 1 for ch, (top, _e) in tops.items()}
@@ -255,9 +259,10 @@ def _flush(pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]])
     transaction.on_commit(lambda: _notify(pubs))
 
 
-def _assign_and_insert(cursor: Any, counts: dict[str, int], items: list[tuple[Pub, str]]
+def _assign_and_insert(cursor: Any, counts: dict[str, int], items: list[tuple[Pub, str]], commit: bool = False
                        ) -> dict[str, tuple[int, str]]:
-    """Postgres: bump the channels (sorted) and insert the rows in one statement, one round trip.
+    """Postgres: bump the channels (sorted) and insert the rows in one statement, one round trip;
+    with `commit`, COMMIT follows in the same query (if the statement fails, it never runs).
 
     A row's offset is its channel's new top minus how many of the channel's rows follow it here.
     """
@@ -278,7 +283,7 @@ def _assign_and_insert(cursor: Any, counts: dict[str, int], items: list[tuple[Pu
         'p AS (INSERT INTO hub_publication (channel, "offset", ts, sender, data) '
         "SELECT v.channel, s.top - v.back, v.ts, v.sender, v.data "
         f"FROM (VALUES {rows}) AS v (channel, back, ts, sender, data) JOIN s ON s.name = v.channel) "
-        "SELECT name, top, epoch FROM s", params)
+        "SELECT name, top, epoch FROM s" + ("; COMMIT" if commit else ""), params)
     return {row[0]: (int(row[1]), row[2]) for row in cursor.fetchall()}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from hub import store
 from hub.models import Publication
@@ -110,6 +110,34 @@ def test_append_in_rolled_back_savepoint_is_dropped(notified: list[Pub]) -> None
             store.append(channel, {"n": 3})
     assert stored(channel) == [(1, {"n": 1}), (2, {"n": 3})]
     assert [p.data["n"] for p in notified if p.channel == channel] == [1, 3]
+
+
+def test_a_block_marked_for_rollback_stores_and_publishes_nothing(notified: list[Pub]) -> None:
+    channel = f"user:{uid()}"
+    with store.atomic():
+        store.append(channel, {"n": 1})
+        transaction.set_rollback(True)
+    assert stored(channel) == [] and notified == []
+    assert not connection.in_atomic_block and connection.get_autocommit()
+
+
+@pytest.mark.services
+def test_a_commit_that_fails_undoes_the_block_and_publishes_nothing(notified: list[Pub]) -> None:
+    """On Postgres the flush commits in the same round trip: a deferred foreign key that fails at
+    COMMIT fails the block like Django's own commit would (the data and the publications go)."""
+    from rooms.models import Bid
+
+    channel = f"job:{uid()}"
+    with pytest.raises(IntegrityError), store.atomic():
+        Bid.objects.create(job_id=uid("nojob"), provider="p", provider_role="provider", amount=1,
+                           currency="GBP")  # checked at COMMIT (deferred)
+        store.append(channel, {"n": 1})
+    assert stored(channel) == [] and notified == []
+    assert not connection.in_atomic_block and connection.get_autocommit()
+    with store.atomic():  # the connection is usable, and the channel has no gap
+        assert store.append(channel, {"n": 2})
+    assert stored(channel) == [(1, {"n": 2})]
+    assert [p.offset for p in notified] == [1]
 
 
 def test_inside_a_plain_transaction_append_assigns_at_once() -> None:
