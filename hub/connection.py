@@ -11,7 +11,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,6 +23,7 @@ from hub import auth, channels, codec, credentials, revocation, rpc, store
 from hub.limits import TokenBucket
 from hub.rpc import Caller
 from hub.sink import Sink
+from hub.subscriber import Completion
 
 if TYPE_CHECKING:
     from hub.engine import Engine
@@ -53,7 +53,7 @@ class Connection:
     __slots__ = ("engine", "sink", "binary", "fmt", "client", "caller", "exp", "subs", "bucket", "bad",
                  "closed", "timer", "can_pub", "pub_waiting", "tasks", "close_callbacks", "bad_log_at",
                  "bad_unlogged", "refresh_failures", "who", "held", "iat", "jti", "background", "fg",
-                 "prefix", "__weakref__")
+                 "prefix", "commit_done", "__weakref__")
 
     def __init__(self, engine: Engine, sink: Sink) -> None:
         self.engine = engine
@@ -90,6 +90,9 @@ class Connection:
         # user's foreground presence (subscribed to its own `user:` channel and not in the background).
         self.background = False
         self.fg = False
+        # Bound once, given to every publish (hub.subscriber.Completion); cleanup() unbinds it, so
+        # the socket is freed by reference counting, not left to the cycle collector.
+        self.commit_done: Completion | None = self.publish_done
 
     # --- output ---------------------------------------------------------------------------
 
@@ -391,16 +394,17 @@ class Connection:
         if self.engine.draining:
             self.error(cid, HubError("unavailable", "the server is draining; reconnect elsewhere"))
             return
+        done, caller = self.commit_done, self.caller
+        if done is None or caller is None:
+            return  # cleaned up: closed
         data = cmd["data"]
         span = tracing.publish_span(self.client, cid, cmd) if tracing.ENABLED and (
             tracing.PUBLISH_ALL or "traceparent" in cmd) else None
-        caller = self.caller
-        self.engine.publish(self.prefix + cmd["channel"], data, orjson.dumps(data).decode(),
-                            caller.user if caller is not None else None, cmd.get("key"),
-                            partial(self.publish_done, cid), span)
+        self.engine.publish(self.prefix + cmd["channel"], data, orjson.dumps(data).decode(), caller.user,
+                            cmd.get("key"), done, cid, span)
 
     def publish_done(self, cid: int, result: Any, error: HubError | None, t0: float) -> None:
-        """The completion of publish `cid` (hub.subscriber.Completion, bound to the id): called by
+        """The completion of publish `cid` (hub.subscriber.Completion, as `commit_done`): called by
         the group-commit writer, in the loop, once the batch holding it ends."""
         if error is None:
             metrics.commit_latency(time.perf_counter() - t0)
@@ -533,6 +537,7 @@ class Connection:
         if self.who:
             self.engine.budgets.close_user(self.who)
             self.who = ""
+        self.commit_done = None
         self.engine.conns.discard(self)
         callbacks, self.close_callbacks = self.close_callbacks, []
         for cb in callbacks:

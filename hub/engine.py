@@ -283,7 +283,7 @@ class Engine:
         (pub, duplicate)."""
         fut: asyncio.Future[tuple[Pub, bool]] = self.loop.create_future()
 
-        def done(result: tuple[Pub, bool] | None, error: HubError | None, _t0: float) -> None:
+        def done(_tag: int, result: tuple[Pub, bool] | None, error: HubError | None, _t0: float) -> None:
             if fut.done():
                 return
             if error is not None:
@@ -297,10 +297,10 @@ class Engine:
         return fut
 
     def publish(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
-                done: Completion, span: Any = None) -> None:
-        """Queue a socket's publish; the writer calls `done` after commit (no future per publish).
-        `span` (tracing) is the publish command's, ended with the reply."""
-        self.writer.submit(channel, data, body, sender, key, done, span)
+                done: Completion, cid: int, span: Any = None) -> None:
+        """Queue a socket's publish; the writer calls `done(cid, ...)` after commit (no future per
+        publish). `span` (tracing) is the publish command's, ended with the reply."""
+        self.writer.submit(channel, data, body, sender, key, done, cid, span)
 
     def _on_batch(self, batch: list[store.Pending]) -> None:
         pubs = store.committed(batch)

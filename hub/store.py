@@ -450,9 +450,10 @@ class Pending:
     body: str
     sender: str | None
     key: str | None
-    # Called on the loop when the batch ends (hub.subscriber.Completion): the writer knows nothing
-    # of who published (a socket answers its command, HTTP resolves a future).
+    # Called on the loop when the batch ends (hub.subscriber.Completion), with `tag`: the writer
+    # knows nothing of who published (a socket answers its command, HTTP resolves a future).
     done: Completion
+    tag: int = 0
     t0: float = 0.0
     ts: int = 0
     result: tuple[Pub, bool] | None = field(default=None)
@@ -489,14 +490,14 @@ class Writer:
         self.thread.start()
 
     def submit(self, channel: str, data: Any, body: str, sender: str | None, key: str | None,
-               done: Completion, span: Any = None, trace: Any = None) -> None:
-        """Queue a publication; `done` is called on the loop after its batch commits (or fails).
+               done: Completion, tag: int = 0, span: Any = None, trace: Any = None) -> None:
+        """Queue a publication; `done(tag, ...)` is called on the loop after its batch commits (or fails).
         `span`: the publish command's, ended with the reply; `trace`: the SpanContext to carry
         when there is no such span (HTTP, server code)."""
         if self.inflight >= self.max_pending or self.inflight_bytes >= self.max_pending_bytes:
             busy = unavailable("the hub is behind on commits; retry shortly")
             busy.retry_after_ms = PENDING_RETRY_MS
-            done(None, busy, time.perf_counter())
+            done(tag, None, busy, time.perf_counter())
             if span is not None:
                 tracing.end(span, busy.code)
             return
@@ -505,7 +506,7 @@ class Writer:
         self.inflight += 1
         self.inflight_bytes += len(body)
         self.idle.clear()
-        pending = Pending(channel, data, body, sender, key, done, time.perf_counter())
+        pending = Pending(channel, data, body, sender, key, done, tag, time.perf_counter())
         if tracing.ENABLED:
             pending.span = span
             pending.trace = span.get_span_context() if span is not None else trace
@@ -660,7 +661,7 @@ class Writer:
         if error is None:
             self.on_batch(batch)
         for p in batch:
-            p.done(p.result, error, p.t0)
+            p.done(p.tag, p.result, error, p.t0)
             if p.span is not None:
                 tracing.end(p.span, error.code if error is not None else None)
 

@@ -54,6 +54,9 @@ class Subscriber(Protocol):
         """Close with `code` (4009 for a slow consumer, 4001 revoked, 1012 drain); idempotent."""
 
 
-# Called by the writer, on the loop, once the batch holding a publication ends: the result
-# (publication, duplicate) or the error, and the `time.perf_counter()` of the submit.
-Completion = Callable[["tuple[Pub, bool] | None", "HubError | None", float], None]
+# Called by the writer, on the loop, once the batch holding a publication ends: with the tag the
+# submitter gave (a socket's command id), the result (publication, duplicate) or the error, and the
+# `time.perf_counter()` of the submit. A socket passes the same callable for all its publishes, so a
+# publish allocates nothing for its answer: objects alive until their batch commits would make the
+# garbage collector run more often (measured: a third more CPU per publish with one per publish).
+Completion = Callable[[int, "tuple[Pub, bool] | None", "HubError | None", float], None]

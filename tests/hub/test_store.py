@@ -181,13 +181,14 @@ def test_read_bounded_stops_at_the_budget() -> None:
 # --- the group-commit writer ---------------------------------------------------------------------
 
 class Completions:
-    """Each publish's completion (hub.subscriber.Completion), recorded in the order called."""
+    """One completion (hub.subscriber.Completion) for every publish, recording (tag, result, error)
+    in the order called."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Pub, bool] | None, Any]] = []
+        self.calls: list[tuple[int, tuple[Pub, bool] | None, Any]] = []
 
-    def for_(self, name: str) -> Any:
-        return lambda result, error, t0: self.calls.append((name, result, error))
+    def __call__(self, tag: int, result: tuple[Pub, bool] | None, error: Any, t0: float) -> None:
+        self.calls.append((tag, result, error))
 
 
 def write(items: list[tuple[str, Any, str | None, str | None]], max_pending: int | None = None
@@ -202,7 +203,7 @@ def write(items: list[tuple[str, Any, str | None, str | None]], max_pending: int
             writer.max_pending = max_pending
         try:
             for i, (channel, data, sender, key) in enumerate(items):
-                writer.submit(channel, data, orjson.dumps(data).decode(), sender, key, done.for_(str(i)))
+                writer.submit(channel, data, orjson.dumps(data).decode(), sender, key, done, i)
             await asyncio.wait_for(writer.idle.wait(), 10)
         finally:
             writer.stop()
@@ -215,7 +216,7 @@ def test_the_writer_commits_in_batches_and_completes_each_publish_in_order() -> 
     a, b = f"t1/chat:{uid('r')}", f"t1/chat:{uid('r')}"
     items = [(a if i % 3 else b, {"n": i}, "alice", None) for i in range(30)]
     done, batches = write(items)
-    assert [name for name, _r, _e in done.calls] == [str(i) for i in range(30)]
+    assert [tag for tag, _r, _e in done.calls] == list(range(30))
     assert all(error is None for _n, _r, error in done.calls)
     assert len(batches) < 30 and sum(len(b) for b in batches) == 30  # grouped: fewer commits than publishes
     offsets = [result[0].offset for _n, result, _e in done.calls if result is not None]

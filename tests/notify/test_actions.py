@@ -308,7 +308,7 @@ class _Conn:
         self.caller = Caller(user, "customer", tenant)
         self.done: asyncio.Future[Any] | None = None
 
-    def publish_done(self, result: Any, error: Any, t0: float) -> None:
+    def publish_done(self, cid: int, result: Any, error: Any, t0: float) -> None:
         assert self.done is not None
         self.done.set_result((result, error))
 
@@ -323,7 +323,7 @@ def publish(channel: str, data: dict[str, Any], conn: _Conn) -> Any:
         writer = store.Writer(loop, lambda batch: None)
         conn.done = loop.create_future()
         writer.submit(qualify(conn.caller.tenant, channel), data, orjson.dumps(data).decode(), conn.caller.user,
-                      None, conn.publish_done)
+                      None, conn.publish_done, 1)
         try:
             return await conn.done
         finally:
