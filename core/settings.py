@@ -276,7 +276,10 @@ HUB_HTTP_ANON_PER_MIN = env_int("HUB_HTTP_ANON_PER_MIN", 120)
 # Proxies (addresses or networks) whose X-Forwarded-For names the client; unset: the peer is the client.
 HUB_TRUSTED_PROXIES = env_list("HUB_TRUSTED_PROXIES", "")
 # Blocking rpc methods (ORM) run on their own bounded thread pool, one DB connection per thread.
-HUB_DOMAIN_WORKERS = max(1, env_int("HUB_DOMAIN_WORKERS", 8))
+# Few: the calls are mostly CPU under one interpreter lock, and every extra thread adds lock
+# hand-overs that the event loop waits through (docs/operations.md "How domain calls run"); raise
+# it when the database is far and the calls mostly wait on round trips.
+HUB_DOMAIN_WORKERS = max(1, env_int("HUB_DOMAIN_WORKERS", 2))
 # Postgres connections of one process come from one bounded pool (Django's psycopg pool). A thread
 # that used the database keeps its connection (no pool round trip per query), so the pool must
 # hold one per such thread: the domain workers, the loop's default executor (the socket path's
