@@ -65,11 +65,11 @@ def load() -> AssistConfig:
     provider_settings = {
         "openai": ProviderSettings(
             "openai", os.environ.get("AI_OPENAI_MODEL", "") or "gpt-4o-mini",
-            getattr(settings, "OPENAI_BASE_URL", "") or "", getattr(settings, "OPENAI_API_KEY", "") or "",
+            settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY,
             os.environ.get("OPENAI_API_KEY_FILE", "")),
         "anthropic": ProviderSettings(
             "anthropic", os.environ.get("AI_ANTHROPIC_MODEL", "") or "claude-haiku-4-5",
-            getattr(settings, "ANTHROPIC_BASE_URL", "") or "", getattr(settings, "ANTHROPIC_API_KEY", "") or "",
+            settings.ANTHROPIC_BASE_URL, settings.ANTHROPIC_API_KEY,
             os.environ.get("ANTHROPIC_API_KEY_FILE", "")),
     }
     return AssistConfig(

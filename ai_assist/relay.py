@@ -49,6 +49,7 @@ from ai_assist.providers import (
 )
 from core import metrics, tracing
 from core.errors import BAD_REQUEST, INTERNAL, UNAVAILABLE
+from hub.rpc import Caller
 
 log = logging.getLogger("ai_assist.relay")
 
@@ -289,7 +290,7 @@ class _Run:
 Charge = Callable[[str, str, AssistResult], Awaitable[None]]
 
 
-async def run_assist(caller: Any, prompt: str, context: list[dict[str, Any]], sink: Sink, *,
+async def run_assist(caller: Caller, prompt: str, context: list[dict[str, Any]], sink: Sink, *,
                      assist: str | None = None, room: str = "", charge: Charge | None = None) -> AssistResult:
     """Answer one request: deltas, then done or error, go to `sink`; a transcript is written.
 
@@ -396,11 +397,11 @@ async def _answer(run: _Run, result: AssistResult, usage: Usage) -> Callable[[],
     return partial(sink.error, assist, UNAVAILABLE, message, False)
 
 
-def _record(caller: Any, room: str, prompt: str, context: list[dict[str, Any]],
+def _record(caller: Caller, room: str, prompt: str, context: list[dict[str, Any]],
             result: AssistResult) -> asyncio.Future[bool]:
     """Journal the transcript row (synchronously) and queue it for the database."""
     row = transcripts.build(
-        assist=result.assist, user=str(caller.user), tenant=str(getattr(caller, "tenant", "") or ""), room=room,
+        assist=result.assist, user=str(caller.user), tenant=caller.tenant, room=room,
         prompt=prompt, context=context, answer=result.text, provider=result.provider, model=result.model,
         attempts=result.attempts, fallbacks=result.fallbacks, tokens_in=result.usage.input_tokens,
         tokens_out=result.usage.output_tokens, latency_ms=result.latency_ms, first_token_ms=result.first_token_ms,
@@ -412,9 +413,9 @@ def _record(caller: Any, room: str, prompt: str, context: list[dict[str, Any]],
 COMMIT_WAIT_S = 5.0  # how long a finished request waits for its row's commit (it is journaled already)
 
 
-async def _settle(caller: Any, result: AssistResult, committed: asyncio.Future[bool],
+async def _settle(caller: Caller, result: AssistResult, committed: asyncio.Future[bool],
                   charge: Charge | None) -> None:
-    user, tenant = str(caller.user), str(getattr(caller, "tenant", "") or "")
+    user, tenant = str(caller.user), caller.tenant
     if charge is not None:
         await charge(user, tenant, result)
     try:

@@ -68,7 +68,7 @@ def _csp() -> str:
     if tile:
         img += " " + _origin(tile)
     connect = "'self'"
-    if not getattr(settings, "AGORA_USING_DEV", True):
+    if not settings.AGORA_USING_DEV:
         connect += " https: wss:"  # the Agora Web SDK reaches Agora's edge servers
     return (f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src {img}; "
             f"connect-src {connect}; media-src 'self' blob:; font-src 'self'; object-src 'none'; "

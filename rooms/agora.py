@@ -21,7 +21,7 @@ UID_MAX = 2**32 - 1
 
 def ttl_s() -> int:
     """Token lifetime: AGORA_TOKEN_TTL_S (default 1 h), clamped to [60 s, 24 h]."""
-    return max(60, min(int(getattr(settings, "AGORA_TOKEN_TTL_S", 3600)), MAX_TTL_S))
+    return max(60, min(settings.AGORA_TOKEN_TTL_S, MAX_TTL_S))
 
 
 def channel_name(call_id: str) -> str:
@@ -38,7 +38,7 @@ def stable_uid(call_id: str, user: str) -> int:
 
 def credentials() -> tuple[str, str, bool]:
     """(app_id, certificate, development). Dev credentials outside development are refused."""
-    dev = bool(getattr(settings, "AGORA_USING_DEV", False))
+    dev = settings.AGORA_USING_DEV
     if dev and not settings.DEVELOPMENT:
         raise unavailable("calls are not configured: set AGORA_APP_ID and AGORA_APP_CERTIFICATE")
     return settings.AGORA_APP_ID, settings.AGORA_APP_CERTIFICATE, dev

@@ -146,8 +146,8 @@ def from_settings() -> Provider | None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    path = getattr(settings, "NOTIFY_APNS_KEY_FILE", "")
-    inline = getattr(settings, "NOTIFY_APNS_KEY", "")
+    path = settings.NOTIFY_APNS_KEY_FILE
+    inline = settings.NOTIFY_APNS_KEY
     if not (path or inline):
         return None
     source = "NOTIFY_APNS_KEY" if inline else "NOTIFY_APNS_KEY_FILE"

@@ -235,8 +235,8 @@ def from_settings() -> Provider | None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    path = getattr(settings, "NOTIFY_FCM_CREDENTIALS_FILE", "")
-    inline = getattr(settings, "NOTIFY_FCM_SERVICE_ACCOUNT_KEY", "")
+    path = settings.NOTIFY_FCM_CREDENTIALS_FILE
+    inline = settings.NOTIFY_FCM_SERVICE_ACCOUNT_KEY
     if not (path or inline):
         return None
     source = "NOTIFY_FCM_SERVICE_ACCOUNT_KEY" if inline else "NOTIFY_FCM_CREDENTIALS_FILE"

@@ -30,6 +30,8 @@ from core.errors import bad_request, conflict, forbidden, not_found
 from hub.channels import qualify
 from hub.rpc import PROVIDERS, Caller
 from hub.store import append, atomic
+from matching import matcher
+from matching.privacy import job_area
 from rooms.models import Bid, BidStatus, Job, JobAnswer, JobComment, JobQuery, JobStatus
 
 log = logging.getLogger("rooms.jobs")
@@ -232,31 +234,19 @@ def _transition(caller: Caller, job_id: Any, action: str, *, reason: str = "",
 
 # --- posting ---------------------------------------------------------------------------------
 
-_warned = False
-
-
-# Why a new job told nobody (`reason` in its result): match.find's words, plus the matcher's absence.
+# Why a new job told nobody (`reason` in its result): match.find's words, plus the matcher's failure.
 NO_PROVIDER_AVAILABLE = "no_provider_available"
 MATCHER_UNAVAILABLE = "matcher_unavailable"
 
 
 def _candidates(lat: float, lng: float, category: str, tenant: str) -> tuple[list[str], str | None]:
     """Matched providers for a new job and, when there are none, why (match.find's reasons, or
-    matcher_unavailable when the matcher is unavailable or fails: never fatal)."""
+    matcher_unavailable when the matcher fails: the job is posted regardless, told to nobody)."""
     try:
-        from matching.matcher import candidates_for_job
-    except Exception:  # noqa: BLE001 - ImportError, or a matcher that does not load: post the job regardless
-        global _warned
-        if not _warned:
-            _warned = True
-            log.warning("matching.matcher.candidates_for_job unavailable; job.new is not broadcast")
-        return [], MATCHER_UNAVAILABLE
-    try:
-        found = candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES, tenant=tenant)
-    except Exception:  # the job is still posted; only its broadcast is skipped
+        users, reason = matcher.candidates_for_job(lat, lng, category, limit=MAX_CANDIDATES, tenant=tenant)
+    except Exception:
         log.exception("candidates_for_job failed; job.new not broadcast")
         return [], MATCHER_UNAVAILABLE
-    users, reason = found
     return [u for u in users if isinstance(u, str) and u][:MAX_CANDIDATES], reason
 
 
@@ -291,8 +281,6 @@ def create_job(caller: Caller, title: str, description: str, category: str, lat:
                                  lng=float(lng), budget=budget, currency=currency)
         record(caller.user, "jobs.create", f"job:{job.id}", role=caller.role, tenant=caller.tenant,
                category=category, budget=budget, currency=currency, notified=len(candidates))
-        from matching.privacy import job_area  # pure (h3 only): works without the matcher
-
         # Not yet chosen: providers learn the job's area (a cell's rounded centre), not the point.
         note = {"kind": "job.new", "job": job.id, "title": title, "category": category,
                 **job_area(job.lat, job.lng), "budget": budget, "currency": currency or None}
@@ -512,8 +500,6 @@ def get_job(caller: Caller, job_id: str) -> dict[str, Any]:
     place: dict[str, Any] = {"lat": job.lat, "lng": job.lng}
     if caller.role != "admin" and caller.user not in (job.owner, job.provider):
         # A provider not (yet) chosen learns the job's area, never the customer's point.
-        from matching.privacy import job_area
-
         place = job_area(job.lat, job.lng)
     return {"job": job.id, "status": job.status, "title": job.title, "description": job.description,
             "category": job.category, **place, "budget": job.budget,

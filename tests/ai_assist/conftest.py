@@ -8,7 +8,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +110,9 @@ def journaled_ids(directory: Path) -> set[str]:
     return {r.id for path in directory.glob("*.jsonl") for r in transcripts._from_lines(path.read_bytes())}
 
 
-@dataclass
-class Who:
-    user: str = field(default_factory=lambda: f"u{uuid.uuid4().hex[:10]}")
-    tenant: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
-    role: str = "customer"
-    client: str | None = None
+def new_caller(role: str = "customer") -> Caller:
+    """A fresh customer in a fresh tenant."""
+    return Caller(f"u{uuid.uuid4().hex[:10]}", role, f"t{uuid.uuid4().hex[:8]}")
 
 
 class RecordingSink:
@@ -142,10 +139,10 @@ class RecordingSink:
         return self.events[-1]
 
 
-def ask(prompt: str = "hello relay", who: Who | None = None, context: list[dict[str, Any]] | None = None
+def ask(prompt: str = "hello relay", who: Caller | None = None, context: list[dict[str, Any]] | None = None
         ) -> tuple[relay.AssistResult, RecordingSink]:
     sink = RecordingSink()
-    result = asyncio.run(relay.run_assist(who or Who(), prompt, context or [], sink))
+    result = asyncio.run(relay.run_assist(who or new_caller(), prompt, context or [], sink))
     return result, sink
 
 

@@ -15,7 +15,7 @@ from ai_assist.models import Transcript
 from core.errors import HubError
 from hub import rpc, store
 from rooms.models import Room, RoomMember
-from tests.ai_assist.conftest import RecordingSink, Relay, SocketCaller, Who, final_push
+from tests.ai_assist.conftest import RecordingSink, Relay, SocketCaller, final_push, new_caller
 
 # --- budgets ----------------------------------------------------------------------------------
 
@@ -69,7 +69,7 @@ def test_token_limit_and_oversized_requests(assist: Relay) -> None:
 def test_output_tokens_are_charged_after_the_answer(assist: Relay) -> None:
     assist.configure(AI_USER_TPM="1000")
     assist.fake.configure(tokens=300)
-    who = Who()
+    who = new_caller()
 
     async def run() -> None:
         result = await relay.run_assist(who, "hi", [], RecordingSink(), charge=actions.charge_answer)

@@ -11,11 +11,11 @@ import pytest
 from ai_assist import actions, breaker, relay
 from ai_assist.models import Transcript
 from core import ratelimit
-from tests.ai_assist.conftest import RecordingSink, Relay, Who, ask, expected_answer, journaled_ids
+from tests.ai_assist.conftest import RecordingSink, Relay, ask, expected_answer, journaled_ids, new_caller
 
 
 def test_streams_answer_and_writes_transcript(assist: Relay) -> None:
-    who = Who()
+    who = new_caller()
     result, sink = ask("draft a reply to alice", who)
     assert sink.final == ("done", {"provider": "openai", "usage": {"input_tokens": result.usage.input_tokens,
                                                                     "output_tokens": 12}, "finish": "stop"})
@@ -141,7 +141,7 @@ def test_breaker_opens_after_n_failures_then_half_opens_with_a_single_probe(assi
     assist.fake.inject("openai", {"kind": "slow", "delay": 0.05})
 
     async def many() -> list[relay.AssistResult]:
-        return await asyncio.gather(*(relay.run_assist(Who(), "hi", [], RecordingSink()) for _ in range(5)))
+        return await asyncio.gather(*(relay.run_assist(new_caller(), "hi", [], RecordingSink()) for _ in range(5)))
 
     results = asyncio.run(many())
     assert sorted(r.provider for r in results) == ["anthropic"] * 4 + ["openai"]
@@ -203,7 +203,7 @@ def test_cancellation_closes_the_upstream_stream(assist: Relay) -> None:
         sink = RecordingSink()
 
         async def go(sink: RecordingSink = sink) -> relay.AssistResult | None:
-            task = asyncio.create_task(relay.run_assist(Who(), "hi", [], sink))
+            task = asyncio.create_task(relay.run_assist(new_caller(), "hi", [], sink))
             await asyncio.wait_for(sink.first_delta.wait(), 5)
             task.cancel()
             try:
@@ -391,6 +391,6 @@ def test_final_push_is_sent_only_once_the_transcript_is_on_disk(assist: Relay, j
     assist.fake.inject("openai", "ok", {"kind": "truncate", "after": 2}, "400")
     for expected in ("ok", "incomplete", "error"):
         sink = _CheckingSink(journal)
-        result = asyncio.run(relay.run_assist(Who(), "hi", [], sink))
+        result = asyncio.run(relay.run_assist(new_caller(), "hi", [], sink))
         assert sink.durable_at_final in ([expected], ["journaled"])
         assert Transcript.objects.get(id=result.assist).outcome == expected

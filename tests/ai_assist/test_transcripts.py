@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from ai_assist import privacy, relay, transcripts
 from ai_assist.models import Transcript
-from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, Who, ask, journaled_ids
+from tests.ai_assist.conftest import ANTHROPIC_KEY, OPENAI_KEY, Relay, ask, journaled_ids, new_caller
 
 
 def test_prompt_and_answer_are_redacted(assist: Relay) -> None:
@@ -34,7 +34,7 @@ def test_prompt_and_answer_are_redacted(assist: Relay) -> None:
 
 def test_no_keys_in_logs_or_transcripts(assist: Relay, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    who = Who()
+    who = new_caller()
     # 401s whose bodies quote the key (as the real APIs do), server errors, cuts, malformed chunks, stalls.
     assist.configure(AI_FIRST_TOKEN_TIMEOUT_S="0.3", AI_BREAKER_FAILURES="100")
     assist.fake.inject("openai", "401")
@@ -61,7 +61,7 @@ def test_no_keys_in_logs_or_transcripts(assist: Relay, caplog: pytest.LogCapture
 
 
 def test_export_and_erase_one_user(assist: Relay) -> None:
-    a, b = Who(), Who()
+    a, b = new_caller(), new_caller()
     ask("first", a)
     ask("second", a)
     ask("other", b)

@@ -1,9 +1,7 @@
 """Custom jobs (rooms.actions.jobs): the plain domain functions against the real test database."""
 from __future__ import annotations
 
-import sys
 import threading
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +13,7 @@ from core.errors import HubError
 from core.models import AuditLog
 from hub.models import Publication
 from hub.rpc import Caller
+from matching import matcher
 from rooms.actions import jobs
 from rooms.models import Bid, Job
 from tests.support import code_of, uid
@@ -30,12 +29,6 @@ def tenant() -> str:
     return uid("t")
 
 
-@pytest.fixture
-def no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A None entry in sys.modules makes the import fail: the matcher is "unavailable".
-    monkeypatch.setitem(sys.modules, "matching.matcher", None)
-
-
 def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> list[tuple[Any, ...]]:
     seen: list[tuple[Any, ...]] = []
 
@@ -44,10 +37,17 @@ def fake_matcher(monkeypatch: pytest.MonkeyPatch, fn: Callable[..., Any]) -> lis
         users = fn()
         return users, None if users else "no_provider_available"
 
-    module = types.ModuleType("matching.matcher")
-    module.candidates_for_job = candidates_for_job  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "matching.matcher", module)
+    monkeypatch.setattr(matcher, "candidates_for_job", candidates_for_job)
     return seen
+
+
+def failing_matcher() -> list[str]:
+    raise RuntimeError("matcher down")
+
+
+@pytest.fixture
+def no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_matcher(monkeypatch, failing_matcher)  # the matcher fails: jobs are posted, told to nobody
 
 
 def post(owner: Caller, **extra: Any) -> str:
@@ -82,17 +82,9 @@ def test_create_broadcasts_job_new_to_matched_providers(monkeypatch: pytest.Monk
     assert AuditLog.objects.filter(action="jobs.create", target=f"job:{job.id}", actor=owner.user).exists()
 
 
-def test_create_without_a_matcher_or_with_a_failing_one_still_posts(
-        monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
+def test_create_with_a_failing_matcher_still_posts(monkeypatch: pytest.MonkeyPatch, tenant: str) -> None:
     owner = Caller(uid("cust"), "customer", tenant)
-    monkeypatch.setitem(sys.modules, "matching.matcher", None)
-    out = jobs.create_job(owner, title="a", description="", category="x", lat=0, lng=0)
-    assert out["notified"] == 0 and out["reason"] == "matcher_unavailable"
-
-    def boom() -> list[str]:
-        raise RuntimeError("matcher down")
-
-    fake_matcher(monkeypatch, boom)
+    fake_matcher(monkeypatch, failing_matcher)
     out = jobs.create_job(owner, title="a", description="", category="x", lat=0, lng=0)
     assert out["notified"] == 0 and Job.objects.filter(pk=out["job"]).exists()
     assert out["reason"] == "matcher_unavailable"
