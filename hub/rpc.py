@@ -17,8 +17,11 @@ connection each), apart from the default executor that serves the socket path (s
 recovery reads), so slow domain work never starves those. When every worker is busy a call waits
 up to HUB_DOMAIN_WAIT_S (at most HUB_DOMAIN_QUEUE calls wait), then gets `unavailable` with
 `retry_after_ms`. A call whose socket closed while it waited is never started (its task is
-cancelled). A deadlock or serialization failure (SQLSTATE class 40) re-runs the whole action in a
-fresh transaction up to HUB_DB_RETRIES times; only a lost connection is "database unavailable".
+cancelled). Calls that write one hot row (bids on one job) name it as their `serial` key: they
+queue per key on the event loop, SERIAL_WIDTH at a time, and a method with a `batch` function runs
+the queued calls of a key together, in one worker call and one transaction. A deadlock or
+serialization failure (SQLSTATE class 40) re-runs the whole action (or batch) in a fresh
+transaction up to HUB_DB_RETRIES times; only a lost connection is "database unavailable".
 """
 from __future__ import annotations
 
@@ -85,6 +88,10 @@ class Method:
     # the loop (must not block), before the wait and again after it; it may raise HubError to refuse
     # a call without taking a worker.
     serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
+    # With `serial`: the calls queued on one key run together, up to BATCH_MAX in one worker call
+    # (one transaction: a job's bid burst). Gets [(caller, params), ...] and returns one outcome per
+    # call, in order: its result, or the HubError refusing it (refusing one refuses only that one).
+    batch: Callable[[list[tuple[Caller, dict[str, Any]]]], list[Any]] | None = None
     validator: Draft202012Validator = field(init=False, repr=False)
     # The same schema as a quick test that passes only valid params (hub.fastschema); None: the
     # validator alone.
@@ -92,6 +99,8 @@ class Method:
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.batch is not None and self.serial is None:
+            raise ValueError(f"{self.name}: a batch needs a serial key")
         Draft202012Validator.check_schema(self.params)
         self.validator = Draft202012Validator(self.params)
         self.quick = fastschema.quick_check(self.params)
@@ -103,7 +112,8 @@ REGISTRY: dict[str, Method] = {}
 
 def method(name: str, roles: tuple[str, ...] | list[str], params: dict[str, Any] | None = None, *,
            summary: str = "", result: dict[str, Any] | None = None, http: bool = True,
-           serial: Callable[[Caller, dict[str, Any]], str | None] | None = None
+           serial: Callable[[Caller, dict[str, Any]], str | None] | None = None,
+           batch: Callable[[list[tuple[Caller, dict[str, Any]]]], list[Any]] | None = None
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     unknown = set(roles) - set(ALL_ROLES)
     if unknown:
@@ -112,7 +122,8 @@ def method(name: str, roles: tuple[str, ...] | list[str], params: dict[str, Any]
 
     def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn.rpc_method = Method(name, frozenset(roles), schema, fn,  # type: ignore[attr-defined]
-                               summary or (fn.__doc__ or "").strip().split("\n")[0], result, http, serial)
+                               summary or (fn.__doc__ or "").strip().split("\n")[0], result, http, serial,
+                               batch)
         return fn
 
     return declare
@@ -195,6 +206,8 @@ async def _call(caller: Caller, name: str, params: Any) -> Any:
         key = serial(caller, params) if serial is not None else None
         if serial is None or key is None:
             return await run_domain(_attempts, name, m.fn, caller, params)
+        if m.batch is not None:
+            return await _batched(m, key, caller, params)
         async with _serial(key) as waited:
             if waited:
                 # Asked again after the wait: what the calls ahead learnt (a job that closed
@@ -364,6 +377,111 @@ async def _serial(key: str) -> AsyncIterator[bool]:
     finally:
         if sem._value == SERIAL_WIDTH and not sem._waiters and _keys.get(key) is sem:
             del _keys[key]
+
+
+BATCH_MAX = 32  # calls of one key in one worker call
+
+
+@dataclass(eq=False)
+class _Queued:
+    caller: Caller
+    params: dict[str, Any]
+    done: asyncio.Future[Any]
+    taken: bool = False  # in a batch: its answer will come, whatever the wait
+    gone: bool = False  # its caller went away: left out of the batch if it has not started yet
+
+
+@dataclass(eq=False)
+class _Batches:
+    """One key's queue on one event loop, drained by at most SERIAL_WIDTH batches at a time."""
+
+    waiting: collections.deque[_Queued] = field(default_factory=collections.deque)
+    running: int = 0
+
+
+_batches: dict[str, _Batches] = {}
+_drainers: set[asyncio.Task[None]] = set()
+
+
+async def _batched(m: Method, key: str, caller: Caller, params: dict[str, Any]) -> Any:
+    """Queue a call on its key; the key's drainers run the queued calls BATCH_MAX at a time. A call
+    waits for its turn at most HUB_DOMAIN_WAIT_S (then `unavailable`, having done nothing); a call
+    whose caller goes away before its turn never runs."""
+    q = _batches.get(key)
+    if q is None:
+        q = _batches[key] = _Batches()
+    if len(q.waiting) >= settings.HUB_DOMAIN_QUEUE:
+        metrics.command("rpc:saturated", UNAVAILABLE)
+        raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100)
+    item = _Queued(caller, params, asyncio.get_running_loop().create_future())
+    q.waiting.append(item)
+    if q.running < SERIAL_WIDTH:
+        q.running += 1
+        task = asyncio.get_running_loop().create_task(_drain(m, key, q))
+        _drainers.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(_drainers.discard)
+    try:
+        await asyncio.wait((item.done,), timeout=settings.HUB_DOMAIN_WAIT_S)
+        if not item.done.done():
+            if not item.taken:
+                q.waiting.remove(item)
+                metrics.command("rpc:saturated", UNAVAILABLE)
+                raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100)
+            await asyncio.shield(item.done)
+    except asyncio.CancelledError:
+        item.gone = True  # the caller went away: never run unless its batch has started
+        if not item.taken and item in q.waiting:
+            q.waiting.remove(item)
+        raise
+    return item.done.result()
+
+
+def _run_batch(m: Method, batch: list[_Queued]) -> list[Any]:
+    """In the worker: the batch's calls whose callers are still there (None for the others)."""
+    assert m.batch is not None
+    here = [i for i in batch if not i.gone]
+    outcomes = iter(m.batch([(i.caller, i.params) for i in here]) if here else ())
+    return [next(outcomes) if i in here else None for i in batch]
+
+
+async def _drain(m: Method, key: str, q: _Batches) -> None:
+    assert m.batch is not None and m.serial is not None
+    try:
+        while q.waiting:
+            batch: list[_Queued] = []
+            while q.waiting and len(batch) < BATCH_MAX:
+                item = q.waiting.popleft()
+                try:
+                    # Asked again at its turn: what the batches ahead learnt (a job that closed
+                    # meanwhile) refuses it here, without a worker or a transaction.
+                    m.serial(item.caller, item.params)
+                except Exception as exc:  # noqa: BLE001 - a refusal, or a bug answered to its caller
+                    item.done.set_exception(exc)
+                    continue
+                item.taken = True
+                batch.append(item)
+            if not batch:
+                continue
+            try:
+                outcomes = await run_domain(_attempts, m.name, _run_batch, m, batch)
+            except Exception as exc:  # noqa: BLE001 - each caller's _call maps it (database errors)
+                for i in batch:
+                    if i.gone:
+                        i.done.cancel()
+                    else:
+                        i.done.set_exception(exc)
+                continue
+            for i, out in zip(batch, outcomes, strict=True):
+                if i.gone:
+                    i.done.cancel()  # nobody awaits it
+                elif isinstance(out, BaseException):
+                    i.done.set_exception(out)
+                else:
+                    i.done.set_result(out)
+    finally:
+        q.running -= 1
+        if not q.running and not q.waiting and _batches.get(key) is q:
+            del _batches[key]
 
 
 def reset_pool() -> None:

@@ -84,6 +84,8 @@ def jobs_create(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
 
 @method("jobs.bid", roles=PROVIDERS, summary="Bid on an open job (replaces your earlier bid).",
         serial=lambda caller, params: jobs.bid_queue(caller, params["job"]),
+        batch=lambda calls: jobs.place_bids([jobs.BidRequest(c, p["job"], p["amount"], p["currency"],
+                                                             p.get("note", "")) for c, p in calls]),
         params={"type": "object", "additionalProperties": False, "required": ["job", "amount", "currency"],
                 "properties": {"job": _JOB_ID,
                                "amount": {"type": "integer", "minimum": 1, "maximum": jobs.MAX_AMOUNT},

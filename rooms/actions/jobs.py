@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -26,7 +27,7 @@ from django.utils import timezone
 
 from core.audit import record
 from core.domain_budgets import cap_open, per_minute
-from core.errors import bad_request, conflict, forbidden, not_found
+from core.errors import HubError, bad_request, conflict, forbidden, not_found
 from hub.channels import qualify
 from hub.rpc import PROVIDERS, Caller
 from hub.store import append, atomic
@@ -314,62 +315,136 @@ def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
 def bid(caller: Caller, job_id: str, amount: int, currency: str, note: str = "") -> dict[str, Any]:
     """Bid on an open job (providers), replacing the caller's earlier live bid. The job's stream only
     hears that a bid came; the owner and the bidder get its details on their `user:` channels."""
-    if caller.role not in PROVIDERS:
-        raise forbidden("only providers bid")
-    amount = check_amount(amount)
-    currency = check_currency(currency)
-    if not isinstance(note, str) or len(note) > 2000:
-        raise bad_request("note must be a string of at most 2000 characters")
-    _refuse_if_closed(caller, job_id)
-    # Before the transaction: a provider past their budget changes nothing and tells nobody.
-    per_minute("bids", caller.tenant, caller.user, settings.HUB_BIDS_PER_MIN, "bids")
+    [out] = place_bids([BidRequest(caller, job_id, amount, currency, note)])
+    if isinstance(out, HubError):
+        raise out
+    return out
+
+
+@dataclass(frozen=True)
+class BidRequest:
+    caller: Caller
+    job_id: Any
+    amount: Any
+    currency: Any
+    note: Any = ""
+
+
+def place_bids(requests: list[BidRequest]) -> list[dict[str, Any] | HubError]:
+    """Bids on one job in one transaction (a new job's bid burst): each request gets its own result
+    or refusal, in order, as if `bid` had placed them one after the other (a provider's second bid in
+    one burst after the others' first)."""
+    out: list[dict[str, Any] | HubError] = [conflict("not placed")] * len(requests)
+    ready: list[tuple[int, BidRequest]] = []
+    for i, r in enumerate(requests):
+        try:
+            if r.caller.role not in PROVIDERS:
+                raise forbidden("only providers bid")
+            checked = BidRequest(r.caller, r.job_id, check_amount(r.amount), check_currency(r.currency), r.note)
+            if not isinstance(r.note, str) or len(r.note) > 2000:
+                raise bad_request("note must be a string of at most 2000 characters")
+            if ready and (r.job_id, r.caller.tenant) != (ready[0][1].job_id, ready[0][1].caller.tenant):
+                raise ValueError("place_bids takes bids on one job")
+            _refuse_if_closed(r.caller, r.job_id)
+            # Before the transaction: a provider past their budget changes nothing and tells nobody.
+            per_minute("bids", r.caller.tenant, r.caller.user, settings.HUB_BIDS_PER_MIN, "bids")
+        except HubError as exc:
+            out[i] = exc
+            continue
+        ready.append((i, checked))
+    if not ready:
+        return out
     try:
         with atomic():
-            job = _load(caller, job_id, share=True)
-            if job.owner == caller.user:
-                raise forbidden("you cannot bid on your own job")
-            if job.status != OPEN:
-                _remember_closed(caller.tenant, job.id, job.status, job.owner)
-                raise conflict(f"the job is {job.status}; bids are closed")
-            if job.currency and currency != job.currency:
-                raise bad_request(f"this job is priced in {job.currency}")
-            replaces, live = _replace_live_bid(job, caller.user)
-            new = Bid.objects.create(job=job, provider=caller.user, provider_role=caller.role, amount=amount,
-                                     currency=currency, note=note, replaces=replaces or "")
+            _place(ready, out)
+    except IntegrityError as exc:
+        # A bid from one of these providers raced in (another process): one at a time, so that only
+        # the colliding one is refused.
+        if len(ready) == 1:
+            out[ready[0][0]] = conflict("another bid from you was placed at the same time; retry")
+            log.info("bid collided: %s", exc)
+            return out
+        for one in ready:
+            try:
+                with atomic():
+                    _place([one], out)
+            except IntegrityError:
+                out[one[0]] = conflict("another bid from you was placed at the same time; retry")
+    return out
+
+
+def _place(ready: list[tuple[int, BidRequest]], out: list[dict[str, Any] | HubError]) -> None:
+    """The transaction of place_bids: the job taken FOR SHARE, then each provider's earlier live bid
+    retired and the new ones inserted, one pass per bid of the same provider."""
+    first = ready[0][1]
+    try:
+        job = _load(first.caller, first.job_id, share=True)
+    except HubError as exc:
+        for i, _r in ready:
+            out[i] = exc
+        return
+    if job.status != OPEN:
+        _remember_closed(first.caller.tenant, job.id, job.status, job.owner)
+        for i, _r in ready:
+            out[i] = conflict(f"the job is {job.status}; bids are closed")
+        return
+    todo: list[tuple[int, BidRequest]] = []
+    for i, r in ready:
+        if job.owner == r.caller.user:
+            out[i] = forbidden("you cannot bid on your own job")
+        elif job.currency and r.currency != job.currency:
+            out[i] = bad_request(f"this job is priced in {job.currency}")
+        else:
+            todo.append((i, r))
+    while todo:
+        seen: set[str] = set()
+        now: list[tuple[int, BidRequest]] = []
+        later: list[tuple[int, BidRequest]] = []
+        for item in todo:
+            (later if item[1].caller.user in seen else now).append(item)
+            seen.add(item[1].caller.user)
+        retired, live = _retire_live_bids(job, [r.caller.user for _i, r in now])
+        new = Bid.objects.bulk_create([
+            Bid(job=job, provider=r.caller.user, provider_role=r.caller.role, amount=r.amount,
+                currency=r.currency, note=r.note, replaces=retired.get(r.caller.user, ""))
+            for _i, r in now])
+        for (i, r), b in zip(now, new, strict=True):
+            replaces = retired.get(r.caller.user)
+            if replaces is None:
+                live += 1  # a replacing bid takes its predecessor's place in the count
             # Bid privacy: the job's stream (rivals read it) says only that a bid came; who bid, the
             # amount and the note go to the owner and the bidder on their own channels. No sender
             # either: `from` would name the bidder.
-            append(_channel(job), {"kind": "bid", "job": job.id, "bid": new.id, "count": live})
-            placed = {"kind": "bid.placed", "job": job.id, "bid": new.id, "provider": caller.user,
-                      "amount": amount, "currency": currency, "note": note, "replaces": replaces}
+            append(_channel(job), {"kind": "bid", "job": job.id, "bid": b.id, "count": live})
+            placed = {"kind": "bid.placed", "job": job.id, "bid": b.id, "provider": r.caller.user,
+                      "amount": r.amount, "currency": r.currency, "note": r.note, "replaces": replaces}
             append(_user(job.tenant, job.owner), placed)
-            append(_user(job.tenant, caller.user), placed)
-    except IntegrityError as exc:
-        # Two bids from the same provider raced; the partial unique index let only one live.
-        raise conflict("another bid from you was placed at the same time; retry") from exc
-    return {"bid": new.id, "replaces": replaces}
+            append(_user(job.tenant, r.caller.user), placed)
+            out[i] = {"bid": b.id, "replaces": replaces}
+        todo = later
 
 
-def _replace_live_bid(job: Job, provider: str) -> tuple[str | None, int]:
-    """Retire the provider's live bid on the job (if any) before their new one goes in; returns
-    (the retired bid's id or None, the job's live bids once the new one is in)."""
+def _retire_live_bids(job: Job, providers: list[str]) -> tuple[dict[str, str], int]:
+    """Retire these providers' live bids on the job before their new ones go in; returns (provider
+    -> retired bid id, the job's live bids before the retirement)."""
     if connection.vendor == "postgresql":
-        # One round trip for what the ORM takes three: the count reads the statement's snapshot,
-        # before the retirement, so the retired bid is taken off and the new one added.
+        # One round trip: the count reads the statement's snapshot, before the retirement.
         table = Bid._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH old AS (UPDATE {table} SET status = %s WHERE job_id = %s AND provider = %s "
-                "AND status = %s RETURNING id) "
-                f"SELECT (SELECT id FROM old), (SELECT count(*) FROM {table} WHERE job_id = %s AND status = %s)",
-                [BidStatus.REPLACED, job.id, provider, BidStatus.LIVE, job.id, BidStatus.LIVE])
-            retired, count = cursor.fetchone()
-        return retired, int(count) - (1 if retired else 0) + 1
-    old = Bid.objects.filter(job=job, provider=provider, status=BidStatus.LIVE).values_list("id", flat=True).first()
-    replaces = None
-    if old is not None and Bid.objects.filter(pk=old, status=BidStatus.LIVE).update(status=BidStatus.REPLACED):
-        replaces = old
-    return replaces, Bid.objects.filter(job=job, status=BidStatus.LIVE).count() + 1
+                f"WITH old AS (UPDATE {table} SET status = %s WHERE job_id = %s AND provider = ANY(%s) "
+                "AND status = %s RETURNING id, provider), "
+                f"n AS (SELECT count(*) AS live FROM {table} WHERE job_id = %s AND status = %s) "
+                "SELECT old.provider, old.id, n.live FROM n LEFT JOIN old ON true",
+                [BidStatus.REPLACED, job.id, providers, BidStatus.LIVE, job.id, BidStatus.LIVE])
+            rows = cursor.fetchall()
+        retired = {provider: bid_id for provider, bid_id, _n in rows if provider is not None}
+        return retired, int(rows[0][2])
+    live = Bid.objects.filter(job=job, status=BidStatus.LIVE).count()
+    retired = dict(Bid.objects.filter(job=job, provider__in=providers, status=BidStatus.LIVE)
+                   .values_list("provider", "id"))
+    Bid.objects.filter(pk__in=list(retired.values())).update(status=BidStatus.REPLACED)
+    return retired, live
 
 
 def accept(caller: Caller, job_id: str, bid_id: str) -> dict[str, Any]:

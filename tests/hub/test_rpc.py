@@ -80,6 +80,16 @@ def closing(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+batches: list[list[str]] = []
+
+
+def batched(calls: list[tuple[Caller, dict[str, Any]]]) -> list[Any]:
+    """One worker call for the queued calls of a key: a refusal refuses only its own call."""
+    batches.append([p["tag"] for _c, p in calls])
+    release.wait(10)
+    return [HubError("bad_request", "no") if p["tag"] == "bad" else {"tag": p["tag"]} for _c, p in calls]
+
+
 def refuse_closed(caller: Caller, params: dict[str, Any]) -> str:
     if params["key"] in closed:
         raise HubError("conflict", "closed")
@@ -95,6 +105,9 @@ def test_methods() -> Iterator[None]:
     for name, fn in names.items():
         method(name, roles=("customer",), http=False, serial=serials.get(fn))(fn)
         rpc.REGISTRY[name] = fn.rpc_method  # type: ignore[attr-defined]
+    names["tests.batched"] = block
+    rpc.REGISTRY["tests.batched"] = rpc.Method("tests.batched", frozenset({"customer"}), {"type": "object"}, block,
+                                               serial=refuse_closed, batch=batched)
     yield
     for name in names:
         rpc.REGISTRY.pop(name, None)
@@ -319,3 +332,70 @@ def test_nul_in_params_is_bad_request_before_the_method_runs(params: dict[str, A
     with pytest.raises(HubError) as info:
         rpc.check(Caller(uid(), "customer", "t1"), "rooms.create", params)
     assert info.value.code == "bad_request" and "NUL" in info.value.message
+
+
+def test_calls_queued_on_a_key_run_together_in_one_worker_call() -> None:
+    """A method with a batch: the calls queued on a key behind a running one run together, each
+    with its own answer; a queued call whose caller went away is left out."""
+    key = uid()
+    batches.clear()
+    release.clear()
+
+    async def scenario() -> list[Any]:
+        with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=10):
+            rpc.reset_pool()
+            first = asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": key, "tag": "first"}))
+            await asyncio.sleep(0.05)  # "first" holds the only worker
+            calls = [asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": key, "tag": tag}))
+                     for tag in ("a", "bad", "gone", "b")]
+            await asyncio.sleep(0.05)
+            calls[2].cancel()  # its caller went away before its batch started
+            release.set()
+            out = await asyncio.gather(first, *calls, return_exceptions=True)
+        rpc.reset_pool()
+        return out
+
+    first, a, bad, gone, b = asyncio.run(scenario())
+    assert batches == [["first"], ["a", "bad", "b"]]
+    assert (first, a, b) == ({"tag": "first"}, {"tag": "a"}, {"tag": "b"})
+    assert isinstance(bad, HubError) and bad.code == "bad_request"
+    assert isinstance(gone, asyncio.CancelledError)
+    assert rpc._batches == {}
+
+
+def test_a_call_queued_on_a_key_waits_a_bounded_time_and_is_asked_again_at_its_turn() -> None:
+    key, other = uid(), uid()
+    batches.clear()
+    release.clear()
+
+    async def scenario() -> list[Any]:
+        with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=0.3):
+            rpc.reset_pool()
+            first = asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": key, "tag": "first"}))
+            await asyncio.sleep(0.05)
+            # "x" is taken by the key's second drainer (it waits for the worker); "y" waits its turn.
+            waited = await asyncio.gather(*(rpc.call(caller(), "tests.batched", {"key": key, "tag": t})
+                                            for t in ("x", "y")), return_exceptions=True)
+            release.set()
+            await first
+        with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=10):
+            rpc.reset_pool()
+            release.clear()
+            second = asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": other, "tag": "second"}))
+            await asyncio.sleep(0.05)
+            queued = []
+            for t in ("p", "q"):  # "p" is taken by the second drainer (waiting for the worker); "q" waits
+                queued.append(asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": other, "tag": t})))
+                await asyncio.sleep(0.05)
+            closed.add(other)  # the key closed while "q" waited: refused at its turn, never run
+            release.set()
+            answers = await asyncio.gather(second, *queued, return_exceptions=True)
+        rpc.reset_pool()
+        return [*waited, *answers]
+
+    x, y, second, p, q = asyncio.run(scenario())
+    assert [getattr(r, "code", r) for r in (x, y)] == ["unavailable", "unavailable"]  # never ran
+    assert (second, p) == ({"tag": "second"}, {"tag": "p"})
+    assert isinstance(q, HubError) and q.code == "conflict"
+    assert batches == [["first"], ["second"], ["p"]]
+    assert rpc._batches == {}

@@ -172,6 +172,51 @@ def test_bid_refusals(tenant: str) -> None:
 
 
 @pytest.mark.usefixtures("no_matcher")
+def test_bids_placed_together_are_the_same_as_one_after_the_other(tenant: str) -> None:
+    """place_bids (a burst on one job, one transaction): each bid its own result or refusal, in
+    order; replacements, counts and publications as `bid` would have made them one by one."""
+    owner = Caller(uid("c"), "customer", tenant)
+    job = post(owner, budget=5000, currency="GBP")
+    a, b, c = (Caller(uid("p"), "provider", tenant) for _ in range(3))
+    earlier = jobs.bid(a, job_id=job, amount=9000, currency="GBP")["bid"]
+    reqs = [jobs.BidRequest(b, job, 8000, "GBP", "b1"),
+            jobs.BidRequest(a, job, 7000, "GBP"),  # replaces a's earlier bid
+            jobs.BidRequest(owner, job, 100, "GBP"),  # the owner: refused, the others go on
+            jobs.BidRequest(c, job, 6000, "EUR"),  # the job is in pounds
+            jobs.BidRequest(b, job, 7500, "GBP", "b2"),  # b again in the same burst: replaces b1
+            jobs.BidRequest(c, job, 6500.0, "GBP"),  # never a float
+            jobs.BidRequest(c, job, 6000, "GBP")]
+    out = jobs.place_bids(reqs)
+    codes = [r.code if isinstance(r, HubError) else "ok" for r in out]
+    assert codes == ["ok", "ok", "forbidden", "bad_request", "ok", "bad_request", "ok"]
+    b1, a2, _, _, b2, _, c1 = (r if isinstance(r, dict) else {} for r in out)
+    assert (b1["replaces"], a2["replaces"], b2["replaces"], c1["replaces"]) == (None, earlier, b1["bid"], None)
+    live = dict(Bid.objects.filter(job_id=job, status="live").values_list("provider", "amount"))
+    assert live == {a.user: 7000, b.user: 7500, c.user: 6000}
+    assert Bid.objects.get(pk=b1["bid"]).status == "replaced" and Bid.objects.get(pk=earlier).status == "replaced"
+    # The job's stream: one `bid` per placed bid, in order, each with the live count after it.
+    stream = pubs(f"job:{job}")
+    assert [(d["bid"], d["count"]) for d in stream] == [
+        (earlier, 1), (b1["bid"], 2), (a2["bid"], 2), (c1["bid"], 3), (b2["bid"], 3)]
+    assert [d["bid"] for d in pubs(f"user:{owner.user}")] == [earlier, b1["bid"], a2["bid"], c1["bid"], b2["bid"]]
+    assert [d["note"] for d in pubs(f"user:{b.user}")] == ["b1", "b2"]
+    assert [d["bid"] for d in pubs(f"user:{c.user}")] == [c1["bid"]]
+
+
+@pytest.mark.usefixtures("no_matcher")
+def test_bids_placed_together_on_a_closed_or_missing_job_are_all_refused(tenant: str) -> None:
+    owner = Caller(uid("c"), "customer", tenant)
+    job = post(owner)
+    jobs.cancel(owner, job_id=job, reason="changed my mind")
+    ps = [Caller(uid("p"), "provider", tenant) for _ in range(3)]
+    out = jobs.place_bids([jobs.BidRequest(p, job, 1000, "GBP") for p in ps])
+    assert [r.code for r in out if isinstance(r, HubError)] == ["conflict"] * 3
+    out = jobs.place_bids([jobs.BidRequest(p, "nope", 1000, "GBP") for p in ps])
+    assert [r.code for r in out if isinstance(r, HubError)] == ["not_found"] * 3
+    assert not Bid.objects.filter(provider__in=[p.user for p in ps]).exists()
+
+
+@pytest.mark.usefixtures("no_matcher")
 def test_accept_notifies_winner_and_rejected_bidders(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     a, b, c = (Caller(uid("p"), role, tenant) for role in ("provider", "serviceman", "enterprise"))
