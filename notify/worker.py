@@ -31,17 +31,16 @@ log = logging.getLogger("notify.worker")
 
 
 def providers() -> dict[str, Provider]:
-    """One provider per configured platform: web here, android (FCM) and ios (APNs) when present."""
+    """One provider per configured platform: web here, android (FCM) and ios (APNs) when configured."""
+    from notify.providers import apns, fcm, webpush  # their crypto loads only in processes that push
+
     out: dict[str, Provider] = {}
-    for platform, module in (("web", "webpush"), ("android", "fcm"), ("ios", "apns")):
+    for platform, module in (("web", webpush), ("android", fcm), ("ios", apns)):
         try:
-            mod = __import__(f"notify.providers.{module}", fromlist=["from_settings"])
-        except ImportError:
-            continue
-        try:
-            provider = mod.from_settings()
+            provider = module.from_settings()
         except Exception:
-            log.exception("push provider %s is misconfigured; %s pushes are dead-lettered", module, platform)
+            log.exception("push provider %s is misconfigured; %s pushes are dead-lettered",
+                          module.__name__.rpartition(".")[2], platform)
             continue
         if provider is not None:
             out[platform] = provider
