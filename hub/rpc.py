@@ -350,6 +350,13 @@ def _pool() -> tuple[ThreadPoolExecutor, _Gate]:
 
 
 SERIAL_WIDTH = 2  # per key and process: one call committing while the next prepares
+
+
+def _key_busy() -> HubError:
+    """A call that waited too long for its key's turn (or found the key's queue full)."""
+    metrics.command("rpc:saturated", UNAVAILABLE)
+    return HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100)
+
 _keys: dict[str, asyncio.Semaphore] = {}
 
 
@@ -368,8 +375,7 @@ async def _serial(key: str) -> AsyncIterator[bool]:
             try:
                 await asyncio.wait_for(sem.acquire(), settings.HUB_DOMAIN_WAIT_S)
             except TimeoutError:
-                metrics.command("rpc:saturated", UNAVAILABLE)
-                raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100) from None
+                raise _key_busy() from None
         try:
             yield waited
         finally:
@@ -411,8 +417,7 @@ async def _batched(m: Method, key: str, caller: Caller, params: dict[str, Any]) 
     if q is None:
         q = _batches[key] = _Batches()
     if len(q.waiting) >= settings.HUB_DOMAIN_QUEUE:
-        metrics.command("rpc:saturated", UNAVAILABLE)
-        raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100)
+        raise _key_busy()
     item = _Queued(caller, params, asyncio.get_running_loop().create_future())
     q.waiting.append(item)
     if q.running < SERIAL_WIDTH:
@@ -425,8 +430,7 @@ async def _batched(m: Method, key: str, caller: Caller, params: dict[str, Any]) 
         if not item.done.done():
             if not item.taken:
                 q.waiting.remove(item)
-                metrics.command("rpc:saturated", UNAVAILABLE)
-                raise HubError(UNAVAILABLE, "the hub is busy; retry", retry_after_ms=100)
+                raise _key_busy()
             await asyncio.shield(item.done)
     except asyncio.CancelledError:
         item.gone = True  # the caller went away: never run unless its batch has started
@@ -465,12 +469,7 @@ async def _drain(m: Method, key: str, q: _Batches) -> None:
             try:
                 outcomes = await run_domain(_attempts, m.name, _run_batch, m, batch)
             except Exception as exc:  # noqa: BLE001 - each caller's _call maps it (database errors)
-                for i in batch:
-                    if i.gone:
-                        i.done.cancel()
-                    else:
-                        i.done.set_exception(exc)
-                continue
+                outcomes = [exc] * len(batch)
             for i, out in zip(batch, outcomes, strict=True):
                 if i.gone:
                     i.done.cancel()  # nobody awaits it

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import orjson
@@ -334,20 +334,29 @@ def test_nul_in_params_is_bad_request_before_the_method_runs(params: dict[str, A
     assert info.value.code == "bad_request" and "NUL" in info.value.message
 
 
+@pytest.fixture
+def fresh_batches() -> None:
+    batches.clear()
+    release.clear()
+
+
+def bid_like(key: str, tag: str) -> Coroutine[Any, Any, Any]:
+    """A call of the batched test method on `key` (as bids queue on their job)."""
+    return rpc.call(caller(), "tests.batched", {"key": key, "tag": tag})
+
+
+@pytest.mark.usefixtures("fresh_batches")
 def test_calls_queued_on_a_key_run_together_in_one_worker_call() -> None:
     """A method with a batch: the calls queued on a key behind a running one run together, each
     with its own answer; a queued call whose caller went away is left out."""
     key = uid()
-    batches.clear()
-    release.clear()
 
     async def scenario() -> list[Any]:
         with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=10):
             rpc.reset_pool()
-            first = asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": key, "tag": "first"}))
+            first = asyncio.create_task(bid_like(key, "first"))
             await asyncio.sleep(0.05)  # "first" holds the only worker
-            calls = [asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": key, "tag": tag}))
-                     for tag in ("a", "bad", "gone", "b")]
+            calls = [asyncio.create_task(bid_like(key, tag)) for tag in ("a", "bad", "gone", "b")]
             await asyncio.sleep(0.05)
             calls[2].cancel()  # its caller went away before its batch started
             release.set()
@@ -363,29 +372,27 @@ def test_calls_queued_on_a_key_run_together_in_one_worker_call() -> None:
     assert rpc._batches == {}
 
 
+@pytest.mark.usefixtures("fresh_batches")
 def test_a_call_queued_on_a_key_waits_a_bounded_time_and_is_asked_again_at_its_turn() -> None:
     key, other = uid(), uid()
-    batches.clear()
-    release.clear()
 
     async def scenario() -> list[Any]:
         with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=0.3):
             rpc.reset_pool()
-            first = asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": key, "tag": "first"}))
+            first = asyncio.create_task(bid_like(key, "first"))
             await asyncio.sleep(0.05)
             # "x" is taken by the key's second drainer (it waits for the worker); "y" waits its turn.
-            waited = await asyncio.gather(*(rpc.call(caller(), "tests.batched", {"key": key, "tag": t})
-                                            for t in ("x", "y")), return_exceptions=True)
+            waited = await asyncio.gather(*(bid_like(key, t) for t in ("x", "y")), return_exceptions=True)
             release.set()
             await first
         with override_settings(HUB_DOMAIN_WORKERS=1, HUB_DOMAIN_WAIT_S=10):
             rpc.reset_pool()
             release.clear()
-            second = asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": other, "tag": "second"}))
+            second = asyncio.create_task(bid_like(other, "second"))
             await asyncio.sleep(0.05)
             queued = []
             for t in ("p", "q"):  # "p" is taken by the second drainer (waiting for the worker); "q" waits
-                queued.append(asyncio.create_task(rpc.call(caller(), "tests.batched", {"key": other, "tag": t})))
+                queued.append(asyncio.create_task(bid_like(other, t)))
                 await asyncio.sleep(0.05)
             closed.add(other)  # the key closed while "q" waited: refused at its turn, never run
             release.set()
