@@ -224,6 +224,10 @@ HUB_CONNECT_TIMEOUT_S = env_float("HUB_CONNECT_TIMEOUT_S", 10)
 HUB_MAX_BAD_FRAMES = env_int("HUB_MAX_BAD_FRAMES", 20)
 HUB_PING_S = env_int("HUB_PING_S", 25)
 HUB_IDLE_TIMEOUT_S = env_int("HUB_IDLE_TIMEOUT_S", 60)
+# After the hub sends a close frame, how long a client has to answer it. The clock starts when
+# the frame is queued, behind whatever the client has not read yet: too short, and a slow reader
+# loses its close code (and the replies before it) to a dropped connection.
+HUB_CLOSE_TIMEOUT_S = env_float("HUB_CLOSE_TIMEOUT_S", 10)
 HUB_HISTORY_DAYS = env_int("HUB_HISTORY_DAYS", 1)
 # Retention per kind of data (`manage.py purge`; docs/operations.md "Retention"), in days.
 HUB_RETAIN_MESSAGES_DAYS = env_int("HUB_RETAIN_MESSAGES_DAYS", 365)

@@ -11,6 +11,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
+
 from hub.pubs import ws_frame
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -92,8 +94,10 @@ class DaphneSink(Sink):
                 self.proto.sendCloseFrame(code=code, isReply=False)
             except OSError:
                 return  # the socket is already gone
-        if self.pending() > 0:
-            # A slow consumer will not read the close frame behind its backlog: drop it.
+        if self.pending() > settings.HUB_MAX_QUEUE_BYTES:
+            # A reader this far behind (the slow-consumer cut-off) will not get to the close frame:
+            # drop it. Any other close waits HUB_CLOSE_TIMEOUT_S for the answer (autobahn's timer),
+            # so a slow but live reader still gets every frame before the close and its code.
             from twisted.internet import reactor
 
             reactor.callLater(2, _abort, self.transport)  # type: ignore[attr-defined,arg-type]

@@ -87,7 +87,9 @@ class Command(BaseCommand):
 
         def install() -> None:
             # Clean close frames (1009) instead of dropped TCP; UTF-8 is checked by the JSON parser anyway.
-            server.ws_factory.setProtocolOptions(failByDrop=False, utf8validateIncoming=False)
+            # Autobahn waits 1 s for the answer to a close frame, counted from when it is queued.
+            server.ws_factory.setProtocolOptions(failByDrop=False, utf8validateIncoming=False,
+                                                 closeHandshakeTimeout=settings.HUB_CLOSE_TIMEOUT_S)
             # SIGTERM/SIGINT: drain (readyz 503, sockets closed with 1012, commits finished, the
             # shut-down hooks), then stop.
             # With --reuse-port the siblings on the same address take new connections at once: this
