@@ -57,14 +57,19 @@ run: install
 	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # The whole suite against real Postgres and Redis, then the hub core again on the embedded default.
+# TEST_WORKERS pytest processes share the work a file at a time (each with its own database, and
+# after the first its own redis-server: tests/conftest.py); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
 test: install lint test-services test-embedded
 
 test-services: install
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
-	  HUB_TEST_REQUIRE_SERVICES=1 $(PY) -m pytest tests
+	  HUB_TEST_REQUIRE_SERVICES=1 $(PYTEST) tests
 
 test-embedded: install
-	env -u DATABASE_URL -u REDIS_URL HUB_TEST_EMBEDDED=1 $(PY) -m pytest tests/hub tests/core -m "not services"
+	env -u DATABASE_URL -u REDIS_URL HUB_TEST_EMBEDDED=1 $(PYTEST) tests/hub tests/core -m "not services"
 
 lint: install
 	$(PY) -m ruff check .
