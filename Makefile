@@ -57,8 +57,8 @@ run: install
 	HUB_ENV=$${HUB_ENV:-development} $(PY) manage.py serve --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # The whole suite against real Postgres and Redis, then the hub core again on the embedded default.
-# TEST_WORKERS pytest processes share the work a file at a time (each with its own database, and
-# after the first its own redis-server: tests/conftest.py); TEST_WORKERS=0 runs in this process.
+# TEST_WORKERS pytest processes share the work a file at a time (each with its own Postgres and
+# Redis database: tests/conftest.py); TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 

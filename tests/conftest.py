@@ -42,32 +42,17 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
-def _worker_redis() -> str:
-    import atexit
-    import socket
-    import subprocess
-    import time
+def _worker_redis(url: str, worker: str) -> str:
+    """The Redis database after the session's one for parallel worker `gwN`: keys live in it, and
+    the hub names its pub/sub channels after it (core.redis.pubsub_name), so workers never meet."""
+    from urllib.parse import urlsplit, urlunsplit
 
-    import redis
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    try:
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except FileNotFoundError:
-        pytest.exit("parallel workers need redis-server on PATH (or run pytest without -n)", returncode=3)
-    atexit.register(proc.terminate)
-    deadline = time.time() + 10
-    while True:
-        try:
-            redis.Redis(port=port, socket_connect_timeout=0.5).ping()
-            return f"redis://127.0.0.1:{port}/0"
-        except redis.RedisError:
-            if time.time() > deadline or proc.poll() is not None:
-                pytest.exit(f"this worker's redis-server did not start on port {port}", returncode=3)
-            time.sleep(0.05)
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    number = (int(db) if db.isdigit() else 0) + int(worker.removeprefix("gw"))
+    if number > 15:
+        pytest.exit(f"REDIS_URL's database leaves no room for worker {worker}: use 0-14", returncode=3)
+    return urlunsplit(parts._replace(path=f"/{number}"))
 
 
 def _prepare_database() -> None:
@@ -97,10 +82,9 @@ def _prepare_database() -> None:
                 old.unlink(missing_ok=True)
         os.environ["DATABASE_URL"] = f"sqlite:///{path}"
     redis_url = os.environ.get("REDIS_URL", "")
-    if redis_url and os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
-        # Parallel workers (`make test` runs two): pub/sub ignores Redis' database numbers, so each
-        # worker after the first gets a redis-server of its own, or their hubs would hear each other.
-        redis_url = os.environ["REDIS_URL"] = _worker_redis()
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if redis_url and worker:  # parallel workers (`make test` runs two), each flushing its own
+        redis_url = os.environ["REDIS_URL"] = _worker_redis(redis_url, worker)
     if redis_url:
         import redis
 
