@@ -26,6 +26,8 @@ from hub.pubs import Pub
 log = logging.getLogger("hub.broker")
 PREFIX = "hub:c:"
 CONTROL = "hub:ctl"  # operational messages to every process (see hub.store.invalidate_caches)
+# ARGV: channel, message, channel, message, ... (channels are not keys: no KEYS to declare).
+PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end return #ARGV / 2"
 
 
 class LocalBroker:
@@ -65,6 +67,7 @@ class RedisBroker:
         self.control = hubredis.pubsub_name(CONTROL)
         # No per-reply socket timeout (each costs an asyncio timer): the flush has one overall bound.
         self.pub_client = aredis.Redis.from_url(url, socket_connect_timeout=2)
+        self.publish_all = self.pub_client.register_script(PUBLISH_ALL)
         self.sub_client = aredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=15)
         self.pubsub = self.sub_client.pubsub(ignore_subscribe_messages=False)
         self.channels: set[str] = set()
@@ -138,10 +141,13 @@ class RedisBroker:
         if not out:
             return
         try:
-            async with self.pub_client.pipeline(transaction=False) as pipe:
-                for name, body in out:
-                    pipe.publish(name, body)
-                await asyncio.wait_for(pipe.execute(), 5)
+            if len(out) == 1:
+                await asyncio.wait_for(self.pub_client.publish(*out[0]), 5)
+            else:
+                # One command for the whole flush (a job tells 50 providers: 50 channels): the
+                # script publishes in order; a pipeline costs the client one command and reply each.
+                args = [part for item in out for part in item]
+                await asyncio.wait_for(self.publish_all(args=args), 5)
         except Exception as exc:  # noqa: BLE001 - durable pubs are recovered by resync
             log.warning("redis publish failed (%s); other processes resync on reconnect", type(exc).__name__)
 

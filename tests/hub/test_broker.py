@@ -40,6 +40,31 @@ def test_a_publication_committed_on_one_engine_reaches_the_other_engines_subscri
     asyncio.run(scenario())
 
 
+def test_one_flush_on_many_channels_arrives_whole_and_in_order_also_after_redis_forgot_the_script() -> None:
+    """A flush covering several channels goes as one script call; once Redis has lost its scripts
+    (a restart, SCRIPT FLUSH) the next flush loads it again and nothing is lost."""
+    async def scenario() -> None:
+        async with running_engine(redis=True) as one, running_engine(redis=True) as two:
+            await until(lambda: one.broker.connected and two.broker.connected)
+            names = [f"t1/chat:{uid('r')}" for _ in range(3)]
+            there = [FakeSubscriber() for _ in names]
+            for name, sub in zip(names, there, strict=True):
+                await two.attach(sub, name, None, 60)
+
+            async def burst(texts: list[str]) -> None:
+                await asyncio.gather(*(one.submit(name, {"text": t}, orjson.dumps({"text": t}).decode(),
+                                                  "alice", None) for t in texts for name in names))
+
+            await burst(["a", "b"])
+            await one.broker.pub_client.script_flush()
+            await burst(["c"])
+            await until(lambda: all(len(sub.pubs()) == 3 for sub in there))
+            for sub in there:
+                assert [(p["offset"], p["data"]["text"]) for p in sub.pubs()] == [(1, "a"), (2, "b"), (3, "c")]
+
+    asyncio.run(scenario())
+
+
 def test_the_local_broker_carries_nothing() -> None:
     async def scenario() -> None:
         broker = LocalBroker()
