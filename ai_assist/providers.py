@@ -242,20 +242,31 @@ class OpenAIProvider(_SdkProvider):
         if req.system:
             messages.append({"role": "system", "content": req.system})
         messages.append({"role": "user", "content": req.user_text()})
-        s = await self.client().chat.completions.create(
-            model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
-            max_completion_tokens=req.max_tokens)
+        openai, _ = sdks()
+        # The SDK's own request (auth, errors, SSE decoding, error events), with each chunk left as
+        # the dict it was parsed into: building a pydantic model per chunk (a token or so each) was
+        # most of the relay's CPU under load.
+        s = await self.client().post(
+            "/chat/completions", cast_to=object, stream=True, stream_cls=openai.AsyncStream[object],
+            body={"model": self.model, "messages": messages, "stream": True,
+                  "stream_options": {"include_usage": True}, "max_completion_tokens": req.max_tokens})
         finish: str | None = None
         try:
             async for chunk in s:
-                if chunk.usage is not None:
-                    usage.input_tokens = chunk.usage.prompt_tokens or 0
-                    usage.output_tokens = chunk.usage.completion_tokens or 0
-                for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content:
-                        yield choice.delta.content
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+                if not isinstance(chunk, dict):
+                    continue
+                counts = chunk.get("usage")
+                if isinstance(counts, dict):
+                    usage.input_tokens = counts.get("prompt_tokens") or 0
+                    usage.output_tokens = counts.get("completion_tokens") or 0
+                for choice in chunk.get("choices") or ():
+                    if not isinstance(choice, dict):
+                        continue
+                    content = (choice.get("delta") or {}).get("content")
+                    if content and isinstance(content, str):
+                        yield content
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
         finally:
             await s.close()  # closes the HTTP response: a cancelled stream frees the upstream at once
         if finish is None:
@@ -269,29 +280,36 @@ class AnthropicProvider(_SdkProvider):
         return anthropic.AsyncAnthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
 
     async def stream(self, req: AssistRequest, usage: Usage) -> AsyncGenerator[str, None]:
-        kwargs: dict[str, Any] = {}
+        _, anthropic = sdks()
+        body: dict[str, Any] = {"model": self.model, "max_tokens": req.max_tokens, "stream": True,
+                                "messages": [{"role": "user", "content": req.user_text()}]}
         if req.system:
-            kwargs["system"] = req.system
-        s = await self.client().messages.create(
-            model=self.model, max_tokens=req.max_tokens, stream=True,
-            messages=[{"role": "user", "content": req.user_text()}], **kwargs)
+            body["system"] = req.system
+        # As for OpenAI: the SDK's request and event stream, each event the dict it was parsed into.
+        s = await self.client().post("/v1/messages", cast_to=object, stream=True,
+                                     stream_cls=anthropic.AsyncStream[object], body=body)
         stop_reason: str | None = None
         finish = ""
         try:
             async for event in s:
-                etype = event.type
+                if not isinstance(event, dict):
+                    continue
+                etype = event.get("type")
                 if etype == "content_block_delta":
-                    delta = event.delta
-                    if getattr(delta, "type", "") == "text_delta" and delta.text:
-                        yield delta.text
+                    delta = event.get("delta") or {}
+                    text = delta.get("text")
+                    if delta.get("type") == "text_delta" and text and isinstance(text, str):
+                        yield text
                 elif etype == "message_start":
-                    usage.input_tokens = event.message.usage.input_tokens or 0
-                    usage.output_tokens = event.message.usage.output_tokens or 0
+                    counts = (event.get("message") or {}).get("usage") or {}
+                    usage.input_tokens = counts.get("input_tokens") or 0
+                    usage.output_tokens = counts.get("output_tokens") or 0
                 elif etype == "message_delta":
-                    usage.output_tokens = event.usage.output_tokens or usage.output_tokens
-                    if event.usage.input_tokens:
-                        usage.input_tokens = event.usage.input_tokens
-                    stop_reason = event.delta.stop_reason or stop_reason
+                    counts = event.get("usage") or {}
+                    usage.output_tokens = counts.get("output_tokens") or usage.output_tokens
+                    if counts.get("input_tokens"):
+                        usage.input_tokens = counts["input_tokens"]
+                    stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
                 elif etype == "message_stop":
                     if stop_reason is not None:
                         finish = _ANTHROPIC_FINISH.get(stop_reason, STOP)
