@@ -63,6 +63,11 @@ def test_members_across_processes_and_a_dead_process_is_reaped() -> None:
             b.task.cancel()
             await client.delete(f"hub:node:{b.node}")
             await a._reap()
+            # a's own heartbeat may be the reaper, half-way through at this moment: wait for it.
+            for _ in range(500):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
             assert heard == [(ch, "leave", "bob")]
             a.alive_cache = (0.0, set())
             assert members(await a.members(ch)) == {"alice": 1}
