@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.bench_assist [--concurrency 200] [--requests 1000] [--tokens 20] [--delay-ms 100]
 
-Both sides stream chat completions through the official openai SDK from the same fake upstream
+Both sides stream chat completions through the official openai SDK, read the same way (each chunk as
+the dict the SDK parsed, as ai_assist.providers does), from the same fake upstream
 (`tests.fakes.ai_upstream`, started here as a separate process so it does not share this
 process's CPU; it sends token i at start + i * delay, so a stream's length does not drift with
 load). "total" is the time from the request to the end of the answer (the `done` event for the
@@ -85,15 +86,21 @@ async def direct_one(client: Any, prompt: str, out: Samples) -> None:
     t0 = time.perf_counter()
     first = None
     try:
-        # Exactly the request the relay sends (system prompt, model, limits).
-        stream = await client.chat.completions.create(
-            model=cfg.provider_settings["openai"].model,
-            messages=[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": prompt}],
-            stream=True, stream_options={"include_usage": True}, max_completion_tokens=cfg.max_output_tokens)
+        # Exactly the request the relay sends (system prompt, model, limits), read the way it reads
+        # it (each chunk the dict the SDK parsed: ai_assist.providers), so the difference is the relay.
+        import openai
+
+        stream = await client.post("/chat/completions", cast_to=object, stream=True,
+                                   stream_cls=openai.AsyncStream[object], body={
+                                       "model": cfg.provider_settings["openai"].model,
+                                       "messages": [{"role": "system", "content": cfg.system_prompt},
+                                                    {"role": "user", "content": prompt}],
+                                       "stream": True, "stream_options": {"include_usage": True},
+                                       "max_completion_tokens": cfg.max_output_tokens})
         try:
             async for chunk in stream:
-                for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content and first is None:
+                for choice in chunk.get("choices") or ():
+                    if (choice.get("delta") or {}).get("content") and first is None:
                         first = time.perf_counter()
         finally:
             await stream.close()

@@ -5,8 +5,11 @@
 Starts a fresh Postgres database (created through the `test` database, migrated, dropped at the
 end) and one hub process (`manage.py serve`, DATABASE_URL=postgres, REDIS_URL set). Then, for
 each action in turn: `match.find`, `jobs.create` (each job notifies up to 50 matched providers),
-`jobs.bid` (on those jobs), `bookings.create` (offers to the 3 nearest providers), `offers.accept`
-(one offered provider per booking), `calls.start` (rings the room's other member):
+`jobs.bid` (on those jobs, spread: consecutive bids on different jobs), `jobs.bid:burst` (the same
+method, every provider bidding on one job before the next job: the burst a posted job meets, which
+the hub runs in batches and the floor one transaction per bid), `bookings.create` (offers to the 3
+nearest providers), `offers.accept` (one offered provider per booking), `calls.start` (rings the
+room's other member):
 
 - floor: the registered method function called directly in this process on HUB_DOMAIN_WORKERS
   threads (ORM and database alone, no socket, no pool, no retries);
@@ -51,7 +54,8 @@ TENANT = "bench"
 CATEGORY = "plumbing"
 BOX = (51.49, -0.15, 51.53, -0.08)  # central London
 TARGET_RATIO = 0.70
-ACTIONS = ("match.find", "jobs.create", "jobs.bid", "bookings.create", "offers.accept", "calls.start")
+ACTIONS = ("match.find", "jobs.create", "jobs.bid", "jobs.bid:burst", "bookings.create", "offers.accept",
+           "calls.start")
 
 Item = tuple[str, str, dict[str, Any]]  # (user, role, params)
 
@@ -81,8 +85,9 @@ def run_floor(action: str, items: list[Item], threads: int, seconds: float) -> t
     from core.errors import HubError
     from hub.rpc import REGISTRY, Caller
 
-    fn = REGISTRY[action].fn
-    is_async = REGISTRY[action].is_async  # async methods (match.find) run on a loop of each thread's own
+    method = REGISTRY[action.split(":")[0]]
+    fn = method.fn
+    is_async = method.is_async  # async methods (match.find) run on a loop of each thread's own
     lat: list[float] = []
     errors: Counter[str] = Counter()
     results: list[Any] = [None] * len(items)
@@ -195,7 +200,7 @@ class HubSide:
                 user, _role, params = items[i]
                 t0 = time.perf_counter()
                 try:
-                    reply = await self.socks[user].call("rpc", method=action, params=params)
+                    reply = await self.socks[user].call("rpc", method=action.split(":")[0], params=params)
                 except (ConnectionError, TimeoutError) as exc:
                     reply = {"ok": False, "error": {"code": type(exc).__name__}}
                 lat.append((time.perf_counter() - t0) * 1000)
@@ -246,6 +251,10 @@ class Plan:
             pairs = [(j, p) for k, p in enumerate(ps) for j in jobs[k % len(jobs):] + jobs[:k % len(jobs)]]
             return [(p, "provider", {"job": j, "amount": 10_000 + i, "currency": "GBP", "note": "today"})
                     for i, (j, p) in enumerate(pairs[:self.n])]
+        if action == "jobs.bid:burst":
+            jobs = [r["job"] for r in prior.get("jobs.create", []) if r]
+            return [(p, "provider", {"job": j, "amount": 12_000 + i, "currency": "GBP", "note": "now"})
+                    for i, (j, p) in enumerate((j, p) for j in jobs for p in ps) if i < self.n]
         if action == "bookings.create":
             return [(cs[i % len(cs)], "customer", {"category": CATEGORY, "mode": "on_demand",
                                                     **dict(zip(("lat", "lng"), point(rng), strict=True))})
@@ -393,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         plans = {"floor": Plan(customers, providers, rooms, n, 1), "hub": Plan(customers, providers, rooms, n, 1)}
         prior: dict[str, dict[str, list[Any]]] = {"floor": {}, "hub": {}}
         rows = []
-        need = {"jobs.bid": "jobs.create", "offers.accept": "bookings.create"}
+        need = {"jobs.bid": "jobs.create", "jobs.bid:burst": "jobs.create", "offers.accept": "bookings.create"}
         only = {a for a in args.only.split(",") if a}
         only |= {need[a] for a in only if a in need}
         for action in ACTIONS:
