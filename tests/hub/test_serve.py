@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from bench.loadclient import frame_text
 from tests.support import HubServer, free_port, http_json, mint, uid
 
 pytestmark = pytest.mark.services
@@ -43,13 +44,6 @@ def test_serve_reuse_port_drain_hands_new_connections_to_the_sibling() -> None:
     finally:
         draining.stop()
         sibling.stop()
-
-
-def _masked(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0x80 | 126]) + struct.pack(">H", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def _close_code(stream: bytes) -> int | None:
@@ -86,10 +80,10 @@ def test_a_slow_reader_still_gets_its_close_code(live_hub: HubServer) -> None:
         while b"\r\n\r\n" not in head:
             head += s.recv(1)
         assert head.startswith(b"HTTP/1.1 101"), head
-        s.sendall(_masked(json.dumps({"id": 1, "cmd": "connect", "token": mint(user)}).encode()))
-        s.sendall(b"".join(_masked(json.dumps({"id": 2 + i, "cmd": "presence", "channel": f"user:{user}"}).encode())
+        s.sendall(frame_text(json.dumps({"id": 1, "cmd": "connect", "token": mint(user)}).encode()))
+        s.sendall(b"".join(frame_text(json.dumps({"id": 2 + i, "cmd": "presence", "channel": f"user:{user}"}).encode())
                            for i in range(1000)))
-        s.sendall(_masked(b"not json") * 25)
+        s.sendall(frame_text(b"not json") * 25)
         time.sleep(3)
         s.settimeout(30)
         stream = b""
