@@ -37,6 +37,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from locust import LoadTestShape, User, between, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -170,7 +171,7 @@ class HubUser(User):
             if not (isinstance(exc, Closed) and getattr(self, "stopping", False)):
                 self.fire(rtype, name, (time.perf_counter() - t0) * 1000, exc=exc)
             raise
-        self.fire(rtype, name, (time.perf_counter() - t0) * 1000, len(json.dumps(result)) if result else 0)
+        self.fire(rtype, name, (time.perf_counter() - t0) * 1000, len(orjson.dumps(result)) if result else 0)
         return result
 
     def rpc(self, method: str, params: dict[str, Any], ok_codes: tuple[str, ...] = (), timeout: float = 15) -> Any:
@@ -249,7 +250,7 @@ class HubUser(User):
         if isinstance(data, dict):
             ts_ns = data.get("ts_ns")
             if isinstance(ts_ns, (int, str)) and str(ts_ns).isdigit():
-                self.fire("WS", "delivery", (time.time_ns() - int(ts_ns)) / 1e6, len(json.dumps(data)))
+                self.fire("WS", "delivery", (time.time_ns() - int(ts_ns)) / 1e6, len(orjson.dumps(data)))
             self.on_pub(channel, data, msg)
 
     def on_pub(self, channel: str, data: dict[str, Any], msg: Push) -> None:

@@ -12,13 +12,13 @@ Each push gets `_rx` (time.perf_counter() on arrival).
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import websocket
 
 Push = dict[str, Any]
@@ -67,7 +67,9 @@ class HubSocket:
         self.lock = threading.Lock()
         self.closed: str | None = None
         self.close_code: int | None = None
-        self.ws = websocket.create_connection(url, timeout=timeout, enable_multithread=True)
+        # orjson rejects a frame that is not UTF-8; websocket-client's own check is pure Python per byte.
+        self.ws = websocket.create_connection(url, timeout=timeout, enable_multithread=True,
+                                             skip_utf8_validation=True)
         self.ws.settimeout(None)  # the reader blocks; server pings keep the socket alive
         self.reader = threading.Thread(target=self._read, name="hub-ws-reader", daemon=True)
         self.reader.start()
@@ -86,7 +88,7 @@ class HubSocket:
                     break
                 if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
                     continue
-                self._dispatch(json.loads(frame))
+                self._dispatch(orjson.loads(frame))
         except Exception as exc:  # noqa: BLE001 - any read failure ends this socket
             reason = f"{type(exc).__name__}: {exc}" if self.closed is None else self.closed
         self._fail_all(reason)
@@ -135,7 +137,7 @@ class HubSocket:
                 raise Closed(self.closed)
             self.pending[cid] = waiter
         try:
-            self.ws.send(json.dumps({"id": cid, "cmd": cmd, **fields}, separators=(",", ":")))
+            self.ws.send(orjson.dumps({"id": cid, "cmd": cmd, **fields}), websocket.ABNF.OPCODE_TEXT)
         except Exception as exc:
             with self.lock:
                 self.pending.pop(cid, None)
