@@ -240,7 +240,7 @@ def _flush(pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]])
     for pub, _body in items:
         counts[pub.channel] = counts.get(pub.channel, 0) + 1
     pubs = [pub for pub, _body in items]
-    with connection.cursor() as cursor:
+    with _client_cursor() as cursor:
         if _is_pg():
             # The last statement of the outermost block: the transaction commits in the same round
             # trip, so the channels' counter rows are held for one exchange with the server, not
@@ -259,32 +259,50 @@ def _flush(pending: list[tuple[Callable[[], None], Pub, str, UserEvent | None]])
     transaction.on_commit(lambda: _notify(pubs))
 
 
+def _client_cursor() -> Any:
+    """A cursor that quotes parameters into the statement text: the only kind that may send two
+    statements (the insert and its COMMIT) in one query, whatever binding the connection uses."""
+    if not _is_pg():
+        return connection.cursor()
+    from django.db.backends.postgresql.base import Cursor
+
+    connection.ensure_connection()
+    raw = Cursor(connection.connection)
+    return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+
+
 def _assign_and_insert(cursor: Any, counts: dict[str, int], items: list[tuple[Pub, str]], commit: bool = False
                        ) -> dict[str, tuple[int, str]]:
     """Postgres: bump the channels (sorted) and insert the rows in one statement, one round trip;
     with `commit`, COMMIT follows in the same query (if the statement fails, it never runs).
 
-    A row's offset is its channel's new top minus how many of the channel's rows follow it here.
+    The channels and the rows travel as two JSON arrays: one fixed statement text whatever their
+    number (a placeholder per value made the driver re-parse a new text on every call). A row's
+    offset is its channel's new top minus how many of the channel's rows follow it here.
     """
-    names = sorted(counts)
     created = now_ms()
-    params: list[Any] = []
-    for name in names:
-        params += [name, counts[name], new_epoch(), created]
+    streams = [[name, counts[name], new_epoch()] for name in sorted(counts)]
     left = dict(counts)
+    rows = []
     for pub, body in items:
         left[pub.channel] -= 1
-        params += [pub.channel, left[pub.channel], pub.ts, pub.sender, body]
-    streams = ", ".join(["(%s, %s, %s, %s)"] * len(names))
-    rows = ", ".join(["(%s::text, %s::bigint, %s::bigint, %s::text, %s::text)"] * len(items))
-    cursor.execute(
-        f"WITH s AS (INSERT INTO hub_stream (name, top, epoch, created_at) VALUES {streams} "
-        "ON CONFLICT (name) DO UPDATE SET top = hub_stream.top + excluded.top RETURNING name, top, epoch), "
-        'p AS (INSERT INTO hub_publication (channel, "offset", ts, sender, data) '
-        "SELECT v.channel, s.top - v.back, v.ts, v.sender, v.data "
-        f"FROM (VALUES {rows}) AS v (channel, back, ts, sender, data) JOIN s ON s.name = v.channel) "
-        "SELECT name, top, epoch FROM s" + ("; COMMIT" if commit else ""), params)
+        rows.append([pub.channel, left[pub.channel], pub.ts, pub.sender, body])
+    cursor.execute(_ASSIGN_AND_INSERT + ("; COMMIT" if commit else ""),
+                   [created, orjson.dumps(streams).decode(), orjson.dumps(rows).decode()])
     return {row[0]: (int(row[1]), row[2]) for row in cursor.fetchall()}
+
+
+# json_array_elements keeps the array order: the channels' rows are locked sorted, no deadlocks.
+_ASSIGN_AND_INSERT = (
+    "WITH s AS (INSERT INTO hub_stream (name, top, epoch, created_at) "
+    "SELECT n.name, n.n, n.epoch, %s FROM (SELECT e->>0 AS name, (e->>1)::bigint AS n, e->>2 AS epoch "
+    "FROM json_array_elements(%s::json) AS e) AS n "
+    "ON CONFLICT (name) DO UPDATE SET top = hub_stream.top + excluded.top RETURNING name, top, epoch), "
+    'p AS (INSERT INTO hub_publication (channel, "offset", ts, sender, data) '
+    "SELECT v.channel, s.top - v.back, v.ts, v.sender, v.data FROM (SELECT e->>0 AS channel, "
+    "(e->>1)::bigint AS back, (e->>2)::bigint AS ts, e->>3 AS sender, e->>4 AS data "
+    "FROM json_array_elements(%s::json) AS e) AS v JOIN s ON s.name = v.channel) "
+    "SELECT name, top, epoch FROM s")
 
 
 def append(channel: str, data: Any, sender: str | None = None) -> Pub:

@@ -84,6 +84,21 @@ def test_offsets_assigned_at_commit_in_append_order(notified: list[Pub]) -> None
     assert [(p.channel, p.offset) for p in notified] == [(b, 1), (a, 1), (b, 2)]
 
 
+def test_one_commit_stores_any_text_on_many_channels_exactly() -> None:
+    """The commit sends channels and rows as JSON inside one statement: quotes, backslashes, escapes,
+    non-ASCII and missing senders come back as they went in, on each channel in order."""
+    channels = [f"user:{uid()}" for _ in range(40)]
+    odd = ["it's", 'say "hi"', "back\\slash \\u0000", "\u0000 \n \t", "naïve café 🙂", "'); DROP TABLE x; --", ""]
+    with store.atomic():
+        pubs = [store.append(channels[i % 40], {"i": i, "t": odd[i % len(odd)]}, sender=None if i % 2 else f"s{i}")
+                for i in range(100)]
+    for channel in channels:
+        mine = [(p.offset, p.data) for p in pubs if p.channel == channel]
+        assert stored(channel) == mine and [off for off, _ in mine] == list(range(1, len(mine) + 1))
+    senders = dict(Publication.objects.filter(channel__in=channels).values_list("data", "sender"))
+    assert sorted(senders.values(), key=str) == sorted((None if i % 2 else f"s{i}" for i in range(100)), key=str)
+
+
 def test_rolled_back_block_publishes_nothing(notified: list[Pub]) -> None:
     channel = f"user:{uid()}"
     with pytest.raises(RuntimeError), store.atomic():
