@@ -465,16 +465,17 @@ def accept(caller: Caller, job_id: str, bid_id: str) -> dict[str, Any]:
         job, _ = _transition(caller, job.id, "accept",
                              extra={"accepted_bid": chosen.id, "provider": chosen.provider})
         Bid.objects.filter(pk=chosen.pk).update(status=BidStatus.ACCEPTED)
-        losers = list(Bid.objects.filter(job=job, status=BidStatus.LIVE).exclude(pk=chosen.pk))
-        Bid.objects.filter(pk__in=[b.pk for b in losers]).update(status=BidStatus.REJECTED)
+        losers = list(Bid.objects.filter(job=job, status=BidStatus.LIVE).exclude(pk=chosen.pk)
+                      .values_list("id", "provider"))
+        Bid.objects.filter(pk__in=[bid for bid, _p in losers]).update(status=BidStatus.REJECTED)
         # Chosen: the winner, and only the winner, gets the job's exact point.
         append(_user(job.tenant, chosen.provider), {"kind": "bid.accepted", "job": job.id, "bid": chosen.id,
                                            "title": job.title, "amount": chosen.amount,
                                            "currency": chosen.currency, "lat": job.lat, "lng": job.lng})
-        for loser in losers:
-            if loser.provider != chosen.provider:
-                append(_user(job.tenant, loser.provider), {"kind": "bid.rejected", "job": job.id, "bid": loser.id,
-                                                  "title": job.title})
+        for bid, provider in losers:
+            if provider != chosen.provider:
+                append(_user(job.tenant, provider), {"kind": "bid.rejected", "job": job.id, "bid": bid,
+                                                     "title": job.title})
     return {"job": job.id, "status": job.status, "bid": chosen.id, "provider": chosen.provider}
 
 

@@ -163,6 +163,21 @@ def test_pushes_stay_inside_the_event_tenant(fake: FakeWebPush) -> None:
     assert [r.tenant for r in rows(u)] == [a]
 
 
+def test_one_transaction_reaches_each_tenants_own_devices(fake: FakeWebPush) -> None:
+    """Events of two tenants in one transaction (device look-up for all of them at once): each
+    reaches only the devices its user registered in its tenant."""
+    a, b, u, v = uid("ta"), uid("tb"), uid("u"), uid("v")
+    _s, dev_au = web_device(fake, a, u)
+    _s, dev_bu = web_device(fake, b, u)
+    _s, dev_bv = web_device(fake, b, v)
+    with store.atomic():
+        store.append(f"{a}/user:{u}", offer("a1"))
+        store.append(f"{b}/user:{u}", offer("b1"))
+        store.append(f"{b}/user:{v}", offer("b2"))
+    got = {(r.tenant, r.device_id, r.collapse_key) for r in Outbox.objects.filter(user__in=[u, v])}
+    assert got == {(a, dev_au, "offer:a1"), (b, dev_bu, "offer:b1"), (b, dev_bv, "offer:b2")}
+
+
 def test_non_push_kinds_and_own_copies_make_no_rows(fake: FakeWebPush) -> None:
     t, u = uid("t"), uid("u")
     web_device(fake, t, u)
