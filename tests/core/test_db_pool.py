@@ -15,7 +15,7 @@ PG = "postgres://postgres@127.0.0.1:5432/hub"
 def settings_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
     """core/settings.py evaluated afresh under `env` (Django's configured settings stay as they are)."""
     for name in ("DB_POOL", "DB_POOL_MAX", "DB_POOL_MIN", "DB_POOL_TIMEOUT_S", "DB_CONNECT_TIMEOUT",
-                 "HUB_DOMAIN_WORKERS"):
+                 "HUB_DOMAIN_WORKERS", "DB_SERVER_SIDE_BINDING", "DB_PREPARE_THRESHOLD"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -50,3 +50,13 @@ def test_without_the_pool_each_thread_keeps_its_connection(monkeypatch: pytest.M
 def test_sqlite_has_no_pool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     db = settings_with(monkeypatch, DATABASE_URL=f"sqlite:///{tmp_path / 'hub.sqlite3'}").DATABASES["default"]
     assert "pool" not in db["OPTIONS"]
+
+
+def test_parameters_bind_server_side_and_hot_statements_are_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = settings_with(monkeypatch, DATABASE_URL=PG).DATABASES["default"]["OPTIONS"]
+    assert (options["server_side_binding"], options["prepare_threshold"]) == (True, 5)
+    # Behind a pooler without prepared statements: never prepare; or quote parameters as Django does.
+    assert settings_with(monkeypatch, DATABASE_URL=PG, DB_PREPARE_THRESHOLD="0").DATABASES["default"][
+        "OPTIONS"]["prepare_threshold"] is None
+    options = settings_with(monkeypatch, DATABASE_URL=PG, DB_SERVER_SIDE_BINDING="0").DATABASES["default"]["OPTIONS"]
+    assert "server_side_binding" not in options and "prepare_threshold" not in options
