@@ -465,9 +465,13 @@ def accept(caller: Caller, job_id: str, bid_id: str) -> dict[str, Any]:
         job, _ = _transition(caller, job.id, "accept",
                              extra={"accepted_bid": chosen.id, "provider": chosen.provider})
         Bid.objects.filter(pk=chosen.pk).update(status=BidStatus.ACCEPTED)
-        losers = list(Bid.objects.filter(job=job, status=BidStatus.LIVE).exclude(pk=chosen.pk)
-                      .values_list("id", "provider"))
-        Bid.objects.filter(pk__in=[bid for bid, _p in losers]).update(status=BidStatus.REJECTED)
+        # Every other live bid rejected, and whose they were learnt, in one statement (a job may
+        # hold dozens of bids: no read, then an update naming each).
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {connection.ops.quote_name(Bid._meta.db_table)} SET status = %s "
+                           "WHERE job_id = %s AND status = %s RETURNING id, provider",
+                           [BidStatus.REJECTED, job.id, BidStatus.LIVE])
+            losers = sorted(cursor.fetchall())
         # Chosen: the winner, and only the winner, gets the job's exact point.
         append(_user(job.tenant, chosen.provider), {"kind": "bid.accepted", "job": job.id, "bid": chosen.id,
                                            "title": job.title, "amount": chosen.amount,
