@@ -122,11 +122,17 @@ def _load(caller: Caller, job_id: Any, *, lock: bool = False, share: bool = Fals
     if lock:
         qs = qs.select_for_update()
     elif share and connection.vendor == "postgresql":
-        found = list(Job.objects.raw(f"SELECT * FROM {Job._meta.db_table} WHERE id = %s AND tenant = %s "
-                                     "FOR SHARE", [job_id, caller.tenant]))
-        if not found:
+        # Every field, in the model's order (Job.from_db's fast path); a raw queryset mapped the
+        # columns anew on each call, a tenth of a bid's cost.
+        fields = Job._meta.concrete_fields
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {', '.join(connection.ops.quote_name(f.column) for f in fields)} "
+                           f"FROM {connection.ops.quote_name(Job._meta.db_table)} WHERE id = %s AND tenant = %s "
+                           "FOR SHARE", [job_id, caller.tenant])
+            row = cursor.fetchone()
+        if row is None:
             raise not_found(f"no job {job_id}")
-        return found[0]
+        return Job.from_db(connection.alias, [f.attname for f in fields], row)
     job = qs.first()
     if job is None:
         raise not_found(f"no job {job_id}")
