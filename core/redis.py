@@ -47,8 +47,12 @@ def async_client() -> aredis.Redis | None:
     loop = asyncio.get_running_loop()
     client = _async.get(id(loop))
     if client is None:
-        client = aredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5,
-                                       health_check_interval=30)
+        # redis-py's default pool refuses the 101st concurrent command (MaxConnectionsError); this
+        # one makes it wait for a connection, bounded by REDIS_POOL_TIMEOUT_S.
+        pool = aredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=settings.REDIS_POOL_TIMEOUT_S,
+            socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+        client = aredis.Redis.from_pool(pool)
         _async[id(loop)] = client
     return client
 

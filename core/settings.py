@@ -194,6 +194,11 @@ DATABASES = {"default": _db}
 DB_IS_POSTGRES = _db["ENGINE"].endswith("postgresql")
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Connections of one process's event-loop client to Redis. Past the limit a command waits for one to
+# come free (up to REDIS_POOL_TIMEOUT_S) instead of failing: hundreds of sockets closing at once each
+# release a budget and a presence entry.
+REDIS_MAX_CONNECTIONS = max(1, env_int("REDIS_MAX_CONNECTIONS", 50))
+REDIS_POOL_TIMEOUT_S = env_float("REDIS_POOL_TIMEOUT_S", 5.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en-gb"
