@@ -106,6 +106,9 @@ class Stack:
             # every few seconds, beyond the per-user domain budgets: those are off (0) here.
             "HUB_MAX_OPEN_BOOKINGS_PER_USER": "0", "HUB_MAX_OPEN_JOBS_PER_USER": "0", "HUB_BIDS_PER_MIN": "0",
             "HUB_CALL_INVITES_PER_MIN": "0", "HUB_MATCH_FIND_PER_MIN": "0",
+            # Assist users ask every 2-5 s: about 20 a minute each (AI_USER_RPM's default), and past
+            # 350 users the tenant's 600 a minute. The assist budgets have their own tests.
+            "AI_USER_RPM": "0", "AI_TENANT_RPM": "0",
         })
         self.env = env
         print(f"loadtest: database {self.db_name}, redis {redis_url}, hubs on port {port}", flush=True)
