@@ -18,6 +18,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -110,6 +111,16 @@ def _text(value: Any, name: str, limit: int) -> str:
     return value
 
 
+@cache
+def _share_query() -> tuple[str, list[str]]:
+    """Postgres: a job read FOR SHARE, every field in the model's order (Job.from_db's fast path; a
+    raw queryset mapped the columns anew on each call, a tenth of a bid's cost), and the field names."""
+    fields = Job._meta.concrete_fields
+    quote = connection.ops.quote_name
+    return (f"SELECT {', '.join(quote(f.column) for f in fields)} FROM {quote(Job._meta.db_table)} "
+            "WHERE id = %s AND tenant = %s FOR SHARE", [f.attname for f in fields])
+
+
 def _load(caller: Caller, job_id: Any, *, lock: bool = False, share: bool = False) -> Job:
     """The job in the caller's tenant; another tenant's job is indistinguishable from a missing one.
 
@@ -122,17 +133,13 @@ def _load(caller: Caller, job_id: Any, *, lock: bool = False, share: bool = Fals
     if lock:
         qs = qs.select_for_update()
     elif share and connection.vendor == "postgresql":
-        # Every field, in the model's order (Job.from_db's fast path); a raw queryset mapped the
-        # columns anew on each call, a tenth of a bid's cost.
-        fields = Job._meta.concrete_fields
+        sql, names = _share_query()
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {', '.join(connection.ops.quote_name(f.column) for f in fields)} "
-                           f"FROM {connection.ops.quote_name(Job._meta.db_table)} WHERE id = %s AND tenant = %s "
-                           "FOR SHARE", [job_id, caller.tenant])
+            cursor.execute(sql, [job_id, caller.tenant])
             row = cursor.fetchone()
         if row is None:
             raise not_found(f"no job {job_id}")
-        return Job.from_db(connection.alias, [f.attname for f in fields], row)
+        return Job.from_db(connection.alias, names, row)
     job = qs.first()
     if job is None:
         raise not_found(f"no job {job_id}")
