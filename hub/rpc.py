@@ -17,9 +17,9 @@ connection each), apart from the default executor that serves the socket path (s
 recovery reads), so slow domain work never starves those. When every worker is busy a call waits
 up to HUB_DOMAIN_WAIT_S (at most HUB_DOMAIN_QUEUE calls wait), then gets `unavailable` with
 `retry_after_ms`. A call whose socket closed while it waited is never started (its task is
-cancelled). Calls that write one hot row (bids on one job) name it as their `serial` key: they
-queue per key on the event loop, SERIAL_WIDTH at a time, and a method with a `batch` function runs
-the queued calls of a key together, in one worker call and one transaction. A deadlock or
+cancelled). Calls that write one hot row, or gain from sharing a transaction (a tenant's bids),
+name a `serial` key: they queue per key on the event loop, SERIAL_WIDTH at a time, and a method
+with a `batch` function runs the queued calls of a key together, in one worker call and one transaction. A deadlock or
 serialization failure (SQLSTATE class 40) re-runs the whole action (or batch) in a fresh
 transaction up to HUB_DB_RETRIES times; only a lost connection is "database unavailable".
 """

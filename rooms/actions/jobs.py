@@ -113,33 +113,22 @@ def _text(value: Any, name: str, limit: int) -> str:
 
 @cache
 def _share_query() -> tuple[str, list[str]]:
-    """Postgres: a job read FOR SHARE, every field in the model's order (Job.from_db's fast path; a
+    """Postgres: jobs read FOR SHARE, every field in the model's order (Job.from_db's fast path; a
     raw queryset mapped the columns anew on each call, a tenth of a bid's cost), and the field names."""
     fields = Job._meta.concrete_fields
     quote = connection.ops.quote_name
     return (f"SELECT {', '.join(quote(f.column) for f in fields)} FROM {quote(Job._meta.db_table)} "
-            "WHERE id = %s AND tenant = %s FOR SHARE", [f.attname for f in fields])
+            "WHERE id = ANY(%s) AND tenant = %s ORDER BY id FOR SHARE", [f.attname for f in fields])
 
 
-def _load(caller: Caller, job_id: Any, *, lock: bool = False, share: bool = False) -> Job:
+def _load(caller: Caller, job_id: Any, *, lock: bool = False) -> Job:
     """The job in the caller's tenant; another tenant's job is indistinguishable from a missing one.
-
-    `lock` takes the row for a state change; `share` (Postgres) only keeps it from changing until
-    commit, so many bids on one job proceed together while a transition waits for them.
-    """
+    `lock` takes the row for a state change."""
     if not isinstance(job_id, str) or not job_id:
         raise bad_request("job must be a job id")
     qs = Job.objects.filter(pk=job_id, tenant=caller.tenant)
     if lock:
         qs = qs.select_for_update()
-    elif share and connection.vendor == "postgresql":
-        sql, names = _share_query()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [job_id, caller.tenant])
-            row = cursor.fetchone()
-        if row is None:
-            raise not_found(f"no job {job_id}")
-        return Job.from_db(connection.alias, names, row)
     job = qs.first()
     if job is None:
         raise not_found(f"no job {job_id}")
@@ -307,14 +296,15 @@ def create_job(caller: Caller, title: str, description: str, category: str, lat:
 # --- bids ------------------------------------------------------------------------------------
 
 def bid_queue(caller: Caller, job_id: Any) -> str:
-    """The queue a bid waits in (bids on one job wait for each other per process); a bid on a job
-    known closed is refused here, on the event loop, without waiting for a worker.
+    """The queue a bid waits in: one per tenant and process, whose queued bids run together in one
+    transaction (a batch of `place_bids`); a bid on a job known closed is refused here, on the event
+    loop, without waiting for a worker.
 
     A new job's bids come in a burst (every notified provider at once) and all write one channel,
-    whose counter row they take in turn at commit: they queue per job on the event loop, not in
-    workers."""
+    whose counter row they take in turn at commit; bids spread over many jobs each cost a transaction
+    of their own. Queued together, either kind shares one transaction's round trips and commit."""
     _refuse_if_closed(caller, job_id)
-    return qualify(caller.tenant, f"job:{job_id}")
+    return qualify(caller.tenant, "bids")
 
 
 def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
@@ -344,20 +334,22 @@ class BidRequest:
 
 
 def place_bids(requests: list[BidRequest]) -> list[dict[str, Any] | HubError]:
-    """Bids on one job in one transaction (a new job's bid burst): each request gets its own result
-    or refusal, in order, as if `bid` had placed them one after the other (a provider's second bid in
-    one burst after the others' first)."""
+    """Bids of one tenant, on any of its jobs, in one transaction (a job's bid burst, or bids spread
+    over many jobs): each request gets its own result or refusal, in order, as if `bid` had placed
+    them one after the other (a provider's second bid on a job in one batch after the others' first)."""
     out: list[dict[str, Any] | HubError] = [conflict("not placed")] * len(requests)
     ready: list[tuple[int, BidRequest]] = []
     for i, r in enumerate(requests):
         try:
+            if ready and r.caller.tenant != ready[0][1].caller.tenant:
+                raise ValueError("place_bids takes the bids of one tenant")
             if r.caller.role not in PROVIDERS:
                 raise forbidden("only providers bid")
+            if not isinstance(r.job_id, str) or not r.job_id:
+                raise bad_request("job must be a job id")
             checked = BidRequest(r.caller, r.job_id, check_amount(r.amount), check_currency(r.currency), r.note)
             if not isinstance(r.note, str) or len(r.note) > 2000:
                 raise bad_request("note must be a string of at most 2000 characters")
-            if ready and (r.job_id, r.caller.tenant) != (ready[0][1].job_id, ready[0][1].caller.tenant):
-                raise ValueError("place_bids takes bids on one job")
             _refuse_if_closed(r.caller, r.job_id)
             # Before the transaction: a provider past their budget changes nothing and tells nobody.
             per_minute("bids", r.caller.tenant, r.caller.user, settings.HUB_BIDS_PER_MIN, "bids")
@@ -387,48 +379,52 @@ def place_bids(requests: list[BidRequest]) -> list[dict[str, Any] | HubError]:
 
 
 def _place(ready: list[tuple[int, BidRequest]], out: list[dict[str, Any] | HubError]) -> None:
-    """The transaction of place_bids: the job taken FOR SHARE, then each provider's earlier live bid
-    retired and the new ones inserted, one pass per bid of the same provider."""
-    first = ready[0][1]
-    try:
-        job = _load(first.caller, first.job_id, share=True)
-    except HubError as exc:
-        for i, _r in ready:
-            out[i] = exc
-        return
-    if job.status != OPEN:
-        _remember_closed(first.caller.tenant, job.id, job.status, job.owner)
-        for i, _r in ready:
-            out[i] = conflict(f"the job is {job.status}; bids are closed")
-        return
-    todo: list[tuple[int, BidRequest]] = []
-    for i, r in ready:
-        if job.owner == r.caller.user:
-            out[i] = forbidden("you cannot bid on your own job")
-        elif job.currency and r.currency != job.currency:
-            out[i] = bad_request(f"this job is priced in {job.currency}")
-        else:
-            todo.append((i, r))
+    """The transaction of place_bids: the jobs taken FOR SHARE, then each provider's earlier live bid
+    on a job retired and the new ones inserted, one pass per bid of the same provider on the same job."""
+    tenant = ready[0][1].caller.tenant
+    by_job: dict[str, list[tuple[int, BidRequest]]] = {}
+    for item in ready:
+        by_job.setdefault(item[1].job_id, []).append(item)
+    found = _shared_jobs(tenant, list(by_job))
+    todo: list[tuple[int, BidRequest, Job]] = []
+    for job_id, items in by_job.items():
+        job = found.get(job_id)
+        refusal: HubError | None = None
+        if job is None:
+            refusal = not_found(f"no job {job_id}")
+        elif job.status != OPEN:
+            _remember_closed(tenant, job.id, job.status, job.owner)
+            refusal = conflict(f"the job is {job.status}; bids are closed")
+        for i, r in items:
+            if refusal is not None:
+                out[i] = refusal
+            elif job is not None and job.owner == r.caller.user:
+                out[i] = forbidden("you cannot bid on your own job")
+            elif job is not None and job.currency and r.currency != job.currency:
+                out[i] = bad_request(f"this job is priced in {job.currency}")
+            elif job is not None:
+                todo.append((i, r, job))
     while todo:
-        seen: set[str] = set()
-        now: list[tuple[int, BidRequest]] = []
-        later: list[tuple[int, BidRequest]] = []
-        for item in todo:
-            (later if item[1].caller.user in seen else now).append(item)
-            seen.add(item[1].caller.user)
-        retired, live = _retire_live_bids(job, [r.caller.user for _i, r in now])
+        seen: set[tuple[str, str]] = set()
+        now: list[tuple[int, BidRequest, Job]] = []
+        later: list[tuple[int, BidRequest, Job]] = []
+        for bid_item in todo:
+            pair = (bid_item[2].id, bid_item[1].caller.user)
+            (later if pair in seen else now).append(bid_item)
+            seen.add(pair)
+        retired, live = _retire_live_bids(tenant, [(job.id, r.caller.user) for _i, r, job in now])
         new = Bid.objects.bulk_create([
             Bid(job=job, provider=r.caller.user, provider_role=r.caller.role, amount=r.amount,
-                currency=r.currency, note=r.note, replaces=retired.get(r.caller.user, ""))
-            for _i, r in now])
-        for (i, r), b in zip(now, new, strict=True):
-            replaces = retired.get(r.caller.user)
+                currency=r.currency, note=r.note, replaces=retired.get((job.id, r.caller.user), ""))
+            for _i, r, job in now])
+        for (i, r, job), b in zip(now, new, strict=True):
+            replaces = retired.get((job.id, r.caller.user))
             if replaces is None:
-                live += 1  # a replacing bid takes its predecessor's place in the count
+                live[job.id] = live.get(job.id, 0) + 1  # a replacing bid takes its predecessor's place
             # Bid privacy: the job's stream (rivals read it) says only that a bid came; who bid, the
             # amount and the note go to the owner and the bidder on their own channels. No sender
             # either: `from` would name the bidder.
-            append(_channel(job), {"kind": "bid", "job": job.id, "bid": b.id, "count": live})
+            append(_channel(job), {"kind": "bid", "job": job.id, "bid": b.id, "count": live[job.id]})
             placed = {"kind": "bid.placed", "job": job.id, "bid": b.id, "provider": r.caller.user,
                       "amount": r.amount, "currency": r.currency, "note": r.note, "replaces": replaces}
             append(_user(job.tenant, job.owner), placed)
@@ -437,25 +433,47 @@ def _place(ready: list[tuple[int, BidRequest]], out: list[dict[str, Any] | HubEr
         todo = later
 
 
-def _retire_live_bids(job: Job, providers: list[str]) -> tuple[dict[str, str], int]:
-    """Retire these providers' live bids on the job before their new ones go in; returns (provider
-    -> retired bid id, the job's live bids before the retirement)."""
+def _shared_jobs(tenant: str, job_ids: list[str]) -> dict[str, Job]:
+    """These jobs of the tenant (missing ones absent), on Postgres taken FOR SHARE in id order: many
+    bids proceed together while a transition (an accept, a cancel) waits for them."""
+    if connection.vendor != "postgresql":
+        return {j.id: j for j in Job.objects.filter(pk__in=job_ids, tenant=tenant)}
+    sql, names = _share_query()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [sorted(job_ids), tenant])
+        rows = cursor.fetchall()
+    return {j.id: j for j in (Job.from_db(connection.alias, names, row) for row in rows)}
+
+
+def _retire_live_bids(tenant: str, pairs: list[tuple[str, str]]) -> tuple[dict[tuple[str, str], str], dict[str, int]]:
+    """Retire these (job, provider) pairs' live bids before their new ones go in; returns ((job,
+    provider) -> retired bid id, job -> its live bids before the retirement)."""
+    jobs = sorted({job for job, _p in pairs})
     if connection.vendor == "postgresql":
-        # One round trip: the count reads the statement's snapshot, before the retirement.
+        # One round trip for all the jobs: the counts read the statement's snapshot, before the
+        # retirement.
         table = Bid._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH old AS (UPDATE {table} SET status = %s WHERE job_id = %s AND provider = ANY(%s) "
-                "AND status = %s RETURNING id, provider), "
-                f"n AS (SELECT count(*) AS live FROM {table} WHERE job_id = %s AND status = %s) "
-                "SELECT old.provider, old.id, n.live FROM n LEFT JOIN old ON true",
-                [BidStatus.REPLACED, job.id, providers, BidStatus.LIVE, job.id, BidStatus.LIVE])
+                f"WITH old AS (UPDATE {table} SET status = %s WHERE status = %s AND job_id = ANY(%s) "
+                "AND (job_id, provider) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+                "RETURNING job_id, provider, id), "
+                f"n AS (SELECT job_id, count(*) AS live FROM {table} WHERE job_id = ANY(%s) AND status = %s "
+                "GROUP BY job_id) "
+                "SELECT job_id, provider, id, 0 FROM old UNION ALL SELECT job_id, NULL, NULL, live FROM n",
+                [BidStatus.REPLACED, BidStatus.LIVE, jobs, [j for j, _p in pairs], [p for _j, p in pairs],
+                 jobs, BidStatus.LIVE])
             rows = cursor.fetchall()
-        retired = {provider: bid_id for provider, bid_id, _n in rows if provider is not None}
-        return retired, int(rows[0][2])
-    live = Bid.objects.filter(job=job, status=BidStatus.LIVE).count()
-    retired = dict(Bid.objects.filter(job=job, provider__in=providers, status=BidStatus.LIVE)
-                   .values_list("provider", "id"))
+        retired = {(job, provider): bid_id for job, provider, bid_id, _n in rows if provider is not None}
+        return retired, {job: int(n) for job, provider, _b, n in rows if provider is None}
+    live: dict[str, int] = {}
+    retired = {}
+    wanted = set(pairs)
+    for job, provider, bid_id in Bid.objects.filter(job_id__in=jobs, status=BidStatus.LIVE).values_list(
+            "job_id", "provider", "id"):
+        live[job] = live.get(job, 0) + 1
+        if (job, provider) in wanted:
+            retired[(job, provider)] = bid_id
     Bid.objects.filter(pk__in=list(retired.values())).update(status=BidStatus.REPLACED)
     return retired, live
 

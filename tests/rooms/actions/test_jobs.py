@@ -204,6 +204,49 @@ def test_bids_placed_together_are_the_same_as_one_after_the_other(tenant: str) -
 
 
 @pytest.mark.usefixtures("no_matcher")
+def test_bids_on_many_jobs_placed_together_are_the_same_as_one_after_the_other(tenant: str) -> None:
+    """One batch over several jobs (bids spread over a tenant's jobs): each job's bids, refusals,
+    replacements, counts and streams as if placed one by one; the jobs do not mix."""
+    owner, other = Caller(uid("c"), "customer", tenant), Caller(uid("c"), "customer", tenant)
+    a, b, c = (Caller(uid("p"), "provider", tenant) for _ in range(3))
+    j1, j2 = post(owner, budget=5000, currency="GBP"), post(other)
+    j3 = post(owner)
+    jobs.cancel(owner, job_id=j3, reason="changed my mind")
+    mine = post(Caller(a.user, "customer", tenant))  # a provider's own job (posted as a customer)
+    earlier = jobs.bid(b, job_id=j2, amount=4000, currency="GBP")["bid"]
+    reqs = [jobs.BidRequest(a, j1, 8000, "GBP", "a1"),
+            jobs.BidRequest(a, j2, 7000, "EUR"),  # the same provider on another job (j2 has no price)
+            jobs.BidRequest(b, j1, 6000, "GBP"),
+            jobs.BidRequest(c, j3, 5000, "GBP"),  # cancelled: refused
+            jobs.BidRequest(b, j2, 3900, "GBP"),  # replaces b's earlier bid on j2
+            jobs.BidRequest(a, j1, 7500, "GBP", "a2"),  # a again on j1: replaces a1
+            jobs.BidRequest(c, "nope", 5000, "GBP"),  # missing
+            jobs.BidRequest(a, mine, 5000, "GBP"),  # own job
+            jobs.BidRequest(c, j1, 6000, "EUR")]  # j1 is in pounds
+    out = jobs.place_bids(reqs)
+    codes = [r.code if isinstance(r, HubError) else "ok" for r in out]
+    assert codes == ["ok", "ok", "ok", "conflict", "ok", "ok", "not_found", "forbidden", "bad_request"]
+    a1, a_j2, b_j1, _, b_j2, a2 = (r if isinstance(r, dict) else {} for r in out[:6])
+    assert (a1["replaces"], a_j2["replaces"], b_j1["replaces"], b_j2["replaces"], a2["replaces"]) == (
+        None, None, None, earlier, a1["bid"])
+    live = {(j, p): amount for j, p, amount in Bid.objects.filter(
+        job_id__in=[j1, j2, j3, mine], status="live").values_list("job_id", "provider", "amount")}
+    assert live == {(j1, a.user): 7500, (j1, b.user): 6000, (j2, a.user): 7000, (j2, b.user): 3900}
+    assert [(d["bid"], d["count"]) for d in pubs(f"job:{j1}")] == [(a1["bid"], 1), (b_j1["bid"], 2), (a2["bid"], 2)]
+    assert [(d["bid"], d["count"]) for d in pubs(f"job:{j2}")] == [(earlier, 1), (a_j2["bid"], 2), (b_j2["bid"], 2)]
+    assert [d["bid"] for d in pubs(f"user:{owner.user}")] == [a1["bid"], b_j1["bid"], a2["bid"]]
+    assert [d["bid"] for d in pubs(f"user:{other.user}")] == [earlier, a_j2["bid"], b_j2["bid"]]
+    assert [d["note"] for d in pubs(f"user:{a.user}")] == ["a1", "", "a2"]
+    assert not [d for j in (j3, mine) for d in pubs(f"job:{j}") if d["kind"] == "bid"]
+
+
+def test_bids_of_two_tenants_are_never_placed_together(tenant: str) -> None:
+    a, b = Caller(uid("p"), "provider", tenant), Caller(uid("p"), "provider", uid("t"))
+    with pytest.raises(ValueError, match="one tenant"):
+        jobs.place_bids([jobs.BidRequest(a, "j1", 100, "GBP"), jobs.BidRequest(b, "j1", 100, "GBP")])
+
+
+@pytest.mark.usefixtures("no_matcher")
 def test_bids_placed_together_on_a_closed_or_missing_job_are_all_refused(tenant: str) -> None:
     owner = Caller(uid("c"), "customer", tenant)
     job = post(owner)
@@ -497,7 +540,7 @@ def test_bids_on_a_job_seen_closed_are_refused_without_the_database(
     def no_database(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the job was read from the database")
 
-    monkeypatch.setattr(jobs, "_load", no_database)
+    monkeypatch.setattr(jobs, "_shared_jobs", no_database)
     with pytest.raises(HubError) as info:
         jobs.bid(late, job_id=job, amount=5000, currency="GBP")
     assert info.value.code == "conflict" and "accepted" in info.value.message
