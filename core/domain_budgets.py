@@ -55,7 +55,16 @@ def cap_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: int
     transaction that adds one, before adding it. Holds the user's lock until commit."""
     if limit <= 0:
         return
+    refuse_open(held_open(scope, tenant, user, open_rows, limit), limit, what)
+
+
+def held_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: int) -> int:
+    """How many open rows the user holds (counted up to `limit`), their lock taken until commit: for
+    a transaction adding several (lock users in one order: sorted, so that two never deadlock)."""
     lock_user(scope, tenant, user)
-    held = open_rows[:limit].count()
-    if held >= limit:
+    return int(open_rows[:limit].count())
+
+
+def refuse_open(held: int, limit: int, what: str) -> None:
+    if limit > 0 and held >= limit:
         raise conflict(f"you already have {held} open {what}, the most allowed; wait for one to close")

@@ -101,6 +101,9 @@ def providers_set_rating(caller: Caller, params: dict[str, Any]) -> dict[str, An
 
 @method("bookings.create", roles=("customer", "enterprise"),
         summary="Book a category at a point, now (on_demand) or at a time (scheduled); offers go out.",
+        serial=bookings.booking_queue,
+        batch=lambda calls: bookings.create_bookings([bookings.BookingRequest(
+            c, p["category"], p["lat"], p["lng"], p["mode"], p.get("at"), p.get("crew", 1)) for c, p in calls]),
         params=_obj(["category", "lat", "lng", "mode"], category=CATEGORY, lat=LAT, lng=LNG,
                     mode={"enum": ["on_demand", "scheduled"]}, at=INSTANT,
                     crew={"type": "integer", "minimum": 1, "maximum": 20}),

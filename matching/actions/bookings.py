@@ -15,6 +15,7 @@ Flow (docs/matching.md has the timeline):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +25,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from core import metrics, tracing
-from core.domain_budgets import cap_open
-from core.errors import bad_request, conflict, forbidden, not_found
+from core.domain_budgets import held_open, refuse_open
+from core.errors import HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
 from hub.channels import qualify
 from hub.rpc import Caller
@@ -78,54 +79,121 @@ def booking_dict(b: Booking, providers: list[str] | None = None) -> dict[str, An
 @tracing.spanned("booking.create")
 def create_booking(caller: Caller, category: str, lat: float, lng: float, mode: str, at: str | None = None,
                    crew: int = 1) -> dict[str, Any]:
-    when: datetime | None = None
-    if mode == BookingMode.SCHEDULED:
-        if not at:
-            raise bad_request("at: required for a scheduled booking")
-        when = parse_when(at, "at")
-        booking_time_ok(when)
-    elif at is not None:
-        raise bad_request("at: only for scheduled bookings (on_demand is now)")
+    [out] = create_bookings([BookingRequest(caller, category, lat, lng, mode, at, crew)])
+    if isinstance(out, HubError):
+        raise out
+    return out
+
+
+@dataclass(frozen=True)
+class BookingRequest:
+    caller: Caller
+    category: str
+    lat: float
+    lng: float
+    mode: str
+    at: str | None = None
+    crew: int = 1
+
+
+def booking_queue(caller: Caller, _params: Any = None) -> str:
+    """The queue a new booking waits in: one per tenant and process, whose queued bookings are made
+    together (`create_bookings`), sharing one transaction's round trips and commit."""
+    return qualify(caller.tenant, "bookings")
+
+
+def create_bookings(requests: list[BookingRequest]) -> list[dict[str, Any] | HubError]:
+    """Bookings of one tenant in one transaction: each request gets its own result or refusal, in
+    order, as if `create_booking` had made them one after the other (a customer's second booking in
+    one batch counts their first against the open-bookings budget)."""
+    out: list[dict[str, Any] | HubError] = [conflict("not booked")] * len(requests)
     m = matcher()
-    zone = m.lookup_zone(lat, lng, category, caller.tenant)
     now = timezone.now()
-    # A new booking has no offers yet: the first round is searched before the transaction opens,
-    # so the transaction is a handful of inserts (no matching while it is open).
-    found = m.search(lat, lng, category, k=crew * offer_fanout(), zone=zone, exclude={caller.user},
-                     at=when if mode == BookingMode.SCHEDULED else None,
-                     radius_m=crew_radius_m() if crew > 1 else None,
-                     tenant=caller.tenant)[1] if zone is not None else []
+    ready: list[tuple[int, BookingRequest, datetime | None, str | None, list[Any]]] = []
+    for i, r in enumerate(requests):
+        try:
+            if ready and r.caller.tenant != ready[0][1].caller.tenant:
+                raise ValueError("create_bookings takes the bookings of one tenant")
+            when: datetime | None = None
+            if r.mode == BookingMode.SCHEDULED:
+                if not r.at:
+                    raise bad_request("at: required for a scheduled booking")
+                when = parse_when(r.at, "at")
+                booking_time_ok(when)
+            elif r.at is not None:
+                raise bad_request("at: only for scheduled bookings (on_demand is now)")
+            zone = m.lookup_zone(r.lat, r.lng, r.category, r.caller.tenant)
+            # A new booking has no offers yet: the first round is searched before the transaction
+            # opens, so the transaction is a handful of inserts (no matching while it is open).
+            found = m.search(r.lat, r.lng, r.category, k=r.crew * offer_fanout(), zone=zone,
+                             exclude={r.caller.user}, at=when if r.mode == BookingMode.SCHEDULED else None,
+                             radius_m=crew_radius_m() if r.crew > 1 else None,
+                             tenant=r.caller.tenant)[1] if zone is not None else []
+        except HubError as exc:
+            out[i] = exc
+            continue
+        ready.append((i, r, when, zone, found))
+    if not ready:
+        return out
+    tenant = ready[0][1].caller.tenant
+    limit = settings.HUB_MAX_OPEN_BOOKINGS_PER_USER
     with atomic():
-        cap_open("bookings", caller.tenant, caller.user,
-                 Booking.objects.filter(tenant=caller.tenant, customer=caller.user, status=BookingStatus.OFFERING),
-                 settings.HUB_MAX_OPEN_BOOKINGS_PER_USER, "bookings (still offering)")
-        b = Booking.objects.create(customer=caller.user, tenant=caller.tenant, category=category, lat=lat,
-                                   lng=lng, mode=mode, at=when, crew=crew, zone=zone,
-                                   first_offered_at=now if found else None)
-        if found:
-            _offer(b, found, 1, now)
-        else:
-            _close_unfilled(b, now, [])
-    return {"booking": b.id, "status": b.status, "zone": zone, "offered": len(found)}
+        if limit > 0:
+            held = {user: held_open("bookings", tenant, user, Booking.objects.filter(
+                        tenant=tenant, customer=user, status=BookingStatus.OFFERING), limit)
+                    for user in sorted({r.caller.user for _i, r, *_rest in ready})}
+            admitted = []
+            for item in ready:
+                user = item[1].caller.user
+                try:
+                    refuse_open(held[user], limit, "bookings (still offering)")
+                except HubError as exc:
+                    out[item[0]] = exc
+                    continue
+                if item[4]:
+                    held[user] += 1  # one found nobody is closed at once: it holds no place
+                admitted.append(item)
+            ready = admitted
+        made = Booking.objects.bulk_create([
+            Booking(customer=r.caller.user, tenant=tenant, category=r.category, lat=r.lat, lng=r.lng,
+                    mode=r.mode, at=when, crew=r.crew, zone=zone, first_offered_at=now if found else None)
+            for _i, r, when, zone, found in ready])
+        _offer_many([(b, item[4]) for b, item in zip(made, ready, strict=True) if item[4]], 1, now)
+        for b, (i, _r, _when, zone, found) in zip(made, ready, strict=True):
+            if not found:
+                _close_unfilled(b, now, [])
+            out[i] = {"booking": b.id, "status": b.status, "zone": zone, "offered": len(found)}
+    return out
+
+
+def _offer(b: Booking, found: list[Any], rnd: int, now: datetime) -> list[Offer]:
+    """Offers to the found providers in round `rnd`, each told on its `user:` channel."""
+    return _offer_many([(b, found)], rnd, now)
 
 
 @tracing.spanned("offers.make")
-def _offer(b: Booking, found: list[Any], rnd: int, now: datetime) -> list[Offer]:
-    """Offers to the found providers in round `rnd`, each told on its `user:` channel."""
+def _offer_many(rounds: list[tuple[Booking, list[Any]]], rnd: int, now: datetime) -> list[Offer]:
+    """Offers for several bookings (round `rnd` of each) in one insert, each provider told on its
+    `user:` channel."""
+    if not rounds:
+        return []
     expires = now + timedelta(seconds=offer_ttl_s())
     made = Offer.objects.bulk_create([
         Offer(booking=b, provider=f.user, round=rnd, distance_m=f.distance_m, offered_at=now,
-              expires_at=expires) for f in found])
-    # Not yet chosen: the provider learns the job's area, and their distance to its centre rounded
-    # (both made of what they know already), never the customer's point (matching.privacy).
-    area = privacy.job_area(b.lat, b.lng)
-    for o, f in zip(made, found, strict=True):
-        metrics.offer("offered")
-        append(_user(b, o.provider), {
-            "kind": "offer", "booking": b.id, "category": b.category, **area,
-            "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
-            "distance_m": privacy.distance_to_area_m(f.lat, f.lng, area), "at_ms": epoch_ms(b.at),
-            "expires_at_ms": epoch_ms(expires)})
+              expires_at=expires) for b, found in rounds for f in found])
+    offers = iter(made)
+    for b, found in rounds:
+        # Not yet chosen: the provider learns the job's area, and their distance to its centre rounded
+        # (both made of what they know already), never the customer's point (matching.privacy).
+        area = privacy.job_area(b.lat, b.lng)
+        for f in found:
+            o = next(offers)
+            metrics.offer("offered")
+            append(_user(b, o.provider), {
+                "kind": "offer", "booking": b.id, "category": b.category, **area,
+                "mode": b.mode, "at": iso(b.at), "expires_at": iso(expires), "crew": b.crew,
+                "distance_m": privacy.distance_to_area_m(f.lat, f.lng, area), "at_ms": epoch_ms(b.at),
+                "expires_at_ms": epoch_ms(expires)})
     return made
 
 

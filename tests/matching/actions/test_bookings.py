@@ -18,7 +18,14 @@ from django.utils import timezone
 from core.errors import HubError
 from hub.models import Publication
 from hub.rpc import Caller
-from matching.actions.bookings import accept_offer, create_booking, decline_offer, sweep
+from matching.actions.bookings import (
+    BookingRequest,
+    accept_offer,
+    create_booking,
+    create_bookings,
+    decline_offer,
+    sweep,
+)
 from matching.actions.providers import update_provider
 from matching.actions.zones import create_zone
 from matching.matcher import matcher
@@ -137,6 +144,41 @@ def test_decline_reoffers_and_counts(area: str) -> None:
     with pytest.raises(HubError) as err:
         accept_offer(who(user=ps[0]), res["booking"])
     assert err.value.code == "conflict"
+
+
+@override_settings(HUB_MAX_OPEN_BOOKINGS_PER_USER=2)
+def test_bookings_made_together_are_the_same_as_one_after_the_other(area: str) -> None:
+    """One batch (create_bookings, one transaction): each booking its own result or refusal, in
+    order; a customer's earlier bookings in the batch count against their open-bookings budget."""
+    ps = providers(area, 3)
+    busy, calm = who("customer"), who("customer")
+    create_booking(busy, area, LAT, LNG, "on_demand")  # one open already
+    out = create_bookings([
+        BookingRequest(calm, area, LAT, LNG, "on_demand"),
+        BookingRequest(busy, area, LAT, LNG, "on_demand"),  # their second: admitted
+        BookingRequest(calm, area, LAT, LNG, "scheduled"),  # no time: refused, nothing made
+        BookingRequest(busy, area, LAT, LNG, "on_demand"),  # their third: over the budget
+        BookingRequest(calm, uid("nocat"), 10.0, 10.0, "on_demand"),  # no zone: unfilled at once
+        BookingRequest(calm, area, LAT, LNG, "on_demand", crew=2)])
+    codes = [r.code if isinstance(r, HubError) else r["status"] for r in out]
+    assert codes == ["offering", "offering", "bad_request", "conflict", "unfilled", "offering"]
+    made = [r for r in out if isinstance(r, dict)]
+    assert [r["offered"] for r in made] == [3, 3, 0, 3]  # crew 2 x fan-out 3, but only 3 providers
+    assert Booking.objects.filter(customer=busy.user).count() == 2
+    assert Booking.objects.filter(customer=calm.user).count() == 3
+    for p in ps:  # every provider offered each booking that found them, in the batch's order
+        assert [o["booking"] for o in pubs(p, "offer")][-3:] == [made[0]["booking"], made[1]["booking"],
+                                                                 made[3]["booking"]]
+    assert [u["booking"] for u in pubs(calm.user, "booking.unfilled")] == [made[2]["booking"]]
+    offers = Counter(Offer.objects.filter(booking_id__in=[r["booking"] for r in made]).values_list(
+        "booking_id", flat=True))
+    assert offers == {made[0]["booking"]: 3, made[1]["booking"]: 3, made[3]["booking"]: 3}
+
+
+def test_bookings_of_two_tenants_are_never_made_together(area: str) -> None:
+    with pytest.raises(ValueError, match="one tenant"):
+        create_bookings([BookingRequest(who("customer"), area, LAT, LNG, "on_demand"),
+                         BookingRequest(Caller(uid("c"), "customer", uid("t")), area, LAT, LNG, "on_demand")])
 
 
 def test_no_zone_means_unfilled_at_once() -> None:
