@@ -7,7 +7,8 @@ Two kinds, both per user within a tenant and shared by every hub process:
   caller changes anything.
 - counts of open things (bookings, custom jobs): counted in the database inside the transaction
   that would add one, under a per-user lock, so two concurrent creates cannot both pass a cap of
-  one. `cap_open` refuses with `conflict`; raised inside the transaction, it rolls everything back.
+  one. `held_open` takes the user's lock and counts; `refuse_open` refuses with `conflict` (a batch
+  adding several counts its own additions on top).
 
 A limit of 0 (or less) switches a budget off.
 """
@@ -50,14 +51,6 @@ def lock_user(scope: str, tenant: str, user: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
 
-def cap_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: int, what: str) -> None:
-    """Refuse (`conflict`) when the user already has `limit` open `what`; call inside the
-    transaction that adds one, before adding it. Holds the user's lock until commit."""
-    if limit <= 0:
-        return
-    refuse_open(held_open(scope, tenant, user, open_rows, limit), limit, what)
-
-
 def held_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: int) -> int:
     """How many open rows the user holds (counted up to `limit`), their lock taken until commit: for
     a transaction adding several (lock users in one order: sorted, so that two never deadlock)."""
@@ -66,5 +59,6 @@ def held_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: in
 
 
 def refuse_open(held: int, limit: int, what: str) -> None:
+    """`conflict` when `held` open `what` already reach `limit` (0: no budget)."""
     if limit > 0 and held >= limit:
         raise conflict(f"you already have {held} open {what}, the most allowed; wait for one to close")

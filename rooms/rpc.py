@@ -66,6 +66,10 @@ _RESULT_STATUS = {"type": "object", "properties": {"job": {"type": "string"}, "s
 
 
 @method("jobs.create", roles=jobs.POSTERS, summary="Post a custom job; matched providers get job.new.",
+        serial=jobs.job_queue,
+        batch=lambda calls: jobs.create_jobs([jobs.JobRequest(
+            c, p["title"], p.get("description", ""), p["category"], p["lat"], p["lng"], p.get("budget"),
+            p.get("currency")) for c, p in calls]),
         params={"type": "object", "additionalProperties": False,
                 "required": ["title", "description", "category", "lat", "lng"],
                 "properties": {

@@ -26,8 +26,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core.audit import record
-from core.domain_budgets import cap_open, per_minute
+from core.audit import entry, record, record_all
+from core.domain_budgets import held_open, per_minute, refuse_open
 from core.errors import HubError, bad_request, conflict, forbidden, not_found
 from hub.channels import qualify
 from hub.rpc import PROVIDERS, Caller
@@ -257,40 +257,105 @@ def create_job(caller: Caller, title: str, description: str, category: str, lat:
                budget: int | None = None, currency: str | None = None) -> dict[str, Any]:
     """Post a job (customers and enterprises); matched providers hear `job.new` with its area.
     A bare budget is in pence (GBP). `reason` in the result says why nobody was told."""
+    [out] = create_jobs([JobRequest(caller, title, description, category, lat, lng, budget, currency)])
+    if isinstance(out, HubError):
+        raise out
+    return out
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    caller: Caller
+    title: Any
+    description: Any
+    category: Any
+    lat: Any
+    lng: Any
+    budget: Any = None
+    currency: Any = None
+
+
+def job_queue(caller: Caller, _params: Any = None) -> str:
+    """The queue a new job waits in: one per tenant and process, whose queued jobs are posted
+    together (`create_jobs`), sharing one transaction's round trips and commit."""
+    return qualify(caller.tenant, "jobs")
+
+
+def create_jobs(requests: list[JobRequest]) -> list[dict[str, Any] | HubError]:
+    """Jobs of one tenant posted in one transaction: each request gets its own result or refusal, in
+    order, as if `create_job` had posted them one after the other (a customer's second job in one
+    batch counts their first against the open-jobs budget)."""
+    out: list[dict[str, Any] | HubError] = [conflict("not posted")] * len(requests)
+    ready: list[tuple[int, Job, list[str], str | None]] = []
+    for i, r in enumerate(requests):
+        try:
+            if ready and r.caller.tenant != ready[0][1].tenant:
+                raise ValueError("create_jobs takes the jobs of one tenant")
+            job = _checked_job(r)
+            # The matcher runs before our transaction: a failure or slow query there must not hold locks.
+            found, reason = _candidates(job.lat, job.lng, job.category, job.tenant)
+            candidates = [u for u in found if u != job.owner]
+            if found and not candidates:
+                reason = NO_PROVIDER_AVAILABLE  # the only match was the poster
+        except HubError as exc:
+            out[i] = exc
+            continue
+        ready.append((i, job, candidates, reason))
+    if not ready:
+        return out
+    tenant = ready[0][1].tenant
+    limit = settings.HUB_MAX_OPEN_JOBS_PER_USER
+    with atomic():
+        if limit > 0:
+            held = {user: held_open("jobs", tenant, user, Job.objects.filter(tenant=tenant, owner=user, status=OPEN),
+                                    limit)
+                    for user in sorted({job.owner for _i, job, _c, _r in ready})}
+            admitted = []
+            for item in ready:
+                try:
+                    refuse_open(held[item[1].owner], limit, "jobs (still open to bids)")
+                except HubError as exc:
+                    out[item[0]] = exc
+                    continue
+                held[item[1].owner] += 1
+                admitted.append(item)
+            ready = admitted
+        Job.objects.bulk_create([job for _i, job, _c, _r in ready])
+        record_all([entry(job.owner, "jobs.create", f"job:{job.id}", role=job.owner_role, tenant=tenant,
+                          rid=requests[i].caller.request_id or None, category=job.category,
+                          budget=job.budget, currency=job.currency, notified=len(candidates))
+                    for i, job, candidates, _r in ready])
+        for i, job, candidates, reason in ready:
+            # Not yet chosen: providers learn the job's area (a cell's rounded centre), not the point.
+            note = {"kind": "job.new", "job": job.id, "title": job.title, "category": job.category,
+                    **job_area(job.lat, job.lng), "budget": job.budget, "currency": job.currency or None}
+            for user in candidates:
+                append(_user(tenant, user), note)
+            # `reason` says why nobody was told (null when someone was): the same words as match.find.
+            out[i] = {"job": job.id, "status": job.status, "notified": len(candidates), "reason": reason}
+    return out
+
+
+def _checked_job(r: JobRequest) -> Job:
+    """The job a request asks for, unsaved, or the refusal of its fields."""
+    caller = r.caller
     if caller.role not in POSTERS:
         raise forbidden("only customers and enterprises post jobs")
-    title = _text(title, "title", 200)
-    if not isinstance(description, str) or len(description) > 5000:
+    title = _text(r.title, "title", 200)
+    if not isinstance(r.description, str) or len(r.description) > 5000:
         raise bad_request("description must be a string of at most 5000 characters")
-    category = _text(category, "category", 64)
+    category = _text(r.category, "category", 64)
+    lat, lng = r.lat, r.lng
     if (not isinstance(lat, (int, float)) or isinstance(lat, bool) or not -90 <= lat <= 90
             or not isinstance(lng, (int, float)) or isinstance(lng, bool) or not -180 <= lng <= 180):
         raise bad_request("lat and lng must be WGS84 degrees")
-    budget = check_amount(budget, "budget") if budget is not None else None
-    currency = check_currency(currency) if currency else ""
+    budget = check_amount(r.budget, "budget") if r.budget is not None else None
+    currency = check_currency(r.currency) if r.currency else ""
     if budget is not None and not currency:
         currency = "GBP"  # a UK marketplace: a bare budget is in pence
-    # The matcher runs before our transaction: a failure or slow query there must not hold locks.
-    found, reason = _candidates(float(lat), float(lng), category, caller.tenant)
-    candidates = [u for u in found if u != caller.user]
-    if found and not candidates:
-        reason = NO_PROVIDER_AVAILABLE  # the only match was the poster
-    with atomic():
-        cap_open("jobs", caller.tenant, caller.user,
-                 Job.objects.filter(tenant=caller.tenant, owner=caller.user, status=OPEN),
-                 settings.HUB_MAX_OPEN_JOBS_PER_USER, "jobs (still open to bids)")
-        job = Job.objects.create(tenant=caller.tenant, owner=caller.user, owner_role=caller.role, title=title,
-                                 description=description, category=category, lat=float(lat),
-                                 lng=float(lng), budget=budget, currency=currency)
-        record(caller.user, "jobs.create", f"job:{job.id}", role=caller.role, tenant=caller.tenant,
-               category=category, budget=budget, currency=currency, notified=len(candidates))
-        # Not yet chosen: providers learn the job's area (a cell's rounded centre), not the point.
-        note = {"kind": "job.new", "job": job.id, "title": title, "category": category,
-                **job_area(job.lat, job.lng), "budget": budget, "currency": currency or None}
-        for user in candidates:
-            append(_user(job.tenant, user), note)
-    # `reason` says why nobody was told (null when someone was): the same words as match.find.
-    return {"job": job.id, "status": job.status, "notified": len(candidates), "reason": reason}
+    return Job(tenant=caller.tenant, owner=caller.user, owner_role=caller.role, title=title,
+               description=r.description, category=category, lat=float(lat), lng=float(lng), budget=budget,
+               currency=currency)
 
 
 # --- bids ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from django.db import connection
+from django.test import override_settings
 
 from core.errors import HubError
 from core.models import AuditLog
@@ -95,6 +96,46 @@ def test_create_with_a_failing_matcher_still_posts(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.usefixtures("no_matcher")
+@override_settings(HUB_MAX_OPEN_JOBS_PER_USER=2)
+def test_jobs_posted_together_are_the_same_as_one_after_the_other(monkeypatch: pytest.MonkeyPatch,
+                                                                  tenant: str) -> None:
+    """One batch (create_jobs, one transaction): each job its own result or refusal, in order; a
+    customer's earlier jobs in the batch count against their open-jobs budget; each audit row
+    carries its own request's id."""
+    near = [uid("p") for _ in range(2)]
+    fake_matcher(monkeypatch, lambda: near)
+    busy, calm = Caller(uid("c"), "customer", tenant), Caller(uid("c"), "customer", tenant, request_id="r-calm")
+    post(busy)  # one open already
+    base = {"description": "", "category": "plumbing", "lat": 51.5, "lng": -0.12}
+    out = jobs.create_jobs([
+        jobs.JobRequest(calm, title="first", **base),
+        jobs.JobRequest(busy, title="second of theirs", **base),  # admitted: 2 of 2
+        jobs.JobRequest(calm, title="", **base),  # refused, nothing posted
+        jobs.JobRequest(busy, title="third of theirs", **base),  # over the budget
+        jobs.JobRequest(Caller(near[0], "customer", tenant), title="mine", **base),  # not told of their own
+        jobs.JobRequest(calm, title="priced", budget=9000, **base)])
+    codes = [r.code if isinstance(r, HubError) else r["status"] for r in out]
+    assert codes == ["open", "open", "bad_request", "conflict", "open", "open"]
+    made = [r for r in out if isinstance(r, dict)]
+    assert [r["notified"] for r in made] == [2, 2, 1, 2]
+    assert Job.objects.filter(owner=busy.user).count() == 2
+    assert list(Job.objects.filter(owner=calm.user).order_by("created_at", "title").values_list(
+        "title", "budget", "currency")) == [("first", None, ""), ("priced", 9000, "GBP")]
+    assert [d["job"] for d in pubs(f"user:{near[1]}") if d["kind"] == "job.new"][-4:] == [r["job"] for r in made]
+    assert [d["job"] for d in pubs(f"user:{near[0]}") if d["kind"] == "job.new"][-3:] == [
+        made[0]["job"], made[1]["job"], made[3]["job"]]
+    audit = AuditLog.objects.filter(action="jobs.create", target__in=[f"job:{r['job']}" for r in made])
+    assert sorted(audit.values_list("actor", "request_id")) == sorted(
+        [(calm.user, "r-calm"), (busy.user, ""), (near[0], ""), (calm.user, "r-calm")])
+
+
+def test_jobs_of_two_tenants_are_never_posted_together(tenant: str) -> None:
+    base = {"description": "", "category": "plumbing", "lat": 51.5, "lng": -0.12}
+    with pytest.raises(ValueError, match="one tenant"):
+        jobs.create_jobs([jobs.JobRequest(Caller(uid("c"), "customer", tenant), title="a", **base),
+                          jobs.JobRequest(Caller(uid("c"), "customer", uid("t")), title="b", **base)])
+
+
 def test_create_validates_roles_money_and_currency(tenant: str) -> None:
     customer = Caller(uid("c"), "customer", tenant)
     base = {"title": "t", "description": "d", "category": "c", "lat": 1.0, "lng": 2.0}
