@@ -11,6 +11,7 @@ from django.db import connection
 from django.test import override_settings
 
 from core.errors import HubError
+from core.logs import request_id
 from core.models import AuditLog
 from hub.models import Publication
 from hub.rpc import Caller
@@ -104,7 +105,8 @@ def test_jobs_posted_together_are_the_same_as_one_after_the_other(monkeypatch: p
     carries its own request's id."""
     near = [uid("p") for _ in range(2)]
     fake_matcher(monkeypatch, lambda: near)
-    busy, calm = Caller(uid("c"), "customer", tenant), Caller(uid("c"), "customer", tenant, request_id="r-calm")
+    busy = Caller(uid("c"), "customer", tenant, request_id="r-busy")
+    calm = Caller(uid("c"), "customer", tenant, request_id="r-calm")
     post(busy)  # one open already
     base = {"description": "", "category": "plumbing", "lat": 51.5, "lng": -0.12}
     out = jobs.create_jobs([
@@ -125,8 +127,8 @@ def test_jobs_posted_together_are_the_same_as_one_after_the_other(monkeypatch: p
     assert [d["job"] for d in pubs(f"user:{near[0]}") if d["kind"] == "job.new"][-3:] == [
         made[0]["job"], made[1]["job"], made[3]["job"]]
     audit = AuditLog.objects.filter(action="jobs.create", target__in=[f"job:{r['job']}" for r in made])
-    assert sorted(audit.values_list("actor", "request_id")) == sorted(
-        [(calm.user, "r-calm"), (busy.user, ""), (near[0], ""), (calm.user, "r-calm")])
+    assert sorted(audit.values_list("actor", "request_id")) == sorted(  # none of its own: the context's
+        [(calm.user, "r-calm"), (busy.user, "r-busy"), (near[0], request_id.get()), (calm.user, "r-calm")])
 
 
 def test_jobs_of_two_tenants_are_never_posted_together(tenant: str) -> None:
