@@ -385,7 +385,7 @@ async def _serial(key: str) -> AsyncIterator[bool]:
             del _keys[key]
 
 
-BATCH_MAX = 32  # calls of one key in one worker call
+BATCH_MAX = 64  # calls of one key in one worker call
 
 
 @dataclass(eq=False)
