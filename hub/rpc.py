@@ -19,7 +19,8 @@ up to HUB_DOMAIN_WAIT_S (at most HUB_DOMAIN_QUEUE calls wait), then gets `unavai
 `retry_after_ms`. A call whose socket closed while it waited is never started (its task is
 cancelled). Calls that write one hot row, or gain from sharing a transaction (a tenant's bids),
 name a `serial` key: they queue per key on the event loop, SERIAL_WIDTH at a time, and a method
-with a `batch` function runs the queued calls of a key together, in one worker call and one transaction. A deadlock or
+with a `batch` function runs the queued calls of a key together, in one worker call and one
+transaction, one batch at a time (a second once more calls wait than a batch takes). A deadlock or
 serialization failure (SQLSTATE class 40) re-runs the whole action (or batch) in a fresh
 transaction up to HUB_DB_RETRIES times; only a lost connection is "database unavailable".
 """
@@ -399,7 +400,7 @@ class _Queued:
 
 @dataclass(eq=False)
 class _Batches:
-    """One key's queue on one event loop, drained by at most SERIAL_WIDTH batches at a time."""
+    """One key's queue on one event loop, drained one batch at a time (SERIAL_WIDTH with a backlog)."""
 
     waiting: collections.deque[_Queued] = field(default_factory=collections.deque)
     running: int = 0
@@ -420,7 +421,9 @@ async def _batched(m: Method, key: str, caller: Caller, params: dict[str, Any]) 
         raise _key_busy()
     item = _Queued(caller, params, asyncio.get_running_loop().create_future())
     q.waiting.append(item)
-    if q.running < SERIAL_WIDTH:
+    # One batch at a time, which leaves the other workers to other calls; a second once more calls
+    # wait than one batch takes (a burst past what one can keep up with).
+    if not q.running or (q.running < SERIAL_WIDTH and len(q.waiting) > BATCH_MAX):
         q.running += 1
         task = asyncio.get_running_loop().create_task(_drain(m, key, q))
         _drainers.add(task)  # held until done: the loop keeps only weak references to tasks

@@ -381,7 +381,7 @@ def test_a_call_queued_on_a_key_waits_a_bounded_time_and_is_asked_again_at_its_t
             rpc.reset_pool()
             first = asyncio.create_task(bid_like(key, "first"))
             await asyncio.sleep(0.05)
-            # "x" is taken by the key's second drainer (it waits for the worker); "y" waits its turn.
+            # "x" and "y" wait for the running batch past their bound.
             waited = await asyncio.gather(*(bid_like(key, t) for t in ("x", "y")), return_exceptions=True)
             release.set()
             await first
@@ -390,11 +390,9 @@ def test_a_call_queued_on_a_key_waits_a_bounded_time_and_is_asked_again_at_its_t
             release.clear()
             second = asyncio.create_task(bid_like(other, "second"))
             await asyncio.sleep(0.05)
-            queued = []
-            for t in ("p", "q"):  # "p" is taken by the second drainer (waiting for the worker); "q" waits
-                queued.append(asyncio.create_task(bid_like(other, t)))
-                await asyncio.sleep(0.05)
-            closed.add(other)  # the key closed while "q" waited: refused at its turn, never run
+            queued = [asyncio.create_task(bid_like(other, t)) for t in ("p", "q")]
+            await asyncio.sleep(0.05)
+            closed.add(other)  # the key closed while they waited: refused at their turn, never run
             release.set()
             answers = await asyncio.gather(second, *queued, return_exceptions=True)
         rpc.reset_pool()
@@ -402,7 +400,38 @@ def test_a_call_queued_on_a_key_waits_a_bounded_time_and_is_asked_again_at_its_t
 
     x, y, second, p, q = asyncio.run(scenario())
     assert [getattr(r, "code", r) for r in (x, y)] == ["unavailable", "unavailable"]  # never ran
-    assert (second, p) == ({"tag": "second"}, {"tag": "p"})
-    assert isinstance(q, HubError) and q.code == "conflict"
-    assert batches == [["first"], ["second"], ["p"]]
+    assert second == {"tag": "second"}
+    assert [getattr(r, "code", r) for r in (p, q)] == ["conflict", "conflict"]
+    assert batches == [["first"], ["second"]]
+    assert rpc._batches == {}
+
+
+@pytest.mark.usefixtures("fresh_batches")
+def test_a_key_runs_one_batch_at_a_time_and_a_second_only_for_a_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One batch of a key at a time leaves the other workers to other calls; a second starts once
+    more calls wait than one batch takes."""
+    key = uid()
+    monkeypatch.setattr(rpc, "BATCH_MAX", 2)
+
+    async def scenario() -> tuple[list[list[str]], list[list[str]], list[Any]]:
+        with override_settings(HUB_DOMAIN_WORKERS=3, HUB_DOMAIN_WAIT_S=10):
+            rpc.reset_pool()
+            calls = [asyncio.create_task(bid_like(key, "first"))]
+            await asyncio.sleep(0.05)
+            calls += [asyncio.create_task(bid_like(key, t)) for t in ("a", "b")]
+            await asyncio.sleep(0.05)
+            one = [list(b) for b in batches]  # two waiting, no more than a batch: still one running
+            calls.append(asyncio.create_task(bid_like(key, "c")))
+            await asyncio.sleep(0.05)
+            two = [list(b) for b in batches]  # three waiting: a second batch took two of them
+            release.set()
+            out = await asyncio.gather(*calls)
+        rpc.reset_pool()
+        return one, two, out
+
+    one, two, out = asyncio.run(scenario())
+    assert one == [["first"]]
+    assert two == [["first"], ["a", "b"]]
+    assert [r["tag"] for r in out] == ["first", "a", "b", "c"]
+    assert batches == [["first"], ["a", "b"], ["c"]]
     assert rpc._batches == {}
