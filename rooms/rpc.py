@@ -174,6 +174,8 @@ _AGORA_RESULT = {"type": "object", "properties": {
 
 
 @method("calls.start", roles=USERS, summary="Call the other members of a chat room (video or voice).",
+        serial=calls.call_queue,
+        batch=lambda calls_: calls.start_calls([calls.CallRequest(c, p["room"], p["media"]) for c, p in calls_]),
         params={"type": "object", "additionalProperties": False, "required": ["room", "media"],
                 "properties": {"room": {"type": "string", "minLength": 1, "maxLength": 32},
                                "media": {"enum": list(calls.MEDIA)}}},

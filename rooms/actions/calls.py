@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core import metrics
-from core.audit import record
+from core.audit import entry, record, record_all
 from core.domain_budgets import per_minute
 from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
 from core.times import epoch_ms
@@ -180,6 +181,82 @@ def _token_result(call: Call, me: CallParticipant) -> dict[str, Any]:
 
 def start(caller: Caller, room_id: str, media: str) -> dict[str, Any]:
     """Ring the room's other members (`call.invite`, busy ones marked); returns the caller's Agora token."""
+    [out] = start_calls([CallRequest(caller, room_id, media)])
+    if isinstance(out, HubError):
+        raise out
+    return out
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    caller: Caller
+    room_id: Any
+    media: Any
+
+
+def call_queue(caller: Caller, _params: Any = None) -> str:
+    """The queue a new call waits in: one per tenant and process, whose queued calls start together
+    (`start_calls`), sharing one transaction's round trips and commit."""
+    return qualify(caller.tenant, "calls")
+
+
+def start_calls(requests: list[CallRequest]) -> list[dict[str, Any] | HubError]:
+    """Calls of one tenant started in one transaction: each request gets its own result or refusal,
+    in order, as if `start` had started them one after the other (a caller of an earlier call in the
+    batch is busy for the later ones)."""
+    out: list[dict[str, Any] | HubError] = [conflict("not started")] * len(requests)
+    ready: list[tuple[int, Caller, Room, str, list[str]]] = []
+    for i, r in enumerate(requests):
+        try:
+            if ready and r.caller.tenant != ready[0][1].tenant:
+                raise ValueError("start_calls takes the calls of one tenant")
+            room, others = _callable(r)
+        except HubError as exc:
+            out[i] = exc
+            continue
+        ready.append((i, r.caller, room, r.media, others))
+    if not ready:
+        return out
+    tenant = ready[0][1].tenant
+    now = timezone.now()
+    with atomic():
+        busy = busy_users(tenant, {u for *_rest, others in ready for u in others})
+        made: list[tuple[int, Call, CallParticipant, list[CallParticipant]]] = []
+        for i, caller, room, media, others in ready:
+            call_id = new_id()
+            call = Call(id=call_id, tenant=tenant, room=room, caller=caller.user, media=media,
+                        channel=agora.channel_name(call_id))
+            # Agora uids are participant indices: 1 for the caller, then 2.. in user order. Unique per
+            # call by construction, nonzero, far below 2^32.
+            me = CallParticipant(call=call, user=caller.user, uid=1, is_caller=True, status=JOINED, joined_at=now,
+                                 responded_at=now)
+            invited = [CallParticipant(call=call, user=u, uid=k + 2, status=BUSY if u in busy else RINGING,
+                                       busy=u in busy) for k, u in enumerate(others)]
+            busy.add(caller.user)  # joined in this call: busy for the batch's calls after it
+            made.append((i, call, me, invited))
+        Call.objects.bulk_create([call for _i, call, _me, _inv in made])
+        CallParticipant.objects.bulk_create([p for _i, _call, me, invited in made for p in (me, *invited)])
+        record_all([entry(call.caller, "calls.start", f"call:{call.id}", role=me_caller.role, tenant=tenant,
+                          rid=me_caller.request_id or None, room=call.room_id, media=call.media,
+                          invited=[p.user for p in invited], busy=sorted(p.user for p in invited if p.busy))
+                    for (_i, call, _me, invited), (_j, me_caller, *_rest) in zip(made, ready, strict=True)])
+        for i, call, me, invited in made:
+            metrics.call("started")
+            append(_channel(call), {"kind": "call.started", "call": call.id, "room": call.room_id,
+                                    "media": call.media, "from": call.caller,
+                                    "participants": [call.caller, *(p.user for p in invited)]})
+            for p in invited:
+                append(_user(tenant, p.user), {"kind": "call.invite", "call": call.id, "room": call.room_id,
+                                               "media": call.media, "from": call.caller, "busy": p.busy,
+                                               "ring_s": ring_s()})
+            out[i] = _token_result(call, me)
+    return out
+
+
+def _callable(r: CallRequest) -> tuple[Room, list[str]]:
+    """The room a request may call and the members it rings, or the refusal; spends the caller's
+    call-invite budget."""
+    caller, room_id, media = r.caller, r.room_id, r.media
     if media not in MEDIA:
         raise bad_request("media must be video or voice")
     if not isinstance(room_id, str) or not room_id:
@@ -201,28 +278,7 @@ def start(caller: Caller, room_id: str, media: str) -> dict[str, Any]:
         raise HubError(TOO_LARGE, f"a call takes at most {most} people; this room has {len(people)}")
     per_minute("call_invites", caller.tenant, caller.user, settings.HUB_CALL_INVITES_PER_MIN, "call invites",
                cost=len(others))
-    now = timezone.now()
-    call_id = new_id()
-    with atomic():
-        busy = busy_users(caller.tenant, others)
-        call = Call.objects.create(id=call_id, tenant=caller.tenant, room=room, caller=caller.user,
-                                   media=media, channel=agora.channel_name(call_id))
-        # Agora uids are participant indices: 1 for the caller, then 2.. in user order. Unique per
-        # call by construction, nonzero, far below 2^32.
-        me = CallParticipant(call=call, user=caller.user, uid=1, is_caller=True, status=JOINED, joined_at=now,
-                             responded_at=now)
-        invited = [CallParticipant(call=call, user=u, uid=i + 2, status=BUSY if u in busy else RINGING,
-                                   busy=u in busy) for i, u in enumerate(others)]
-        CallParticipant.objects.bulk_create([me, *invited])
-        metrics.call("started")
-        record(caller.user, "calls.start", f"call:{call.id}", role=caller.role, tenant=caller.tenant,
-               room=room.id, media=media, invited=others, busy=sorted(busy))
-        append(_channel(call), {"kind": "call.started", "call": call.id, "room": room.id, "media": media,
-                                "from": caller.user, "participants": [caller.user, *others]})
-        for p in invited:
-            append(_user(call.tenant, p.user), {"kind": "call.invite", "call": call.id, "room": room.id, "media": media,
-                                      "from": caller.user, "busy": p.busy, "ring_s": ring_s()})
-    return _token_result(call, me)
+    return room, others
 
 
 def accept(caller: Caller, call_id: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
+from core.errors import HubError
 from core.models import AuditLog
 from hub.models import Publication
 from hub.rpc import Caller
@@ -69,6 +70,42 @@ def test_start_invites_the_other_members(tenant: str) -> None:
     assert {parts[bob.user][0], parts[carol.user][0]} == {"ringing"}
     assert {parts[bob.user][1], parts[carol.user][1]} == {2, 3}
     assert AuditLog.objects.filter(action="calls.start", target=f"call:{call}", actor=alice.user).exists()
+
+
+def test_calls_started_together_are_the_same_as_one_after_the_other(tenant: str) -> None:
+    """One batch (start_calls, one transaction): each call its own result or refusal, in order; the
+    caller of an earlier call in the batch is busy for the later ones; each audit row its own."""
+    alice, bob, carol, eve = people(tenant, 4)
+    alice = Caller(alice.user, alice.role, tenant, request_id="r-alice")
+    out = calls.start_calls([
+        calls.CallRequest(alice, room_of(alice, bob), "voice"),
+        calls.CallRequest(eve, room_of(alice, bob), "voice"),  # not a member: refused
+        calls.CallRequest(carol, room_of(carol, alice, bob), "video"),  # alice is in her own call now
+        calls.CallRequest(bob, "nope", "voice")])
+    codes = [r.code if isinstance(r, HubError) else "ok" for r in out]
+    assert codes == ["ok", "forbidden", "ok", "not_found"]
+    first, third = (r for r in out if isinstance(r, dict))
+    assert first["agora"]["uid"] == 1 and third["agora"]["uid"] == 1
+    parts = {(p.call_id, p.user): (p.status, p.busy, p.uid) for p in CallParticipant.objects.filter(
+        call_id__in=[first["call"], third["call"]])}
+    one, three = first["call"], third["call"]
+    assert parts == {(one, alice.user): ("joined", False, 1), (one, bob.user): ("ringing", False, 2),
+                     (three, carol.user): ("joined", False, 1), (three, alice.user): ("busy", True, 2),
+                     (three, bob.user): ("ringing", False, 3)}
+    assert [(d["call"], d["busy"]) for d in pubs(f"user:{bob.user}") if d["kind"] == "call.invite"] == [
+        (first["call"], False), (third["call"], False)]
+    assert kinds(f"call:{first['call']}") == ["call.started"] and kinds(f"call:{third['call']}") == ["call.started"]
+    audit = dict(AuditLog.objects.filter(action="calls.start", target__in=[
+        f"call:{first['call']}", f"call:{third['call']}"]).values_list("actor", "detail"))
+    assert audit[alice.user]["busy"] == [] and audit[carol.user]["busy"] == [alice.user]
+    assert AuditLog.objects.get(actor=alice.user, action="calls.start").request_id == "r-alice"
+
+
+def test_calls_of_two_tenants_are_never_started_together(tenant: str) -> None:
+    alice, bob = people(tenant, 2)
+    with pytest.raises(ValueError, match="one tenant"):
+        calls.start_calls([calls.CallRequest(alice, room_of(alice, bob), "voice"),
+                           calls.CallRequest(Caller(uid("x"), "customer", uid("t")), "r", "voice")])
 
 
 def test_start_refusals(tenant: str) -> None:
