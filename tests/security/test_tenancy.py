@@ -251,7 +251,9 @@ def a_records(a: Tenant) -> dict[str, Any]:
         "call": Call.objects.filter(pk=a.ids["call"]).values("status").first(),
         "participants": sorted(CallParticipant.objects.filter(call_id=a.ids["call"])
                                .values_list("user", "status")),
-        "ratings": sorted(ProviderState.objects.filter(user__startswith=f"{a.name}/").values_list("user", "rating")),
+        # Unrated is 0.0 with or without a row (the matcher's write-behind adds rows every few seconds).
+        "ratings": sorted(ProviderState.objects.filter(user__startswith=f"{a.name}/").exclude(rating=0)
+                          .values_list("user", "rating")),
         # Exact places and order as A's admin sees them (B's providers.update moved B's sam only).
         "found": a.rpc("ops", "match.find", lat=LAT, lng=LNG, category=CAT, k=20)["providers"],
     }
