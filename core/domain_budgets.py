@@ -7,20 +7,21 @@ Two kinds, both per user within a tenant and shared by every hub process:
   caller changes anything.
 - counts of open things (bookings, custom jobs): counted in the database inside the transaction
   that would add one, under a per-user lock, so two concurrent creates cannot both pass a cap of
-  one. `held_open` takes the user's lock and counts; `refuse_open` refuses with `conflict` (a batch
-  adding several counts its own additions on top).
+  one. `admit_open` takes the users' locks, counts, and refuses with `conflict` (a batch adding
+  several counts its own additions on top).
 
 A limit of 0 (or less) switches a budget off.
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from django.db import connection
 from django.db.models import QuerySet
 
 from core import ratelimit
-from core.errors import conflict
+from core.errors import HubError, conflict
 from core.ratelimit import Limit
 
 
@@ -51,14 +52,25 @@ def lock_user(scope: str, tenant: str, user: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
 
-def held_open(scope: str, tenant: str, user: str, open_rows: QuerySet, limit: int) -> int:
-    """How many open rows the user holds (counted up to `limit`), their lock taken until commit: for
-    a transaction adding several (lock users in one order: sorted, so that two never deadlock)."""
-    lock_user(scope, tenant, user)
-    return int(open_rows[:limit].count())
-
-
-def refuse_open(held: int, limit: int, what: str) -> None:
-    """`conflict` when `held` open `what` already reach `limit` (0: no budget)."""
-    if limit > 0 and held >= limit:
-        raise conflict(f"you already have {held} open {what}, the most allowed; wait for one to close")
+def admit_open(scope: str, tenant: str, entries: list[tuple[str, bool]], open_rows: Callable[[str], QuerySet],
+               limit: int, what: str) -> list[HubError | None]:
+    """Inside the transaction that adds one open `what` per entry, before adding them: entries are
+    (owner, whether the entry holds a place once added), in order. Locks the owners (sorted, so that
+    two transactions never deadlock) until commit, counts what each holds, and refuses (`conflict`)
+    each entry that would pass `limit`, counting the earlier admitted entries that hold a place.
+    Returns None for an admitted entry, its refusal otherwise (a limit of 0: every entry admitted)."""
+    if limit <= 0:
+        return [None] * len(entries)
+    held = {}
+    for user in sorted({user for user, _holds in entries}):
+        lock_user(scope, tenant, user)
+        held[user] = int(open_rows(user)[:limit].count())
+    out: list[HubError | None] = []
+    for user, holds in entries:
+        if held[user] >= limit:
+            out.append(conflict(f"you already have {held[user]} open {what}, the most allowed; wait for one to close"))
+            continue
+        if holds:
+            held[user] += 1
+        out.append(None)
+    return out

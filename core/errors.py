@@ -1,6 +1,9 @@
 """The protocol's error codes as one exception type, shared by the socket and HTTP."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 BAD_REQUEST = "bad_request"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
@@ -58,3 +61,14 @@ def conflict(message: str) -> HubError:
 
 def unavailable(message: str = "a dependency is unavailable; retry") -> HubError:
     return HubError(UNAVAILABLE, message)
+
+
+T = TypeVar("T")
+
+
+def only(outcomes: Sequence[T | HubError]) -> T:
+    """The outcome of a batch function run on one call: its result, or its refusal raised."""
+    [out] = outcomes
+    if isinstance(out, HubError):
+        raise out
+    return out

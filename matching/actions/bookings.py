@@ -25,8 +25,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from core import metrics, tracing
-from core.domain_budgets import held_open, refuse_open
-from core.errors import HubError, bad_request, conflict, forbidden, not_found
+from core.domain_budgets import admit_open
+from core.errors import HubError, bad_request, conflict, forbidden, not_found, only
 from core.times import epoch_ms
 from hub.channels import qualify
 from hub.rpc import Caller
@@ -79,10 +79,7 @@ def booking_dict(b: Booking, providers: list[str] | None = None) -> dict[str, An
 @tracing.spanned("booking.create")
 def create_booking(caller: Caller, category: str, lat: float, lng: float, mode: str, at: str | None = None,
                    crew: int = 1) -> dict[str, Any]:
-    [out] = create_bookings([BookingRequest(caller, category, lat, lng, mode, at, crew)])
-    if isinstance(out, HubError):
-        raise out
-    return out
+    return only(create_bookings([BookingRequest(caller, category, lat, lng, mode, at, crew)]))
 
 
 @dataclass(frozen=True)
@@ -136,24 +133,16 @@ def create_bookings(requests: list[BookingRequest]) -> list[dict[str, Any] | Hub
     if not ready:
         return out
     tenant = ready[0][1].caller.tenant
-    limit = settings.HUB_MAX_OPEN_BOOKINGS_PER_USER
     with atomic():
-        if limit > 0:
-            held = {user: held_open("bookings", tenant, user, Booking.objects.filter(
-                        tenant=tenant, customer=user, status=BookingStatus.OFFERING), limit)
-                    for user in sorted({r.caller.user for _i, r, *_rest in ready})}
-            admitted = []
-            for item in ready:
-                user = item[1].caller.user
-                try:
-                    refuse_open(held[user], limit, "bookings (still offering)")
-                except HubError as exc:
-                    out[item[0]] = exc
-                    continue
-                if item[4]:
-                    held[user] += 1  # one found nobody is closed at once: it holds no place
-                admitted.append(item)
-            ready = admitted
+        # A booking that found nobody is closed at once: it holds no place.
+        refusals = admit_open("bookings", tenant, [(r.caller.user, bool(found)) for _i, r, _w, _z, found in ready],
+                              lambda user: Booking.objects.filter(tenant=tenant, customer=user,
+                                                                  status=BookingStatus.OFFERING),
+                              settings.HUB_MAX_OPEN_BOOKINGS_PER_USER, "bookings (still offering)")
+        for item, refusal in zip(ready, refusals, strict=True):
+            if refusal is not None:
+                out[item[0]] = refusal
+        ready = [item for item, refusal in zip(ready, refusals, strict=True) if refusal is None]
         made = Booking.objects.bulk_create([
             Booking(customer=r.caller.user, tenant=tenant, category=r.category, lat=r.lat, lng=r.lng,
                     mode=r.mode, at=when, crew=r.crew, zone=zone, first_offered_at=now if found else None)

@@ -25,7 +25,7 @@ from django.utils import timezone
 from core import metrics
 from core.audit import entry, record, record_all
 from core.domain_budgets import per_minute
-from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found
+from core.errors import CONFLICT, TOO_LARGE, HubError, bad_request, conflict, forbidden, not_found, only
 from core.times import epoch_ms
 from hub import engine
 from hub.channels import qualify
@@ -181,10 +181,7 @@ def _token_result(call: Call, me: CallParticipant) -> dict[str, Any]:
 
 def start(caller: Caller, room_id: str, media: str) -> dict[str, Any]:
     """Ring the room's other members (`call.invite`, busy ones marked); returns the caller's Agora token."""
-    [out] = start_calls([CallRequest(caller, room_id, media)])
-    if isinstance(out, HubError):
-        raise out
-    return out
+    return only(start_calls([CallRequest(caller, room_id, media)]))
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import entry, record, record_all
-from core.domain_budgets import held_open, per_minute, refuse_open
-from core.errors import HubError, bad_request, conflict, forbidden, not_found
+from core.domain_budgets import admit_open, per_minute
+from core.errors import HubError, bad_request, conflict, forbidden, not_found, only
 from hub.channels import qualify
 from hub.rpc import PROVIDERS, Caller
 from hub.store import append, atomic
@@ -257,10 +257,7 @@ def create_job(caller: Caller, title: str, description: str, category: str, lat:
                budget: int | None = None, currency: str | None = None) -> dict[str, Any]:
     """Post a job (customers and enterprises); matched providers hear `job.new` with its area.
     A bare budget is in pence (GBP). `reason` in the result says why nobody was told."""
-    [out] = create_jobs([JobRequest(caller, title, description, category, lat, lng, budget, currency)])
-    if isinstance(out, HubError):
-        raise out
-    return out
+    return only(create_jobs([JobRequest(caller, title, description, category, lat, lng, budget, currency)]))
 
 
 @dataclass(frozen=True)
@@ -304,22 +301,14 @@ def create_jobs(requests: list[JobRequest]) -> list[dict[str, Any] | HubError]:
     if not ready:
         return out
     tenant = ready[0][1].tenant
-    limit = settings.HUB_MAX_OPEN_JOBS_PER_USER
     with atomic():
-        if limit > 0:
-            held = {user: held_open("jobs", tenant, user, Job.objects.filter(tenant=tenant, owner=user, status=OPEN),
-                                    limit)
-                    for user in sorted({job.owner for _i, job, _c, _r in ready})}
-            admitted = []
-            for item in ready:
-                try:
-                    refuse_open(held[item[1].owner], limit, "jobs (still open to bids)")
-                except HubError as exc:
-                    out[item[0]] = exc
-                    continue
-                held[item[1].owner] += 1
-                admitted.append(item)
-            ready = admitted
+        refusals = admit_open("jobs", tenant, [(job.owner, True) for _i, job, _c, _r in ready],
+                              lambda user: Job.objects.filter(tenant=tenant, owner=user, status=OPEN),
+                              settings.HUB_MAX_OPEN_JOBS_PER_USER, "jobs (still open to bids)")
+        for item, refusal in zip(ready, refusals, strict=True):
+            if refusal is not None:
+                out[item[0]] = refusal
+        ready = [item for item, refusal in zip(ready, refusals, strict=True) if refusal is None]
         Job.objects.bulk_create([job for _i, job, _c, _r in ready])
         record_all([entry(job.owner, "jobs.create", f"job:{job.id}", role=job.owner_role, tenant=tenant,
                           rid=requests[i].caller.request_id or None, category=job.category,
@@ -383,10 +372,7 @@ def _refuse_if_closed(caller: Caller, job_id: Any) -> None:
 def bid(caller: Caller, job_id: str, amount: int, currency: str, note: str = "") -> dict[str, Any]:
     """Bid on an open job (providers), replacing the caller's earlier live bid. The job's stream only
     hears that a bid came; the owner and the bidder get its details on their `user:` channels."""
-    [out] = place_bids([BidRequest(caller, job_id, amount, currency, note)])
-    if isinstance(out, HubError):
-        raise out
-    return out
+    return only(place_bids([BidRequest(caller, job_id, amount, currency, note)]))
 
 
 @dataclass(frozen=True)
@@ -454,20 +440,21 @@ def _place(ready: list[tuple[int, BidRequest]], out: list[dict[str, Any] | HubEr
     todo: list[tuple[int, BidRequest, Job]] = []
     for job_id, items in by_job.items():
         job = found.get(job_id)
-        refusal: HubError | None = None
-        if job is None:
-            refusal = not_found(f"no job {job_id}")
-        elif job.status != OPEN:
-            _remember_closed(tenant, job.id, job.status, job.owner)
-            refusal = conflict(f"the job is {job.status}; bids are closed")
-        for i, r in items:
-            if refusal is not None:
+        if job is None or job.status != OPEN:
+            if job is None:
+                refusal = not_found(f"no job {job_id}")
+            else:
+                _remember_closed(tenant, job.id, job.status, job.owner)
+                refusal = conflict(f"the job is {job.status}; bids are closed")
+            for i, _r in items:
                 out[i] = refusal
-            elif job is not None and job.owner == r.caller.user:
+            continue
+        for i, r in items:
+            if job.owner == r.caller.user:
                 out[i] = forbidden("you cannot bid on your own job")
-            elif job is not None and job.currency and r.currency != job.currency:
+            elif job.currency and r.currency != job.currency:
                 out[i] = bad_request(f"this job is priced in {job.currency}")
-            elif job is not None:
+            else:
                 todo.append((i, r, job))
     while todo:
         seen: set[tuple[str, str]] = set()
